@@ -1,0 +1,49 @@
+//! Builtins that OPA's Wasm compiler leaves to the host, implemented with OPA's semantics.
+//!
+//! The Wasm module lists the builtins it needs (`builtins()` export). At load, each name is
+//! resolved here to a function pointer; a name with no implementation fails the load.
+//! Arguments arrive as Rego values (sets intact). A builtin returns `Ok(Some(v))`, `Ok(None)` for
+//! undefined, or `Err` — which, as in OPA's non-strict mode, makes the calling expression
+//! undefined rather than aborting the whole evaluation.
+
+use crate::value::Value;
+
+/// Per-evaluation facts a builtin may read. `time.now_ns` is fixed for one evaluation, as in OPA.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now_ns: i64,
+}
+
+impl Context {
+    pub fn now() -> Context {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Context { now_ns }
+    }
+}
+
+/// Why a builtin produced no value; the message mirrors OPA's where practical.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinError(pub String);
+
+pub type BuiltinResult = Result<Option<Value>, BuiltinError>;
+pub type BuiltinFn = fn(&[Value], &Context) -> BuiltinResult;
+
+/// Resolves a builtin by its OPA name (`"sprintf"`, `"time.parse_rfc3339_ns"`, ...).
+pub fn lookup(name: &str) -> Option<BuiltinFn> {
+    let _ = name;
+    None
+}
+
+/// Whether a builtin's result depends on something other than its arguments (clock,
+/// randomness, network). Decisions from policies that call one are never cached.
+pub fn is_nondeterministic(name: &str) -> bool {
+    name.starts_with("time.now")
+        || name.starts_with("rand.")
+        || name.starts_with("uuid.")
+        || name == "http.send"
+        || name == "opa.runtime"
+        || name.starts_with("net.lookup")
+}
