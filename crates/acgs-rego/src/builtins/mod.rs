@@ -8,6 +8,12 @@
 
 use crate::value::Value;
 
+mod crypto;
+mod encoding;
+mod net;
+mod strings;
+mod time;
+
 /// Per-evaluation facts a builtin may read. `time.now_ns` is fixed for one evaluation, as in OPA.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -33,8 +39,11 @@ pub type BuiltinFn = fn(&[Value], &Context) -> BuiltinResult;
 
 /// Resolves a builtin by its OPA name (`"sprintf"`, `"time.parse_rfc3339_ns"`, ...).
 pub fn lookup(name: &str) -> Option<BuiltinFn> {
-    let _ = name;
-    None
+    strings::lookup(name)
+        .or_else(|| encoding::lookup(name))
+        .or_else(|| time::lookup(name))
+        .or_else(|| crypto::lookup(name))
+        .or_else(|| net::lookup(name))
 }
 
 /// Whether a builtin's result depends on something other than its arguments (clock,
