@@ -356,7 +356,7 @@ impl Printer<'_> {
     }
 
     fn fmt_int_verb(&mut self, i: i64, verb: char, arg: &Arg) {
-        let u = i.cast_unsigned();
+        let u = u64::from_ne_bytes(i.to_ne_bytes());
         match verb {
             'v' | 'd' => self.fmt_integer(u, 10, true, verb, false),
             'b' => self.fmt_integer(u, 2, true, verb, false),
