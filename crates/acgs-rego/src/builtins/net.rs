@@ -39,7 +39,10 @@ fn operand(args: &[Value], pos: usize) -> Result<&Value, BuiltinError> {
 }
 
 fn type_err(pos: usize, got: &Value, want: &str) -> BuiltinError {
-    err(format!("operand {pos} must be {want} but got {}", got.type_name()))
+    err(format!(
+        "operand {pos} must be {want} but got {}",
+        got.type_name()
+    ))
 }
 
 fn str_arg(args: &[Value], pos: usize) -> Result<&str, BuiltinError> {
@@ -86,7 +89,10 @@ fn cidr_mask(ones: usize, bits: usize) -> Vec<u8> {
 fn mask_ip(ip: &[u8], mask: &[u8]) -> Option<Vec<u8>> {
     let mut ip = ip;
     let mut mask = mask;
-    if mask.len() == 16 && ip.len() == 4 && mask.get(..12).is_some_and(|m| m.iter().all(|b| *b == 0xff)) {
+    if mask.len() == 16
+        && ip.len() == 4
+        && mask.get(..12).is_some_and(|m| m.iter().all(|b| *b == 0xff))
+    {
         mask = mask.get(12..)?;
     }
     if mask.len() == 4 && ip.len() == 16 && ip.get(..12) == Some(&V4_IN_V6[..]) {
@@ -135,7 +141,9 @@ impl IpNet {
 
     /// Go's `IPNet.Contains`.
     fn contains(&self, ip: &[u8]) -> bool {
-        let Some((nn, m)) = self.number_and_mask() else { return false };
+        let Some((nn, m)) = self.number_and_mask() else {
+            return false;
+        };
         let ip = to4(ip).unwrap_or(ip);
         ip.len() == nn.len() && nn.iter().zip(&m).zip(ip).all(|((n, m), i)| n & m == i & m)
     }
@@ -151,7 +159,9 @@ impl IpNet {
 
     /// Go's `IPNet.String`.
     fn to_go_string(&self) -> String {
-        let Some((nn, m)) = self.number_and_mask() else { return "<nil>".into() };
+        let Some((nn, m)) = self.number_and_mask() else {
+            return "<nil>".into();
+        };
         match mask_ones(&m) {
             Some(ones) => format!("{}/{ones}", ip_string(&nn)),
             None => format!("{}/{}", ip_string(&nn), hex::encode(&m)),
@@ -199,7 +209,8 @@ fn parse_cidr(s: &str) -> Result<([u8; 16], IpNet), BuiltinError> {
     } else {
         return Err(bad());
     };
-    if bits_text.is_empty() || !bits_text.bytes().all(|b| b.is_ascii_digit()) || bits_text.len() > 8 {
+    if bits_text.is_empty() || !bits_text.bytes().all(|b| b.is_ascii_digit()) || bits_text.len() > 8
+    {
         return Err(bad());
     }
     let ones: usize = bits_text.parse().map_err(|_| bad())?;
@@ -222,7 +233,9 @@ fn last_ip(n: &IpNet) -> Result<Vec<u8>, BuiltinError> {
     // OR the host bits into the address, right-aligned as big.Int arithmetic would.
     let width = bits / 8;
     let mut out = vec![0u8; width];
-    let src = n.ip.get(n.ip.len().saturating_sub(width)..).unwrap_or_default();
+    let src =
+        n.ip.get(n.ip.len().saturating_sub(width)..)
+            .unwrap_or_default();
     let offset = width.saturating_sub(src.len());
     for (i, b) in src.iter().enumerate() {
         if let Some(slot) = out.get_mut(offset + i) {
@@ -248,7 +261,9 @@ fn cidr_contains(a: &Value, b: &Value) -> Result<bool, BuiltinError> {
         return Ok(net_a.contains(&ip));
     }
     let (_, net_b) = parse_cidr(b_text).map_err(|_| {
-        err(format!("not a valid textual representation of an IP address or CIDR: {b_text}"))
+        err(format!(
+            "not a valid textual representation of an IP address or CIDR: {b_text}"
+        ))
     })?;
     if net_a.is_plain_ipv6() && net_b.is_plain_ipv6() {
         let (a_ones, _) = net_a.mask_size().unwrap_or((0, 0));
@@ -267,11 +282,14 @@ fn match_operand(pos: usize, v: &Value) -> Result<Vec<(Value, Value)>, BuiltinEr
     fn cidr_of(pos: usize, v: &Value) -> Result<Value, BuiltinError> {
         match v {
             Value::String(_) => Ok(v.clone()),
-            Value::Array(items) => items
-                .first()
-                .cloned()
-                .ok_or_else(|| err(format!("operand {pos}: element must be string or non-empty array"))),
-            _ => Err(err(format!("operand {pos}: element must be string or non-empty array"))),
+            Value::Array(items) => items.first().cloned().ok_or_else(|| {
+                err(format!(
+                    "operand {pos}: element must be string or non-empty array"
+                ))
+            }),
+            _ => Err(err(format!(
+                "operand {pos}: element must be string or non-empty array"
+            ))),
         }
     }
     Ok(match v {
@@ -371,7 +389,10 @@ fn merge_input(v: &Value) -> Result<IpNet, BuiltinError> {
                 b if b < 0xc0 => 16,
                 _ => 24,
             };
-            Ok(IpNet { ip: ip.to_vec(), mask: cidr_mask(ones, 32) })
+            Ok(IpNet {
+                ip: ip.to_vec(),
+                mask: cidr_mask(ones, 32),
+            })
         }
     }
 }
@@ -416,7 +437,11 @@ fn range_to_cidrs(first: u128, last: u128) -> Vec<String> {
     let mut cur = first;
     loop {
         let rel = if v4 { cur - MAPPED_BASE } else { cur };
-        let align = if rel == 0 { width } else { rel.trailing_zeros().min(width) };
+        let align = if rel == 0 {
+            width
+        } else {
+            rel.trailing_zeros().min(width)
+        };
         let mut size_bits = align;
         while size_bits > 0 {
             let span = 1u128.checked_shl(size_bits).map_or(u128::MAX, |s| s - 1);
@@ -452,8 +477,14 @@ fn cidr_merge(args: &[Value], _: &Context) -> BuiltinResult {
     let mut i = ranges.len();
     while i > 1 {
         i -= 1;
-        let (Some(cur), Some(prev)) = (ranges.get(i).cloned(), ranges.get(i - 1).cloned()) else { break };
-        let before_first = if cur.0 == 0 || cur.0 == MAPPED_BASE { cur.0 } else { cur.0 - 1 };
+        let (Some(cur), Some(prev)) = (ranges.get(i).cloned(), ranges.get(i - 1).cloned()) else {
+            break;
+        };
+        let before_first = if cur.0 == 0 || cur.0 == MAPPED_BASE {
+            cur.0
+        } else {
+            cur.0 - 1
+        };
         if before_first <= prev.1 {
             if let Some(slot) = ranges.get_mut(i - 1) {
                 *slot = (prev.0.min(cur.0), cur.1, None);
@@ -533,7 +564,11 @@ fn print(args: &[Value], _: &Context) -> BuiltinResult {
                 if next.len() >= MAX_PRINT_LINES {
                     break;
                 }
-                next.push(if i == 0 { cell.clone() } else { format!("{prefix} {cell}") });
+                next.push(if i == 0 {
+                    cell.clone()
+                } else {
+                    format!("{prefix} {cell}")
+                });
             }
         }
         lines = next;
@@ -547,9 +582,15 @@ fn print(args: &[Value], _: &Context) -> BuiltinResult {
 /// OPA's `Value.String()`: Rego syntax with `", "` and `": "` separators.
 fn opa_string(v: &Value) -> String {
     match v {
-        Value::Array(a) => format!("[{}]", a.iter().map(opa_string).collect::<Vec<_>>().join(", ")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(opa_string).collect::<Vec<_>>().join(", ")
+        ),
         Value::Set(s) if s.is_empty() => "set()".into(),
-        Value::Set(s) => format!("{{{}}}", s.iter().map(opa_string).collect::<Vec<_>>().join(", ")),
+        Value::Set(s) => format!(
+            "{{{}}}",
+            s.iter().map(opa_string).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(o) => format!(
             "{{{}}}",
             o.iter()

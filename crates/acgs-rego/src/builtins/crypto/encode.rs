@@ -1,5 +1,3 @@
-// Parsers used by the X.509 builtins, which are still being filled in.
-#![allow(dead_code)]
 //! Text encodings with the exact leniencies of the Go functions OPA calls: policies feed these
 //! builtins tokens and PEM files produced by other tools, and a stricter decoder would turn a
 //! token OPA accepts into an undefined decision.
@@ -26,7 +24,12 @@ const URL_NO_PAD: GeneralPurpose = GeneralPurpose::new(
 
 fn strip_newlines(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if s.iter().any(|b| *b == b'\r' || *b == b'\n') {
-        std::borrow::Cow::Owned(s.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect())
+        std::borrow::Cow::Owned(
+            s.iter()
+                .copied()
+                .filter(|b| *b != b'\r' && *b != b'\n')
+                .collect(),
+        )
     } else {
         std::borrow::Cow::Borrowed(s)
     }
@@ -34,7 +37,8 @@ fn strip_newlines(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// `base64.StdEncoding.DecodeString`: padded, newlines ignored.
 pub(super) fn b64_std_decode(s: &[u8]) -> Result<Vec<u8>, BuiltinError> {
-    STD.decode(strip_newlines(s)).map_err(|e| err(format!("illegal base64 data: {e}")))
+    STD.decode(strip_newlines(s))
+        .map_err(|e| err(format!("illegal base64 data: {e}")))
 }
 
 pub(super) fn b64_std_encode(b: &[u8]) -> String {
@@ -77,7 +81,6 @@ pub(super) fn b64url_decode_raw(s: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub(super) struct PemBlock {
     pub typ: String,
-    pub has_headers: bool,
     pub bytes: Vec<u8>,
 }
 
@@ -87,12 +90,16 @@ const PEM_DASHES: &[u8] = b"-----";
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     let h = hay.get(from..)?;
-    h.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    h.windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 fn rfind(hay: &[u8], needle: &[u8], from: usize, to: usize) -> Option<usize> {
     let h = hay.get(from..to)?;
-    h.windows(needle.len()).rposition(|w| w == needle).map(|p| p + from)
+    h.windows(needle.len())
+        .rposition(|w| w == needle)
+        .map(|p| p + from)
 }
 
 /// Go's `getLine`: the line (trailing `\r`, spaces and tabs trimmed) and the offset just past
@@ -127,7 +134,9 @@ pub(super) fn pem_decode(data: &[u8]) -> Option<(PemBlock, usize)> {
             continue;
         }
         let (type_line, mut pos) = get_line(data, begin + PEM_BEGIN.len());
-        let Some(typ) = type_line.strip_suffix(PEM_DASHES) else { continue };
+        let Some(typ) = type_line.strip_suffix(PEM_DASHES) else {
+            continue;
+        };
         let mut has_headers = false;
         loop {
             if pos >= data.len() {
@@ -146,7 +155,9 @@ pub(super) fn pem_decode(data: &[u8]) -> Option<(PemBlock, usize)> {
         }
         let trailer_at = end_at + PEM_END.len();
         let want_len = typ.len() + PEM_DASHES.len();
-        let Some(trailer) = data.get(trailer_at..trailer_at + want_len) else { continue };
+        let Some(trailer) = data.get(trailer_at..trailer_at + want_len) else {
+            continue;
+        };
         if !trailer.starts_with(typ) || !trailer.ends_with(PEM_DASHES) {
             continue;
         }
@@ -170,7 +181,7 @@ pub(super) fn pem_decode(data: &[u8]) -> Option<(PemBlock, usize)> {
             Vec::new()
         };
         let typ = String::from_utf8_lossy(typ).into_owned();
-        return Some((PemBlock { typ, has_headers, bytes }, rest_at));
+        return Some((PemBlock { typ, bytes }, rest_at));
     }
 }
 

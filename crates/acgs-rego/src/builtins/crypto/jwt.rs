@@ -26,7 +26,8 @@ impl Token<'_> {
     fn decode_header(&self) -> Result<Object, BuiltinError> {
         let raw = b64url_decode(self.header)
             .map_err(|e| err(format!("JWT header had invalid encoding: {}", e.0)))?;
-        let header = parse_json_object(&raw).map_err(|e| err(format!("bad JWT header: {}", e.0)))?;
+        let header =
+            parse_json_object(&raw).map_err(|e| err(format!("bad JWT header: {}", e.0)))?;
         if header.contains_key(&Value::str("enc")) {
             return Err(err("JWT is a JWE object, which is not supported"));
         }
@@ -34,7 +35,8 @@ impl Token<'_> {
     }
 
     fn decode_payload(&self) -> Result<Vec<u8>, BuiltinError> {
-        b64url_decode(self.payload).map_err(|e| err(format!("JWT payload had invalid encoding: {}", e.0)))
+        b64url_decode(self.payload)
+            .map_err(|e| err(format!("JWT payload had invalid encoding: {}", e.0)))
     }
 
     fn decode_signature(&self) -> Result<Vec<u8>, BuiltinError> {
@@ -49,8 +51,15 @@ fn split_token(v: &Value) -> Result<Token<'_>, BuiltinError> {
     }
     let parts: Vec<&str> = text.split('.').collect();
     match parts.as_slice() {
-        [header, payload, signature] => Ok(Token { header, payload, signature }),
-        _ => Err(err(format!("encoded JWT must have 3 sections, found {}", parts.len()))),
+        [header, payload, signature] => Ok(Token {
+            header,
+            payload,
+            signature,
+        }),
+        _ => Err(err(format!(
+            "encoded JWT must have 3 sections, found {}",
+            parts.len()
+        ))),
     }
 }
 
@@ -194,15 +203,63 @@ macro_rules! verifier {
     };
 }
 
-verifier!(verify_rs256, |k, m, s| keys::verify_rsa_pkcs1(k, HashAlg::Sha256, m, s));
-verifier!(verify_rs384, |k, m, s| keys::verify_rsa_pkcs1(k, HashAlg::Sha384, m, s));
-verifier!(verify_rs512, |k, m, s| keys::verify_rsa_pkcs1(k, HashAlg::Sha512, m, s));
-verifier!(verify_ps256, |k, m, s| keys::verify_rsa_pss(k, HashAlg::Sha256, m, s, None));
-verifier!(verify_ps384, |k, m, s| keys::verify_rsa_pss(k, HashAlg::Sha384, m, s, None));
-verifier!(verify_ps512, |k, m, s| keys::verify_rsa_pss(k, HashAlg::Sha512, m, s, None));
-verifier!(verify_es256, |k, m, s| keys::verify_ecdsa_halves(k, HashAlg::Sha256, m, s));
-verifier!(verify_es384, |k, m, s| keys::verify_ecdsa_halves(k, HashAlg::Sha384, m, s));
-verifier!(verify_es512, |k, m, s| keys::verify_ecdsa_halves(k, HashAlg::Sha512, m, s));
+verifier!(verify_rs256, |k, m, s| keys::verify_rsa_pkcs1(
+    k,
+    HashAlg::Sha256,
+    m,
+    s
+));
+verifier!(verify_rs384, |k, m, s| keys::verify_rsa_pkcs1(
+    k,
+    HashAlg::Sha384,
+    m,
+    s
+));
+verifier!(verify_rs512, |k, m, s| keys::verify_rsa_pkcs1(
+    k,
+    HashAlg::Sha512,
+    m,
+    s
+));
+verifier!(verify_ps256, |k, m, s| keys::verify_rsa_pss(
+    k,
+    HashAlg::Sha256,
+    m,
+    s,
+    None
+));
+verifier!(verify_ps384, |k, m, s| keys::verify_rsa_pss(
+    k,
+    HashAlg::Sha384,
+    m,
+    s,
+    None
+));
+verifier!(verify_ps512, |k, m, s| keys::verify_rsa_pss(
+    k,
+    HashAlg::Sha512,
+    m,
+    s,
+    None
+));
+verifier!(verify_es256, |k, m, s| keys::verify_ecdsa_halves(
+    k,
+    HashAlg::Sha256,
+    m,
+    s
+));
+verifier!(verify_es384, |k, m, s| keys::verify_ecdsa_halves(
+    k,
+    HashAlg::Sha384,
+    m,
+    s
+));
+verifier!(verify_es512, |k, m, s| keys::verify_ecdsa_halves(
+    k,
+    HashAlg::Sha512,
+    m,
+    s
+));
 verifier!(verify_eddsa, keys::verify_ed25519);
 
 /// The second argument of `io.jwt.decode_verify`.
@@ -380,7 +437,10 @@ fn header_string(header: &serde_json::Value, name: &str) -> Result<String, Strin
     match header.get(name) {
         None => Err(format!("jwsbb: header \"{name}\" not found")),
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(format!("value doesn't contain string; it contains {}", json_kind(other))),
+        Some(other) => Err(format!(
+            "value doesn't contain string; it contains {}",
+            json_kind(other)
+        )),
     }
 }
 
@@ -397,7 +457,9 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 fn encode_sign_common(headers: &[u8], payload: &[u8], jwk: &[u8]) -> BuiltinResult {
     let jwks = keys::parse_jwks(jwk).map_err(err)?;
-    let key = jwks.first().ok_or_else(|| err("no keys found in JWK set"))?;
+    let key = jwks
+        .first()
+        .ok_or_else(|| err("no keys found in JWK set"))?;
 
     let parsed: Result<serde_json::Value, String> =
         serde_json::from_slice(headers).map_err(|e| format!("cannot parse JSON: {e}"));
@@ -406,8 +468,12 @@ fn encode_sign_common(headers: &[u8], payload: &[u8], jwk: &[u8]) -> BuiltinResu
         .map_err(Clone::clone)
         .and_then(|h| header_string(h, "alg"))
         .map_err(|e| err(format!("missing or invalid 'alg' header: {e}")))?;
-    let alg_kind = JwsAlg::parse(&alg).ok_or_else(|| err(format!("unknown JWS algorithm: {alg}")))?;
-    let typ = parsed.as_ref().ok().and_then(|h| header_string(h, "typ").ok());
+    let alg_kind =
+        JwsAlg::parse(&alg).ok_or_else(|| err(format!("unknown JWS algorithm: {alg}")))?;
+    let typ = parsed
+        .as_ref()
+        .ok()
+        .and_then(|h| header_string(h, "typ").ok());
     let payload_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok();
     if typ.as_deref().is_none_or(|t| t == "JWT") && !payload_is_json {
         return Err(err("type is JWT but payload is not JSON"));
@@ -416,10 +482,11 @@ fn encode_sign_common(headers: &[u8], payload: &[u8], jwk: &[u8]) -> BuiltinResu
     let mut out = b64url_encode_raw(headers);
     out.push('.');
     out.push_str(&b64url_encode_raw(payload));
-    let private = key
-        .private
-        .as_ref()
-        .ok_or_else(|| err(format!("failed to sign payload: a private key is required for {alg}")))?;
+    let private = key.private.as_ref().ok_or_else(|| {
+        err(format!(
+            "failed to sign payload: a private key is required for {alg}"
+        ))
+    })?;
     let sig = keys::jws_sign(private, alg_kind, out.as_bytes())
         .map_err(|e| err(format!("failed to sign payload: {e}")))?;
     out.push('.');

@@ -1,17 +1,15 @@
-// Parsers used by the X.509 builtins, which are still being filled in.
-#![allow(dead_code)]
 //! Keys as OPA's token builtins accept them (PEM certificates, PEM public keys, JWK and JWK
 //! sets) and the signature schemes of JWS, with Go's acceptance rules.
 
 use hmac::Hmac;
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
-use sha2::Digest;
+use p256::elliptic_curve;
 use rsa::pkcs8::spki;
 use rsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use rsa::traits::PublicKeyParts;
 use rsa::{pkcs1, pkcs8, signature};
+use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
+use sha2::Digest;
 use spki::der::Decode;
-use p256::elliptic_curve;
 
 use super::encode::{b64url_decode_raw, parse_json, pem_decode};
 use super::{err, BuiltinError};
@@ -168,8 +166,12 @@ pub(super) fn parse_pkix_public_key(der: &[u8]) -> Result<PublicKey, String> {
         .ok_or("x509: invalid public key bit string")?;
     match oid.as_str() {
         OID_RSA => {
-            let k = pkcs1::RsaPublicKey::from_der(bits).map_err(|e| format!("x509: invalid RSA public key: {e}"))?;
-            Ok(PublicKey::Rsa(rsa_public(k.modulus.as_bytes(), k.public_exponent.as_bytes())?))
+            let k = pkcs1::RsaPublicKey::from_der(bits)
+                .map_err(|e| format!("x509: invalid RSA public key: {e}"))?;
+            Ok(PublicKey::Rsa(rsa_public(
+                k.modulus.as_bytes(),
+                k.public_exponent.as_bytes(),
+            )?))
         }
         OID_EC => {
             let curve = spki
@@ -180,8 +182,11 @@ pub(super) fn parse_pkix_public_key(der: &[u8]) -> Result<PublicKey, String> {
             ec_public_from_sec1(&curve, bits)
         }
         OID_ED25519 => {
-            let arr: [u8; 32] = bits.try_into().map_err(|_| "x509: wrong Ed25519 public key size")?;
-            Ok(ed25519_dalek::VerifyingKey::from_bytes(&arr).map_or(PublicKey::Other, PublicKey::Ed25519))
+            let arr: [u8; 32] = bits
+                .try_into()
+                .map_err(|_| "x509: wrong Ed25519 public key size")?;
+            Ok(ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                .map_or(PublicKey::Other, PublicKey::Ed25519))
         }
         o if OID_KNOWN_OTHER.contains(&o) => Ok(PublicKey::Other),
         _ => Err("x509: unknown public key algorithm".into()),
@@ -191,9 +196,15 @@ pub(super) fn parse_pkix_public_key(der: &[u8]) -> Result<PublicKey, String> {
 fn ec_public_from_sec1(curve_oid: &str, point: &[u8]) -> Result<PublicKey, String> {
     let bad = |_| "x509: failed to unmarshal elliptic curve point".to_string();
     match curve_oid {
-        OID_P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map(PublicKey::P256).map_err(bad),
-        OID_P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map(PublicKey::P384).map_err(bad),
-        OID_P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(point).map(PublicKey::P521).map_err(bad),
+        OID_P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(PublicKey::P256)
+            .map_err(bad),
+        OID_P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(PublicKey::P384)
+            .map_err(bad),
+        OID_P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(PublicKey::P521)
+            .map_err(bad),
         _ => Err("x509: unsupported elliptic curve".into()),
     }
 }
@@ -216,17 +227,28 @@ pub(super) fn parse_pkcs1_private_key(der: &[u8]) -> Result<RsaPrivateKey, Strin
 
 /// `x509.ParsePKCS8PrivateKey`.
 pub(super) fn parse_pkcs8_private_key(der: &[u8]) -> Result<PrivateKey, String> {
-    let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| format!("x509: failed to parse private key: {e}"))?;
+    let info = pkcs8::PrivateKeyInfo::from_der(der)
+        .map_err(|e| format!("x509: failed to parse private key: {e}"))?;
     let oid = info.algorithm.oid.to_string();
     match oid.as_str() {
         OID_RSA => parse_pkcs1_private_key(info.private_key).map(PrivateKey::Rsa),
         OID_EC => {
             use pkcs8::DecodePrivateKey;
-            let bad = |e: pkcs8::Error| format!("x509: failed to parse EC private key embedded in PKCS#8: {e}");
-            let curve = info.algorithm.parameters_oid().map(|o| o.to_string()).unwrap_or_default();
+            let bad = |e: pkcs8::Error| {
+                format!("x509: failed to parse EC private key embedded in PKCS#8: {e}")
+            };
+            let curve = info
+                .algorithm
+                .parameters_oid()
+                .map(|o| o.to_string())
+                .unwrap_or_default();
             match curve.as_str() {
-                OID_P256 => p256::SecretKey::from_pkcs8_der(der).map(|k| PrivateKey::P256(k.into())).map_err(bad),
-                OID_P384 => p384::SecretKey::from_pkcs8_der(der).map(|k| PrivateKey::P384(k.into())).map_err(bad),
+                OID_P256 => p256::SecretKey::from_pkcs8_der(der)
+                    .map(|k| PrivateKey::P256(k.into()))
+                    .map_err(bad),
+                OID_P384 => p384::SecretKey::from_pkcs8_der(der)
+                    .map(|k| PrivateKey::P384(k.into()))
+                    .map_err(bad),
                 OID_P521 => {
                     let k = p521::SecretKey::from_pkcs8_der(der).map_err(bad)?;
                     Ok(PrivateKey::P521(ecdsa_core_key(&k)?))
@@ -240,7 +262,9 @@ pub(super) fn parse_pkcs8_private_key(der: &[u8]) -> Result<PrivateKey, String> 
                 .map(PrivateKey::Ed25519)
                 .map_err(|e| format!("x509: invalid Ed25519 private key: {e}"))
         }
-        _ => Err(format!("x509: PKCS#8 wrapping contained private key with unknown algorithm: {oid}")),
+        _ => Err(format!(
+            "x509: PKCS#8 wrapping contained private key with unknown algorithm: {oid}"
+        )),
     }
 }
 
@@ -274,7 +298,10 @@ fn member<'a>(o: &'a std::collections::BTreeMap<Value, Value>, name: &str) -> Op
     o.get(&Value::str(name))
 }
 
-fn str_member(o: &std::collections::BTreeMap<Value, Value>, name: &str) -> Result<Option<String>, String> {
+fn str_member(
+    o: &std::collections::BTreeMap<Value, Value>,
+    name: &str,
+) -> Result<Option<String>, String> {
     match member(o, name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -282,7 +309,10 @@ fn str_member(o: &std::collections::BTreeMap<Value, Value>, name: &str) -> Resul
     }
 }
 
-fn bytes_member(o: &std::collections::BTreeMap<Value, Value>, name: &str) -> Result<Option<Vec<u8>>, String> {
+fn bytes_member(
+    o: &std::collections::BTreeMap<Value, Value>,
+    name: &str,
+) -> Result<Option<Vec<u8>>, String> {
     match str_member(o, name)? {
         None => Ok(None),
         Some(s) => b64url_decode_raw(&s)
@@ -291,7 +321,11 @@ fn bytes_member(o: &std::collections::BTreeMap<Value, Value>, name: &str) -> Res
     }
 }
 
-fn required(o: &std::collections::BTreeMap<Value, Value>, name: &str, kty: &str) -> Result<Vec<u8>, String> {
+fn required(
+    o: &std::collections::BTreeMap<Value, Value>,
+    name: &str,
+    kty: &str,
+) -> Result<Vec<u8>, String> {
     bytes_member(o, name)?.ok_or_else(|| format!("required field {name} is missing for {kty} key"))
 }
 
@@ -334,13 +368,22 @@ fn parse_one_jwk(v: &Value) -> Result<Jwk, String> {
                 return Err(format!("unsupported curve for OKP key: {crv}"));
             }
             let x = required(o, "x", "OKP")?;
-            let arr: [u8; 32] = x.as_slice().try_into().map_err(|_| "invalid Ed25519 public key size")?;
-            let public = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_or(PublicKey::Other, PublicKey::Ed25519);
+            let arr: [u8; 32] = x
+                .as_slice()
+                .try_into()
+                .map_err(|_| "invalid Ed25519 public key size")?;
+            let public = ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                .map_or(PublicKey::Other, PublicKey::Ed25519);
             let private = match bytes_member(o, "d")? {
                 None => None,
                 Some(d) => {
-                    let seed: [u8; 32] = d.as_slice().try_into().map_err(|_| "invalid Ed25519 private key size")?;
-                    Some(PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed)))
+                    let seed: [u8; 32] = d
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "invalid Ed25519 private key size")?;
+                    Some(PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                        &seed,
+                    )))
                 }
             };
             (public, private)
@@ -351,10 +394,20 @@ fn parse_one_jwk(v: &Value) -> Result<Jwk, String> {
         }
         other => return Err(format!("invalid key type from JSON ({other})")),
     };
-    Ok(Jwk { alg, kid, public, private })
+    Ok(Jwk {
+        alg,
+        kid,
+        public,
+        private,
+    })
 }
 
-fn ec_jwk(crv: &str, x: &[u8], y: &[u8], d: Option<&[u8]>) -> Result<(PublicKey, Option<PrivateKey>), String> {
+fn ec_jwk(
+    crv: &str,
+    x: &[u8],
+    y: &[u8],
+    d: Option<&[u8]>,
+) -> Result<(PublicKey, Option<PrivateKey>), String> {
     fn point<C>(x: &[u8], y: &[u8]) -> Result<elliptic_curve::sec1::EncodedPoint<C>, String>
     where
         C: elliptic_curve::Curve,
@@ -377,18 +430,42 @@ fn ec_jwk(crv: &str, x: &[u8], y: &[u8], d: Option<&[u8]>) -> Result<(PublicKey,
     let bad_d = |_| "failed to create EC private key".to_string();
     match crv {
         "P-256" => {
-            let public = p256::ecdsa::VerifyingKey::from_encoded_point(&point::<p256::NistP256>(x, y)?).map_err(bad_point)?;
-            let private = d.map(|d| p256::ecdsa::SigningKey::from_slice(d).map(PrivateKey::P256).map_err(bad_d)).transpose()?;
+            let public =
+                p256::ecdsa::VerifyingKey::from_encoded_point(&point::<p256::NistP256>(x, y)?)
+                    .map_err(bad_point)?;
+            let private = d
+                .map(|d| {
+                    p256::ecdsa::SigningKey::from_slice(d)
+                        .map(PrivateKey::P256)
+                        .map_err(bad_d)
+                })
+                .transpose()?;
             Ok((PublicKey::P256(public), private))
         }
         "P-384" => {
-            let public = p384::ecdsa::VerifyingKey::from_encoded_point(&point::<p384::NistP384>(x, y)?).map_err(bad_point)?;
-            let private = d.map(|d| p384::ecdsa::SigningKey::from_slice(d).map(PrivateKey::P384).map_err(bad_d)).transpose()?;
+            let public =
+                p384::ecdsa::VerifyingKey::from_encoded_point(&point::<p384::NistP384>(x, y)?)
+                    .map_err(bad_point)?;
+            let private = d
+                .map(|d| {
+                    p384::ecdsa::SigningKey::from_slice(d)
+                        .map(PrivateKey::P384)
+                        .map_err(bad_d)
+                })
+                .transpose()?;
             Ok((PublicKey::P384(public), private))
         }
         "P-521" => {
-            let public = p521::ecdsa::VerifyingKey::from_encoded_point(&point::<p521::NistP521>(x, y)?).map_err(bad_point)?;
-            let private = d.map(|d| p521::ecdsa::SigningKey::from_slice(d).map(PrivateKey::P521).map_err(bad_d)).transpose()?;
+            let public =
+                p521::ecdsa::VerifyingKey::from_encoded_point(&point::<p521::NistP521>(x, y)?)
+                    .map_err(bad_point)?;
+            let private = d
+                .map(|d| {
+                    p521::ecdsa::SigningKey::from_slice(d)
+                        .map(PrivateKey::P521)
+                        .map_err(bad_d)
+                })
+                .transpose()?;
             Ok((PublicKey::P521(public), private))
         }
         other => Err(format!("unsupported curve: {other}")),
@@ -397,7 +474,8 @@ fn ec_jwk(crv: &str, x: &[u8], y: &[u8], d: Option<&[u8]>) -> Result<(PublicKey,
 
 /// `jwk.Parse`: a single JWK object or a `{"keys": [...]}` set.
 pub(super) fn parse_jwks(text: &[u8]) -> Result<Vec<Jwk>, String> {
-    let v = parse_json(text).map_err(|e| format!("failed to unmarshal JSON into key set: {}", e.0))?;
+    let v =
+        parse_json(text).map_err(|e| format!("failed to unmarshal JSON into key set: {}", e.0))?;
     let Value::Object(o) = &v else {
         return Err("failed to unmarshal JSON into key set: expected an object".into());
     };
@@ -420,15 +498,22 @@ pub(super) fn keys_from_cert_or_jwk(text: &str) -> Result<Vec<VerificationKey>, 
             "CERTIFICATE" => {
                 let spki = super::x509::certificate_spki(&block.bytes)
                     .map_err(|e| err(format!("failed to parse a PEM certificate: {e}")))?;
-                parse_pkix_public_key(&spki).map_err(|e| err(format!("failed to parse a PEM certificate: {e}")))?
+                parse_pkix_public_key(&spki)
+                    .map_err(|e| err(format!("failed to parse a PEM certificate: {e}")))?
             }
             "PUBLIC KEY" => parse_pkix_public_key(&block.bytes)
                 .map_err(|e| err(format!("failed to parse a PEM public key: {e}")))?,
             _ => return Err(err("failed to extract a Key from the PEM certificate")),
         };
-        return Ok(vec![VerificationKey { alg: String::new(), kid: String::new(), key, from_private: false }]);
+        return Ok(vec![VerificationKey {
+            alg: String::new(),
+            kid: String::new(),
+            key,
+            from_private: false,
+        }]);
     }
-    let jwks = parse_jwks(data).map_err(|e| err(format!("failed to parse a JWK key (set): {e}")))?;
+    let jwks =
+        parse_jwks(data).map_err(|e| err(format!("failed to parse a JWK key (set): {e}")))?;
     Ok(jwks
         .into_iter()
         .filter(|k| k.alg.is_empty() || JwsAlg::parse(&k.alg).is_some())
@@ -453,8 +538,10 @@ fn fixed_width(bytes: &[u8], size: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn ecdsa_verify_rs(key: &PublicKey, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
-    let Some(size) = ec_size(key) else { return false };
+pub(super) fn verify_ecdsa_rs(key: &PublicKey, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    let Some(size) = ec_size(key) else {
+        return false;
+    };
     let (Some(mut rs), Some(sb)) = (fixed_width(r, size), fixed_width(s, size)) else {
         return false;
     };
@@ -483,18 +570,20 @@ fn ec_size(key: &PublicKey) -> Option<usize> {
 pub(super) fn verify_ecdsa_halves(key: &PublicKey, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool {
     let n = sig.len() / 2;
     let (r, s) = sig.split_at(n);
-    ecdsa_verify_rs(key, &hash.digest(msg), r, s)
+    verify_ecdsa_rs(key, &hash.digest(msg), r, s)
 }
 
 /// JWS verification as `decode_verify` does it: the signature must be exactly r || s at
 /// the curve's width.
 fn verify_ecdsa_fixed(key: &PublicKey, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool {
-    let Some(size) = ec_size(key) else { return false };
+    let Some(size) = ec_size(key) else {
+        return false;
+    };
     if sig.len() != size * 2 {
         return false;
     }
     let (r, s) = sig.split_at(size);
-    ecdsa_verify_rs(key, &hash.digest(msg), r, s)
+    verify_ecdsa_rs(key, &hash.digest(msg), r, s)
 }
 
 pub(super) fn verify_rsa_pkcs1(key: &PublicKey, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool {
@@ -517,12 +606,24 @@ fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
 
 /// RSASSA-PSS verification (RFC 8017 §9.1.2). `salt_len` of `None` detects the salt length
 /// from the encoded message, as Go's `rsa.VerifyPSS` does when given no options.
-pub(super) fn verify_rsa_pss(key: &PublicKey, hash: HashAlg, msg: &[u8], sig: &[u8], salt_len: Option<usize>) -> bool {
+pub(super) fn verify_rsa_pss(
+    key: &PublicKey,
+    hash: HashAlg,
+    msg: &[u8],
+    sig: &[u8],
+    salt_len: Option<usize>,
+) -> bool {
     let PublicKey::Rsa(k) = key else { return false };
     pss_check(k, hash, &hash.digest(msg), sig, salt_len).unwrap_or(false)
 }
 
-fn pss_check(k: &RsaPublicKey, hash: HashAlg, m_hash: &[u8], sig: &[u8], salt_len: Option<usize>) -> Option<bool> {
+fn pss_check(
+    k: &RsaPublicKey,
+    hash: HashAlg,
+    m_hash: &[u8],
+    sig: &[u8],
+    salt_len: Option<usize>,
+) -> Option<bool> {
     let n = k.n();
     let k_len = n.bits().div_ceil(8);
     if sig.len() != k_len {
@@ -549,11 +650,19 @@ fn pss_check(k: &RsaPublicKey, hash: HashAlg, m_hash: &[u8], sig: &[u8], salt_le
     let masked_db = em.get(..db_len)?;
     let h = em.get(db_len..db_len + h_len)?;
     let unused_bits = 8 * em_len - em_bits;
-    let top_mask: u8 = if unused_bits == 0 { 0 } else { 0xffu8 << (8 - unused_bits) };
+    let top_mask: u8 = if unused_bits == 0 {
+        0
+    } else {
+        0xffu8 << (8 - unused_bits)
+    };
     if masked_db.first().copied().unwrap_or(0) & top_mask != 0 {
         return Some(false);
     }
-    let mut db: Vec<u8> = masked_db.iter().zip(mgf1(hash, h, db_len)).map(|(a, b)| a ^ b).collect();
+    let mut db: Vec<u8> = masked_db
+        .iter()
+        .zip(mgf1(hash, h, db_len))
+        .map(|(a, b)| a ^ b)
+        .collect();
     if let Some(first) = db.first_mut() {
         *first &= !top_mask;
     }
@@ -581,15 +690,21 @@ fn pss_check(k: &RsaPublicKey, hash: HashAlg, m_hash: &[u8], sig: &[u8], salt_le
 }
 
 pub(super) fn verify_ed25519(key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
-    let PublicKey::Ed25519(k) = key else { return false };
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else { return false };
+    let PublicKey::Ed25519(k) = key else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+        return false;
+    };
     use ed25519_dalek::Verifier;
     k.verify(msg, &sig).is_ok()
 }
 
 /// `jwsbb.Verify`: the header's algorithm picks the scheme, and the key must suit it.
 pub(super) fn jws_verify(key: &PublicKey, alg: &str, msg: &[u8], sig: &[u8]) -> bool {
-    let Some(alg) = JwsAlg::parse(alg) else { return false };
+    let Some(alg) = JwsAlg::parse(alg) else {
+        return false;
+    };
     match alg {
         JwsAlg::Hs(h) => match key {
             PublicKey::Secret(k) if !k.is_empty() => {
@@ -614,21 +729,33 @@ pub(super) fn jws_sign(key: &PrivateKey, alg: JwsAlg, msg: &[u8]) -> Result<Vec<
             }
             h.hmac(k, msg).map_err(|e| e.0)
         }
-        (JwsAlg::Rs(h), PrivateKey::Rsa(k)) => k.sign(h.pkcs1(), &h.digest(msg)).map_err(|e| e.to_string()),
+        (JwsAlg::Rs(h), PrivateKey::Rsa(k)) => {
+            k.sign(h.pkcs1(), &h.digest(msg)).map_err(|e| e.to_string())
+        }
         (JwsAlg::Ps(h), PrivateKey::Rsa(k)) => {
             let padding = match h {
                 HashAlg::Sha256 => rsa::Pss::new::<sha2::Sha256>(),
                 HashAlg::Sha384 => rsa::Pss::new::<sha2::Sha384>(),
                 HashAlg::Sha512 => rsa::Pss::new::<sha2::Sha512>(),
             };
-            k.sign_with_rng(&mut rand_core::OsRng, padding, &h.digest(msg)).map_err(|e| e.to_string())
+            k.sign_with_rng(&mut rand_core::OsRng, padding, &h.digest(msg))
+                .map_err(|e| e.to_string())
         }
         (JwsAlg::Es(h), k) => {
             let digest = h.digest(msg);
             let sig: Result<Vec<u8>, signature::Error> = match k {
-                PrivateKey::P256(k) => PrehashSigner::<p256::ecdsa::Signature>::sign_prehash(k, &digest).map(|s| s.to_bytes().to_vec()),
-                PrivateKey::P384(k) => PrehashSigner::<p384::ecdsa::Signature>::sign_prehash(k, &digest).map(|s| s.to_bytes().to_vec()),
-                PrivateKey::P521(k) => PrehashSigner::<p521::ecdsa::Signature>::sign_prehash(k, &digest).map(|s| s.to_bytes().to_vec()),
+                PrivateKey::P256(k) => {
+                    PrehashSigner::<p256::ecdsa::Signature>::sign_prehash(k, &digest)
+                        .map(|s| s.to_bytes().to_vec())
+                }
+                PrivateKey::P384(k) => {
+                    PrehashSigner::<p384::ecdsa::Signature>::sign_prehash(k, &digest)
+                        .map(|s| s.to_bytes().to_vec())
+                }
+                PrivateKey::P521(k) => {
+                    PrehashSigner::<p521::ecdsa::Signature>::sign_prehash(k, &digest)
+                        .map(|s| s.to_bytes().to_vec())
+                }
                 _ => return mismatch(),
             };
             sig.map_err(|e| e.to_string())

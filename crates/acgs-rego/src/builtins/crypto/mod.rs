@@ -9,6 +9,7 @@ use sha2::Digest;
 use super::{BuiltinError, BuiltinFn, BuiltinResult, Context};
 use crate::value::Value;
 
+mod der;
 mod encode;
 pub(super) use encode::go_json;
 mod jwt;
@@ -72,7 +73,10 @@ fn str_arg(args: &[Value], pos: usize) -> Result<&str, BuiltinError> {
 }
 
 fn type_err(pos: usize, got: &Value, want: &str) -> BuiltinError {
-    err(format!("operand {pos} must be {want} but got {}", got.type_name()))
+    err(format!(
+        "operand {pos} must be {want} but got {}",
+        got.type_name()
+    ))
 }
 
 fn hex_str(bytes: &[u8]) -> BuiltinResult {
@@ -93,7 +97,10 @@ fn sha256(args: &[Value], _: &Context) -> BuiltinResult {
 
 /// HMAC accepts keys of any length, so `new_from_slice` cannot fail; the error arm exists only
 /// to satisfy the type.
-fn hmac_bytes<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Result<Vec<u8>, BuiltinError> {
+fn hmac_bytes<M: Mac + hmac::digest::KeyInit>(
+    key: &[u8],
+    msg: &[u8],
+) -> Result<Vec<u8>, BuiltinError> {
     let mut mac = <M as Mac>::new_from_slice(key).map_err(|e| err(e.to_string()))?;
     mac.update(msg);
     Ok(mac.finalize().into_bytes().to_vec())
@@ -160,7 +167,9 @@ mod tests {
         );
         assert_eq!(
             call("crypto.sha256", &[s("lorem ipsum")]).unwrap(),
-            Some(s("5e2bf57d3f40c4b6df69daf1936cb766f832374b4fc0259a7cbff06e2f70f269"))
+            Some(s(
+                "5e2bf57d3f40c4b6df69daf1936cb766f832374b4fc0259a7cbff06e2f70f269"
+            ))
         );
         assert_eq!(
             call("crypto.md5", &[Value::int(1)]).unwrap_err().0,
@@ -183,14 +192,20 @@ mod tests {
             ),
         ];
         for (name, want) in cases {
-            assert_eq!(call(name, &[s("foo"), s("bar")]).unwrap(), Some(s(want)), "{name}");
+            assert_eq!(
+                call(name, &[s("foo"), s("bar")]).unwrap(),
+                Some(s(want)),
+                "{name}"
+            );
         }
         assert_eq!(
             call("crypto.hmac.sha512", &[s("åäöçß\u{1F972}♙Ω"), s("秘密の")]).unwrap(),
             Some(s("192f5afded233d6e21427aa26ed267ac118cfa2971013d91cbed530c0b208d78138b83dfe1d6cc3553d7bd518f22a481402c723028e1279d1ffbe8f11ea6b125"))
         );
         assert_eq!(
-            call("crypto.hmac.sha256", &[s("foo"), Value::Null]).unwrap_err().0,
+            call("crypto.hmac.sha256", &[s("foo"), Value::Null])
+                .unwrap_err()
+                .0,
             "operand 2 must be string but got null"
         );
     }
@@ -198,10 +213,18 @@ mod tests {
     #[test]
     fn hmac_equal_is_exact() {
         let a = s("31b6db9e5eb4addb42f1a6ca07367adc");
-        assert_eq!(call("crypto.hmac.equal", &[a.clone(), a.clone()]).unwrap(), Some(Value::Bool(true)));
+        assert_eq!(
+            call("crypto.hmac.equal", &[a.clone(), a.clone()]).unwrap(),
+            Some(Value::Bool(true))
+        );
         assert_eq!(
             call("crypto.hmac.equal", &[a, s("31b6db9e5eb4addb")]).unwrap(),
             Some(Value::Bool(false))
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#[path = "tests.rs"]
+mod jwt_x509_tests;

@@ -10,7 +10,12 @@ use super::{err, operand, set_string, type_err, BuiltinError};
 use crate::builtins::{BuiltinResult, Context};
 use crate::value::Value;
 
-const REQUIRED_CONFIG: [&str; 4] = ["aws_access_key", "aws_region", "aws_secret_access_key", "aws_service"];
+const REQUIRED_CONFIG: [&str; 4] = [
+    "aws_access_key",
+    "aws_region",
+    "aws_secret_access_key",
+    "aws_service",
+];
 
 /// The request keys `http.send` accepts; `sign_req` validates against the same list.
 const ALLOWED_REQUEST_KEYS: [&str; 28] = [
@@ -90,7 +95,11 @@ pub(super) fn sign_req(args: &[Value], _: &Context) -> BuiltinResult {
     let invalid: Vec<&str> = REQUIRED_CONFIG
         .iter()
         .copied()
-        .filter(|k| config.get(&Value::str(*k)).is_some_and(|v| v.as_str().is_none()))
+        .filter(|k| {
+            config
+                .get(&Value::str(*k))
+                .is_some_and(|v| v.as_str().is_none())
+        })
         .collect();
     if !invalid.is_empty() {
         return Err(err(format!(
@@ -109,19 +118,24 @@ pub(super) fn sign_req(args: &[Value], _: &Context) -> BuiltinResult {
     let Value::Number(ts) = ts_val else {
         return Err(type_err(1, ts_val, "number"));
     };
-    let ts_ns = super::number_i64(ts).ok_or_else(|| {
-        err("operand 3 could not convert time_ns value into a unix timestamp")
-    })?;
+    let ts_ns = super::number_i64(ts)
+        .ok_or_else(|| err("operand 3 could not convert time_ns value into a unix timestamp"))?;
 
     let invalid_keys: Vec<String> = req
         .keys()
-        .filter(|k| !k.as_str().is_some_and(|s| ALLOWED_REQUEST_KEYS.contains(&s)))
+        .filter(|k| {
+            !k.as_str()
+                .is_some_and(|s| ALLOWED_REQUEST_KEYS.contains(&s))
+        })
         .map(Value::to_rego)
         .collect();
     if !invalid_keys.is_empty() {
         let set: BTreeSet<Value> = req
             .keys()
-            .filter(|k| !k.as_str().is_some_and(|s| ALLOWED_REQUEST_KEYS.contains(&s)))
+            .filter(|k| {
+                !k.as_str()
+                    .is_some_and(|s| ALLOWED_REQUEST_KEYS.contains(&s))
+            })
             .cloned()
             .collect();
         return Err(err(format!(
@@ -148,7 +162,10 @@ pub(super) fn sign_req(args: &[Value], _: &Context) -> BuiltinResult {
     };
     let bad_req: Vec<&str> = ["url", "method"]
         .into_iter()
-        .filter(|k| req.get(&Value::str(*k)).is_some_and(|v| v.as_str().is_none()))
+        .filter(|k| {
+            req.get(&Value::str(*k))
+                .is_some_and(|v| v.as_str().is_none())
+        })
         .collect();
     if !bad_req.is_empty() {
         return Err(err(format!(
@@ -160,7 +177,10 @@ pub(super) fn sign_req(args: &[Value], _: &Context) -> BuiltinResult {
     let url = parse_url(&url_text)?;
     let method = text_of(req.get(&Value::str("method")));
 
-    let body: Vec<u8> = match (req.get(&Value::str("raw_body")), req.get(&Value::str("body"))) {
+    let body: Vec<u8> = match (
+        req.get(&Value::str("raw_body")),
+        req.get(&Value::str("body")),
+    ) {
         (Some(raw), _) => raw.as_str().unwrap_or_default().as_bytes().to_vec(),
         (None, Some(b)) => crate::builtins::crypto::go_json(b).into_bytes(),
         (None, None) => Vec::new(),
@@ -228,7 +248,10 @@ struct SigV4<'a> {
 
 impl SigV4<'_> {
     /// The Authorization header and the headers SigV4 adds to the request.
-    fn sign(&self, request_headers: &BTreeMap<String, String>) -> (String, BTreeMap<String, String>) {
+    fn sign(
+        &self,
+        request_headers: &BTreeMap<String, String>,
+    ) -> (String, BTreeMap<String, String>) {
         let content_sha = if self.disable_payload_signing {
             "UNSIGNED-PAYLOAD".to_owned()
         } else {
@@ -244,7 +267,10 @@ impl SigV4<'_> {
             aws_headers.insert("x-amz-content-sha256".to_owned(), content_sha.clone());
         }
         if !self.session_token.is_empty() {
-            aws_headers.insert("x-amz-security-token".to_owned(), self.session_token.to_owned());
+            aws_headers.insert(
+                "x-amz-security-token".to_owned(),
+                self.session_token.to_owned(),
+            );
         }
 
         let mut to_sign = aws_headers.clone();
@@ -270,7 +296,10 @@ impl SigV4<'_> {
             "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let mut key = hmac256(format!("AWS4{}", self.secret_key).as_bytes(), date.as_bytes());
+        let mut key = hmac256(
+            format!("AWS4{}", self.secret_key).as_bytes(),
+            date.as_bytes(),
+        );
         key = hmac256(&key, self.region.as_bytes());
         key = hmac256(&key, self.service.as_bytes());
         key = hmac256(&key, b"aws4_request");
@@ -291,7 +320,12 @@ fn utc_stamps(time_ns: i64) -> (String, String) {
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let date = format!("{y:04}{m:02}{d:02}");
-    let stamp = format!("{date}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let stamp = format!(
+        "{date}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     (date, stamp)
 }
 
@@ -334,8 +368,13 @@ fn parse_url(raw: &str) -> Result<Url, BuiltinError> {
     let mut rest = no_frag;
     if let Some(colon) = rest.find(':') {
         let scheme = rest.get(..colon).unwrap_or_default();
-        let first_alpha = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
-        let scheme_chars = scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        let first_alpha = scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic());
+        let scheme_chars = scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
         if scheme.is_empty() {
             return Err(url_err(raw, "missing protocol scheme"));
         }
@@ -351,21 +390,31 @@ fn parse_url(raw: &str) -> Result<Url, BuiltinError> {
     let mut host = String::new();
     if let Some(after) = rest.strip_prefix("//") {
         let (authority, path) = match after.find('/') {
-            Some(i) => (after.get(..i).unwrap_or_default(), after.get(i..).unwrap_or_default()),
+            Some(i) => (
+                after.get(..i).unwrap_or_default(),
+                after.get(i..).unwrap_or_default(),
+            ),
             None => (after, ""),
         };
         let h = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         if !h.starts_with('[') {
             if let Some((_, port)) = h.rsplit_once(':') {
                 if !port.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(url_err(raw, &format!("invalid port \":{port}\" after host")));
+                    return Err(url_err(
+                        raw,
+                        &format!("invalid port \":{port}\" after host"),
+                    ));
                 }
             }
         }
         host = h.to_owned();
         rest = path;
     }
-    Ok(Url { host, escaped_path: escape_path(raw, rest)?, raw_query })
+    Ok(Url {
+        host,
+        escaped_path: escape_path(raw, rest)?,
+        raw_query,
+    })
 }
 
 /// Go's `URL.EscapedPath`: the path as written when it is validly encoded, otherwise the
@@ -376,11 +425,18 @@ fn escape_path(raw: &str, path: &str) -> Result<String, BuiltinError> {
     let mut i = 0;
     while let Some(&c) = bytes.get(i) {
         if c == b'%' {
-            let hexpair = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let v = hexpair.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                let shown: String = path.get(i..(i + 3).min(path.len())).unwrap_or("%").to_owned();
-                url_err(raw, &format!("invalid URL escape \"{shown}\""))
-            })?;
+            let hexpair = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let v = hexpair
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    let shown: String = path
+                        .get(i..(i + 3).min(path.len()))
+                        .unwrap_or("%")
+                        .to_owned();
+                    url_err(raw, &format!("invalid URL escape \"{shown}\""))
+                })?;
             decoded.push(v);
             i += 3;
         } else {
@@ -388,7 +444,9 @@ fn escape_path(raw: &str, path: &str) -> Result<String, BuiltinError> {
             i += 1;
         }
     }
-    let valid = bytes.iter().all(|c| path_safe(*c) || b"!'()*[]%".contains(c));
+    let valid = bytes
+        .iter()
+        .all(|c| path_safe(*c) || b"!'()*[]%".contains(c));
     if valid {
         return Ok(path.to_owned());
     }
@@ -410,9 +468,18 @@ mod tests {
 
     #[test]
     fn dates_are_utc() {
-        assert_eq!(utc_stamps(1_451_264_400_000_000_000), ("20151228".into(), "20151228T010000Z".into()));
-        assert_eq!(utc_stamps(0), ("19700101".into(), "19700101T000000Z".into()));
-        assert_eq!(utc_stamps(-1), ("19691231".into(), "19691231T235959Z".into()));
+        assert_eq!(
+            utc_stamps(1_451_264_400_000_000_000),
+            ("20151228".into(), "20151228T010000Z".into())
+        );
+        assert_eq!(
+            utc_stamps(0),
+            ("19700101".into(), "19700101T000000Z".into())
+        );
+        assert_eq!(
+            utc_stamps(-1),
+            ("19691231".into(), "19691231T235959Z".into())
+        );
     }
 
     #[test]
@@ -422,7 +489,10 @@ mod tests {
         assert_eq!(u.escaped_path, "/a%20b/c");
         assert_eq!(u.raw_query, "x=1&y=2");
         let u = parse_url("http://example.com").unwrap();
-        assert_eq!((u.host.as_str(), u.escaped_path.as_str()), ("example.com", ""));
+        assert_eq!(
+            (u.host.as_str(), u.escaped_path.as_str()),
+            ("example.com", "")
+        );
         assert!(parse_url("http://example.com/%zz").is_err());
         assert!(parse_url("http://example.com:abc/").is_err());
     }
