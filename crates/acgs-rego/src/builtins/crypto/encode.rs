@@ -35,10 +35,22 @@ fn strip_newlines(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+/// Go's wording for a base64 error, which policies and tests match on.
+fn b64_err(e: base64::DecodeError, len: usize) -> BuiltinError {
+    let at = match e {
+        base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => i,
+        // Go stops at the start of the incomplete final quantum.
+        base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => {
+            len - len % 4
+        }
+    };
+    err(format!("illegal base64 data at input byte {at}"))
+}
+
 /// `base64.StdEncoding.DecodeString`: padded, newlines ignored.
 pub(super) fn b64_std_decode(s: &[u8]) -> Result<Vec<u8>, BuiltinError> {
-    STD.decode(strip_newlines(s))
-        .map_err(|e| err(format!("illegal base64 data: {e}")))
+    let clean = strip_newlines(s);
+    STD.decode(&clean).map_err(|e| b64_err(e, clean.len()))
 }
 
 pub(super) fn b64_std_encode(b: &[u8]) -> String {
@@ -57,8 +69,8 @@ pub(super) fn b64url_decode(s: &str) -> Result<Vec<u8>, BuiltinError> {
             _ => return Err(err(format!("illegal base64url string: {s}"))),
         }
     }
-    URL.decode(strip_newlines(text.as_bytes()))
-        .map_err(|e| err(format!("illegal base64 data: {e}")))
+    let clean = strip_newlines(text.as_bytes());
+    URL.decode(&clean).map_err(|e| b64_err(e, clean.len()))
 }
 
 pub(super) fn b64url_encode_raw(b: &[u8]) -> String {

@@ -147,11 +147,24 @@ fn big(bytes: &[u8]) -> BigUint {
     BigUint::from_bytes_be(bytes)
 }
 
+const MAX_RSA_BITS: usize = 16_384;
+
 fn rsa_public(n: &[u8], e: &[u8]) -> Result<RsaPublicKey, String> {
     let n = big(n);
     let e = big(e);
     if n.bits() == 0 || e.bits() == 0 {
         return Err("invalid RSA public key".into());
+    }
+    // Bounds as in Go's crypto/rsa; they also keep a hostile key from making every
+    // verification an enormous modular exponentiation.
+    if n.bits() > MAX_RSA_BITS {
+        return Err(format!(
+            "crypto/rsa: {}-bit keys are not supported",
+            n.bits()
+        ));
+    }
+    if e.bits() > 31 {
+        return Err("crypto/rsa: public exponent too large".into());
     }
     Ok(RsaPublicKey::new_unchecked(n, e))
 }
