@@ -456,8 +456,22 @@ def summary_json(report: Report, meta: dict[str, Any], args: argparse.Namespace)
              "detail": o.detail}
             for c, o, g in report.failed
         ],
+        "by_topic": _by_topic(report),
         "passed": [c.note for c in report.passed],
     }
+
+
+def _by_topic(report: Report) -> dict[str, dict[str, int]]:
+    topics: dict[str, Counter[str]] = defaultdict(Counter)
+    for case in report.skipped:
+        topics[case.topic]["skipped"] += 1
+    for case, _, _ in report.not_compiled:
+        topics[case.topic]["not_compiled"] += 1
+    for case in report.passed:
+        topics[case.topic]["passed"] += 1
+    for case, _, _ in report.failed:
+        topics[case.topic]["failed"] += 1
+    return {t: dict(c) for t, c in sorted(topics.items())}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
