@@ -376,12 +376,13 @@ impl<'a> Lexer<'a> {
             kind,
             value,
             line: self.line,
-            col: self.start_runes - self.line_start_runes + 1,
+            // A block string spanning lines ends on a later line than it starts.
+            col: (self.start_runes + 1).saturating_sub(self.line_start_runes),
         })
     }
 
     fn error(&self, msg: String) -> Result<Token, (Token, GqlError)> {
-        let col = self.end_runes - self.line_start_runes + 1;
+        let col = (self.end_runes + 1).saturating_sub(self.line_start_runes);
         Err((
             Token {
                 kind: Tk::Invalid,
