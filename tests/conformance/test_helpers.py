@@ -1,0 +1,102 @@
+"""Fast checks of the conformance runner's own parsing and comparison."""
+
+from __future__ import annotations
+
+from tests.conformance import compare, regoterm, yamlcore
+from tests.conformance.cases import Case, Exceptions, _glob_to_regex, plan_case
+
+
+def p(text):
+    return regoterm.parse(text)
+
+
+def test_rego_parser_sets_objects_and_trailing_commas():
+    val = p('[{"result": {1, "a", set(), {}}}, {[1]: true, "k": [1, 2,],}]')
+    first = val[0].get("result")
+    assert isinstance(first, regoterm.RegoSet) and len(first.items) == 4
+    assert isinstance(first.items[2], regoterm.RegoSet)
+    assert isinstance(first.items[3], regoterm.RegoObject)
+    assert val[1].items[0][0] == [1]
+
+
+def test_rego_parser_rejects_non_ground_terms():
+    for text in ("input.x", "[x]", '{"a": f(1)}', "1 2"):
+        try:
+            p(text)
+        except regoterm.RegoParseError:
+            continue
+        raise AssertionError(f"parsed {text!r}")
+
+
+def test_sets_compare_as_multisets_arrays_in_order():
+    assert compare.equal([3, 1, 2], p("{1, 2, 3}"))
+    assert not compare.equal([3, 1, 2], p("[1, 2, 3]"))
+    assert not compare.equal([1, 1, 2], p("{1, 2}"))
+    assert not compare.equal([1, 2], p("{1, 2, 3}"))
+    assert compare.equal({"a": [[2, 1]]}, p('{"a": {{1, 2}}}'))
+
+
+def test_numbers_compare_by_value_not_type():
+    assert compare.equal(1, p("1.0"))
+    assert compare.equal(0.1, p("0.1"))
+    assert not compare.equal(0.1, p("0.10000001"))
+    assert not compare.equal(1, p("true"))
+    assert not compare.equal(True, p("1"))
+    assert not compare.equal(None, p("false"))
+
+
+def test_non_string_keys_compare_as_their_json_text():
+    assert compare.equal({"1": "a", "[1]": "b"}, p('{1: "a", [1]: "b"}'))
+    assert not compare.equal({"1": "a"}, p('{1: "a", "1": "b"}'))
+
+
+def test_rows_are_sets_and_sort_bindings_ignores_array_order():
+    rows = [p('{"x": [2, 1]}')]
+    assert compare.rows_equal([{"x": [1, 2]}], rows, sort_bindings=True)
+    assert not compare.rows_equal([{"x": [1, 2]}], rows, sort_bindings=False)
+    assert compare.rows_equal([{"x": 1}, {"x": 1}], [p('{"x": 1}')], sort_bindings=False)
+    assert not compare.rows_equal([], [p('{"x": 1}')], sort_bindings=False)
+
+
+def test_yaml_uses_core_schema_like_opa():
+    doc = yamlcore.load("a: [yes, on, 1e3, 1.0, 0o17, 1:30, 2023-01-01, ~]\nb: {1: x, true: y}")
+    assert doc["a"] == ["yes", "on", 1000.0, 1.0, 15, "1:30", "2023-01-01", None]
+    assert doc["b"] == {"1": "x", "true": "y"}
+    assert yamlcore.to_json([1.0, 1.5e-7, 1e21, 0.000001, "<&>"]) == (
+        '[1,1.5e-7,1e+21,0.000001,"\\u003c\\u0026\\u003e"]'
+    )
+
+
+def test_exception_globs_stay_within_a_segment():
+    rx = _glob_to_regex("a/*")
+    assert rx.fullmatch("a/b c") and not rx.fullmatch("a/b/c")
+
+
+def _case(**raw):
+    raw.setdefault("note", "t/n")
+    return Case(note=raw["note"], file="t/x.yaml", index=0, raw=raw)
+
+
+def test_planning_direct_wrapper_and_skips():
+    exc = Exceptions(source=None, exact={"t/skip": "known"})
+    direct = _case(query="data.a.b = x", modules=["package a\nb := 1\n"], want_result=[{"x": 1}])
+    plan_case(direct, exc)
+    assert direct.plan and direct.plan.kind == "direct" and direct.plan.entrypoint == "a/b"
+
+    wrapped = _case(query="data.a.b[k] = v", modules=["package a\nb := [1]\n"],
+                    want_result=[{"k": 0, "v": 1}])
+    plan_case(wrapped, exc)
+    assert wrapped.plan and wrapped.plan.kind == "wrapper"
+    assert '{"k": k, "v": v}' in wrapped.plan.modules[-1]
+
+    skipped = _case(note="t/skip", query="data.a = x")
+    plan_case(skipped, exc)
+    assert skipped.plan is None and skipped.permanent_skip and "known" in skipped.skip_reason
+
+    set_input = _case(query="data.a = x", input_term='{"a": {1}}')
+    plan_case(set_input, exc)
+    assert set_input.plan is None and "set" in set_input.skip_reason
+
+    json_input = _case(query="data.a = x", input_term='{"a": [1, 2,],}')
+    plan_case(json_input, exc)
+    assert json_input.input_json == '{"a":[1,2]}'
