@@ -113,9 +113,19 @@ struct Callbacks {
     value_parse: TypedFunc<(i32, i32), i32>,
 }
 
+/// A resolved host builtin. `memo` marks random builtins whose result OPA fixes for the rest of
+/// one evaluation (the same arguments give the same uuid or number).
+#[derive(Clone, Copy)]
+struct HostBuiltin {
+    func: BuiltinFn,
+    memo: bool,
+}
+
 struct HostState {
     limiter: Limiter,
-    builtins: Arc<[Option<BuiltinFn>]>,
+    builtins: Arc<[Option<HostBuiltin>]>,
+    /// Results of memoised builtins in this evaluation, keyed by id and argument text.
+    memo: std::collections::HashMap<(i32, String), Option<Value>>,
     ctx: Context,
     abort: Option<String>,
     memory: Option<Memory>,
@@ -127,7 +137,7 @@ pub struct Policy {
     module: Module,
     linker: Linker<HostState>,
     memory_type: MemoryType,
-    builtins: Arc<[Option<BuiltinFn>]>,
+    builtins: Arc<[Option<HostBuiltin>]>,
     entrypoints: BTreeMap<String, i32>,
     /// Names of the host builtins the module calls.
     builtin_names: Vec<String>,
@@ -190,7 +200,7 @@ impl Policy {
         policy.abi_minor = probe.global_i32("opa_wasm_abi_minor_version").unwrap_or(0);
 
         let builtin_ids = probe.call_json_export("builtins")?;
-        let mut table: Vec<Option<BuiltinFn>> = Vec::new();
+        let mut table: Vec<Option<HostBuiltin>> = Vec::new();
         let mut missing = Vec::new();
         for (name, id) in object_of_ids(&builtin_ids, "builtins")? {
             let idx = usize::try_from(id).map_err(|_| Error::Abi(format!("bad builtin id {id}")))?;
@@ -201,9 +211,10 @@ impl Policy {
                 table.resize(idx + 1, None);
             }
             match builtins::lookup(&name) {
-                Some(f) => {
+                Some(func) => {
                     if let Some(slot) = table.get_mut(idx) {
-                        *slot = Some(f);
+                        let memo = matches!(name.as_str(), "rand.intn" | "uuid.rfc4122");
+                        *slot = Some(HostBuiltin { func, memo });
                     }
                 }
                 None => missing.push(name.clone()),
@@ -246,6 +257,7 @@ impl Policy {
         let state = HostState {
             limiter: Limiter { max_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX), hit: false },
             builtins: self.builtins.clone(),
+            memo: std::collections::HashMap::new(),
             ctx: Context::now(),
             abort: None,
             memory: None,
@@ -406,10 +418,10 @@ fn call_builtin(caller: &mut Caller<'_, HostState>, id: i32, args: &[i32]) -> wa
     let (Some(memory), Some(cb)) = (caller.data().memory, caller.data().callbacks.clone()) else {
         return Err(wasmtime::Error::msg("builtin called before the instance was ready"));
     };
-    let func = usize::try_from(id)
+    let builtin = usize::try_from(id)
         .ok()
         .and_then(|i| caller.data().builtins.get(i).copied().flatten());
-    let Some(func) = func else {
+    let Some(builtin) = builtin else {
         caller.data_mut().abort = Some(format!("unknown builtin id {id}"));
         return Err(wasmtime::Error::msg(format!("unknown builtin id {id}")));
     };
@@ -424,9 +436,21 @@ fn call_builtin(caller: &mut Caller<'_, HostState>, id: i32, args: &[i32]) -> wa
         }
     }
     let ctx = caller.data().ctx.clone();
-    let result = match func(&values, &ctx) {
-        Ok(Some(v)) => v,
-        Ok(None) | Err(_) => return Ok(0),
+    let outcome = if builtin.memo {
+        let key = (id, values.iter().map(Value::to_rego).collect::<Vec<_>>().join(","));
+        match caller.data().memo.get(&key) {
+            Some(hit) => hit.clone(),
+            None => {
+                let fresh = (builtin.func)(&values, &ctx).ok().flatten();
+                caller.data_mut().memo.insert(key, fresh.clone());
+                fresh
+            }
+        }
+    } else {
+        (builtin.func)(&values, &ctx).ok().flatten()
+    };
+    let Some(result) = outcome else {
+        return Ok(0);
     };
     let text = result.to_rego();
     let len = i32::try_from(text.len()).map_err(wasmtime::Error::msg)?;
@@ -578,6 +602,7 @@ impl Instance {
             let state = self.raw.store.data_mut();
             state.abort = None;
             state.limiter.hit = false;
+            state.memo.clear();
             state.ctx = Context::now();
         }
         self.raw.store.set_epoch_deadline(limits.timeout_ms.saturating_add(1));

@@ -50,7 +50,9 @@ fn undefined_is_an_empty_result_set() {
         .evaluate(Some("stress/both"), Some(br#"{"name":"ab"}"#), InputCheck::Validate, Format::Rego)
         .unwrap();
     // In Rego syntax the result set is itself a set, and inner sets survive.
-    assert_eq!(String::from_utf8(out).unwrap(), r#"{{"result": {"set": {1, 2, 3}, "upper": "AB"}}}"#);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with(r#"{{"result": {"#) && text.ends_with("}}}"), "{text}");
+    assert!(text.contains(r#""set": {1, 2, 3}"#) && text.contains(r#""upper": "AB""#), "{text}");
 }
 
 #[test]
