@@ -2,13 +2,15 @@
 
 from collections.abc import Iterable
 from os import PathLike
-from typing import Any, Awaitable
+from typing import Any, Awaitable, final
 
+__all__ = ["Engine", "__version__"]
 __version__: str
 
 _Source = str | PathLike[str] | bytes | bytearray | memoryview
 _Raw = bytes | bytearray | str | None
 
+@final
 class Engine:
     @staticmethod
     def load(
