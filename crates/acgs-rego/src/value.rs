@@ -595,7 +595,7 @@ mod tests {
 
     #[test]
     fn orders_like_opa() {
-        let mut vals = vec![
+        let mut vals = [
             Value::Set(BTreeSet::new()),
             Value::Object(BTreeMap::new()),
             Value::Array(vec![]),

@@ -1,0 +1,84 @@
+# ACGS task runner: people, hooks and CI all use these targets. `make help` lists them.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+OPA_VERSION := v1.22.3
+GOBIN ?= $(HOME)/.local/bin
+OPA ?= $(GOBIN)/opa
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Build caches live outside the clone so fresh clones (CI) reuse them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/acgs/target
+export ACGS_CACHE_DIR ?= $(HOME)/.cache/acgs
+# Machine code for the thousands of conformance modules, so reruns skip Cranelift.
+export ACGS_WASM_CACHE_DIR ?= $(ACGS_CACHE_DIR)/wasmtime
+export PATH := $(GOBIN):/usr/local/go/bin:$(HOME)/.cargo/bin:$(PATH)
+
+BUNDLE_DIR := python/acgs/bundles
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## Install system packages, the pinned OPA CLI and the Python venv (idempotent)
+	bash scripts/setup.sh
+
+.PHONY: opa
+opa: ## Install the pinned OPA CLI ($(OPA_VERSION)) into $(GOBIN)
+	@if $(OPA) version 2>/dev/null | grep -q "Version: $(OPA_VERSION:v%=%)"; then \
+		echo "opa $(OPA_VERSION) already at $(OPA)"; \
+	else \
+		GOBIN=$(GOBIN) go install github.com/open-policy-agent/opa@$(OPA_VERSION); \
+	fi
+
+.PHONY: bundles
+bundles: opa ## Compile policies/ to Wasm bundles in bundles/
+	$(OPA) build -t wasm -e acgs/example/allow -e acgs/example/decision \
+		policies/example -o $(BUNDLE_DIR)/example.tar.gz
+	cd tests/fixtures/stress && $(OPA) build -t wasm -e stress/spin -e stress/hog \
+		-e stress/echo -e stress/both stress.rego -o ../stress.tar.gz
+
+.PHONY: dev
+dev: ## Build the extension (release) into the venv
+	$(PY) -m maturin develop --release --quiet
+
+.PHONY: run
+run: setup dev ## Set everything up and show a real decision from the shipped bundle
+	$(VENV)/bin/acgs inspect
+	$(VENV)/bin/acgs eval -e acgs/example/decision
+
+.PHONY: test
+test: setup dev test-rust test-python lint ## Install test dependencies and run every test
+
+.PHONY: test-rust
+test-rust: ## Rust unit and integration tests
+	cargo test --workspace --exclude acgs-py --quiet
+
+.PHONY: test-python
+test-python: ## Python tests, the OPA conformance suite included
+	ACGS_CONFORMANCE_REQUIRED=1 $(PY) -m pytest -q
+
+.PHONY: conformance
+conformance: dev ## Run OPA's conformance suite through ACGS and print the report
+	$(PY) -m tests.conformance
+
+.PHONY: lint
+lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built module
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest acgs._acgs
+
+.PHONY: bench
+bench: dev ## Benchmarks (criterion and pytest-benchmark), not tests
+	cargo bench -p acgs-core
+	$(PY) -m pytest bench -q --benchmark-only
+
+.PHONY: wheel
+wheel: ## Build an abi3 wheel into dist/
+	$(PY) -m maturin build --release --out dist
+
+.PHONY: clean
+clean: ## Remove build outputs in the clone (caches in ~/.cache/acgs stay)
+	rm -rf dist .pytest_cache .mypy_cache

@@ -1,0 +1,84 @@
+"""The ``acgs`` command line: evaluate a policy bundle, show version information."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from acgs import Engine, __version__, default_bundle_path
+from acgs.errors import AcgsError
+
+EXAMPLE_INPUT = {
+    "action": "data.read_public",
+    "context": {
+        "environment": {"sandbox_enabled": True, "audit_enabled": True},
+        "agent": {"trust_level": 0.9},
+    },
+}
+
+
+def _read_input(text: str | None) -> object:
+    if text is None:
+        return EXAMPLE_INPUT
+    if text == "-":
+        return json.load(sys.stdin)
+    if text.startswith("@"):
+        return json.loads(Path(text[1:]).read_text())
+    return json.loads(text)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    engine = Engine.load(args.bundle or default_bundle_path())
+    try:
+        value = _read_input(args.input)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"acgs: cannot read input: {exc}", file=sys.stderr)
+        return 2
+    entrypoint = args.entrypoint
+    raw = engine.evaluate_json(json.dumps(value).encode(), entrypoint)
+    out = {
+        "entrypoint": entrypoint or engine.entrypoints[0],
+        "bundle_digest": engine.bundle_digest,
+        "result_set": json.loads(raw),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    engine = Engine.load(args.bundle or default_bundle_path())
+    info = {
+        "bundle_digest": engine.bundle_digest,
+        "revision": engine.revision,
+        "abi_version": engine.abi_version,
+        "entrypoints": engine.entrypoints,
+        "builtins": engine.builtins,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="acgs", description="ACGS governance engine")
+    parser.add_argument("--version", action="version", version=f"acgs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="evaluate an input against a policy bundle")
+    ev.add_argument("--bundle", help="bundle path (default: the bundle shipped with ACGS)")
+    ev.add_argument("-e", "--entrypoint", help="entrypoint, e.g. acgs/example/decision")
+    ev.add_argument("-i", "--input", help="input JSON, @file, or - for stdin (default: an example)")
+    ev.set_defaults(func=_cmd_eval)
+
+    ins = sub.add_parser("inspect", help="show a bundle's digest, entrypoints and builtins")
+    ins.add_argument("--bundle", help="bundle path (default: the bundle shipped with ACGS)")
+    ins.set_defaults(func=_cmd_inspect)
+
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except AcgsError as exc:
+        print(f"acgs: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    return code

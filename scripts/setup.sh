@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what ACGS needs on a fresh Debian machine. Safe to run again: each step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GOBIN=${GOBIN:-$HOME/.local/bin}
+OPA_VERSION=v1.22.3
+VENV=${VENV:-.venv}
+export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+
+# System packages.
+APT_PACKAGES=(build-essential pkg-config git curl ca-certificates)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# Toolchains: Rust and Go must exist; rustup/go are preinstalled on the project's machines.
+command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)"; exit 1; }
+command -v go >/dev/null || { echo "setup: go not found (needed to install the OPA CLI)"; exit 1; }
+
+# The pinned OPA CLI: builds bundles, runs `opa test`, and is the reference in conformance.
+if ! "$GOBIN/opa" version 2>/dev/null | grep -q "Version: ${OPA_VERSION#v}"; then
+    echo "setup: installing opa $OPA_VERSION"
+    mkdir -p "$GOBIN"
+    GOBIN="$GOBIN" go install "github.com/open-policy-agent/opa@$OPA_VERSION"
+fi
+
+# Python virtualenv with the build and test tools.
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.acgs-deps"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q "maturin>=1.9,<2" pytest pyyaml mypy pytest-benchmark
+    echo "$want" > "$stamp"
+fi
+echo "setup: ok (opa $("$GOBIN/opa" version | head -1 | awk '{print $2}'), $("$VENV/bin/python" --version))"
