@@ -112,8 +112,12 @@ def _missing_builtins(message: str) -> list[str]:
 def _rows_from(result_text: str, result: CompileResult, case: Case) -> list[regoterm.RegoObject]:
     """Turns the entrypoint's result set into the query's binding rows."""
     parsed = regoterm.parse(result_text)
+    # OPA's Wasm result set is a set of rows; in Rego syntax it prints as
+    # {{"result": ...}} (JSON flattens it to an array).
+    if isinstance(parsed, regoterm.RegoSet):
+        parsed = parsed.items
     if not isinstance(parsed, list):
-        raise ValueError(f"result set is not an array: {compare.short(parsed)}")
+        raise ValueError(f"result set is neither a set nor an array: {compare.short(parsed)}")
     rows: list[regoterm.RegoObject] = []
     for row in parsed:
         if not isinstance(row, regoterm.RegoObject) or row.get("result", _MISSING) is _MISSING:
@@ -286,6 +290,7 @@ def load_builtin_names(opa: str, version: str, root: Path) -> set[str]:
 
 
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\(")
+_WITH_AS = re.compile(r"\bas\s+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 # Names that are everywhere and rarely the interesting part of a failure.
 _COMMON = {"count", "sprintf", "print", "is_string", "is_number", "object.get"}
 
@@ -293,6 +298,8 @@ _COMMON = {"count", "sprintf", "print", "is_string", "is_number", "object.get"}
 def builtins_used(case: Case, names: set[str]) -> list[str]:
     text = "\n".join(str(m) for m in case.raw.get("modules") or []) + "\n" + case.query
     found = {m.group(1) for m in _CALL.finditer(text) if m.group(1) in names}
+    # `with f as g` mocks call g without parentheses.
+    found |= {m.group(1) for m in _WITH_AS.finditer(text) if m.group(1) in names}
     specific = sorted(found - _COMMON)
     return specific or sorted(found)
 

@@ -100,3 +100,24 @@ def test_planning_direct_wrapper_and_skips():
     json_input = _case(query="data.a = x", input_term='{"a": [1, 2,],}')
     plan_case(json_input, exc)
     assert json_input.input_json == '{"a":[1,2]}'
+
+
+def test_result_rows_accept_set_and_array_forms():
+    from tests.conformance.build import CompileResult
+    from tests.conformance.runner import _rows_from
+
+    case = _case(query="data.a.b = x", modules=["package a\nb := 1\n"], want_result=[{"x": 1}])
+    plan_case(case, Exceptions(source=None))
+    res = CompileResult(ok=True, kind="direct", entrypoint="a/b", bundle=None, error=None, cached=True)
+    for text in ('{{"result": {1, 2}}}', '[{"result": {1, 2}}]'):
+        rows = _rows_from(text, res, case)
+        assert len(rows) == 1 and compare.equal([2, 1], rows[0].get("x"))
+    assert _rows_from("set()", res, case) == []
+
+
+def test_builtin_attribution_sees_calls_and_with_mocks():
+    from tests.conformance.runner import builtins_used
+
+    case = _case(query="data.t.p = x",
+                 modules=["package t\np := x if { x = time.now_ns() with time.now_ns as opa.runtime }\n"])
+    assert builtins_used(case, {"time.now_ns", "opa.runtime", "count"}) == ["opa.runtime", "time.now_ns"]
