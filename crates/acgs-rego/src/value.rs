@@ -16,7 +16,8 @@ use crate::{Error, Result};
 pub enum Number {
     Int(i64),
     Float(f64),
-    /// An integer literal too large for `i64`, kept as written (optional `-`, then digits).
+    /// A literal that neither `i64` nor `f64` holds exactly, kept as written: an integer past
+    /// `i64`, or a float past `f64`'s range.
     Big(String),
 }
 
@@ -62,7 +63,8 @@ impl Number {
         }
         let f = text.parse::<f64>().ok()?;
         if !f.is_finite() {
-            return None;
+            // Past f64's range (OPA's numbers are arbitrary precision): keep the literal.
+            return Some(Number::Big(text.to_owned()));
         }
         Some(Number::Float(f))
     }
@@ -102,6 +104,11 @@ impl Ord for Number {
 }
 
 fn cmp_big(a: &str, b: &str) -> Ordering {
+    let integral = |t: &str| t.strip_prefix('-').unwrap_or(t).bytes().all(|c| c.is_ascii_digit());
+    if !integral(a) || !integral(b) {
+        let (x, y) = (a.parse::<f64>().unwrap_or(f64::NAN), b.parse::<f64>().unwrap_or(f64::NAN));
+        return x.total_cmp(&y);
+    }
     let (na, da) = a.strip_prefix('-').map_or((false, a), |d| (true, d));
     let (nb, db) = b.strip_prefix('-').map_or((false, b), |d| (true, d));
     match (na, nb) {
@@ -415,7 +422,7 @@ impl Parser<'_> {
             Some(b'"') => self.string().map(Value::String),
             Some(b'[') => self.array(),
             Some(b'{') => self.object_or_set(),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'.' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.err("unexpected character")),
         };
         self.depth -= 1;
@@ -578,6 +585,13 @@ mod tests {
     }
 
     #[test]
+    fn big_and_odd_literals_survive() {
+        assert_eq!(Value::parse_rego("2e308").unwrap().to_rego(), "2e308");
+        assert_eq!(Value::parse_rego(".0").unwrap(), Value::int(0));
+        assert!(Value::parse_rego("2e308").unwrap() > Value::int(i64::MAX));
+    }
+
+    #[test]
     fn big_integers_survive() {
         let v = Value::parse_rego("123456789012345678901234567890").unwrap();
         assert_eq!(v.to_rego(), "123456789012345678901234567890");
@@ -586,7 +600,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in ["", "{", "[1,", "\"abc", "{1:}", "tru", "\"\\u12\"", "--1", "1e999"] {
+        for bad in ["", "{", "[1,", "\"abc", "{1:}", "tru", "\"\\u12\"", "--1", "1e"] {
             assert!(Value::parse_rego(bad).is_err(), "{bad}");
         }
         let deep = "[".repeat(10_000);

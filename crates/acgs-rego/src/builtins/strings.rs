@@ -18,6 +18,7 @@ pub(super) fn lookup(name: &str) -> Option<BuiltinFn> {
         "strings.any_prefix_match" => text::any_prefix_match,
         "strings.any_suffix_match" => text::any_suffix_match,
         "strings.count" => text::count,
+        "strings.split_n" => text::split_n,
         "indexof_n" => text::indexof_n,
         "strings.render_template" => template::render_template,
         "glob.quote_meta" => text::glob_quote_meta,

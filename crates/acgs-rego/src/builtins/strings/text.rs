@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use num_bigint::BigInt;
 
 use super::gofmt::{self, Arg};
-use super::{fail, ok, operand, str_operand, type_err};
+use super::{fail, int_operand, ok, operand, str_operand, type_err};
 use crate::builtins::{BuiltinError, BuiltinResult, Context};
 use crate::value::{Number, Value};
 
@@ -147,6 +147,28 @@ pub(super) fn count(args: &[Value], _: &Context) -> BuiltinResult {
     ok(Value::int(i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
+/// `strings.split_n(s, delim, n)`: the first `n` fields of the split when `n >= 0`, the last
+/// `-n` fields when negative (OPA's semantics, not Go's `SplitN` remainder rule).
+pub(super) fn split_n(args: &[Value], _: &Context) -> BuiltinResult {
+    let s = str_operand(args, 1)?;
+    let delim = str_operand(args, 2)?;
+    let n = int_operand(args, 3)?;
+    // An empty delimiter splits into characters, as Go's strings.Split does.
+    let parts: Vec<&str> = if delim.is_empty() {
+        s.char_indices().map(|(i, c)| s.get(i..i + c.len_utf8()).unwrap_or_default()).collect()
+    } else {
+        s.split(delim).collect()
+    };
+    let len = parts.len();
+    let keep: &[&str] = if n >= 0 {
+        parts.get(..len.min(usize::try_from(n).unwrap_or(usize::MAX))).unwrap_or_default()
+    } else {
+        let back = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX).min(len);
+        parts.get(len - back..).unwrap_or_default()
+    };
+    ok(Value::Array(keep.iter().map(|p| Value::str(*p)).collect()))
+}
+
 /// Every (overlapping) match position, counted in runes as OPA does.
 pub(super) fn indexof_n(args: &[Value], _: &Context) -> BuiltinResult {
     let s = str_operand(args, 1)?;
@@ -178,6 +200,22 @@ pub(super) fn glob_quote_meta(args: &[Value], _: &Context) -> BuiltinResult {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    #[test]
+    fn split_n_keeps_the_first_or_last_fields() {
+        let ctx = Context { now_ns: 0 };
+        let call = |s: &str, d: &str, n: i64| {
+            let out = super::split_n(&[Value::str(s), Value::str(d), Value::int(n)], &ctx).unwrap().unwrap();
+            out.to_json_string()
+        };
+        assert_eq!(call("a,b,c", ",", 2), r#"["a","b"]"#);
+        assert_eq!(call("a,b,c", ",", 0), "[]");
+        assert_eq!(call("a,b,c", ",", 9), r#"["a","b","c"]"#);
+        assert_eq!(call("a,b,c", ",", -1), r#"["c"]"#);
+        assert_eq!(call("a,b,c", ",", -9), r#"["a","b","c"]"#);
+        assert_eq!(call("héy", "", 2), r#"["h","é"]"#);
+        assert_eq!(call("", ",", 5), r#"[""]"#);
+    }
+
     use super::*;
 
     fn call(f: fn(&[Value], &Context) -> BuiltinResult, args: &str) -> BuiltinResult {
