@@ -71,9 +71,8 @@ lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built mod
 	$(PY) -m mypy.stubtest acgs._acgs
 
 .PHONY: bench
-bench: dev ## Benchmarks (criterion and pytest-benchmark), not tests
-	cargo bench -p acgs-core
-	$(PY) -m pytest bench -q --benchmark-only
+bench: dev ## Benchmarks vs other OPA hosts (criterion, pytest-benchmark, opa bench), not tests; writes bench/results/latest.md
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 .PHONY: wheel
 wheel: ## Build an abi3 wheel into dist/

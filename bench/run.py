@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Runs every host benchmark in one go and writes bench/results/latest.md.
+
+Hosts, all on the same policy.wasm (bench/bundles/*.tar.gz) and the same input bytes:
+  Rust    ACGS (acgs-core) and rust-opa-wasm, criterion (bench/rust)
+  Python  ACGS's Python API and opa-py-wasm, pytest-benchmark (bench/test_bench_python.py)
+  Go      OPA's own evaluator, `opa bench` on the same Rego, data and input
+
+Usage: python bench/run.py [--quick] [--skip-rust] [--skip-python] [--skip-opa]
+Run it from the repo venv (`make bench` does) so the built `acgs` module is importable.
+Only the standard library is used here; peers come from bench/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CASES = {"small": "bench/small/allow", "medium": "bench/medium/decision"}
+THREADS = 2
+OPA = Path(os.environ.get("OPA", Path.home() / ".local/bin/opa"))
+TARGET = Path(os.environ.get("ACGS_BENCH_TARGET_DIR", Path.home() / ".cache/acgs/target-bench"))
+
+
+def sh(cmd: list[str], **kw: object) -> str:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE, **kw).stdout  # type: ignore[call-overload, no-any-return]
+
+
+def first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, text=True, capture_output=True, check=False).stdout.strip()
+        return out.splitlines()[0] if out else "?"
+    except OSError:
+        return "?"
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": first_line(["nproc"]),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "rustc": first_line(["rustc", "--version"]),
+        "python": platform.python_version(),
+        "opa": first_line([str(OPA), "version"]),
+        "git": first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def lock_version(name: str) -> str:
+    text = (BENCH / "rust/Cargo.lock").read_text()
+    versions = re.findall(rf'name = "{re.escape(name)}"\nversion = "([^"]+)"', text)
+    return ", ".join(versions) or "?"
+
+
+def check_bundles() -> None:
+    """The committed bundles must be what the pinned OPA builds from bench/policies."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(["bash", str(BENCH / "policies/build.sh")], env={**os.environ, "OUT": tmp, "OPA": str(OPA)})
+        for name in CASES:
+            if (Path(tmp) / f"{name}.tar.gz").read_bytes() != (BENCH / f"bundles/{name}.tar.gz").read_bytes():
+                sys.exit(f"bench/bundles/{name}.tar.gz is stale: run bench/policies/build.sh and commit it")
+
+
+# ---- Rust (criterion) ----------------------------------------------------------------------
+
+
+def run_rust(quick: bool) -> dict[str, float]:
+    env = {**os.environ, "CARGO_TARGET_DIR": str(TARGET)}
+    if quick:
+        env["BENCH_QUICK"] = "1"
+    crit = TARGET / "criterion"
+    shutil.rmtree(crit, ignore_errors=True)
+    subprocess.run(
+        ["cargo", "bench", "--quiet", "--manifest-path", str(BENCH / "rust/Cargo.toml"), "--bench", "hosts"],
+        env=env,
+        check=True,
+    )
+    out: dict[str, float] = {}
+    for meta in crit.glob("**/new/benchmark.json"):
+        info = json.loads(meta.read_text())
+        est = json.loads((meta.parent / "estimates.json").read_text())
+        point = (est.get("slope") or est["mean"])["point_estimate"]
+        out[f"{info['group_id']}/{info['function_id']}"] = float(point)
+    return out
+
+
+# ---- Python (pytest-benchmark) -----------------------------------------------------------------
+
+
+def run_python(quick: bool) -> dict[str, float]:
+    sh([sys.executable, "-m", "pip", "install", "-q", "-r", str(BENCH / "requirements.txt")])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "python.json"
+        cmd = [
+            sys.executable, "-m", "pytest", str(BENCH / "test_bench_python.py"), "-q", "-p", "no:cacheprovider",
+            "--benchmark-only", f"--benchmark-json={report}", "--benchmark-columns=median,mean,ops,rounds",
+        ]
+        if quick:
+            cmd.append("--benchmark-max-time=0.2")
+        else:
+            cmd += ["--benchmark-min-rounds=20", "--benchmark-max-time=3"]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        data = json.loads(report.read_text())
+    out: dict[str, float] = {}
+    for b in data["benchmarks"]:
+        # Median: Python timings have a long tail (GC, the GIL); batch figures become per eval.
+        ns = b["stats"]["median"] * 1e9 / b.get("extra_info", {}).get("batch", 1)
+        out[f"{b['group']}/{b['name'].split('[')[0].removeprefix('test_')}"] = ns
+    return out
+
+
+# ---- OPA's evaluator (opa bench) ---------------------------------------------------------------
+
+
+def run_opa(quick: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    count = "1" if quick else "5"
+    for name, ep in CASES.items():
+        text = sh(
+            [
+                str(OPA), "bench", "--metrics=false", "-f", "gobench", "--count", count,
+                "-d", str(BENCH / "policies" / name), "-i", str(BENCH / "inputs" / f"{name}.json"),
+                "data." + ep.replace("/", "."),
+            ]
+        )
+        per_op = [float(m) for m in re.findall(r"([\d.]+) ns/op", text)]
+        out[name] = statistics.median(per_op)
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def fmt_ns(ns: float | None) -> str:
+    if ns is None:
+        return "—"
+    return f"{ns / 1000:,.2f} µs" if ns >= 1000 else f"{ns:,.0f} ns"
+
+
+def fmt_rate(ns: float | None) -> str:
+    return "—" if ns is None else f"{1e9 / ns:,.0f}"
+
+
+def ratio(peer: float | None, ours: float | None) -> str:
+    if peer is None or ours is None:
+        return "—"
+    return f"{peer / ours:.2f}×"
+
+
+def report(facts: dict[str, str], versions: dict[str, str], rust: dict[str, float], py: dict[str, float],
+           opa: dict[str, float], load_before: str, load_after: str) -> tuple[str, list[str]]:
+    def row(label: str, get: object, base: object | None) -> str:
+        cells = [label]
+        for name in CASES:
+            v = get(name)  # type: ignore[operator]
+            cells.append(fmt_ns(v))
+        for name in CASES:
+            if base is None:
+                cells.append("—")
+            else:
+                cells.append(ratio(get(name), base(name)))  # type: ignore[operator]
+        return "| " + " | ".join(cells) + " |"
+
+    acgs_rs = lambda n: rust.get(f"single/{n}/acgs")  # noqa: E731
+    acgs_py = lambda n: py.get(f"{n}/evaluate/acgs_evaluate")  # noqa: E731
+    acgs_pyj = lambda n: py.get(f"{n}/raw/acgs_evaluate_json")  # noqa: E731
+    lines = [
+        "# Host benchmarks: ACGS vs other OPA Wasm hosts and OPA's evaluator",
+        "",
+        f"Generated by `bench/run.py` on {facts['date']} (commit {facts['git']}).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {facts['cpu']}; `nproc`: {facts['nproc']}; memory: {facts['memory']}; kernel {facts['kernel']}",
+        f"- load average before / after the run: {load_before} / {load_after}",
+        f"- {facts['rustc']}; Python {facts['python']}; {facts['opa']}",
+        "- peers: " + "; ".join(f"{k} {v}" for k, v in versions.items()),
+        "",
+        "Same `policy.wasm` and data for every Wasm host (the committed bundles), the same input bytes",
+        "for every host; `opa bench` runs the same Rego, data.json and input. Each host's result is",
+        "checked to equal ACGS's before timing.",
+        "",
+        "## One evaluation (time per eval; ratio = peer time / ACGS time, >1 means ACGS is faster)",
+        "",
+        "| host | small | medium | ACGS speed-up, small | ACGS speed-up, medium |",
+        "| --- | --- | --- | --- | --- |",
+        "| **Rust API** (criterion) | | | | |",
+        row("ACGS `Engine::evaluate` (input validated, JSON out)", acgs_rs, None),
+        row("rust-opa-wasm `Policy::evaluate` (raw JSON in/out)", lambda n: rust.get(f"single/{n}/opa-wasm"), acgs_rs),
+        row("OPA evaluator, `opa bench` (Go, not Wasm)", lambda n: opa.get(n), acgs_rs),
+        "| **Python API** (pytest-benchmark, median) | | | | |",
+        row("ACGS `evaluate(dict)`", acgs_py, None),
+        row("opa-py-wasm `evaluate(dict)`", lambda n: py.get(f"{n}/evaluate/opa_py_wasm_evaluate"), acgs_py),
+        row("ACGS `evaluate_json(bytes)` (bytes out)", acgs_pyj, None),
+        row("opa-py-wasm `evaluate(bytes)` (parsed out)", lambda n: py.get(f"{n}/raw/opa_py_wasm_evaluate_bytes"), acgs_pyj),
+        row("OPA evaluator, `opa bench`, vs ACGS Python `evaluate`", lambda n: opa.get(n), acgs_py),
+        "",
+        f"## Throughput on {THREADS} threads (evaluations per second; ratio = ACGS rate / peer rate)",
+        "",
+        "| host | small evals/s | medium evals/s | ACGS advantage, small | ACGS advantage, medium |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def trow(label: str, get: object, base: object | None) -> str:
+        cells = [label] + [fmt_rate(get(n)) for n in CASES]  # type: ignore[operator]
+        cells += ["—"] * len(CASES) if base is None else [ratio(get(n), base(n)) for n in CASES]  # type: ignore[operator]
+        return "| " + " | ".join(cells) + " |"
+
+    acgs_t = lambda n: rust.get(f"threads2/{n}/acgs")  # noqa: E731
+    acgs_pyt = lambda n: py.get(f"{n}/threads2/acgs_evaluate_many")  # noqa: E731
+    lines += [
+        "| **Rust** | | | | |",
+        trow("ACGS, one `Engine` shared by 2 threads", acgs_t, None),
+        trow("ACGS `evaluate_many(threads=2)`", lambda n: rust.get(f"threads2/{n}/acgs-evaluate_many"), acgs_t),
+        trow("rust-opa-wasm, one instance per thread", lambda n: rust.get(f"threads2/{n}/opa-wasm"), acgs_t),
+        "| **Python** | | | | |",
+        trow("ACGS `evaluate_many(threads=2)`", acgs_pyt, None),
+        trow("ACGS `evaluate` from 2 Python threads", lambda n: py.get(f"{n}/threads2/acgs_evaluate_in_threads"), acgs_pyt),
+        trow("opa-py-wasm `evaluate` from 2 Python threads (pool of 2)",
+             lambda n: py.get(f"{n}/threads2/opa_py_wasm_evaluate_in_threads"), acgs_pyt),
+        "",
+        "Single-thread rates for reference (1e9 / time per eval): "
+        + "; ".join(f"ACGS Rust {n} {fmt_rate(acgs_rs(n))}/s" for n in CASES) + ".",
+        "",
+    ]
+
+    # The goal: ACGS the fastest Wasm host by >= 1.5x, and faster than `opa bench`.
+    verdicts = []
+    for n in CASES:
+        for label, peer, ours in [
+            ("Rust: rust-opa-wasm / ACGS", rust.get(f"single/{n}/opa-wasm"), acgs_rs(n)),
+            ("Python: opa-py-wasm / ACGS", py.get(f"{n}/evaluate/opa_py_wasm_evaluate"), acgs_py(n)),
+        ]:
+            if peer is not None and ours is not None:
+                r = peer / ours
+                verdicts.append(f"- {n}, {label} = {r:.2f}× → {'met' if r >= 1.5 else 'NOT met'} (goal ≥ 1.5×)")
+        if opa.get(n) is not None and acgs_rs(n) is not None:
+            r = opa[n] / acgs_rs(n)  # type: ignore[operator]
+            verdicts.append(f"- {n}, `opa bench` / ACGS (Rust) = {r:.2f}× → {'met' if r > 1 else 'NOT met'} (goal > 1×)")
+    lines += ["## Goal check", "", *verdicts, "",
+              "See bench/README.md for how to read these figures and where ACGS's time goes.", ""]
+    return "\n".join(lines), verdicts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
+    ap.add_argument("--skip-rust", action="store_true")
+    ap.add_argument("--skip-python", action="store_true")
+    ap.add_argument("--skip-opa", action="store_true")
+    ap.add_argument("--out", type=Path, default=BENCH / "results/latest.md")
+    args = ap.parse_args()
+
+    facts = machine_facts()
+    load_before = loadavg()
+    check_bundles()
+    rust = {} if args.skip_rust else run_rust(args.quick)
+    py = {} if args.skip_python else run_python(args.quick)
+    opa = {} if args.skip_opa else run_opa(args.quick)
+    load_after = loadavg()
+
+    versions = {
+        "opa-wasm (crate)": lock_version("opa-wasm"),
+        "wasmtime (Rust, shared by ACGS and opa-wasm)": lock_version("wasmtime"),
+        "criterion": lock_version("criterion"),
+    }
+    try:
+        from importlib.metadata import version
+
+        for dist in ["opa-py-wasm", "wasmtime", "pytest-benchmark"]:
+            versions[f"{dist} (PyPI)"] = version(dist)
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    text, verdicts = report(facts, versions, rust, py, opa, load_before, load_after)
+    if args.quick:
+        text = text.replace("# Host benchmarks", "# Host benchmarks (QUICK RUN, not for comparison)", 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print()
+    print(text)
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
