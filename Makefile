@@ -66,6 +66,7 @@ conformance: dev ## Run OPA's conformance suite through ACGS and print the repor
 
 .PHONY: lint
 lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built module
+	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest acgs._acgs

@@ -97,14 +97,20 @@ impl Bundle {
             .get(&module_path)
             .ok_or_else(|| {
                 if manifest.wasm.is_empty() {
-                    Error::Bundle("bundle has no policy.wasm (was it built with `opa build -t wasm`?)".into())
+                    Error::Bundle(
+                        "bundle has no policy.wasm (was it built with `opa build -t wasm`?)".into(),
+                    )
                 } else {
-                    Error::Bundle(format!(".manifest names module /{module_path}, which the bundle does not contain"))
+                    Error::Bundle(format!(
+                        ".manifest names module /{module_path}, which the bundle does not contain"
+                    ))
                 }
             })?
             .clone();
         if !wasm.starts_with(b"\0asm") {
-            return Err(Error::Bundle(format!("/{module_path} is not a WebAssembly module")));
+            return Err(Error::Bundle(format!(
+                "/{module_path} is not a WebAssembly module"
+            )));
         }
 
         let mut data = serde_json::Value::Object(serde_json::Map::new());
@@ -118,7 +124,8 @@ impl Bundle {
             };
             let doc: serde_json::Value = serde_json::from_slice(raw)
                 .map_err(|e| Error::Bundle(format!("/{path} is not valid JSON: {e}")))?;
-            merge_at(&mut data, dir, doc).map_err(|why| Error::Bundle(format!("/{path}: {why}")))?;
+            merge_at(&mut data, dir, doc)
+                .map_err(|why| Error::Bundle(format!("/{path}: {why}")))?;
         }
 
         Ok(Bundle {
@@ -131,7 +138,11 @@ impl Bundle {
 
     /// The entrypoints the manifest declares, in order.
     pub fn manifest_entrypoints(&self) -> Vec<String> {
-        self.manifest.wasm.iter().map(|w| w.entrypoint.clone()).collect()
+        self.manifest
+            .wasm
+            .iter()
+            .map(|w| w.entrypoint.clone())
+            .collect()
     }
 }
 
@@ -201,7 +212,9 @@ fn merge_value(into: &mut serde_json::Value, doc: serde_json::Value) -> Result<(
             }
             Ok(())
         }
-        (slot @ serde_json::Value::Object(_), v) if slot.as_object().is_some_and(|o| o.is_empty()) => {
+        (slot @ serde_json::Value::Object(_), v)
+            if slot.as_object().is_some_and(|o| o.is_empty()) =>
+        {
             *slot = v;
             Ok(())
         }
@@ -271,7 +284,8 @@ fn read_dir_files(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         let rd = std::fs::read_dir(&dir)
             .map_err(|e| Error::Bundle(format!("cannot read {}: {e}", dir.display())))?;
         for entry in rd {
-            let entry = entry.map_err(|e| Error::Bundle(format!("cannot read {}: {e}", dir.display())))?;
+            let entry =
+                entry.map_err(|e| Error::Bundle(format!("cannot read {}: {e}", dir.display())))?;
             let path = entry.path();
             let ft = entry
                 .file_type()
@@ -307,7 +321,10 @@ mod tests {
     const WASM_MAGIC: &[u8] = b"\0asm\x01\0\0\0";
 
     fn files(entries: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
-        entries.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect()
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect()
     }
 
     #[test]
@@ -344,8 +361,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(b.digest, again.digest);
-        let other = Bundle::from_files(files(&[("policy.wasm", WASM_MAGIC), ("data.json", br#"{"a":2}"#)]))
-            .unwrap();
+        let other = Bundle::from_files(files(&[
+            ("policy.wasm", WASM_MAGIC),
+            ("data.json", br#"{"a":2}"#),
+        ]))
+        .unwrap();
         assert_ne!(b.digest, other.digest);
     }
 

@@ -21,7 +21,10 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        EngineOptions { limits: Limits::default(), max_idle: cores.max(2) * 2 }
+        EngineOptions {
+            limits: Limits::default(),
+            max_idle: cores.max(2) * 2,
+        }
     }
 }
 
@@ -70,7 +73,10 @@ impl Loaded {
         if let Some(id) = eps.get(name) {
             return Ok(*id);
         }
-        let normal = name.trim_start_matches("data.").trim_start_matches('/').replace('.', "/");
+        let normal = name
+            .trim_start_matches("data.")
+            .trim_start_matches('/')
+            .replace('.', "/");
         eps.get(normal.trim_end_matches('/'))
             .copied()
             .ok_or_else(|| Error::UnknownEntrypoint(name.to_owned()))
@@ -121,7 +127,10 @@ pub enum InputCheck {
 impl Engine {
     pub fn new(bundle: Bundle, options: EngineOptions) -> Result<Engine> {
         let loaded = Loaded::new(bundle, options)?;
-        Ok(Engine { current: ArcSwap::from_pointee(loaded), options })
+        Ok(Engine {
+            current: ArcSwap::from_pointee(loaded),
+            options,
+        })
     }
 
     /// Swaps in a new bundle. Evaluations in flight finish on the bundle they started with;
@@ -142,7 +151,13 @@ impl Engine {
     }
 
     /// Evaluates one input; returns the result set text (`[{"result": ...}]` or `[]`).
-    pub fn evaluate(&self, entrypoint: Option<&str>, input: Option<&[u8]>, check: InputCheck, format: Format) -> Result<Vec<u8>> {
+    pub fn evaluate(
+        &self,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+        check: InputCheck,
+        format: Format,
+    ) -> Result<Vec<u8>> {
         let loaded = self.current.load();
         let ep = loaded.entrypoint_id(entrypoint)?;
         if check == InputCheck::Validate {
@@ -198,7 +213,8 @@ fn validate_input(bytes: &[u8]) -> Result<()> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
         return Ok(());
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidInput("input is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| Error::InvalidInput("input is not UTF-8".into()))?;
     Value::parse_rego(text)
         .map(|_| ())
         .map_err(|e| Error::InvalidInput(format!("input is not a JSON value: {e}")))

@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{
-    Caller, Config, Engine as WasmEngine, Extern, Linker, Memory, MemoryType, Module, Store,
-    Trap, TypedFunc,
+    Caller, Config, Engine as WasmEngine, Extern, Linker, Memory, MemoryType, Module, Store, Trap,
+    TypedFunc,
 };
 
 use crate::builtins::{self, BuiltinFn, Context};
@@ -32,7 +32,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 1_000, memory_bytes: 512 * 1024 * 1024 }
+        Limits {
+            timeout_ms: 1_000,
+            memory_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -159,19 +162,35 @@ impl std::fmt::Debug for Policy {
 impl Policy {
     /// Compiles `wasm`, checks its ABI, resolves its builtins and probes one instance (which
     /// the caller gets back to seed a pool). `data` is the JSON data document.
-    pub fn compile(wasm: &[u8], data: &serde_json::Value, limits: Limits) -> Result<(Arc<Policy>, Instance)> {
+    pub fn compile(
+        wasm: &[u8],
+        data: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<(Arc<Policy>, Instance)> {
         let engine = wasm_engine()?;
-        let module = Module::new(engine, wasm).map_err(|e| Error::Abi(format!("cannot compile module: {e:#}")))?;
+        let module = Module::new(engine, wasm)
+            .map_err(|e| Error::Abi(format!("cannot compile module: {e:#}")))?;
 
         let mut memory_type = MemoryType::new(2, None);
         for import in module.imports() {
             if let (("env", "memory"), wasmtime::ExternType::Memory(mt)) =
                 ((import.module(), import.name()), import.ty())
             {
-                memory_type = MemoryType::new(u32::try_from(mt.minimum()).unwrap_or(2).max(2), None);
+                memory_type =
+                    MemoryType::new(u32::try_from(mt.minimum()).unwrap_or(2).max(2), None);
             }
         }
-        for required in ["opa_malloc", "opa_heap_ptr_get", "opa_heap_ptr_set", "opa_json_parse", "opa_json_dump", "opa_value_dump", "opa_value_parse", "builtins", "entrypoints"] {
+        for required in [
+            "opa_malloc",
+            "opa_heap_ptr_get",
+            "opa_heap_ptr_set",
+            "opa_json_parse",
+            "opa_json_dump",
+            "opa_value_dump",
+            "opa_value_parse",
+            "builtins",
+            "entrypoints",
+        ] {
             if module.get_export(required).is_none() {
                 return Err(Error::Abi(format!("module does not export {required}")));
             }
@@ -195,7 +214,9 @@ impl Policy {
         let mut probe = policy.raw_instance()?;
         let major = probe.global_i32("opa_wasm_abi_version").unwrap_or(1);
         if major != 1 {
-            return Err(Error::Abi(format!("unsupported OPA Wasm ABI major version {major}")));
+            return Err(Error::Abi(format!(
+                "unsupported OPA Wasm ABI major version {major}"
+            )));
         }
         policy.abi_minor = probe.global_i32("opa_wasm_abi_minor_version").unwrap_or(0);
 
@@ -203,7 +224,8 @@ impl Policy {
         let mut table: Vec<Option<HostBuiltin>> = Vec::new();
         let mut missing = Vec::new();
         for (name, id) in object_of_ids(&builtin_ids, "builtins")? {
-            let idx = usize::try_from(id).map_err(|_| Error::Abi(format!("bad builtin id {id}")))?;
+            let idx =
+                usize::try_from(id).map_err(|_| Error::Abi(format!("bad builtin id {id}")))?;
             if idx >= 100_000 {
                 return Err(Error::Abi(format!("bad builtin id {id}")));
             }
@@ -255,7 +277,10 @@ impl Policy {
     fn raw_instance(&self) -> Result<RawInstance> {
         let engine = self.module.engine();
         let state = HostState {
-            limiter: Limiter { max_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX), hit: false },
+            limiter: Limiter {
+                max_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
+                hit: false,
+            },
             builtins: self.builtins.clone(),
             memo: std::collections::HashMap::new(),
             ctx: Context::now(),
@@ -267,8 +292,11 @@ impl Policy {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.limits.timeout_ms.saturating_add(1));
         store.epoch_deadline_trap();
-        let memory = Memory::new(&mut store, self.memory_type.clone())
-            .map_err(|e| limit_or(&store, e, |m| Error::Abi(format!("cannot create memory: {m}"))))?;
+        let memory = Memory::new(&mut store, self.memory_type.clone()).map_err(|e| {
+            limit_or(&store, e, |m| {
+                Error::Abi(format!("cannot create memory: {m}"))
+            })
+        })?;
         let mut linker = self.linker.clone();
         linker
             .define(&store, "env", "memory", memory)
@@ -286,8 +314,16 @@ impl Policy {
             value_dump: typed(f(&mut store, "opa_value_dump")?, &store, "opa_value_dump")?,
             value_parse: typed(f(&mut store, "opa_value_parse")?, &store, "opa_value_parse")?,
         };
-        let heap_ptr_get = typed(f(&mut store, "opa_heap_ptr_get")?, &store, "opa_heap_ptr_get")?;
-        let heap_ptr_set = typed(f(&mut store, "opa_heap_ptr_set")?, &store, "opa_heap_ptr_set")?;
+        let heap_ptr_get = typed(
+            f(&mut store, "opa_heap_ptr_get")?,
+            &store,
+            "opa_heap_ptr_get",
+        )?;
+        let heap_ptr_set = typed(
+            f(&mut store, "opa_heap_ptr_set")?,
+            &store,
+            "opa_heap_ptr_set",
+        )?;
         let json_parse = typed(f(&mut store, "opa_json_parse")?, &store, "opa_json_parse")?;
         let json_dump = typed(f(&mut store, "opa_json_dump")?, &store, "opa_json_dump")?;
         let eval_fast = match instance.get_func(&mut store, "opa_eval") {
@@ -336,7 +372,8 @@ fn object_of_ids(v: &serde_json::Value, what: &str) -> Result<Vec<(String, i32)>
 /// Reads a NUL-terminated string at `addr`.
 fn read_cstr(memory: &Memory, store: impl wasmtime::AsContext, addr: i32) -> Result<Vec<u8>> {
     let data = memory.data(&store);
-    let start = usize::try_from(addr).map_err(|_| Error::Evaluation(format!("bad string address {addr}")))?;
+    let start = usize::try_from(addr)
+        .map_err(|_| Error::Evaluation(format!("bad string address {addr}")))?;
     let tail = data
         .get(start..)
         .ok_or_else(|| Error::Evaluation(format!("string address {addr} is out of bounds")))?;
@@ -351,43 +388,59 @@ fn host_linker(engine: &WasmEngine) -> Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(engine);
     let err = |e: wasmtime::Error| Error::Internal(format!("{e:#}"));
     linker
-        .func_wrap("env", "opa_abort", |mut caller: Caller<'_, HostState>, addr: i32| -> wasmtime::Result<()> {
-            let msg = caller
-                .data()
-                .memory
-                .and_then(|m| read_cstr(&m, &caller, addr).ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_else(|| "policy aborted".into());
-            caller.data_mut().abort = Some(msg.clone());
-            Err(wasmtime::Error::msg(format!("opa_abort: {msg}")))
-        })
+        .func_wrap(
+            "env",
+            "opa_abort",
+            |mut caller: Caller<'_, HostState>, addr: i32| -> wasmtime::Result<()> {
+                let msg = caller
+                    .data()
+                    .memory
+                    .and_then(|m| read_cstr(&m, &caller, addr).ok())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|| "policy aborted".into());
+                caller.data_mut().abort = Some(msg.clone());
+                Err(wasmtime::Error::msg(format!("opa_abort: {msg}")))
+            },
+        )
         .map_err(err)?;
     linker
-        .func_wrap("env", "opa_println", |caller: Caller<'_, HostState>, addr: i32| {
-            if std::env::var_os("ACGS_POLICY_PRINT").is_some() {
-                if let Some(m) = caller.data().memory {
-                    if let Ok(b) = read_cstr(&m, &caller, addr) {
-                        eprintln!("{}", String::from_utf8_lossy(&b));
+        .func_wrap(
+            "env",
+            "opa_println",
+            |caller: Caller<'_, HostState>, addr: i32| {
+                if std::env::var_os("ACGS_POLICY_PRINT").is_some() {
+                    if let Some(m) = caller.data().memory {
+                        if let Ok(b) = read_cstr(&m, &caller, addr) {
+                            eprintln!("{}", String::from_utf8_lossy(&b));
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .map_err(err)?;
     linker
-        .func_wrap("env", "opa_builtin0", |mut c: Caller<'_, HostState>, id: i32, _ctx: i32| {
-            call_builtin(&mut c, id, &[])
-        })
+        .func_wrap(
+            "env",
+            "opa_builtin0",
+            |mut c: Caller<'_, HostState>, id: i32, _ctx: i32| call_builtin(&mut c, id, &[]),
+        )
         .map_err(err)?;
     linker
-        .func_wrap("env", "opa_builtin1", |mut c: Caller<'_, HostState>, id: i32, _ctx: i32, a: i32| {
-            call_builtin(&mut c, id, &[a])
-        })
+        .func_wrap(
+            "env",
+            "opa_builtin1",
+            |mut c: Caller<'_, HostState>, id: i32, _ctx: i32, a: i32| {
+                call_builtin(&mut c, id, &[a])
+            },
+        )
         .map_err(err)?;
     linker
         .func_wrap(
             "env",
             "opa_builtin2",
-            |mut c: Caller<'_, HostState>, id: i32, _ctx: i32, a: i32, b: i32| call_builtin(&mut c, id, &[a, b]),
+            |mut c: Caller<'_, HostState>, id: i32, _ctx: i32, a: i32, b: i32| {
+                call_builtin(&mut c, id, &[a, b])
+            },
         )
         .map_err(err)?;
     linker
@@ -414,9 +467,15 @@ fn host_linker(engine: &WasmEngine) -> Result<Linker<HostState>> {
 /// Runs a host builtin: dumps each argument as Rego text (sets survive), calls the Rust
 /// implementation, and parses the result back into the module's heap. Undefined and builtin
 /// errors both return 0, which the module treats as undefined (OPA's non-strict behaviour).
-fn call_builtin(caller: &mut Caller<'_, HostState>, id: i32, args: &[i32]) -> wasmtime::Result<i32> {
+fn call_builtin(
+    caller: &mut Caller<'_, HostState>,
+    id: i32,
+    args: &[i32],
+) -> wasmtime::Result<i32> {
     let (Some(memory), Some(cb)) = (caller.data().memory, caller.data().callbacks.clone()) else {
-        return Err(wasmtime::Error::msg("builtin called before the instance was ready"));
+        return Err(wasmtime::Error::msg(
+            "builtin called before the instance was ready",
+        ));
     };
     let builtin = usize::try_from(id)
         .ok()
@@ -437,7 +496,14 @@ fn call_builtin(caller: &mut Caller<'_, HostState>, id: i32, args: &[i32]) -> wa
     }
     let ctx = caller.data().ctx.clone();
     let outcome = if builtin.memo {
-        let key = (id, values.iter().map(Value::to_rego).collect::<Vec<_>>().join(","));
+        let key = (
+            id,
+            values
+                .iter()
+                .map(Value::to_rego)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         match caller.data().memo.get(&key) {
             Some(hit) => hit.clone(),
             None => {
@@ -455,17 +521,30 @@ fn call_builtin(caller: &mut Caller<'_, HostState>, id: i32, args: &[i32]) -> wa
     let text = result.to_rego();
     let len = i32::try_from(text.len()).map_err(wasmtime::Error::msg)?;
     let addr = cb.malloc.call(&mut *caller, len)?;
-    memory.write(&mut *caller, usize::try_from(addr).unwrap_or(usize::MAX), text.as_bytes())?;
+    memory.write(
+        &mut *caller,
+        usize::try_from(addr).unwrap_or(usize::MAX),
+        text.as_bytes(),
+    )?;
     cb.value_parse.call(&mut *caller, (addr, len))
 }
 
 /// Maps a wasmtime error to the right core error, consulting what the host state saw.
-fn limit_or(store: &Store<HostState>, e: wasmtime::Error, other: impl FnOnce(String) -> Error) -> Error {
+fn limit_or(
+    store: &Store<HostState>,
+    e: wasmtime::Error,
+    other: impl FnOnce(String) -> Error,
+) -> Error {
     if store.data().limiter.hit {
-        return Error::MemoryLimit(u64::try_from(store.data().limiter.max_bytes).unwrap_or(u64::MAX));
+        return Error::MemoryLimit(
+            u64::try_from(store.data().limiter.max_bytes).unwrap_or(u64::MAX),
+        );
     }
     other(format!("{e:#}"))
 }
+
+/// `opa_eval(reserved, entrypoint, data, input, input_len, heap, format) -> result`.
+type OpaEval = TypedFunc<(i32, i32, i32, i32, i32, i32, i32), i32>;
 
 struct RawInstance {
     store: Store<HostState>,
@@ -476,7 +555,7 @@ struct RawInstance {
     heap_ptr_set: TypedFunc<i32, ()>,
     json_parse: TypedFunc<(i32, i32), i32>,
     json_dump: TypedFunc<i32, i32>,
-    eval_fast: Option<TypedFunc<(i32, i32, i32, i32, i32, i32, i32), i32>>,
+    eval_fast: Option<OpaEval>,
 }
 
 impl RawInstance {
@@ -487,7 +566,10 @@ impl RawInstance {
         }
     }
 
-    fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(&mut self, name: &str) -> Result<TypedFunc<P, R>> {
+    fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        name: &str,
+    ) -> Result<TypedFunc<P, R>> {
         let f = self
             .instance
             .get_func(&mut self.store, name)
@@ -499,17 +581,30 @@ impl RawInstance {
     fn call_json_export(&mut self, name: &str) -> Result<serde_json::Value> {
         let f = self.func::<(), i32>(name)?;
         let addr = f.call(&mut self.store, ()).map_err(|e| self.fault(e))?;
-        let text_addr = self.json_dump.call(&mut self.store, addr).map_err(|e| self.fault(e))?;
+        let text_addr = self
+            .json_dump
+            .call(&mut self.store, addr)
+            .map_err(|e| self.fault(e))?;
         let raw = read_cstr(&self.memory, &self.store, text_addr)?;
-        serde_json::from_slice(&raw).map_err(|e| Error::Abi(format!("{name}() returned invalid JSON: {e}")))
+        serde_json::from_slice(&raw)
+            .map_err(|e| Error::Abi(format!("{name}() returned invalid JSON: {e}")))
     }
 
     /// Copies `bytes` into a fresh heap allocation.
     fn alloc_bytes(&mut self, bytes: &[u8]) -> Result<(i32, i32)> {
-        let len = i32::try_from(bytes.len()).map_err(|_| Error::InvalidInput("value larger than 2 GiB".into()))?;
-        let addr = self.callbacks.malloc.call(&mut self.store, len).map_err(|e| self.fault(e))?;
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| Error::InvalidInput("value larger than 2 GiB".into()))?;
+        let addr = self
+            .callbacks
+            .malloc
+            .call(&mut self.store, len)
+            .map_err(|e| self.fault(e))?;
         self.memory
-            .write(&mut self.store, usize::try_from(addr).unwrap_or(usize::MAX), bytes)
+            .write(
+                &mut self.store,
+                usize::try_from(addr).unwrap_or(usize::MAX),
+                bytes,
+            )
             .map_err(|e| Error::Evaluation(format!("cannot write to module memory: {e}")))?;
         Ok((addr, len))
     }
@@ -520,7 +615,9 @@ impl RawInstance {
             return Error::Timeout(0);
         }
         if self.store.data().limiter.hit {
-            return Error::MemoryLimit(u64::try_from(self.store.data().limiter.max_bytes).unwrap_or(u64::MAX));
+            return Error::MemoryLimit(
+                u64::try_from(self.store.data().limiter.max_bytes).unwrap_or(u64::MAX),
+            );
         }
         if let Some(msg) = &self.store.data().abort {
             return Error::Evaluation(msg.clone());
@@ -554,22 +651,39 @@ impl Instance {
     pub fn new(policy: &Arc<Policy>) -> Result<Instance> {
         let mut raw = policy.raw_instance()?;
         // Initialise the allocator so the heap pointer is meaningful.
-        raw.callbacks.malloc.call(&mut raw.store, 0).map_err(|e| raw.fault(e))?;
+        raw.callbacks
+            .malloc
+            .call(&mut raw.store, 0)
+            .map_err(|e| raw.fault(e))?;
         let data_addr = if policy.data_json.is_empty() {
             0
         } else {
             let (addr, len) = raw.alloc_bytes(&policy.data_json)?;
-            let parsed = raw.json_parse.call(&mut raw.store, (addr, len)).map_err(|e| raw.fault(e))?;
+            let parsed = raw
+                .json_parse
+                .call(&mut raw.store, (addr, len))
+                .map_err(|e| raw.fault(e))?;
             if parsed == 0 {
-                return Err(Error::Bundle("the policy could not parse the bundle's data document".into()));
+                return Err(Error::Bundle(
+                    "the policy could not parse the bundle's data document".into(),
+                ));
             }
             parsed
         };
         if let Ok(stash) = raw.func::<(), ()>("opa_heap_blocks_stash") {
             stash.call(&mut raw.store, ()).map_err(|e| raw.fault(e))?;
         }
-        let data_heap = raw.heap_ptr_get.call(&mut raw.store, ()).map_err(|e| raw.fault(e))?;
-        Ok(Instance { raw, policy: policy.clone(), data_addr, data_heap, poisoned: false })
+        let data_heap = raw
+            .heap_ptr_get
+            .call(&mut raw.store, ())
+            .map_err(|e| raw.fault(e))?;
+        Ok(Instance {
+            raw,
+            policy: policy.clone(),
+            data_addr,
+            data_heap,
+            poisoned: false,
+        })
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -583,9 +697,16 @@ impl Instance {
 
     /// Evaluates entrypoint `entrypoint` on raw `input` (JSON or Rego value text; `None` for no
     /// input) and returns the result set text: `[{"result": ...}]`, or `[]` when undefined.
-    pub fn eval(&mut self, entrypoint: i32, input: Option<&[u8]>, format: Format) -> Result<Vec<u8>> {
+    pub fn eval(
+        &mut self,
+        entrypoint: i32,
+        input: Option<&[u8]>,
+        format: Format,
+    ) -> Result<Vec<u8>> {
         if self.poisoned {
-            return Err(Error::Internal("instance was poisoned by an earlier trap".into()));
+            return Err(Error::Internal(
+                "instance was poisoned by an earlier trap".into(),
+            ));
         }
         let r = self.eval_inner(entrypoint, input, format);
         if let Err(e) = &r {
@@ -596,7 +717,12 @@ impl Instance {
         r
     }
 
-    fn eval_inner(&mut self, entrypoint: i32, input: Option<&[u8]>, format: Format) -> Result<Vec<u8>> {
+    fn eval_inner(
+        &mut self,
+        entrypoint: i32,
+        input: Option<&[u8]>,
+        format: Format,
+    ) -> Result<Vec<u8>> {
         let limits = self.policy.limits;
         {
             let state = self.raw.store.data_mut();
@@ -605,22 +731,39 @@ impl Instance {
             state.memo.clear();
             state.ctx = Context::now();
         }
-        self.raw.store.set_epoch_deadline(limits.timeout_ms.saturating_add(1));
+        self.raw
+            .store
+            .set_epoch_deadline(limits.timeout_ms.saturating_add(1));
 
         let result = match self.raw.eval_fast.clone() {
             Some(eval) => {
                 let (input_addr, input_len) = match input {
                     Some(bytes) => {
                         self.write_at_heap(bytes)?;
-                        let len = i32::try_from(bytes.len()).map_err(|_| Error::InvalidInput("input larger than 2 GiB".into()))?;
+                        let len = i32::try_from(bytes.len())
+                            .map_err(|_| Error::InvalidInput("input larger than 2 GiB".into()))?;
                         (self.data_heap, len)
                     }
                     None => (0, 0),
                 };
-                let heap = self.data_heap.checked_add(input_len).ok_or_else(|| Error::InvalidInput("input too large".into()))?;
+                let heap = self
+                    .data_heap
+                    .checked_add(input_len)
+                    .ok_or_else(|| Error::InvalidInput("input too large".into()))?;
                 let fmt = i32::from(format == Format::Rego);
-                eval.call(&mut self.raw.store, (0, entrypoint, self.data_addr, input_addr, input_len, heap, fmt))
-                    .map_err(|e| self.raw.fault(e))
+                eval.call(
+                    &mut self.raw.store,
+                    (
+                        0,
+                        entrypoint,
+                        self.data_addr,
+                        input_addr,
+                        input_len,
+                        heap,
+                        fmt,
+                    ),
+                )
+                .map_err(|e| self.raw.fault(e))
             }
             None => self.eval_context_api(entrypoint, input, format),
         };
@@ -632,16 +775,27 @@ impl Instance {
     }
 
     /// The pre-1.2 sequence: reset the heap, parse input, build a context, eval, dump.
-    fn eval_context_api(&mut self, entrypoint: i32, input: Option<&[u8]>, format: Format) -> Result<i32> {
+    fn eval_context_api(
+        &mut self,
+        entrypoint: i32,
+        input: Option<&[u8]>,
+        format: Format,
+    ) -> Result<i32> {
         let raw = &mut self.raw;
-        raw.heap_ptr_set.call(&mut raw.store, self.data_heap).map_err(|e| raw.fault(e))?;
+        raw.heap_ptr_set
+            .call(&mut raw.store, self.data_heap)
+            .map_err(|e| raw.fault(e))?;
         let input_addr = match input {
             Some(bytes) => {
                 let (addr, len) = raw.alloc_bytes(bytes)?;
                 let parse = raw.callbacks.value_parse.clone();
-                let v = parse.call(&mut raw.store, (addr, len)).map_err(|e| raw.fault(e))?;
+                let v = parse
+                    .call(&mut raw.store, (addr, len))
+                    .map_err(|e| raw.fault(e))?;
                 if v == 0 {
-                    return Err(Error::InvalidInput("the policy could not parse the input".into()));
+                    return Err(Error::InvalidInput(
+                        "the policy could not parse the input".into(),
+                    ));
                 }
                 Some(v)
             }
@@ -655,12 +809,20 @@ impl Instance {
         let get_result = raw.func::<i32, i32>("opa_eval_ctx_get_result")?;
         let ctx = ctx_new.call(&mut raw.store, ()).map_err(|e| raw.fault(e))?;
         if let Some(addr) = input_addr {
-            set_input.call(&mut raw.store, (ctx, addr)).map_err(|e| raw.fault(e))?;
+            set_input
+                .call(&mut raw.store, (ctx, addr))
+                .map_err(|e| raw.fault(e))?;
         }
-        set_data.call(&mut raw.store, (ctx, self.data_addr)).map_err(|e| raw.fault(e))?;
-        set_ep.call(&mut raw.store, (ctx, entrypoint)).map_err(|e| raw.fault(e))?;
+        set_data
+            .call(&mut raw.store, (ctx, self.data_addr))
+            .map_err(|e| raw.fault(e))?;
+        set_ep
+            .call(&mut raw.store, (ctx, entrypoint))
+            .map_err(|e| raw.fault(e))?;
         eval.call(&mut raw.store, ctx).map_err(|e| raw.fault(e))?;
-        let result = get_result.call(&mut raw.store, ctx).map_err(|e| raw.fault(e))?;
+        let result = get_result
+            .call(&mut raw.store, ctx)
+            .map_err(|e| raw.fault(e))?;
         let dump = match format {
             Format::Json => raw.json_dump.clone(),
             Format::Rego => raw.callbacks.value_dump.clone(),
@@ -670,7 +832,8 @@ impl Instance {
 
     /// Writes the input at the start of the evaluation heap, growing memory if needed.
     fn write_at_heap(&mut self, bytes: &[u8]) -> Result<()> {
-        let start = u64::try_from(self.data_heap).map_err(|_| Error::Internal("negative heap pointer".into()))?;
+        let start = u64::try_from(self.data_heap)
+            .map_err(|_| Error::Internal("negative heap pointer".into()))?;
         // Leave room past the input so the allocator's first growth check has slack.
         let need = start + bytes.len() as u64 + PAGE;
         let have = self.raw.memory.data_size(&self.raw.store) as u64;
@@ -682,7 +845,11 @@ impl Instance {
         }
         self.raw
             .memory
-            .write(&mut self.raw.store, usize::try_from(start).unwrap_or(usize::MAX), bytes)
+            .write(
+                &mut self.raw.store,
+                usize::try_from(start).unwrap_or(usize::MAX),
+                bytes,
+            )
             .map_err(|e| Error::Internal(format!("cannot write input: {e}")))
     }
 

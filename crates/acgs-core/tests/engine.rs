@@ -18,12 +18,24 @@ fn example() -> Engine {
 
 fn stress(limits: Limits) -> Engine {
     let b = Bundle::from_path(&repo().join("tests/fixtures/stress.tar.gz")).unwrap();
-    Engine::new(b, EngineOptions { limits, ..EngineOptions::default() }).unwrap()
+    Engine::new(
+        b,
+        EngineOptions {
+            limits,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 fn eval(e: &Engine, ep: &str, input: &str) -> Result<String, Error> {
-    e.evaluate(Some(ep), Some(input.as_bytes()), InputCheck::Validate, Format::Json)
-        .map(|b| String::from_utf8(b).unwrap())
+    e.evaluate(
+        Some(ep),
+        Some(input.as_bytes()),
+        InputCheck::Validate,
+        Format::Json,
+    )
+    .map(|b| String::from_utf8(b).unwrap())
 }
 
 const GOOD: &str = r#"{"action":"data.read_public","context":{"environment":{"sandbox_enabled":true},"agent":{"trust_level":0.9}}}"#;
@@ -31,14 +43,30 @@ const GOOD: &str = r#"{"action":"data.read_public","context":{"environment":{"sa
 #[test]
 fn evaluates_the_real_policy() {
     let e = example();
-    assert_eq!(eval(&e, "acgs/example/allow", GOOD).unwrap(), r#"[{"result":true}]"#);
+    assert_eq!(
+        eval(&e, "acgs/example/allow", GOOD).unwrap(),
+        r#"[{"result":true}]"#
+    );
     let low = GOOD.replace("0.9", "0.5");
     let out = eval(&e, "acgs/example/decision", &low).unwrap();
     assert!(out.contains(r#""allow":false"#), "{out}");
-    assert!(out.contains("trust level 0.5 is below the minimum 0.8"), "{out}");
+    assert!(
+        out.contains("trust level 0.5 is below the minimum 0.8"),
+        "{out}"
+    );
     // Entrypoint names are accepted in dotted form too, and the default is the first.
-    assert_eq!(eval(&e, "data.acgs.example.allow", GOOD).unwrap(), r#"[{"result":true}]"#);
-    let default = e.evaluate(None, Some(GOOD.as_bytes()), InputCheck::Validate, Format::Json).unwrap();
+    assert_eq!(
+        eval(&e, "data.acgs.example.allow", GOOD).unwrap(),
+        r#"[{"result":true}]"#
+    );
+    let default = e
+        .evaluate(
+            None,
+            Some(GOOD.as_bytes()),
+            InputCheck::Validate,
+            Format::Json,
+        )
+        .unwrap();
     assert_eq!(default, br#"[{"result":true}]"#);
 }
 
@@ -47,42 +75,83 @@ fn undefined_is_an_empty_result_set() {
     let e = stress(Limits::default());
     assert_eq!(eval(&e, "stress/both", r#"{"name": 3}"#).unwrap(), "[]");
     let out = e
-        .evaluate(Some("stress/both"), Some(br#"{"name":"ab"}"#), InputCheck::Validate, Format::Rego)
+        .evaluate(
+            Some("stress/both"),
+            Some(br#"{"name":"ab"}"#),
+            InputCheck::Validate,
+            Format::Rego,
+        )
         .unwrap();
     // In Rego syntax the result set is itself a set, and inner sets survive.
     let text = String::from_utf8(out).unwrap();
-    assert!(text.starts_with(r#"{{"result": {"#) && text.ends_with("}}}"), "{text}");
-    assert!(text.contains(r#""set": {1, 2, 3}"#) && text.contains(r#""upper": "AB""#), "{text}");
+    assert!(
+        text.starts_with(r#"{{"result": {"#) && text.ends_with("}}}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""set": {1, 2, 3}"#) && text.contains(r#""upper": "AB""#),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_input_and_unknown_entrypoint_are_specific_errors() {
     let e = example();
-    assert!(matches!(eval(&e, "acgs/example/allow", "{not json"), Err(Error::InvalidInput(_))));
-    assert!(matches!(eval(&e, "nope/nothing", GOOD), Err(Error::UnknownEntrypoint(_))));
+    assert!(matches!(
+        eval(&e, "acgs/example/allow", "{not json"),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        eval(&e, "nope/nothing", GOOD),
+        Err(Error::UnknownEntrypoint(_))
+    ));
     // The engine still works afterwards.
-    assert_eq!(eval(&e, "acgs/example/allow", GOOD).unwrap(), r#"[{"result":true}]"#);
+    assert_eq!(
+        eval(&e, "acgs/example/allow", GOOD).unwrap(),
+        r#"[{"result":true}]"#
+    );
 }
 
 #[test]
 fn deadline_and_memory_cap_give_specific_errors_and_the_engine_recovers() {
-    let e = stress(Limits { timeout_ms: 50, memory_bytes: 64 * 1024 * 1024 });
+    let e = stress(Limits {
+        timeout_ms: 50,
+        memory_bytes: 64 * 1024 * 1024,
+    });
     let t = eval(&e, "stress/spin", r#"{"n": 1000000000}"#);
     assert!(matches!(t, Err(Error::Timeout(50))), "{t:?}");
-    assert_eq!(eval(&e, "stress/spin", r#"{"n": 10}"#).unwrap(), r#"[{"result":10}]"#);
+    assert_eq!(
+        eval(&e, "stress/spin", r#"{"n": 10}"#).unwrap(),
+        r#"[{"result":10}]"#
+    );
 
-    let e = stress(Limits { timeout_ms: 60_000, memory_bytes: 64 * 1024 * 1024 });
+    let e = stress(Limits {
+        timeout_ms: 60_000,
+        memory_bytes: 64 * 1024 * 1024,
+    });
     let m = eval(&e, "stress/hog", r#"{"n": 10000000}"#);
     assert!(matches!(m, Err(Error::MemoryLimit(_))), "{m:?}");
-    assert_eq!(eval(&e, "stress/hog", r#"{"n": 2}"#).unwrap(), r#"[{"result":64}]"#);
+    assert_eq!(
+        eval(&e, "stress/hog", r#"{"n": 2}"#).unwrap(),
+        r#"[{"result":64}]"#
+    );
 }
 
 #[test]
 fn input_larger_than_the_memory_cap_is_refused() {
-    let e = stress(Limits { timeout_ms: 1000, memory_bytes: 4 * 1024 * 1024 });
+    let e = stress(Limits {
+        timeout_ms: 1000,
+        memory_bytes: 4 * 1024 * 1024,
+    });
     let big = format!(r#"{{"s":"{}"}}"#, "x".repeat(8 * 1024 * 1024));
-    assert!(matches!(eval(&e, "stress/echo", &big), Err(Error::MemoryLimit(_))));
-    assert_eq!(eval(&e, "stress/echo", r#"{"a":1}"#).unwrap(), r#"[{"result":{"a":1}}]"#);
+    assert!(matches!(
+        eval(&e, "stress/echo", &big),
+        Err(Error::MemoryLimit(_))
+    ));
+    assert_eq!(
+        eval(&e, "stress/echo", r#"{"a":1}"#).unwrap(),
+        r#"[{"result":{"a":1}}]"#
+    );
 }
 
 #[test]
@@ -102,14 +171,26 @@ fn memory_stays_flat_over_many_evaluations() {
 fn evaluate_many_keeps_order_across_threads() {
     let e = example();
     let inputs: Vec<Vec<u8>> = (0..200)
-        .map(|i| GOOD.replace("0.9", if i % 2 == 0 { "0.9" } else { "0.1" }).into_bytes())
+        .map(|i| {
+            GOOD.replace("0.9", if i % 2 == 0 { "0.9" } else { "0.1" })
+                .into_bytes()
+        })
         .collect();
     let out = e
-        .evaluate_many(Some("acgs/example/allow"), &inputs, InputCheck::Validate, Format::Json, 2)
+        .evaluate_many(
+            Some("acgs/example/allow"),
+            &inputs,
+            InputCheck::Validate,
+            Format::Json,
+            2,
+        )
         .unwrap();
     for (i, r) in out.iter().enumerate() {
         let want = if i % 2 == 0 { "true" } else { "false" };
-        assert_eq!(String::from_utf8(r.as_ref().unwrap().clone()).unwrap(), format!(r#"[{{"result":{want}}}]"#));
+        assert_eq!(
+            String::from_utf8(r.as_ref().unwrap().clone()).unwrap(),
+            format!(r#"[{{"result":{want}}}]"#)
+        );
     }
 }
 
@@ -123,16 +204,22 @@ fn reload_swaps_atomically_and_keeps_the_old_bundle_on_failure() {
     assert_ne!(e.loaded().bundle_digest, old_digest);
     // A caller that took the old bundle before the swap still evaluates against it.
     assert_eq!(held.bundle_digest, old_digest);
-    assert!(matches!(eval(&e, "acgs/example/allow", GOOD), Err(Error::UnknownEntrypoint(_))));
+    assert!(matches!(
+        eval(&e, "acgs/example/allow", GOOD),
+        Err(Error::UnknownEntrypoint(_))
+    ));
     // A broken bundle is refused and the current one stays.
-    assert!(e.reload(Bundle::from_bytes(b"\0asm\x01\0\0\0").unwrap()).is_err());
+    assert!(e
+        .reload(Bundle::from_bytes(b"\0asm\x01\0\0\0").unwrap())
+        .is_err());
     assert_eq!(eval(&e, "stress/echo", "1").unwrap(), r#"[{"result":1}]"#);
 }
 
 #[test]
 fn context_api_path_matches_fast_path() {
     let b = Bundle::from_path(&repo().join("bundles/example.tar.gz")).unwrap();
-    let (policy, mut fast) = acgs_core::wasm::Policy::compile(&b.wasm, &b.data, Limits::default()).unwrap();
+    let (policy, mut fast) =
+        acgs_core::wasm::Policy::compile(&b.wasm, &b.data, Limits::default()).unwrap();
     let mut slow = acgs_core::wasm::Instance::new(&policy).unwrap();
     slow.use_context_api();
     let ep = policy.entrypoints()["acgs/example/decision"];
@@ -161,6 +248,8 @@ fn bundle_from_directory_equals_bundle_from_archive() {
 fn flate2_read(raw: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }

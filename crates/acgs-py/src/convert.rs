@@ -25,12 +25,15 @@ pub fn py_to_input(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 fn write_value(obj: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<()> {
     let py = obj.py();
     if depth > MAX_DEPTH {
-        return Err(invalid_input(py, format!("input nested deeper than {MAX_DEPTH} levels")));
+        return Err(invalid_input(
+            py,
+            format!("input nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     if obj.is_none() {
         out.push_str("null");
     } else if let Ok(s) = obj.cast::<PyString>() {
-        write_json_string(out, &s.to_str()?.to_owned());
+        write_json_string(out, s.to_str()?);
     } else if let Ok(b) = obj.cast::<PyBool>() {
         out.push_str(if b.is_true() { "true" } else { "false" });
     } else if let Ok(i) = obj.cast::<PyInt>() {
@@ -38,12 +41,15 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResu
             Ok(v) => {
                 let _ = write!(out, "{v}");
             }
-            Err(_) => out.push_str(&i.str()?.to_str()?.to_owned()),
+            Err(_) => out.push_str(i.str()?.to_str()?),
         }
     } else if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();
         if !v.is_finite() {
-            return Err(invalid_input(py, format!("input holds a non-finite number ({v})")));
+            return Err(invalid_input(
+                py,
+                format!("input holds a non-finite number ({v})"),
+            ));
         }
         out.push_str(&acgs_core::Number::Float(v).to_string());
     } else if let Ok(d) = obj.cast::<PyDict>() {
@@ -53,7 +59,10 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResu
                 out.push(',');
             }
             let key = k.cast::<PyString>().map_err(|_| {
-                invalid_input(py, format!("input object keys must be strings, not {}", type_name(&k)))
+                invalid_input(
+                    py,
+                    format!("input object keys must be strings, not {}", type_name(&k)),
+                )
             })?;
             write_json_string(out, key.to_str()?);
             out.push(':');
@@ -69,12 +78,19 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResu
     } else if let Ok(s) = obj.cast::<PyFrozenSet>() {
         write_set(s.iter(), s.len(), out, depth)?;
     } else {
-        return Err(invalid_input(py, format!("input cannot hold a value of type {}", type_name(obj))));
+        return Err(invalid_input(
+            py,
+            format!("input cannot hold a value of type {}", type_name(obj)),
+        ));
     }
     Ok(())
 }
 
-fn write_seq<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, out: &mut String, depth: usize) -> PyResult<()> {
+fn write_seq<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    out: &mut String,
+    depth: usize,
+) -> PyResult<()> {
     out.push('[');
     for (i, v) in items.enumerate() {
         if i > 0 {
@@ -86,7 +102,12 @@ fn write_seq<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, out: &mut Stri
     Ok(())
 }
 
-fn write_set<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, len: usize, out: &mut String, depth: usize) -> PyResult<()> {
+fn write_set<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    len: usize,
+    out: &mut String,
+    depth: usize,
+) -> PyResult<()> {
     if len == 0 {
         out.push_str("set()");
         return Ok(());
@@ -103,7 +124,10 @@ fn write_set<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, len: usize, ou
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Converts a JSON value to Python objects.
@@ -127,7 +151,10 @@ pub fn json_to_py(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> 
         }
         J::String(s) => PyString::new(py, s).into_any().unbind(),
         J::Array(a) => {
-            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            let items = a
+                .iter()
+                .map(|x| json_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
         J::Object(o) => {

@@ -17,13 +17,18 @@ use crate::error::{invalid_input, to_py};
 fn read_bundle(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Bundle> {
     if let Ok(b) = source.cast::<PyBytes>() {
         let bytes = b.as_bytes().to_vec();
-        return py.detach(|| Bundle::from_bytes(&bytes)).map_err(|e| to_py(py, e));
+        return py
+            .detach(|| Bundle::from_bytes(&bytes))
+            .map_err(|e| to_py(py, e));
     }
     if source.cast::<PyByteArray>().is_ok() || source.cast::<PyMemoryView>().is_ok() {
-        let bytes: Vec<u8> = source.call_method0("__bytes__").or_else(|_| {
-            py.import("builtins")?.getattr("bytes")?.call1((source,))
-        })?.extract()?;
-        return py.detach(|| Bundle::from_bytes(&bytes)).map_err(|e| to_py(py, e));
+        let bytes: Vec<u8> = source
+            .call_method0("__bytes__")
+            .or_else(|_| py.import("builtins")?.getattr("bytes")?.call1((source,)))?
+            .extract()?;
+        return py
+            .detach(|| Bundle::from_bytes(&bytes))
+            .map_err(|e| to_py(py, e));
     }
     let path: std::path::PathBuf = py
         .import("os")?
@@ -31,7 +36,8 @@ fn read_bundle(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Bundle> {
         .call1((source,))
         .map_err(|_| invalid_input(py, "bundle source must be a path or bytes"))?
         .extract()?;
-    py.detach(|| Bundle::from_path(&path)).map_err(|e| to_py(py, e))
+    py.detach(|| Bundle::from_path(&path))
+        .map_err(|e| to_py(py, e))
 }
 
 fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>>> {
@@ -46,7 +52,10 @@ fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Optio
             } else if let Ok(b) = r.cast::<PyByteArray>() {
                 Ok(Some(b.to_vec()))
             } else {
-                Err(invalid_input(py, "raw input must be bytes or str holding JSON"))
+                Err(invalid_input(
+                    py,
+                    "raw input must be bytes or str holding JSON",
+                ))
             }
         }
     }
@@ -54,8 +63,12 @@ fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Optio
 
 /// Extracts `result` from a JSON result set; `None` when undefined.
 fn result_of(py: Python<'_>, set: &[u8]) -> PyResult<Py<PyAny>> {
-    let parsed: serde_json::Value = serde_json::from_slice(set)
-        .map_err(|e| to_py(py, acgs_core::Error::Internal(format!("malformed result set: {e}"))))?;
+    let parsed: serde_json::Value = serde_json::from_slice(set).map_err(|e| {
+        to_py(
+            py,
+            acgs_core::Error::Internal(format!("malformed result set: {e}")),
+        )
+    })?;
     match parsed.get(0).and_then(|row| row.get("result")) {
         Some(v) => json_to_py(py, v),
         None => Ok(py.None()),
@@ -89,8 +102,12 @@ impl Engine {
             },
             max_idle: max_idle.unwrap_or(defaults.max_idle),
         };
-        let engine = py.detach(|| acgs_core::Engine::new(bundle, options)).map_err(|e| to_py(py, e))?;
-        Ok(Engine { inner: Arc::new(engine) })
+        let engine = py
+            .detach(|| acgs_core::Engine::new(bundle, options))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Engine {
+            inner: Arc::new(engine),
+        })
     }
 
     /// Swaps in another bundle; evaluations in flight finish on the old one.
@@ -102,14 +119,26 @@ impl Engine {
 
     /// Evaluates `input` and returns the entrypoint's value, or ``None`` when undefined.
     #[pyo3(signature = (input=None, entrypoint=None))]
-    fn evaluate(&self, py: Python<'_>, input: Option<&Bound<'_, PyAny>>, entrypoint: Option<&str>) -> PyResult<Py<PyAny>> {
+    fn evaluate(
+        &self,
+        py: Python<'_>,
+        input: Option<&Bound<'_, PyAny>>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
         let raw = match input {
             Some(i) if !i.is_none() => Some(py_to_input(i)?),
             _ => None,
         };
         let inner = &self.inner;
         let set = py
-            .detach(|| inner.evaluate(entrypoint, raw.as_deref(), InputCheck::Trusted, Format::Json))
+            .detach(|| {
+                inner.evaluate(
+                    entrypoint,
+                    raw.as_deref(),
+                    InputCheck::Trusted,
+                    Format::Json,
+                )
+            })
             .map_err(|e| to_py(py, e))?;
         result_of(py, &set)
     }
@@ -117,22 +146,46 @@ impl Engine {
     /// Evaluates raw JSON and returns OPA's result set as JSON bytes:
     /// ``[{"result": ...}]``, or ``[]`` when the entrypoint is undefined.
     #[pyo3(signature = (raw=None, entrypoint=None))]
-    fn evaluate_json<'py>(&self, py: Python<'py>, raw: Option<&Bound<'py, PyAny>>, entrypoint: Option<&str>) -> PyResult<Bound<'py, PyBytes>> {
+    fn evaluate_json<'py>(
+        &self,
+        py: Python<'py>,
+        raw: Option<&Bound<'py, PyAny>>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, raw)?;
         let inner = &self.inner;
         let set = py
-            .detach(|| inner.evaluate(entrypoint, input.as_deref(), InputCheck::Validate, Format::Json))
+            .detach(|| {
+                inner.evaluate(
+                    entrypoint,
+                    input.as_deref(),
+                    InputCheck::Validate,
+                    Format::Json,
+                )
+            })
             .map_err(|e| to_py(py, e))?;
         Ok(PyBytes::new(py, &set))
     }
 
     /// Like ``evaluate_json`` but returns the result set in Rego value syntax, sets kept.
     #[pyo3(signature = (raw=None, entrypoint=None))]
-    fn evaluate_rego(&self, py: Python<'_>, raw: Option<&Bound<'_, PyAny>>, entrypoint: Option<&str>) -> PyResult<String> {
+    fn evaluate_rego(
+        &self,
+        py: Python<'_>,
+        raw: Option<&Bound<'_, PyAny>>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<String> {
         let input = input_bytes(py, raw)?;
         let inner = &self.inner;
         let set = py
-            .detach(|| inner.evaluate(entrypoint, input.as_deref(), InputCheck::Validate, Format::Rego))
+            .detach(|| {
+                inner.evaluate(
+                    entrypoint,
+                    input.as_deref(),
+                    InputCheck::Validate,
+                    Format::Rego,
+                )
+            })
             .map_err(|e| to_py(py, e))?;
         Ok(String::from_utf8_lossy(&set).into_owned())
     }
@@ -151,13 +204,25 @@ impl Engine {
             .try_iter()?
             .map(|item| py_to_input(&item?))
             .collect::<PyResult<Vec<_>>>()?;
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let inner = &self.inner;
         let sets = py
-            .detach(|| inner.evaluate_many(entrypoint, &raws, InputCheck::Trusted, Format::Json, threads))
+            .detach(|| {
+                inner.evaluate_many(
+                    entrypoint,
+                    &raws,
+                    InputCheck::Trusted,
+                    Format::Json,
+                    threads,
+                )
+            })
             .map_err(|e| to_py(py, e))?;
         sets.into_iter()
-            .map(|r| r.map_err(|e| to_py(py, e)).and_then(|set| result_of(py, &set)))
+            .map(|r| {
+                r.map_err(|e| to_py(py, e))
+                    .and_then(|set| result_of(py, &set))
+            })
             .collect()
     }
 
@@ -171,10 +236,11 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
-        let call = py
-            .import("functools")?
-            .getattr("partial")?
-            .call1((slf.getattr("evaluate")?, input.map_or_else(|| py.None(), |i| i.clone().unbind()), entrypoint))?;
+        let call = py.import("functools")?.getattr("partial")?.call1((
+            slf.getattr("evaluate")?,
+            input.map_or_else(|| py.None(), |i| i.clone().unbind()),
+            entrypoint,
+        ))?;
         event_loop.call_method1("run_in_executor", (py.None(), call))
     }
 
@@ -220,7 +286,10 @@ impl Engine {
     fn __repr__(&self) -> String {
         let loaded = self.inner.loaded();
         let digest = loaded.bundle_digest.get(..12).unwrap_or_default();
-        format!("<acgs.Engine bundle={digest} entrypoints={}>", loaded.policy().entrypoints().len())
+        format!(
+            "<acgs.Engine bundle={digest} entrypoints={}>",
+            loaded.policy().entrypoints().len()
+        )
     }
 }
 

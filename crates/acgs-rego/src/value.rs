@@ -104,9 +104,17 @@ impl Ord for Number {
 }
 
 fn cmp_big(a: &str, b: &str) -> Ordering {
-    let integral = |t: &str| t.strip_prefix('-').unwrap_or(t).bytes().all(|c| c.is_ascii_digit());
+    let integral = |t: &str| {
+        t.strip_prefix('-')
+            .unwrap_or(t)
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+    };
     if !integral(a) || !integral(b) {
-        let (x, y) = (a.parse::<f64>().unwrap_or(f64::NAN), b.parse::<f64>().unwrap_or(f64::NAN));
+        let (x, y) = (
+            a.parse::<f64>().unwrap_or(f64::NAN),
+            b.parse::<f64>().unwrap_or(f64::NAN),
+        );
         return x.total_cmp(&y);
     }
     let (na, da) = a.strip_prefix('-').map_or((false, a), |d| (true, d));
@@ -207,7 +215,11 @@ impl Value {
     /// Parses Rego value syntax as `opa_value_dump` writes it (JSON plus `{a, b}` sets, `set()`
     /// and non-string object keys). Also accepts plain JSON.
     pub fn parse_rego(text: &str) -> Result<Value> {
-        let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+            depth: 0,
+        };
         let v = p.value()?;
         p.ws();
         if p.i != p.s.len() {
@@ -431,7 +443,10 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<Value> {
         let start = self.i;
-        while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
             self.i += 1;
         }
         let text = std::str::from_utf8(self.s.get(start..self.i).unwrap_or_default())
@@ -600,7 +615,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in ["", "{", "[1,", "\"abc", "{1:}", "tru", "\"\\u12\"", "--1", "1e"] {
+        for bad in [
+            "",
+            "{",
+            "[1,",
+            "\"abc",
+            "{1:}",
+            "tru",
+            "\"\\u12\"",
+            "--1",
+            "1e",
+        ] {
             assert!(Value::parse_rego(bad).is_err(), "{bad}");
         }
         let deep = "[".repeat(10_000);

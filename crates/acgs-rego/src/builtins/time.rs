@@ -41,9 +41,11 @@ fn string_operand(args: &[Value], pos: usize) -> Result<&str, BuiltinError> {
 
 fn int_operand(args: &[Value], pos: usize) -> Result<i64, BuiltinError> {
     match args.get(pos.wrapping_sub(1)) {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| BuiltinError(format!("operand {pos} must be integer number but got floating-point number"))),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            BuiltinError(format!(
+                "operand {pos} must be integer number but got floating-point number"
+            ))
+        }),
         Some(other) => err(format!(
             "operand {pos} must be number but got {}",
             other.type_name()
@@ -77,7 +79,9 @@ impl Loc {
                 let secs = i64::from(off.fix().local_minus_utc());
                 // Zones with no letter abbreviation are named by their offset in the
                 // database ("-03", "+0545"), which is what Go prints.
-                let abbr = off.abbreviation().map_or_else(|| numeric_abbr(secs), str::to_owned);
+                let abbr = off
+                    .abbreviation()
+                    .map_or_else(|| numeric_abbr(secs), str::to_owned);
                 (secs, abbr)
             }
         }
@@ -115,7 +119,9 @@ pub(super) fn strconv_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -137,7 +143,8 @@ fn local_zone() -> Loc {
         Err(_) => match std::fs::read_link("/etc/localtime") {
             Ok(target) => {
                 let t = target.to_string_lossy();
-                t.split_once("zoneinfo/").map_or(Loc::Utc, |(_, n)| named(n))
+                t.split_once("zoneinfo/")
+                    .map_or(Loc::Utc, |(_, n)| named(n))
             }
             Err(_) => Loc::Utc,
         },
@@ -168,7 +175,11 @@ struct Civil {
 
 impl Time {
     fn from_ns(ns: i64, loc: Loc) -> Time {
-        Time { secs: ns.div_euclid(NS_PER_SEC), nsec: ns.rem_euclid(NS_PER_SEC), loc }
+        Time {
+            secs: ns.div_euclid(NS_PER_SEC),
+            nsec: ns.rem_euclid(NS_PER_SEC),
+            loc,
+        }
     }
 
     /// Nanoseconds since the epoch, or OPA's error when that does not fit an i64.
@@ -276,7 +287,11 @@ fn go_date(
         let (second, _) = loc.lookup(unix.checked_sub(offset)?);
         offset = second;
     }
-    Some(Time { secs: unix.checked_sub(offset)?, nsec, loc })
+    Some(Time {
+        secs: unix.checked_sub(offset)?,
+        nsec,
+        loc,
+    })
 }
 
 /// Reads OPA's time argument: `ns` or `[ns, tz]` or (for `time.format`) `[ns, tz, layout]`.
@@ -288,7 +303,10 @@ fn tz_time(v: &Value) -> Result<(Time, String), BuiltinError> {
             let n = match items.first() {
                 Some(Value::Number(n)) => n,
                 Some(other) => {
-                    return err(format!("operand 1 must be number but got {}", other.type_name()))
+                    return err(format!(
+                        "operand 1 must be number but got {}",
+                        other.type_name()
+                    ))
                 }
                 None => return err(format!("operand 1 must be {want} but got array")),
             };
@@ -296,23 +314,38 @@ fn tz_time(v: &Value) -> Result<(Time, String), BuiltinError> {
                 None => Loc::Utc,
                 Some(Value::String(s)) => Loc::load(s)?,
                 Some(other) => {
-                    return err(format!("operand 1 must be string but got {}", other.type_name()))
+                    return err(format!(
+                        "operand 1 must be string but got {}",
+                        other.type_name()
+                    ))
                 }
             };
             let layout = match items.get(2) {
                 None => String::new(),
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => {
-                    return err(format!("operand 1 must be string but got {}", other.type_name()))
+                    return err(format!(
+                        "operand 1 must be string but got {}",
+                        other.type_name()
+                    ))
                 }
             };
             (n, loc, layout)
         }
-        other => return err(format!("operand 1 must be {want} but got {}", other.type_name())),
+        other => {
+            return err(format!(
+                "operand 1 must be {want} but got {}",
+                other.type_name()
+            ))
+        }
     };
     let ns = match n {
         Number::Int(i) => Some(*i),
-        Number::Float(f) if f.fract() == 0.0 && *f >= -9.223_372_036_854_776e18 && *f < 9.223_372_036_854_776e18 => {
+        Number::Float(f)
+            if f.fract() == 0.0
+                && *f >= -9.223_372_036_854_776e18
+                && *f < 9.223_372_036_854_776e18 =>
+        {
             #[allow(clippy::cast_possible_truncation)] // range checked above
             Some(*f as i64)
         }
@@ -379,19 +412,45 @@ fn format(args: &[Value], _: &Context) -> BuiltinResult {
 fn date(args: &[Value], _: &Context) -> BuiltinResult {
     let (t, _) = tz_time(args.first().unwrap_or(&Value::Null))?;
     let c = t.civil();
-    Ok(Some(Value::Array(vec![Value::int(c.year), Value::int(c.month), Value::int(c.day)])))
+    Ok(Some(Value::Array(vec![
+        Value::int(c.year),
+        Value::int(c.month),
+        Value::int(c.day),
+    ])))
 }
 
 fn clock(args: &[Value], _: &Context) -> BuiltinResult {
     let (t, _) = tz_time(args.first().unwrap_or(&Value::Null))?;
     let c = t.civil();
-    Ok(Some(Value::Array(vec![Value::int(c.hour), Value::int(c.min), Value::int(c.sec)])))
+    Ok(Some(Value::Array(vec![
+        Value::int(c.hour),
+        Value::int(c.min),
+        Value::int(c.sec),
+    ])))
 }
 
-const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 fn weekday(args: &[Value], _: &Context) -> BuiltinResult {
@@ -426,7 +485,11 @@ fn diff(args: &[Value], _: &Context) -> BuiltinResult {
     let (t1, _) = tz_time(args.first().unwrap_or(&Value::Null))?;
     let (mut t2, _) = tz_time(args.get(1).unwrap_or(&Value::Null))?;
     t2.loc = t1.loc;
-    let (a, b) = if (t1.secs, t1.nsec) > (t2.secs, t2.nsec) { (t2, t1) } else { (t1, t2) };
+    let (a, b) = if (t1.secs, t1.nsec) > (t2.secs, t2.nsec) {
+        (t2, t1)
+    } else {
+        (t1, t2)
+    };
     let (c1, c2) = (a.civil(), b.civil());
     let mut year = c2.year - c1.year;
     let mut month = c2.month - c1.month;
@@ -455,7 +518,10 @@ fn diff(args: &[Value], _: &Context) -> BuiltinResult {
         year -= 1;
     }
     Ok(Some(Value::Array(
-        [year, month, day, hour, min, sec].into_iter().map(Value::int).collect(),
+        [year, month, day, hour, min, sec]
+            .into_iter()
+            .map(Value::int)
+            .collect(),
     )))
 }
 
@@ -500,7 +566,11 @@ enum Std {
     NumColonSecondsTz,
     /// Fractional seconds: `.000` (fixed width, `trim == false`) or `.999` (trailing zeros
     /// trimmed), with the separator (`.` or `,`) and digit count.
-    Frac { trim: bool, digits: usize, sep: u8 },
+    Frac {
+        trim: bool,
+        digits: usize,
+        sep: u8,
+    },
 }
 
 impl Std {
@@ -527,7 +597,11 @@ fn digit_at(s: &[u8], i: usize) -> bool {
 /// Splits `layout` at its first layout element: (literal prefix length, element, rest offset).
 /// Mirrors Go's recognition order so that ambiguous layouts read the same way.
 fn next_std(layout: &[u8]) -> (usize, Option<Std>, usize) {
-    let at = |i: usize, lit: &str| layout.get(i..).is_some_and(|s| s.starts_with(lit.as_bytes()));
+    let at = |i: usize, lit: &str| {
+        layout
+            .get(i..)
+            .is_some_and(|s| s.starts_with(lit.as_bytes()))
+    };
     for (i, &c) in layout.iter().enumerate() {
         let found: Option<(usize, Std, usize)> = match c {
             b'J' if at(i, "Jan") => {
@@ -561,7 +635,9 @@ fn next_std(layout: &[u8]) -> (usize, Option<Std>, usize) {
                     };
                     Some((i, std, i + 2))
                 }
-                Some(b'0') if layout.get(i + 2) == Some(&b'2') => Some((i, Std::ZeroYearDay, i + 3)),
+                Some(b'0') if layout.get(i + 2) == Some(&b'2') => {
+                    Some((i, Std::ZeroYearDay, i + 3))
+                }
                 _ => None,
             },
             b'1' => {
@@ -637,7 +713,15 @@ fn next_std(layout: &[u8]) -> (usize, Option<Std>, usize) {
                     if digit_at(layout, j) {
                         None
                     } else {
-                        Some((i, Std::Frac { trim: ch == b'9', digits: j - (i + 1), sep: c }, j))
+                        Some((
+                            i,
+                            Std::Frac {
+                                trim: ch == b'9',
+                                digits: j - (i + 1),
+                                sep: c,
+                            },
+                            j,
+                        ))
                     }
                 }
                 _ => None,
@@ -675,7 +759,11 @@ fn go_format(t: Time, layout: &str) -> String {
         out.push_str(&String::from_utf8_lossy(rest.get(..p).unwrap_or_default()));
         let Some(std) = std else { break };
         rest = rest.get(next..).unwrap_or_default();
-        let month_name = usize::try_from(c.month - 1).ok().and_then(|m| MONTHS.get(m)).copied().unwrap_or("");
+        let month_name = usize::try_from(c.month - 1)
+            .ok()
+            .and_then(|m| MONTHS.get(m))
+            .copied()
+            .unwrap_or("");
         let weekday_name = WEEKDAYS.get(c.weekday).copied().unwrap_or("");
         let hour12 = if c.hour % 12 == 0 { 12 } else { c.hour % 12 };
         match std {
@@ -735,7 +823,10 @@ fn go_format(t: Time, layout: &str) -> String {
                 push_int(&mut out, zone.abs() / 60, 2);
                 if matches!(
                     tz,
-                    Std::Iso8601ColonTz | Std::NumColonTz | Std::Iso8601ColonSecondsTz | Std::NumColonSecondsTz
+                    Std::Iso8601ColonTz
+                        | Std::NumColonTz
+                        | Std::Iso8601ColonSecondsTz
+                        | Std::NumColonSecondsTz
                 ) {
                     out.push(':');
                 }
@@ -744,7 +835,10 @@ fn go_format(t: Time, layout: &str) -> String {
                 }
                 if matches!(
                     tz,
-                    Std::Iso8601SecondsTz | Std::NumSecondsTz | Std::NumColonSecondsTz | Std::Iso8601ColonSecondsTz
+                    Std::Iso8601SecondsTz
+                        | Std::NumSecondsTz
+                        | Std::NumColonSecondsTz
+                        | Std::Iso8601ColonSecondsTz
                 ) {
                     if matches!(tz, Std::NumColonSecondsTz | Std::Iso8601ColonSecondsTz) {
                         out.push(':');
@@ -904,7 +998,11 @@ fn parse_time_zone(value: &[u8]) -> Option<usize> {
         let n = parse_signed_offset(value);
         return (n > 0).then_some(n);
     }
-    let upper = value.iter().take(6).take_while(|b| b.is_ascii_uppercase()).count();
+    let upper = value
+        .iter()
+        .take(6)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
     match upper {
         5 if value.get(4) == Some(&b'T') => Some(5),
         4 if value.get(3) == Some(&b'T') || value.starts_with(b"WITA") => Some(4),
@@ -917,7 +1015,11 @@ fn parse_signed_offset(value: &[u8]) -> usize {
     if !matches!(value.first(), Some(b'+' | b'-')) {
         return 0;
     }
-    let digits = value.iter().skip(1).take_while(|b| b.is_ascii_digit()).count();
+    let digits = value
+        .iter()
+        .skip(1)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if digits == 0 {
         return 0;
     }
@@ -1069,7 +1171,10 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                         return Some(());
                     }
                     // A fraction in the input that the layout does not spell out is accepted.
-                    if value.len() >= 2 && matches!(value.first(), Some(b'.' | b',')) && digit_at(value, 1) {
+                    if value.len() >= 2
+                        && matches!(value.first(), Some(b'.' | b','))
+                        && digit_at(value, 1)
+                    {
                         if let (_, Some(Std::Frac { .. }), _) = next_std(layout) {
                             return Some(());
                         }
@@ -1084,7 +1189,11 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                 Std::Pm | Std::LowerPm => {
                     let p = value.get(..2)?;
                     value = value.get(2..)?;
-                    let (pm, am): (&[u8], &[u8]) = if std == Std::Pm { (b"PM", b"AM") } else { (b"pm", b"am") };
+                    let (pm, am): (&[u8], &[u8]) = if std == Std::Pm {
+                        (b"PM", b"AM")
+                    } else {
+                        (b"pm", b"am")
+                    };
                     if p == pm {
                         pm_set = true;
                     } else if p == am {
@@ -1103,7 +1212,11 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                     zone_name = Some(String::from_utf8_lossy(value.get(..n)?).into_owned());
                     value = value.get(n..)?;
                 }
-                Std::Frac { trim: false, digits, .. } => {
+                Std::Frac {
+                    trim: false,
+                    digits,
+                    ..
+                } => {
                     let ndigit = 1 + digits;
                     if value.len() < ndigit {
                         return None;
@@ -1112,7 +1225,10 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                     value = value.get(ndigit..)?;
                 }
                 Std::Frac { trim: true, .. } => {
-                    if value.len() < 2 || !matches!(value.first(), Some(b'.' | b',')) || !digit_at(value, 1) {
+                    if value.len() < 2
+                        || !matches!(value.first(), Some(b'.' | b','))
+                        || !digit_at(value, 1)
+                    {
                         return Some(());
                     }
                     let mut i = 0;
@@ -1134,7 +1250,8 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                             if value.len() < 6 || value.get(3) != Some(&b':') {
                                 return None;
                             }
-                            (sign, hh, mm, ss) = (*value.first()?, value.get(1..3)?, value.get(4..6)?, b"00");
+                            (sign, hh, mm, ss) =
+                                (*value.first()?, value.get(1..3)?, value.get(4..6)?, b"00");
                             value = value.get(6..)?;
                         }
                         Std::NumShortTz | Std::Iso8601ShortTz => {
@@ -1142,20 +1259,32 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
                             value = value.get(3..)?;
                         }
                         Std::Iso8601ColonSecondsTz | Std::NumColonSecondsTz => {
-                            if value.len() < 9 || value.get(3) != Some(&b':') || value.get(6) != Some(&b':') {
+                            if value.len() < 9
+                                || value.get(3) != Some(&b':')
+                                || value.get(6) != Some(&b':')
+                            {
                                 return None;
                             }
-                            (sign, hh, mm, ss) =
-                                (*value.first()?, value.get(1..3)?, value.get(4..6)?, value.get(7..9)?);
+                            (sign, hh, mm, ss) = (
+                                *value.first()?,
+                                value.get(1..3)?,
+                                value.get(4..6)?,
+                                value.get(7..9)?,
+                            );
                             value = value.get(9..)?;
                         }
                         Std::Iso8601SecondsTz | Std::NumSecondsTz => {
-                            (sign, hh, mm, ss) =
-                                (*value.first()?, value.get(1..3)?, value.get(3..5)?, value.get(5..7)?);
+                            (sign, hh, mm, ss) = (
+                                *value.first()?,
+                                value.get(1..3)?,
+                                value.get(3..5)?,
+                                value.get(5..7)?,
+                            );
                             value = value.get(7..)?;
                         }
                         _ => {
-                            (sign, hh, mm, ss) = (*value.first()?, value.get(1..3)?, value.get(3..5)?, b"00");
+                            (sign, hh, mm, ss) =
+                                (*value.first()?, value.get(1..3)?, value.get(3..5)?, b"00");
                             value = value.get(5..)?;
                         }
                     }
@@ -1212,7 +1341,13 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
             // Cumulative days before each month in a common year.
             const BEFORE: [i64; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
             m = (yday - 1) / 31 + 1;
-            let before = |mm: i64| usize::try_from(mm - 1).ok().and_then(|i| BEFORE.get(i)).copied().unwrap_or(365);
+            let before = |mm: i64| {
+                usize::try_from(mm - 1)
+                    .ok()
+                    .and_then(|i| BEFORE.get(i))
+                    .copied()
+                    .unwrap_or(365)
+            };
             if before(m + 1) < yday {
                 m += 1;
             }
@@ -1238,7 +1373,10 @@ fn go_parse(layout: &str, value: &str) -> Result<Time, String> {
         return Err(msg_err(": day out of range"));
     }
 
-    let wall = |loc| go_date(year, month, day, hour, min, sec, nsec, loc).ok_or_else(|| msg_err(": out of range"));
+    let wall = |loc| {
+        go_date(year, month, day, hour, min, sec, nsec, loc)
+            .ok_or_else(|| msg_err(": out of range"))
+    };
     if utc_zone {
         return wall(Loc::Utc);
     }
@@ -1332,7 +1470,10 @@ fn go_parse_duration(orig: &str) -> Result<i64, String> {
         if !pre && !post {
             return Err(invalid());
         }
-        let unit_len = s.iter().take_while(|&&c| c != b'.' && !c.is_ascii_digit()).count();
+        let unit_len = s
+            .iter()
+            .take_while(|&&c| c != b'.' && !c.is_ascii_digit())
+            .count();
         if unit_len == 0 {
             return Err(format!("time: missing unit in duration {}", quote(orig)));
         }
@@ -1359,7 +1500,11 @@ fn go_parse_duration(orig: &str) -> Result<i64, String> {
         }
         v *= unit;
         if f > 0 {
-            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
             let add = (f as f64 * (unit as f64 / scale)) as u64;
             v = v.checked_add(add).ok_or_else(invalid)?;
             if v > LIMIT {
@@ -1398,7 +1543,10 @@ fn parse_extended_duration(s: &str) -> Result<i64, String> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let n = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        let n = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
         if n == 0 {
             return Err(invalid());
         }
@@ -1407,7 +1555,10 @@ fn parse_extended_duration(s: &str) -> Result<i64, String> {
         let unit = ["ms", "us", "µs", "ns"]
             .into_iter()
             .find(|u| rest.starts_with(u))
-            .or_else(|| rest.get(..1).filter(|u| u.bytes().all(|b| b.is_ascii_lowercase())))
+            .or_else(|| {
+                rest.get(..1)
+                    .filter(|u| u.bytes().all(|b| b.is_ascii_lowercase()))
+            })
             .ok_or_else(invalid)?;
         rest = rest.get(unit.len()..).unwrap_or_default();
         let hours = match unit {
@@ -1466,15 +1617,43 @@ mod tests {
     #[test]
     fn parse_ns_conformance() {
         let cases = [
-            ("2006-01-02T15:04:05Z07:00", "2017-06-02T19:00:00-07:00", 1_496_455_200_000_000_000),
-            ("2006-01-02T15:04:05Z07:00", "1677-09-21T00:12:43.145224192-00:00", i64::MIN),
-            ("2006-01-02T15:04:05Z07:00", "2262-04-11T23:47:16.854775807-00:00", i64::MAX),
-            ("01/02 03:04:05PM '06 -0700", "06/02 07:00:00PM '17 -0700", 1_496_455_200_000_000_000),
-            ("02 Jan 06 15:04 -0700", "02 Jun 17 19:00 -0700", 1_496_455_200_000_000_000),
-            ("RFC822Z", "02 Jun 17 19:00 -0700", 1_496_455_200_000_000_000),
+            (
+                "2006-01-02T15:04:05Z07:00",
+                "2017-06-02T19:00:00-07:00",
+                1_496_455_200_000_000_000,
+            ),
+            (
+                "2006-01-02T15:04:05Z07:00",
+                "1677-09-21T00:12:43.145224192-00:00",
+                i64::MIN,
+            ),
+            (
+                "2006-01-02T15:04:05Z07:00",
+                "2262-04-11T23:47:16.854775807-00:00",
+                i64::MAX,
+            ),
+            (
+                "01/02 03:04:05PM '06 -0700",
+                "06/02 07:00:00PM '17 -0700",
+                1_496_455_200_000_000_000,
+            ),
+            (
+                "02 Jan 06 15:04 -0700",
+                "02 Jun 17 19:00 -0700",
+                1_496_455_200_000_000_000,
+            ),
+            (
+                "RFC822Z",
+                "02 Jun 17 19:00 -0700",
+                1_496_455_200_000_000_000,
+            ),
         ];
         for (layout, value, want) in cases {
-            assert_eq!(ns_of("time.parse_ns", &[s(layout), s(value)]), want, "{layout} {value}");
+            assert_eq!(
+                ns_of("time.parse_ns", &[s(layout), s(value)]),
+                want,
+                "{layout} {value}"
+            );
         }
         let too_small = call(
             "time.parse_ns",
@@ -1482,7 +1661,10 @@ mod tests {
         );
         assert_eq!(too_small, err("time outside of valid range"));
         assert_eq!(
-            call("time.parse_rfc3339_ns", &[s("2262-04-11T23:47:16.854775808-00:00")]),
+            call(
+                "time.parse_rfc3339_ns",
+                &[s("2262-04-11T23:47:16.854775808-00:00")]
+            ),
             err("time outside of valid range")
         );
     }
@@ -1513,7 +1695,11 @@ mod tests {
             s("2017-06-02T22:00:00.123456789-04:00")
         );
         assert_eq!(
-            fmt(Value::Array(vec![Value::int(t), s("Asia/Kolkata"), s("Mon Jan _2 3:04:05.000 PM MST 2006 002")])),
+            fmt(Value::Array(vec![
+                Value::int(t),
+                s("Asia/Kolkata"),
+                s("Mon Jan _2 3:04:05.000 PM MST 2006 002")
+            ])),
             s("Sat Jun  3 7:30:00.123 AM IST 2017 154")
         );
         assert_eq!(
@@ -1526,20 +1712,43 @@ mod tests {
     fn date_clock_weekday() {
         let t = 1_517_814_000 * NS_PER_SEC;
         assert_eq!(
-            call("time.date", &[Value::Array(vec![Value::int(t), s("America/Los_Angeles")])]),
-            Ok(Some(Value::Array(vec![Value::int(2018), Value::int(2), Value::int(4)])))
+            call(
+                "time.date",
+                &[Value::Array(vec![Value::int(t), s("America/Los_Angeles")])]
+            ),
+            Ok(Some(Value::Array(vec![
+                Value::int(2018),
+                Value::int(2),
+                Value::int(4)
+            ])))
         );
         assert_eq!(
-            call("time.clock", &[Value::Array(vec![Value::int(1_517_832_000 * NS_PER_SEC), s("America/New_York")])]),
-            Ok(Some(Value::Array(vec![Value::int(7), Value::int(0), Value::int(0)])))
+            call(
+                "time.clock",
+                &[Value::Array(vec![
+                    Value::int(1_517_832_000 * NS_PER_SEC),
+                    s("America/New_York")
+                ])]
+            ),
+            Ok(Some(Value::Array(vec![
+                Value::int(7),
+                Value::int(0),
+                Value::int(0)
+            ])))
         );
-        assert_eq!(call("time.weekday", &[Value::int(0)]), Ok(Some(s("Thursday"))));
+        assert_eq!(
+            call("time.weekday", &[Value::int(0)]),
+            Ok(Some(s("Thursday")))
+        );
         assert_eq!(
             call("time.date", &[Value::float(1.582_977_6e27)]),
             err("timestamp too big")
         );
         assert_eq!(
-            call("time.date", &[Value::Array(vec![Value::int(0), s("Mars/Olympus")])]),
+            call(
+                "time.date",
+                &[Value::Array(vec![Value::int(0), s("Mars/Olympus")])]
+            ),
             err("unknown time zone Mars/Olympus")
         );
     }
@@ -1548,10 +1757,19 @@ mod tests {
     fn add_date_normalises() {
         // 2020-01-31 + 1 month is 2020-03-02, as in Go.
         let t = ns_of("time.parse_rfc3339_ns", &[s("2020-01-31T10:00:00Z")]);
-        let got = ns_of("time.add_date", &[Value::int(t), Value::int(0), Value::int(1), Value::int(0)]);
-        assert_eq!(got, ns_of("time.parse_rfc3339_ns", &[s("2020-03-02T10:00:00Z")]));
+        let got = ns_of(
+            "time.add_date",
+            &[Value::int(t), Value::int(0), Value::int(1), Value::int(0)],
+        );
         assert_eq!(
-            call("time.add_date", &[Value::int(t), Value::int(500), Value::int(0), Value::int(0)]),
+            got,
+            ns_of("time.parse_rfc3339_ns", &[s("2020-03-02T10:00:00Z")])
+        );
+        assert_eq!(
+            call(
+                "time.add_date",
+                &[Value::int(t), Value::int(500), Value::int(0), Value::int(0)]
+            ),
             err("time outside of valid range")
         );
     }
@@ -1562,7 +1780,12 @@ mod tests {
         let b = ns_of("time.parse_rfc3339_ns", &[s("2018-02-28T09:30:15Z")]);
         assert_eq!(
             call("time.diff", &[Value::int(b), Value::int(a)]),
-            Ok(Some(Value::Array([0, 10, 27, 23, 30, 15].into_iter().map(Value::int).collect())))
+            Ok(Some(Value::Array(
+                [0, 10, 27, 23, 30, 15]
+                    .into_iter()
+                    .map(Value::int)
+                    .collect()
+            )))
         );
     }
 
@@ -1576,9 +1799,15 @@ mod tests {
         assert_eq!(d("1µs"), Ok(Some(Value::int(1000))));
         assert_eq!(d(""), err(r#"time: invalid duration """#));
         assert_eq!(d("5x"), err(r#"time: unknown unit "x" in duration "5x""#));
-        assert_eq!(d("1d5x"), err(r#"time: unknown unit "x" in duration "1d5x""#));
+        assert_eq!(
+            d("1d5x"),
+            err(r#"time: unknown unit "x" in duration "1d5x""#)
+        );
         assert_eq!(d("3"), err(r#"time: missing unit in duration "3""#));
-        assert_eq!(d("9999999999h"), err(r#"time: invalid duration "9999999999h""#));
+        assert_eq!(
+            d("9999999999h"),
+            err(r#"time: invalid duration "9999999999h""#)
+        );
     }
 
     #[test]
@@ -1588,18 +1817,51 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let layouts = ["", "2006", "Z07:00:00", "Jan _2 __2 002 .000 ,999", "MST -07 pm PM", "\u{ff}\u{fe}"];
-        let values = ["", "x", "2006-", "\u{e9}\u{e9}\u{e9}\u{e9}", "+99", "GMT+30", "0000000000000000000"];
+        let layouts = [
+            "",
+            "2006",
+            "Z07:00:00",
+            "Jan _2 __2 002 .000 ,999",
+            "MST -07 pm PM",
+            "\u{ff}\u{fe}",
+        ];
+        let values = [
+            "",
+            "x",
+            "2006-",
+            "\u{e9}\u{e9}\u{e9}\u{e9}",
+            "+99",
+            "GMT+30",
+            "0000000000000000000",
+        ];
         for l in layouts {
             for v in values {
                 let _ = call("time.parse_ns", &[s(l), s(v)]);
             }
-            let _ = call("time.format", &[Value::Array(vec![Value::int(i64::MIN), s("Local"), s(l)])]);
-            let _ = call("time.format", &[Value::Array(vec![Value::int(i64::MAX), s("Pacific/Kiritimati"), s(l)])]);
+            let _ = call(
+                "time.format",
+                &[Value::Array(vec![Value::int(i64::MIN), s("Local"), s(l)])],
+            );
+            let _ = call(
+                "time.format",
+                &[Value::Array(vec![
+                    Value::int(i64::MAX),
+                    s("Pacific/Kiritimati"),
+                    s(l),
+                ])],
+            );
         }
         for v in ["1.2.3d", "-", "+d", ".d", "99999999999999999999y", "1e5h"] {
             let _ = call("time.parse_duration_ns", &[s(v)]);
         }
-        let _ = call("time.add_date", &[Value::int(0), Value::int(i64::MAX), Value::int(i64::MAX), Value::int(i64::MIN)]);
+        let _ = call(
+            "time.add_date",
+            &[
+                Value::int(0),
+                Value::int(i64::MAX),
+                Value::int(i64::MAX),
+                Value::int(i64::MIN),
+            ],
+        );
     }
 }

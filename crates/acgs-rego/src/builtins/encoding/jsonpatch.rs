@@ -68,18 +68,18 @@ fn modify(node: &Value, path: &[Value], f: &mut dyn FnMut(&Value) -> Res<Value>)
     };
     match node {
         Value::Object(o) => {
-            let child = o
-                .get(key)
-                .ok_or_else(|| BuiltinError(format!("path {key} does not exist in object term {node}")))?;
+            let child = o.get(key).ok_or_else(|| {
+                BuiltinError(format!("path {key} does not exist in object term {node}"))
+            })?;
             let new_child = modify(child, rest, f)?;
             let mut o = o.clone();
             o.insert(key.clone(), new_child);
             Ok(Value::Object(o))
         }
         Value::Set(s) => {
-            let child = s
-                .get(key)
-                .ok_or_else(|| BuiltinError(format!("path [{key}] does not exist in set term {node}")))?;
+            let child = s.get(key).ok_or_else(|| {
+                BuiltinError(format!("path [{key}] does not exist in set term {node}"))
+            })?;
             let new_child = modify(child, rest, f)?;
             let mut s = s.clone();
             s.remove(key);
@@ -111,17 +111,19 @@ fn lookup_at<'a>(node: &'a Value, path: &[Value]) -> Res<&'a Value> {
         return Ok(node);
     };
     let child = match node {
-        Value::Object(o) => o
-            .get(key)
-            .ok_or_else(|| BuiltinError(format!("path {key} does not exist in object term {node}")))?,
-        Value::Set(s) => s
-            .get(key)
-            .ok_or_else(|| BuiltinError(format!("path [{key}] does not exist in set term {node}")))?,
+        Value::Object(o) => o.get(key).ok_or_else(|| {
+            BuiltinError(format!("path {key} does not exist in object term {node}"))
+        })?,
+        Value::Set(s) => s.get(key).ok_or_else(|| {
+            BuiltinError(format!("path [{key}] does not exist in set term {node}"))
+        })?,
         Value::Array(a) => {
             let idx = to_index(a.len(), key)?;
             checked_index(idx, a.len())
                 .and_then(|i| a.get(i))
-                .ok_or_else(|| BuiltinError(format!("path {idx} does not exist in array term {node}")))?
+                .ok_or_else(|| {
+                    BuiltinError(format!("path {idx} does not exist in array term {node}"))
+                })?
         }
         other => {
             return err(format!(
@@ -142,7 +144,9 @@ fn insert_into(container: &Value, key: &Value, value: &Value) -> Res<Value> {
         }
         Value::Set(s) => {
             if key != value {
-                return err(format!("set key {key} does not equal value to be inserted {value}"));
+                return err(format!(
+                    "set key {key} does not equal value to be inserted {value}"
+                ));
             }
             let mut s = s.clone();
             s.insert(value.clone());
@@ -156,7 +160,10 @@ fn insert_into(container: &Value, key: &Value, value: &Value) -> Res<Value> {
             a.insert(i, value.clone());
             Ok(Value::Array(a))
         }
-        other => err(format!("expected composite type, found value: {other} (type: {})", go_type(other))),
+        other => err(format!(
+            "expected composite type, found value: {other} (type: {})",
+            go_type(other)
+        )),
     }
 }
 
@@ -184,7 +191,10 @@ fn delete_from(container: &Value, key: &Value) -> Res<Value> {
             a.remove(i);
             Ok(Value::Array(a))
         }
-        other => err(format!("expected composite type, found value: {other} (type: {})", go_type(other))),
+        other => err(format!(
+            "expected composite type, found value: {other} (type: {})",
+            go_type(other)
+        )),
     }
 }
 
@@ -192,7 +202,9 @@ fn insert_at(root: Option<Value>, path: &[Value], value: &Value) -> Res<Option<V
     let Some((last, parent)) = path.split_last() else {
         return Ok(Some(value.clone()));
     };
-    let root = root.ok_or_else(|| BuiltinError("nil value encountered where composite value was expected".into()))?;
+    let root = root.ok_or_else(|| {
+        BuiltinError("nil value encountered where composite value was expected".into())
+    })?;
     modify(&root, parent, &mut |c| insert_into(c, last, value)).map(Some)
 }
 
@@ -207,7 +219,9 @@ fn delete_at(root: Option<Value>, path: &[Value]) -> Res<Option<Value>> {
 }
 
 fn render_at(root: Option<&Value>, path: &[Value]) -> Res<Value> {
-    let root = root.ok_or_else(|| BuiltinError("nil value encountered where composite value was expected".into()))?;
+    let root = root.ok_or_else(|| {
+        BuiltinError("nil value encountered where composite value was expected".into())
+    })?;
     lookup_at(root, path).cloned()
 }
 
@@ -220,21 +234,32 @@ pub(super) fn json_patch(args: &[Value], _: &Context) -> BuiltinResult {
     let mut root = Some(source.clone());
     for op in ops {
         let Value::Object(o) = op else {
-            return err("must be an array of JSON-Patch objects, but at least one element is not an object");
+            return err(
+                "must be an array of JSON-Patch objects, but at least one element is not an object",
+            );
         };
         let field = |name: &str| o.get(&Value::str(name));
-        let path = field("path").ok_or_else(|| BuiltinError("missing required attribute 'path'".into()))?;
+        let path = field("path")
+            .ok_or_else(|| BuiltinError("missing required attribute 'path'".into()))?;
         let op_name = match field("op") {
             None => return err("missing required attribute 'op'"),
             Some(Value::String(s)) => s.as_str(),
             Some(other) => {
-                return err(format!("attribute 'op' must be a string but found: {}", other.type_name()))
+                return err(format!(
+                    "attribute 'op' must be a string but found: {}",
+                    other.type_name()
+                ))
             }
         };
         let path = parse_path(path)?;
-        let value = || field("value").ok_or_else(|| BuiltinError("missing required attribute 'value'".into()));
+        let value = || {
+            field("value").ok_or_else(|| BuiltinError("missing required attribute 'value'".into()))
+        };
         let from = || -> Res<Vec<Value>> {
-            parse_path(field("from").ok_or_else(|| BuiltinError("missing required attribute 'from'".into()))?)
+            parse_path(
+                field("from")
+                    .ok_or_else(|| BuiltinError("missing required attribute 'from'".into()))?,
+            )
         };
         root = match op_name {
             "add" => insert_at(root, &path, value()?)?,
@@ -287,36 +312,75 @@ mod tests {
     #[test]
     fn rfc6902_basics() {
         assert_eq!(
-            patch(r#"{"a": {"b": [1, 2]}}"#, r#"[{"op": "add", "path": "/a/b/1", "value": 9}]"#),
+            patch(
+                r#"{"a": {"b": [1, 2]}}"#,
+                r#"[{"op": "add", "path": "/a/b/1", "value": 9}]"#
+            ),
             Ok(Some(v(r#"{"a": {"b": [1, 9, 2]}}"#)))
         );
         assert_eq!(
-            patch(r#"{"a": [1, 2]}"#, r#"[{"op": "add", "path": "/a/-", "value": 3}, {"op": "remove", "path": "/a/0"}]"#),
+            patch(
+                r#"{"a": [1, 2]}"#,
+                r#"[{"op": "add", "path": "/a/-", "value": 3}, {"op": "remove", "path": "/a/0"}]"#
+            ),
             Ok(Some(v(r#"{"a": [2, 3]}"#)))
         );
         assert_eq!(
-            patch(r#"{"a": 1}"#, r#"[{"op": "move", "from": "/a", "path": "/b"}, {"op": "copy", "from": "/b", "path": "/c"}]"#),
+            patch(
+                r#"{"a": 1}"#,
+                r#"[{"op": "move", "from": "/a", "path": "/b"}, {"op": "copy", "from": "/b", "path": "/c"}]"#
+            ),
             Ok(Some(v(r#"{"b": 1, "c": 1}"#)))
         );
         assert_eq!(
-            patch(r#"{"a": 1}"#, r#"[{"op": "replace", "path": "", "value": [1]}]"#),
+            patch(
+                r#"{"a": 1}"#,
+                r#"[{"op": "replace", "path": "", "value": [1]}]"#
+            ),
             Ok(Some(v("[1]")))
         );
-        assert!(patch(r#"{"a": 1}"#, r#"[{"op": "test", "path": "/a", "value": 2}]"#).is_err());
-        assert!(patch(r#"{"a": [1]}"#, r#"[{"op": "add", "path": "/a/01", "value": 2}]"#).is_err());
-        assert!(patch(r#"{"a": [1]}"#, r#"[{"op": "add", "path": "/a/5", "value": 2}]"#).is_err());
-        assert!(patch(r#"{"a": 1}"#, r#"[{"op": "replace", "path": "/x", "value": 2}]"#).is_err());
+        assert!(patch(
+            r#"{"a": 1}"#,
+            r#"[{"op": "test", "path": "/a", "value": 2}]"#
+        )
+        .is_err());
+        assert!(patch(
+            r#"{"a": [1]}"#,
+            r#"[{"op": "add", "path": "/a/01", "value": 2}]"#
+        )
+        .is_err());
+        assert!(patch(
+            r#"{"a": [1]}"#,
+            r#"[{"op": "add", "path": "/a/5", "value": 2}]"#
+        )
+        .is_err());
+        assert!(patch(
+            r#"{"a": 1}"#,
+            r#"[{"op": "replace", "path": "/x", "value": 2}]"#
+        )
+        .is_err());
         assert!(patch(r#"{}"#, r#"[{"op": "frob", "path": "/x"}]"#).is_err());
     }
 
     #[test]
     fn paths_into_sets() {
         assert_eq!(
-            patch(r#"{"a": {"x", "y"}}"#, r#"[{"op": "add", "path": "/a/z", "value": "z"}, {"op": "remove", "path": ["a", "x"]}]"#),
+            patch(
+                r#"{"a": {"x", "y"}}"#,
+                r#"[{"op": "add", "path": "/a/z", "value": "z"}, {"op": "remove", "path": ["a", "x"]}]"#
+            ),
             Ok(Some(v(r#"{"a": {"y", "z"}}"#)))
         );
         // Like OPA, a composite set member cannot be descended into.
-        assert!(patch(r#"{"s": {{"k": 1}}}"#, r#"[{"op": "replace", "path": ["s", {"k": 1}, "k"], "value": 2}]"#).is_err());
-        assert!(patch(r#"{"a": {"x"}}"#, r#"[{"op": "add", "path": "/a/z", "value": "q"}]"#).is_err());
+        assert!(patch(
+            r#"{"s": {{"k": 1}}}"#,
+            r#"[{"op": "replace", "path": ["s", {"k": 1}, "k"], "value": 2}]"#
+        )
+        .is_err());
+        assert!(patch(
+            r#"{"a": {"x"}}"#,
+            r#"[{"op": "add", "path": "/a/z", "value": "q"}]"#
+        )
+        .is_err());
     }
 }

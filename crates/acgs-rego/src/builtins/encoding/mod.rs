@@ -51,7 +51,10 @@ fn arg(args: &[Value], pos: usize) -> Result<&Value, BuiltinError> {
 }
 
 fn type_err<T>(pos: usize, want: &str, got: &Value) -> Result<T, BuiltinError> {
-    err(format!("operand {pos} must be {want} but got {}", got.type_name()))
+    err(format!(
+        "operand {pos} must be {want} but got {}",
+        got.type_name()
+    ))
 }
 
 fn string_operand(args: &[Value], pos: usize) -> Result<&str, BuiltinError> {
@@ -95,14 +98,22 @@ fn go_fmt_e(f: f64) -> String {
         out.push_str(&rest);
     }
     let exp = if f == 0.0 { 0 } else { dp - 1 };
-    out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+    out.push_str(&format!(
+        "e{}{:02}",
+        if exp < 0 { '-' } else { '+' },
+        exp.abs()
+    ));
     out
 }
 
 /// `strconv.FormatFloat(f, 'g', -1, 64)` (go-yaml's float spelling).
 fn go_fmt_g(f: f64) -> String {
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let (_, dp) = shortest_digits(f);
     let exp = dp - 1;
@@ -121,7 +132,11 @@ fn go_json_float(f: f64) -> String {
         // Go trims one leading zero from a two-digit negative exponent ("e-07" -> "e-7").
         if let Some(idx) = s.find("e-0") {
             if s.len() == idx + 4 {
-                return format!("{}e-{}", s.get(..idx).unwrap_or_default(), s.get(idx + 3..).unwrap_or_default());
+                return format!(
+                    "{}e-{}",
+                    s.get(..idx).unwrap_or_default(),
+                    s.get(idx + 3..).unwrap_or_default()
+                );
             }
         }
         return s;
@@ -155,7 +170,9 @@ fn push_go_json_string(out: &mut String, s: &str) {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             // HTML-sensitive characters and JS line separators, escaped as Go does by default.
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
@@ -220,7 +237,8 @@ fn write_go_json(out: &mut String, v: &Value, indent: Option<(&str, &str)>, dept
                 out.push_str("{}");
                 return;
             }
-            let mut entries: Vec<(String, &Value)> = o.iter().map(|(k, v)| (key_text(k), v)).collect();
+            let mut entries: Vec<(String, &Value)> =
+                o.iter().map(|(k, v)| (key_text(k), v)).collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             out.push('{');
             for (i, (k, val)) in entries.into_iter().enumerate() {
@@ -289,7 +307,12 @@ fn json_marshal_with_options(args: &[Value], _: &Context) -> BuiltinResult {
                 };
                 explicit_pretty = Some(*b);
             }
-            _ => return err(format!("operand 2 object contained unknown key {}", Value::String(key.clone()))),
+            _ => {
+                return err(format!(
+                    "operand 2 object contained unknown key {}",
+                    Value::String(key.clone())
+                ))
+            }
         }
     }
     if explicit_pretty.unwrap_or(implicit_pretty) {
@@ -321,12 +344,21 @@ fn hex_decode(args: &[Value], _: &Context) -> BuiltinResult {
     let mut out = Vec::with_capacity(b.len() / 2);
     let mut i = 0;
     while i + 1 < b.len() {
-        let (hi, lo) = (b.get(i).copied().unwrap_or(0), b.get(i + 1).copied().unwrap_or(0));
+        let (hi, lo) = (
+            b.get(i).copied().unwrap_or(0),
+            b.get(i + 1).copied().unwrap_or(0),
+        );
         let Some(h) = val(hi) else {
-            return err(format!("encoding/hex: invalid byte: {}", go_rune_quote(s, i)));
+            return err(format!(
+                "encoding/hex: invalid byte: {}",
+                go_rune_quote(s, i)
+            ));
         };
         let Some(l) = val(lo) else {
-            return err(format!("encoding/hex: invalid byte: {}", go_rune_quote(s, i + 1)));
+            return err(format!(
+                "encoding/hex: invalid byte: {}",
+                go_rune_quote(s, i + 1)
+            ));
         };
         out.push(h << 4 | l);
         i += 2;
@@ -334,12 +366,17 @@ fn hex_decode(args: &[Value], _: &Context) -> BuiltinResult {
     if b.len() % 2 == 1 {
         if let Some(&c) = b.last() {
             if val(c).is_none() {
-                return err(format!("encoding/hex: invalid byte: {}", go_rune_quote(s, b.len() - 1)));
+                return err(format!(
+                    "encoding/hex: invalid byte: {}",
+                    go_rune_quote(s, b.len() - 1)
+                ));
             }
         }
         return err("encoding/hex: odd length hex string");
     }
-    Ok(Some(Value::String(String::from_utf8_lossy(&out).into_owned())))
+    Ok(Some(Value::String(
+        String::from_utf8_lossy(&out).into_owned(),
+    )))
 }
 
 /// Go's `%#U` of the byte at `i`, as encoding/hex's InvalidByteError prints it.
@@ -395,17 +432,26 @@ mod tests {
         let opts = |o: &str| Value::parse_rego(o).unwrap();
         assert_eq!(
             call("json.marshal_with_options", &[v.clone(), opts("{}")]),
-            Ok(Some(s(r#"{"3":{},"a":"\u003c\u0026\u003e","b":[1,2.5,["x"]]}"#)))
+            Ok(Some(s(
+                r#"{"3":{},"a":"\u003c\u0026\u003e","b":[1,2.5,["x"]]}"#
+            )))
         );
         assert_eq!(
             call("json.marshal_with_options", &[v.clone(), opts(r#"{"indent": "  ", "prefix": "> "}"#)]),
             Ok(Some(s("> {\n>   \"3\": {},\n>   \"a\": \"\\u003c\\u0026\\u003e\",\n>   \"b\": [\n>     1,\n>     2.5,\n>     [\n>       \"x\"\n>     ]\n>   ]\n> }")))
         );
         assert_eq!(
-            call("json.marshal_with_options", &[Value::int(1), opts(r#"{"indent": "  ", "pretty": false}"#)]),
+            call(
+                "json.marshal_with_options",
+                &[Value::int(1), opts(r#"{"indent": "  ", "pretty": false}"#)]
+            ),
             Ok(Some(s("1")))
         );
-        assert!(call("json.marshal_with_options", &[Value::int(1), opts(r#"{"bad": 1}"#)]).is_err());
+        assert!(call(
+            "json.marshal_with_options",
+            &[Value::int(1), opts(r#"{"bad": 1}"#)]
+        )
+        .is_err());
     }
 
     #[test]
@@ -420,11 +466,29 @@ mod tests {
 
     #[test]
     fn hex_and_base64url() {
-        assert_eq!(call("hex.encode", &[s("lorem ipsum")]), Ok(Some(s("6c6f72656d20697073756d"))));
-        assert_eq!(call("hex.decode", &[s("6c6f72656d20697073756d")]), Ok(Some(s("lorem ipsum"))));
-        assert_eq!(call("hex.decode", &[s("0x")]), err("encoding/hex: invalid byte: U+0078 'x'"));
-        assert_eq!(call("hex.decode", &[s("abc")]), err("encoding/hex: odd length hex string"));
-        assert_eq!(call("base64url.encode_no_pad", &[s("message")]), Ok(Some(s("bWVzc2FnZQ"))));
-        assert_eq!(call("base64url.encode_no_pad", &[s("\u{ff}\u{fe}")]), Ok(Some(s("w7_Dvg"))));
+        assert_eq!(
+            call("hex.encode", &[s("lorem ipsum")]),
+            Ok(Some(s("6c6f72656d20697073756d")))
+        );
+        assert_eq!(
+            call("hex.decode", &[s("6c6f72656d20697073756d")]),
+            Ok(Some(s("lorem ipsum")))
+        );
+        assert_eq!(
+            call("hex.decode", &[s("0x")]),
+            err("encoding/hex: invalid byte: U+0078 'x'")
+        );
+        assert_eq!(
+            call("hex.decode", &[s("abc")]),
+            err("encoding/hex: odd length hex string")
+        );
+        assert_eq!(
+            call("base64url.encode_no_pad", &[s("message")]),
+            Ok(Some(s("bWVzc2FnZQ")))
+        );
+        assert_eq!(
+            call("base64url.encode_no_pad", &[s("\u{ff}\u{fe}")]),
+            Ok(Some(s("w7_Dvg")))
+        );
     }
 }

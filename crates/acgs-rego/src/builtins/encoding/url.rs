@@ -23,7 +23,22 @@ fn should_escape(c: u8, mode: Mode) -> bool {
     if matches!(mode, Mode::Host | Mode::Zone)
         && matches!(
             c,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']' | b'<' | b'>' | b'"'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'['
+                | b']'
+                | b'<'
+                | b'>'
+                | b'"'
         )
     {
         return false;
@@ -82,10 +97,13 @@ fn unescape(s: &str, mode: Mode) -> Result<String, String> {
                 let lo = b.get(i + 2).copied().and_then(unhex);
                 let (Some(hi), Some(lo)) = (hi, lo) else {
                     let bad = s.get(i..).unwrap_or_default();
-                    let bad: String = bad.chars().scan(0usize, |n, ch| {
-                        *n += ch.len_utf8();
-                        (*n <= 3).then_some(ch)
-                    }).collect();
+                    let bad: String = bad
+                        .chars()
+                        .scan(0usize, |n, ch| {
+                            *n += ch.len_utf8();
+                            (*n <= 3).then_some(ch)
+                        })
+                        .collect();
                     return Err(format!("invalid URL escape {}", strconv_quote(&bad)));
                 };
                 let triple = s.get(i..i + 3).unwrap_or_default();
@@ -93,20 +111,31 @@ fn unescape(s: &str, mode: Mode) -> Result<String, String> {
                     return Err(format!("invalid URL escape {}", strconv_quote(triple)));
                 }
                 let v = hi << 4 | lo;
-                if mode == Mode::Zone && triple != "%25" && v != b' ' && should_escape(v, Mode::Host) {
+                if mode == Mode::Zone
+                    && triple != "%25"
+                    && v != b' '
+                    && should_escape(v, Mode::Host)
+                {
                     return Err(format!("invalid URL escape {}", strconv_quote(triple)));
                 }
                 out.push(v);
                 i += 3;
             }
             b'+' => {
-                out.push(if mode == Mode::QueryComponent { b' ' } else { b'+' });
+                out.push(if mode == Mode::QueryComponent {
+                    b' '
+                } else {
+                    b'+'
+                });
                 i += 1;
             }
             _ => {
                 if matches!(mode, Mode::Host | Mode::Zone) && c < 0x80 && should_escape(c, mode) {
                     let ch = char::from(c).to_string();
-                    return Err(format!("invalid character {} in host name", strconv_quote(&ch)));
+                    return Err(format!(
+                        "invalid character {} in host name",
+                        strconv_quote(&ch)
+                    ));
                 }
                 out.push(c);
                 i += 1;
@@ -123,7 +152,9 @@ pub(super) fn query_encode(args: &[Value], _: &Context) -> BuiltinResult {
 
 pub(super) fn query_decode(args: &[Value], _: &Context) -> BuiltinResult {
     let s = string_operand(args, 1)?;
-    unescape(s, Mode::QueryComponent).map(|v| Some(Value::String(v))).map_err(BuiltinError)
+    unescape(s, Mode::QueryComponent)
+        .map(|v| Some(Value::String(v)))
+        .map_err(BuiltinError)
 }
 
 pub(super) fn query_encode_object(args: &[Value], _: &Context) -> BuiltinResult {
@@ -140,8 +171,16 @@ pub(super) fn query_encode_object(args: &[Value], _: &Context) -> BuiltinResult 
         let key = super::key_text(k);
         let vals: Vec<&str> = match v {
             Value::String(s) => vec![s.as_str()],
-            Value::Array(items) => items.iter().map(Value::as_str).collect::<Option<_>>().map_or_else(bad, Ok)?,
-            Value::Set(items) => items.iter().map(Value::as_str).collect::<Option<_>>().map_or_else(bad, Ok)?,
+            Value::Array(items) => items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .map_or_else(bad, Ok)?,
+            Value::Set(items) => items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .map_or_else(bad, Ok)?,
             _ => return bad(),
         };
         pairs.entry(key).or_default().extend(vals);
@@ -194,7 +233,9 @@ pub(super) fn query_decode_object(args: &[Value], _: &Context) -> BuiltinResult 
         return err(e);
     }
     Ok(Some(Value::Object(
-        map.into_iter().map(|(k, v)| (Value::String(k), Value::Array(v))).collect(),
+        map.into_iter()
+            .map(|(k, v)| (Value::String(k), Value::Array(v)))
+            .collect(),
     )))
 }
 
@@ -211,7 +252,10 @@ struct Url {
 }
 
 fn valid_optional_port(port: &str) -> bool {
-    port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn parse_host(scheme: &str, host: &str) -> Result<String, String> {
@@ -221,7 +265,10 @@ fn parse_host(scheme: &str, host: &str) -> Result<String, String> {
             let close = host.rfind(']').ok_or("missing ']' in host")?;
             let colon_port = host.get(close + 1..).unwrap_or_default();
             if !valid_optional_port(colon_port) {
-                return Err(format!("invalid port {} after host", strconv_quote(colon_port)));
+                return Err(format!(
+                    "invalid port {} after host",
+                    strconv_quote(colon_port)
+                ));
             }
             let port = unescape(colon_port, Mode::Host)?;
             let name = host.get(1..close).unwrap_or_default();
@@ -249,10 +296,17 @@ fn parse_host(scheme: &str, host: &str) -> Result<String, String> {
     if let Some(first) = host.find(':') {
         let last = host.rfind(':').unwrap_or(first);
         // Go 1.26 reads the port from the first colon for http(s), the last otherwise.
-        let i = if scheme == "http" || scheme == "https" { first } else { last };
+        let i = if scheme == "http" || scheme == "https" {
+            first
+        } else {
+            last
+        };
         let colon_port = host.get(i..).unwrap_or_default();
         if !valid_optional_port(colon_port) {
-            return Err(format!("invalid port {} after host", strconv_quote(colon_port)));
+            return Err(format!(
+                "invalid port {} after host",
+                strconv_quote(colon_port)
+            ));
         }
     }
     unescape(host, Mode::Host)
@@ -263,7 +317,23 @@ fn valid_userinfo(s: &str) -> bool {
         r.is_ascii_alphanumeric()
             || matches!(
                 r,
-                '-' | '.' | '_' | ':' | '~' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' | '%' | '@'
+                '-' | '.'
+                    | '_'
+                    | ':'
+                    | '~'
+                    | '!'
+                    | '$'
+                    | '&'
+                    | '\''
+                    | '('
+                    | ')'
+                    | '*'
+                    | '+'
+                    | ','
+                    | ';'
+                    | '='
+                    | '%'
+                    | '@'
             )
     })
 }
@@ -324,11 +394,17 @@ fn parse_no_frag(raw: &str) -> Result<Url, String> {
     if (!url.scheme.is_empty() || !rest.starts_with("///")) && rest.starts_with("//") {
         let authority_and_path = rest.get(2..).unwrap_or_default();
         let (authority, path) = match authority_and_path.find('/') {
-            Some(i) => (authority_and_path.get(..i).unwrap_or_default(), authority_and_path.get(i..).unwrap_or_default()),
+            Some(i) => (
+                authority_and_path.get(..i).unwrap_or_default(),
+                authority_and_path.get(i..).unwrap_or_default(),
+            ),
             None => (authority_and_path, ""),
         };
         let (userinfo, hostpart) = match authority.rfind('@') {
-            Some(i) => (Some(authority.get(..i).unwrap_or_default()), authority.get(i + 1..).unwrap_or_default()),
+            Some(i) => (
+                Some(authority.get(..i).unwrap_or_default()),
+                authority.get(i + 1..).unwrap_or_default(),
+            ),
             None => (None, authority),
         };
         url.host = parse_host(&url.scheme, hostpart)?;
@@ -343,7 +419,11 @@ fn parse_no_frag(raw: &str) -> Result<Url, String> {
         rest = path;
     }
     url.path = unescape(rest, Mode::Path)?;
-    url.raw_path = if escape(&url.path, Mode::Path) == rest { String::new() } else { rest.to_owned() };
+    url.raw_path = if escape(&url.path, Mode::Path) == rest {
+        String::new()
+    } else {
+        rest.to_owned()
+    };
     Ok(url)
 }
 
@@ -364,7 +444,8 @@ fn split_host_port(host: &str) -> (&str, &str) {
 
 pub(super) fn uri_parse(args: &[Value], _: &Context) -> BuiltinResult {
     let s = string_operand(args, 1)?;
-    let url = parse_url(s).map_err(|(subject, e)| BuiltinError(format!("parse {}: {e}", strconv_quote(&subject))))?;
+    let url = parse_url(s)
+        .map_err(|(subject, e)| BuiltinError(format!("parse {}: {e}", strconv_quote(&subject))))?;
     let mut obj = BTreeMap::new();
     let mut put = |k: &str, v: &str| {
         if !v.is_empty() {
@@ -377,7 +458,14 @@ pub(super) fn uri_parse(args: &[Value], _: &Context) -> BuiltinResult {
     put("port", port);
     if !url.opaque {
         put("path", &url.path);
-        put("raw_path", if url.raw_path.is_empty() { &url.path } else { &url.raw_path });
+        put(
+            "raw_path",
+            if url.raw_path.is_empty() {
+                &url.path
+            } else {
+                &url.raw_path
+            },
+        );
     }
     put("raw_query", &url.raw_query);
     put("fragment", &url.fragment);
@@ -404,21 +492,38 @@ mod tests {
 
     #[test]
     fn query_escaping() {
-        assert_eq!(call("urlquery.encode", &[s("a b&c=d/é~")]), Ok(Some(s("a+b%26c%3Dd%2F%C3%A9~"))));
-        assert_eq!(call("urlquery.decode", &[s("a+b%26c%3Dd%2F%C3%A9~")]), Ok(Some(s("a b&c=d/é~"))));
-        assert_eq!(call("urlquery.decode", &[s("%zz")]), Err(BuiltinError(r#"invalid URL escape "%zz""#.into())));
-        assert_eq!(call("urlquery.decode", &[s("a%2")]), Err(BuiltinError(r#"invalid URL escape "%2""#.into())));
+        assert_eq!(
+            call("urlquery.encode", &[s("a b&c=d/é~")]),
+            Ok(Some(s("a+b%26c%3Dd%2F%C3%A9~")))
+        );
+        assert_eq!(
+            call("urlquery.decode", &[s("a+b%26c%3Dd%2F%C3%A9~")]),
+            Ok(Some(s("a b&c=d/é~")))
+        );
+        assert_eq!(
+            call("urlquery.decode", &[s("%zz")]),
+            Err(BuiltinError(r#"invalid URL escape "%zz""#.into()))
+        );
+        assert_eq!(
+            call("urlquery.decode", &[s("a%2")]),
+            Err(BuiltinError(r#"invalid URL escape "%2""#.into()))
+        );
     }
 
     #[test]
     fn query_objects() {
         let obj = Value::parse_rego(r#"{"b": ["x", "y z"], "a": "1", "c": {"q"}}"#).unwrap();
-        assert_eq!(call("urlquery.encode_object", &[obj]), Ok(Some(s("a=1&b=x&b=y+z&c=q"))));
+        assert_eq!(
+            call("urlquery.encode_object", &[obj]),
+            Ok(Some(s("a=1&b=x&b=y+z&c=q")))
+        );
         let bad = Value::parse_rego(r#"{"a": 1}"#).unwrap();
         assert!(call("urlquery.encode_object", &[bad]).is_err());
         assert_eq!(
             call("urlquery.decode_object", &[s("a=1&b=x&b=y+z&&c")]),
-            Ok(Some(Value::parse_rego(r#"{"a": ["1"], "b": ["x", "y z"], "c": [""]}"#).unwrap()))
+            Ok(Some(
+                Value::parse_rego(r#"{"a": ["1"], "b": ["x", "y z"], "c": [""]}"#).unwrap()
+            ))
         );
         assert!(call("urlquery.decode_object", &[s("a=1;b=2")]).is_err());
     }
@@ -440,10 +545,18 @@ mod tests {
         );
         assert_eq!(
             call("uri.parse", &[s(":foo")]),
-            Err(BuiltinError(r#"parse ":foo": missing protocol scheme"#.into()))
+            Err(BuiltinError(
+                r#"parse ":foo": missing protocol scheme"#.into()
+            ))
         );
         assert_eq!(call("uri.is_valid", &[s("")]), Ok(Some(Value::Bool(false))));
-        assert_eq!(call("uri.is_valid", &[s("http://[::1]:80/")]), Ok(Some(Value::Bool(true))));
-        assert_eq!(call("uri.is_valid", &[s("http://a b/")]), Ok(Some(Value::Bool(false))));
+        assert_eq!(
+            call("uri.is_valid", &[s("http://[::1]:80/")]),
+            Ok(Some(Value::Bool(true)))
+        );
+        assert_eq!(
+            call("uri.is_valid", &[s("http://a b/")]),
+            Ok(Some(Value::Bool(false)))
+        );
     }
 }

@@ -8,7 +8,10 @@ use std::rc::Rc;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use super::{arg, go_fmt_g, go_json_float, number_text, string_operand, to_json_value, BuiltinError, BuiltinResult, Context};
+use super::{
+    arg, go_fmt_g, go_json_float, number_text, string_operand, to_json_value, BuiltinError,
+    BuiltinResult, Context,
+};
 use crate::value::{Number, Value};
 
 /// Nesting beyond this is rejected rather than risking the host's stack.
@@ -34,17 +37,18 @@ fn parse_int_base0(s: &str) -> Option<i128> {
         Some(b'+') => (false, s.get(1..)?),
         _ => (false, s),
     };
-    let (radix, digits) = if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        (16, d)
-    } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-        (8, d)
-    } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-        (2, d)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (8, body.get(1..)?)
-    } else {
-        (10, body)
-    };
+    let (radix, digits) =
+        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, d)
+        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (8, d)
+        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (2, d)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (8, body.get(1..)?)
+        } else {
+            (10, body)
+        };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
@@ -64,14 +68,19 @@ fn int_result(v: i128) -> Option<Resolved> {
 fn is_yaml_style_float(s: &str) -> bool {
     let b = s.strip_prefix(['-', '+']).unwrap_or(s);
     let (mant, exp) = match b.find(['e', 'E']) {
-        Some(i) => (b.get(..i).unwrap_or_default(), Some(b.get(i + 1..).unwrap_or_default())),
+        Some(i) => (
+            b.get(..i).unwrap_or_default(),
+            Some(b.get(i + 1..).unwrap_or_default()),
+        ),
         None => (b, None),
     };
     let mant_ok = if let Some(frac) = mant.strip_prefix('.') {
         !frac.is_empty() && frac.bytes().all(|c| c.is_ascii_digit())
     } else {
         let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
-        !int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()) && frac.bytes().all(|c| c.is_ascii_digit())
+        !int.is_empty()
+            && int.bytes().all(|c| c.is_ascii_digit())
+            && frac.bytes().all(|c| c.is_ascii_digit())
     };
     let exp_ok = exp.is_none_or(|e| {
         let d = e.strip_prefix(['-', '+']).unwrap_or(e);
@@ -116,7 +125,9 @@ fn resolve_plain(s: &str) -> Resolved {
         "false" | "False" | "FALSE" => return Resolved::Bool(false),
         "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
         ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Resolved::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
         "<<" => return Resolved::Merge,
         _ => {}
@@ -147,7 +158,11 @@ fn resolve_plain(s: &str) -> Resolved {
 
 #[derive(Debug)]
 enum Node {
-    Scalar { value: String, plain: bool, tag: Option<String> },
+    Scalar {
+        value: String,
+        plain: bool,
+        tag: Option<String>,
+    },
     Seq(Vec<Rc<Node>>),
     Map(Vec<(Rc<Node>, Rc<Node>)>),
 }
@@ -211,23 +226,28 @@ impl MarkedEventReceiver for Loader {
                     self.push_node(0, n);
                 }
                 None => {
-                    self.error.get_or_insert_with(|| "yaml: unknown anchor referenced".to_owned());
+                    self.error
+                        .get_or_insert_with(|| "yaml: unknown anchor referenced".to_owned());
                 }
             },
             Event::SequenceStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    self.error.get_or_insert_with(|| "yaml: exceeded max depth".to_owned());
+                    self.error
+                        .get_or_insert_with(|| "yaml: exceeded max depth".to_owned());
                 }
                 self.stack.push(Building::Seq(anchor, Vec::new()));
             }
             Event::MappingStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    self.error.get_or_insert_with(|| "yaml: exceeded max depth".to_owned());
+                    self.error
+                        .get_or_insert_with(|| "yaml: exceeded max depth".to_owned());
                 }
                 self.stack.push(Building::Map(anchor, Vec::new()));
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Building::Seq(anchor, items)) => self.push_node(anchor, Rc::new(Node::Seq(items))),
+                Some(Building::Seq(anchor, items)) => {
+                    self.push_node(anchor, Rc::new(Node::Seq(items)))
+                }
                 Some(Building::Map(anchor, items)) => {
                     let mut pairs = Vec::with_capacity(items.len() / 2);
                     let mut it = items.into_iter();
@@ -254,7 +274,9 @@ fn load_first(text: &str) -> Result<Option<Rc<Node>>, String> {
     }
     let mut loader = Loader::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut loader, true).map_err(|e| format!("yaml: {e}"))?;
+    parser
+        .load(&mut loader, true)
+        .map_err(|e| format!("yaml: {e}"))?;
     if let Some(e) = loader.error {
         return Err(e);
     }
@@ -275,7 +297,9 @@ impl Converter {
             Some("!!str" | "!!timestamp") => Resolved::Str,
             Some("!!binary") => {
                 let cleaned: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-                let bytes = decode_base64(&cleaned).ok_or_else(|| "yaml: !!binary value contains invalid base64 data".to_owned())?;
+                let bytes = decode_base64(&cleaned).ok_or_else(|| {
+                    "yaml: !!binary value contains invalid base64 data".to_owned()
+                })?;
                 return Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
             }
             Some(t @ ("!!null" | "!!bool" | "!!int" | "!!float")) => {
@@ -285,7 +309,10 @@ impl Converter {
                     ("!!null", Resolved::Null)
                         | ("!!bool", Resolved::Bool(_))
                         | ("!!int", Resolved::Int(_) | Resolved::Uint(_))
-                        | ("!!float", Resolved::Float(_) | Resolved::Int(_) | Resolved::Uint(_))
+                        | (
+                            "!!float",
+                            Resolved::Float(_) | Resolved::Int(_) | Resolved::Uint(_)
+                        )
                 );
                 if !ok {
                     let rtag = match r {
@@ -314,15 +341,25 @@ impl Converter {
             Resolved::Null => Value::Null,
             Resolved::Bool(b) => Value::Bool(b),
             Resolved::Int(i) => Value::int(i),
-            Resolved::Uint(u) => Value::Number(Number::parse(&u.to_string()).unwrap_or(Number::Int(0))),
+            Resolved::Uint(u) => {
+                Value::Number(Number::parse(&u.to_string()).unwrap_or(Number::Int(0)))
+            }
             Resolved::Float(f) => {
                 if !f.is_finite() {
-                    let name = if f.is_nan() { "NaN" } else if f > 0.0 { "+Inf" } else { "-Inf" };
+                    let name = if f.is_nan() {
+                        "NaN"
+                    } else if f > 0.0 {
+                        "+Inf"
+                    } else {
+                        "-Inf"
+                    };
                     return Err(format!("json: unsupported value: {name}"));
                 }
                 Value::Number(Number::parse(&go_json_float(f)).unwrap_or(Number::Float(f)))
             }
-            Resolved::Timestamp | Resolved::Merge | Resolved::Str => Value::String(value.to_owned()),
+            Resolved::Timestamp | Resolved::Merge | Resolved::Str => {
+                Value::String(value.to_owned())
+            }
         })
     }
 
@@ -332,7 +369,11 @@ impl Converter {
         };
         let key = match (tag, plain) {
             (None, true) => match resolve_plain(value) {
-                Resolved::Null => return Err(format!("unsupported map key of type: <nil>, key: <nil>, value: {value}")),
+                Resolved::Null => {
+                    return Err(format!(
+                        "unsupported map key of type: <nil>, key: <nil>, value: {value}"
+                    ))
+                }
                 Resolved::Bool(b) => b.to_string(),
                 Resolved::Int(i) => i.to_string(),
                 Resolved::Uint(u) => u.to_string(),
@@ -351,7 +392,11 @@ impl Converter {
 
     fn is_merge_key(node: &Node) -> bool {
         match node {
-            Node::Scalar { value, plain: true, tag: None } => value == "<<",
+            Node::Scalar {
+                value,
+                plain: true,
+                tag: None,
+            } => value == "<<",
             Node::Scalar { tag: Some(t), .. } => t == "!!merge",
             _ => false,
         }
@@ -368,7 +413,10 @@ impl Converter {
         match node {
             Node::Scalar { value, plain, tag } => self.scalar(value, *plain, tag.as_deref()),
             Node::Seq(items) => Ok(Value::Array(
-                items.iter().map(|n| self.convert(n, depth + 1)).collect::<Result<_, _>>()?,
+                items
+                    .iter()
+                    .map(|n| self.convert(n, depth + 1))
+                    .collect::<Result<_, _>>()?,
             )),
             Node::Map(pairs) => {
                 let mut out = BTreeMap::new();
@@ -388,12 +436,18 @@ impl Converter {
                         Node::Map(_) => vec![m],
                         Node::Seq(items) => items.iter().collect(),
                         Node::Scalar { .. } => {
-                            return Err("yaml: map merge requires map or sequence of maps as the value".to_owned())
+                            return Err(
+                                "yaml: map merge requires map or sequence of maps as the value"
+                                    .to_owned(),
+                            )
                         }
                     };
                     for src in sources {
                         let Value::Object(merged) = self.convert(src, depth + 1)? else {
-                            return Err("yaml: map merge requires map or sequence of maps as the value".to_owned());
+                            return Err(
+                                "yaml: map merge requires map or sequence of maps as the value"
+                                    .to_owned(),
+                            );
                         };
                         for (k, v) in merged {
                             out.entry(k).or_insert(v);
@@ -457,7 +511,9 @@ fn yaml_to_value(text: &str) -> Result<Value, String> {
     let Some(root) = load_first(text)? else {
         return Ok(Value::Null);
     };
-    let mut conv = Converter { budget: text.len().saturating_mul(100).max(10_000) };
+    let mut conv = Converter {
+        budget: text.len().saturating_mul(100).max(10_000),
+    };
     conv.convert(&root, 0)
 }
 
@@ -507,7 +563,12 @@ fn to_y(v: &Value) -> Y {
         Value::Object(o) => {
             let mut entries: Vec<(String, Y)> = o
                 .iter()
-                .map(|(k, v)| (k.as_str().map_or_else(|| k.to_json_string(), str::to_owned), to_y(v)))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().map_or_else(|| k.to_json_string(), str::to_owned),
+                        to_y(v),
+                    )
+                })
                 .collect();
             entries.sort_by(|a, b| natural_cmp(&a.0, &b.0));
             Y::Map(entries)
@@ -529,13 +590,21 @@ fn fold_nel(s: &str) -> String {
             continue;
         }
         if run > 0 {
-            out.push_str(&if run == 1 { " ".to_owned() } else { "\n".repeat(run - 1) });
+            out.push_str(&if run == 1 {
+                " ".to_owned()
+            } else {
+                "\n".repeat(run - 1)
+            });
             run = 0;
         }
         out.push(c);
     }
     if run > 0 {
-        out.push_str(&if run == 1 { " ".to_owned() } else { "\n".repeat(run - 1) });
+        out.push_str(&if run == 1 {
+            " ".to_owned()
+        } else {
+            "\n".repeat(run - 1)
+        });
     }
     out
 }
@@ -548,7 +617,9 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let mut digits = false;
     let n = ar.len().min(br.len());
     for i in 0..n {
-        let (Some(&ca), Some(&cb)) = (ar.get(i), br.get(i)) else { break };
+        let (Some(&ca), Some(&cb)) = (ar.get(i), br.get(i)) else {
+            break;
+        };
         if ca == cb {
             digits = ca.is_numeric();
             continue;
@@ -559,7 +630,11 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
         }
         if al || bl {
             let a_first = if digits { al } else { bl };
-            return if a_first { Ordering::Less } else { Ordering::Greater };
+            return if a_first {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         let (mut an, mut bn) = (0i64, 0i64);
         if ca == '0' || cb == '0' {
@@ -581,7 +656,9 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
         let run = |s: &[char], n: &mut i64| -> usize {
             let mut k = i;
             while let Some(c) = s.get(k).filter(|c| c.is_ascii_digit()) {
-                *n = n.saturating_mul(10).saturating_add(i64::from(u32::from(*c) - u32::from('0')));
+                *n = n
+                    .saturating_mul(10)
+                    .saturating_add(i64::from(u32::from(*c) - u32::from('0')));
                 k += 1;
             }
             k
@@ -618,7 +695,21 @@ fn is_break(c: char) -> bool {
 fn is_old_bool(s: &str) -> bool {
     matches!(
         s,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "on" | "On" | "ON" | "off" | "Off" | "OFF"
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
     )
 }
 
@@ -631,7 +722,9 @@ fn is_base60_float(s: &str) -> bool {
     }
     let mut parts = main.split(':');
     let head = parts.next().unwrap_or_default();
-    if !head.as_bytes().first().is_some_and(u8::is_ascii_digit) || !head.bytes().all(|c| c.is_ascii_digit() || c == b'_') {
+    if !head.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        || !head.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+    {
         return false;
     }
     let mut n = 0;
@@ -659,12 +752,18 @@ struct Analysis {
 
 fn analyze(value: &str) -> Analysis {
     if value.is_empty() {
-        return Analysis { multiline: false, block_plain_allowed: true, single_quoted_allowed: true, block_allowed: false };
+        return Analysis {
+            multiline: false,
+            block_plain_allowed: true,
+            single_quoted_allowed: true,
+            block_allowed: false,
+        };
     }
     let chars: Vec<char> = value.chars().collect();
     let mut block_indicators = value.starts_with("---") || value.starts_with("...");
     let (mut line_breaks, mut special, mut tabs) = (false, false, false);
-    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) = (false, false, false, false);
+    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
+        (false, false, false, false);
     let (mut break_space, mut space_break) = (false, false);
     let (mut prev_space, mut prev_break) = (false, false);
     let mut preceded_by_ws = true;
@@ -674,7 +773,8 @@ fn analyze(value: &str) -> Analysis {
         let followed_by_ws = next.is_none_or(|n| n == ' ' || n == '\t' || is_break(n));
         if i == 0 {
             match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' => {
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
+                | '%' | '@' | '`' => {
                     block_indicators = true;
                 }
                 '?' | ':' | '-' if followed_by_ws => block_indicators = true,
@@ -711,7 +811,12 @@ fn analyze(value: &str) -> Analysis {
         }
         preceded_by_ws = c == ' ' || c == '\t' || is_break(c) || c == '\0';
     }
-    let mut a = Analysis { multiline: line_breaks, block_plain_allowed: true, single_quoted_allowed: true, block_allowed: true };
+    let mut a = Analysis {
+        multiline: line_breaks,
+        block_plain_allowed: true,
+        single_quoted_allowed: true,
+        block_allowed: true,
+    };
     if leading_space || leading_break || trailing_space || trailing_break {
         a.block_plain_allowed = false;
     }
@@ -732,7 +837,8 @@ fn analyze(value: &str) -> Analysis {
 }
 
 fn choose_style(s: &str, simple_key: bool) -> Style {
-    let can_plain = matches!(resolve_plain(s), Resolved::Str) && !is_base60_float(s) && !is_old_bool(s);
+    let can_plain =
+        matches!(resolve_plain(s), Resolved::Str) && !is_base60_float(s) && !is_old_bool(s);
     let requested = if s.contains('\n') {
         Style::Literal
     } else if can_plain {
@@ -950,20 +1056,29 @@ mod tests {
     }
 
     fn unmarshal_ok(text: &str) -> Value {
-        call("yaml.unmarshal", &[Value::str(text)]).unwrap().unwrap()
+        call("yaml.unmarshal", &[Value::str(text)])
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
     fn unmarshal_core_schema() {
         assert_eq!(
-            unmarshal_ok("a: yes\nb: true\nc: 0x1F\nd: 1.50\ne: 2023-01-01\nf: ~\ng: '1'\nh: 1e3\n"),
-            v(r#"{"a": "yes", "b": true, "c": 31, "d": 1.5, "e": "2023-01-01", "f": null, "g": "1", "h": 1000}"#)
+            unmarshal_ok(
+                "a: yes\nb: true\nc: 0x1F\nd: 1.50\ne: 2023-01-01\nf: ~\ng: '1'\nh: 1e3\n"
+            ),
+            v(
+                r#"{"a": "yes", "b": true, "c": 31, "d": 1.5, "e": "2023-01-01", "f": null, "g": "1", "h": 1000}"#
+            )
         );
         assert_eq!(
             unmarshal_ok("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n"),
             v(r#"{"base": {"x": 1, "y": 2}, "derived": {"x": 1, "y": 3}}"#)
         );
-        assert_eq!(unmarshal_ok("1: a\ntrue: b\n"), v(r#"{"1": "a", "true": "b"}"#));
+        assert_eq!(
+            unmarshal_ok("1: a\ntrue: b\n"),
+            v(r#"{"1": "a", "true": "b"}"#)
+        );
         assert_eq!(unmarshal_ok(""), Value::Null);
         assert_eq!(unmarshal_ok("a: 1\n---\nb: 2\n"), v(r#"{"a": 1}"#));
     }
@@ -971,10 +1086,17 @@ mod tests {
     #[test]
     fn invalid_yaml() {
         for bad in ["a: .inf", "a: [1, 2", "  a:\nb: 1", "? ~\n: 1", "a: *nope"] {
-            assert_eq!(call("yaml.is_valid", &[Value::str(bad)]), Ok(Some(Value::Bool(false))), "{bad}");
+            assert_eq!(
+                call("yaml.is_valid", &[Value::str(bad)]),
+                Ok(Some(Value::Bool(false))),
+                "{bad}"
+            );
             assert!(call("yaml.unmarshal", &[Value::str(bad)]).is_err(), "{bad}");
         }
-        assert_eq!(call("yaml.is_valid", &[Value::int(1)]), Ok(Some(Value::Bool(false))));
+        assert_eq!(
+            call("yaml.is_valid", &[Value::int(1)]),
+            Ok(Some(Value::Bool(false)))
+        );
     }
 
     #[test]
@@ -989,10 +1111,15 @@ mod tests {
 
     #[test]
     fn marshal_like_go_yaml() {
-        let doc = v(r#"{"a": [1, {"b": 2, "c": [3, [4, 5]]}], "m": "line1\nline2", "t": "  lead\n", "k": {"x y": "true", "n": null, "e": {}, "f": [], "g": "", "h": "a: b", "i": "2023-01-01", "j": 1.5, "o": "yes", "p": "-", "q": "@x", "r": "a #b", "s": "x\ty", "u": "é", "v": "\u0001"}}"#);
+        let doc = v(
+            r#"{"a": [1, {"b": 2, "c": [3, [4, 5]]}], "m": "line1\nline2", "t": "  lead\n", "k": {"x y": "true", "n": null, "e": {}, "f": [], "g": "", "h": "a: b", "i": "2023-01-01", "j": 1.5, "o": "yes", "p": "-", "q": "@x", "r": "a #b", "s": "x\ty", "u": "é", "v": "\u0001"}}"#,
+        );
         let want = "a:\n  - 1\n  - b: 2\n    c:\n      - 3\n      - - 4\n        - 5\nk:\n  e: {}\n  f: []\n  g: \"\"\n  h: 'a: b'\n  i: \"2023-01-01\"\n  j: 1.5\n  \"n\": null\n  o: \"yes\"\n  p: '-'\n  q: '@x'\n  r: 'a #b'\n  s: \"x\\ty\"\n  u: é\n  v: \"\\x01\"\n  x y: \"true\"\nm: |-\n  line1\n  line2\nt: |2\n    lead\n";
         assert_eq!(call("yaml.marshal", &[doc]), Ok(Some(Value::str(want))));
-        assert_eq!(call("yaml.marshal", &[Value::str("x")]), Ok(Some(Value::str("x\n"))));
+        assert_eq!(
+            call("yaml.marshal", &[Value::str("x")]),
+            Ok(Some(Value::str("x\n")))
+        );
         assert_eq!(
             call("yaml.marshal", &[v(r#"{"a\nb": 1}"#)]),
             Ok(Some(Value::str("? |-\n  a\n  b\n: 1\n")))

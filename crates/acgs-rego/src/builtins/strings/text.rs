@@ -155,15 +155,21 @@ pub(super) fn split_n(args: &[Value], _: &Context) -> BuiltinResult {
     let n = int_operand(args, 3)?;
     // An empty delimiter splits into characters, as Go's strings.Split does.
     let parts: Vec<&str> = if delim.is_empty() {
-        s.char_indices().map(|(i, c)| s.get(i..i + c.len_utf8()).unwrap_or_default()).collect()
+        s.char_indices()
+            .map(|(i, c)| s.get(i..i + c.len_utf8()).unwrap_or_default())
+            .collect()
     } else {
         s.split(delim).collect()
     };
     let len = parts.len();
     let keep: &[&str] = if n >= 0 {
-        parts.get(..len.min(usize::try_from(n).unwrap_or(usize::MAX))).unwrap_or_default()
+        parts
+            .get(..len.min(usize::try_from(n).unwrap_or(usize::MAX)))
+            .unwrap_or_default()
     } else {
-        let back = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX).min(len);
+        let back = usize::try_from(n.unsigned_abs())
+            .unwrap_or(usize::MAX)
+            .min(len);
         parts.get(len - back..).unwrap_or_default()
     };
     ok(Value::Array(keep.iter().map(|p| Value::str(*p)).collect()))
@@ -204,7 +210,9 @@ mod tests {
     fn split_n_keeps_the_first_or_last_fields() {
         let ctx = Context { now_ns: 0 };
         let call = |s: &str, d: &str, n: i64| {
-            let out = super::split_n(&[Value::str(s), Value::str(d), Value::int(n)], &ctx).unwrap().unwrap();
+            let out = super::split_n(&[Value::str(s), Value::str(d), Value::int(n)], &ctx)
+                .unwrap()
+                .unwrap();
             out.to_json_string()
         };
         assert_eq!(call("a,b,c", ",", 2), r#"["a","b"]"#);
