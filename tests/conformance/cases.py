@@ -236,8 +236,10 @@ def _input_json(case: Case) -> tuple[str | None, str | None]:
             return None, f"input_term is not a ground Rego value ({exc})"
         try:
             plain = regoterm.to_plain_json(value)
-        except ValueError as exc:
-            return None, f"input_term is not plain JSON: it {exc}"
+        except ValueError:
+            # Sets and non-string keys: ACGS's host passes input to the policy's own value
+            # parser, which reads Rego syntax, so the term goes in as written.
+            return regoterm.render(value), None
         return yamlcore.to_json(plain), None
     if raw.get("input") is not None:
         return yamlcore.to_json(raw["input"]), None
