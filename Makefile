@@ -39,6 +39,9 @@ bundles: opa ## Compile policies/ to Wasm bundles in bundles/
 		policies/example -o $(BUNDLE_DIR)/example.tar.gz
 	cd tests/fixtures/stress && $(OPA) build -t wasm -e stress/spin -e stress/hog \
 		-e stress/echo -e stress/both stress.rego -o ../stress.tar.gz
+	cd tests/fixtures && $(OPA) build -t wasm -e acgs/main/decision -e acgs/main/allow \
+		pipeline -o pipeline.tar.gz
+	cd tests/fixtures/clock && $(OPA) build -t wasm -e clock/now clock.rego -o ../clock.tar.gz
 
 .PHONY: dev
 dev: ## Build the extension (release) into the venv

@@ -40,6 +40,13 @@ class InvalidInputError(AcgsError, ValueError):
     code = "invalid_input"
 
 
+class ConstitutionalHashMismatch(InvalidInputError):
+    """The request names a constitutional hash other than the loaded constitution's; it was
+    not evaluated."""
+
+    code = "constitutional_hash_mismatch"
+
+
 class EvaluationError(AcgsError):
     """The policy aborted (e.g. a conflict error) or trapped."""
 
@@ -67,6 +74,7 @@ class InternalError(AcgsError):
 __all__ = [
     "AcgsError",
     "BundleError",
+    "ConstitutionalHashMismatch",
     "EvaluationError",
     "EvaluationTimeout",
     "InternalError",

@@ -1,14 +1,23 @@
 //! The policy engine: a loaded bundle, a pool of Wasm instances, and atomic reloads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::bundle::Bundle;
+use crate::cache::{CacheKey, CacheStats, DecisionCache, KeyInput};
+use crate::canon::{Json, ParseError};
 use crate::error::{Error, Result};
+use crate::fastpath::FastPath;
 use crate::value::Value;
 use crate::wasm::{Format, Instance, Limits, Policy};
+
+/// Where a constitution bundle keeps its declarations, and the entrypoint of its decisions.
+const CONSTITUTION_PATH: [&str; 2] = ["acgs", "constitution"];
+pub const DECISION_ENTRYPOINT: &str = "acgs/main/decision";
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -16,6 +25,12 @@ pub struct EngineOptions {
     /// Idle instances kept per bundle. Busy instances are not capped: each concurrent caller
     /// gets its own, so throughput scales with threads.
     pub max_idle: usize,
+    /// L1 decision cache entries; 0 turns the cache off.
+    pub cache_capacity: usize,
+    /// How long a cached decision stays valid; `None` keeps it until evicted or reloaded.
+    pub cache_ttl: Option<Duration>,
+    /// Serve constitution decisions from the fast path where its data allows.
+    pub fast_path: bool,
 }
 
 impl Default for EngineOptions {
@@ -24,6 +39,9 @@ impl Default for EngineOptions {
         EngineOptions {
             limits: Limits::default(),
             max_idle: cores.max(2) * 2,
+            cache_capacity: 10_000,
+            cache_ttl: Some(Duration::from_secs(300)),
+            fast_path: true,
         }
     }
 }
@@ -38,17 +56,69 @@ pub struct Loaded {
     /// Entrypoint used when a caller names none: the first in the manifest, else id 0.
     default_entrypoint: i32,
     pub data: serde_json::Value,
+    /// No builtin the module imports is non-deterministic, so its results may be cached.
+    pub cacheable: bool,
+    /// The constitution's declared hash (`data.acgs.constitution.constitutional_hash`).
+    pub constitutional_hash: Option<String>,
+    /// The id of `acgs/main/decision`, when the bundle has it.
+    pub decision_entrypoint: Option<i32>,
+    pub fast_path: Option<FastPath>,
+    /// Why the constitution's fast-path spec could not be used, if it could not.
+    pub fast_path_error: Option<String>,
 }
 
 impl Loaded {
     fn new(bundle: Bundle, options: EngineOptions) -> Result<Loaded> {
-        let (policy, first) = Policy::compile(&bundle.wasm, &bundle.data, options.limits)?;
+        let (policy, mut first) = Policy::compile(&bundle.wasm, &bundle.data, options.limits)?;
         let default_entrypoint = bundle
             .manifest
             .wasm
             .first()
             .and_then(|w| policy.entrypoints().get(&w.entrypoint).copied())
             .unwrap_or(0);
+        // A module that imports time, random or network builtins gives different answers to
+        // the same input, so none of its entrypoints is cached (the module, not the
+        // entrypoint, declares its imports).
+        let cacheable = !policy
+            .builtin_names()
+            .iter()
+            .any(|b| crate::builtins::is_nondeterministic(b));
+        let constitution = CONSTITUTION_PATH
+            .iter()
+            .try_fold(&bundle.data, |d, k| d.get(k));
+        let constitutional_hash = constitution
+            .and_then(|c| c.get("constitutional_hash"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let decision_entrypoint = policy.entrypoints().get(DECISION_ENTRYPOINT).copied();
+        let spec = constitution.and_then(|c| c.get("fast_path"));
+        let (fast_path, fast_path_error) = match (spec, decision_entrypoint) {
+            (Some(spec), Some(ep)) if options.fast_path && cacheable => {
+                let built = FastPath::build(spec, |input| {
+                    let bytes = serde_json::to_vec(input).ok()?;
+                    let set = first.eval(ep, Some(&bytes), Format::Json).ok()?;
+                    result_value(&set).map(<[u8]>::to_vec)
+                });
+                if first.is_poisoned() {
+                    first = Instance::new(&policy)?;
+                }
+                match built {
+                    Ok(fp) => (Some(fp), None),
+                    Err(e) => (None, Some(e.0)),
+                }
+            }
+            (Some(_), None) => (
+                None,
+                Some(format!(
+                    "the bundle has no {DECISION_ENTRYPOINT} entrypoint"
+                )),
+            ),
+            (Some(_), Some(_)) if !cacheable => (
+                None,
+                Some("the policy calls non-deterministic builtins".into()),
+            ),
+            _ => (None, None),
+        };
         Ok(Loaded {
             bundle_digest: bundle.digest,
             revision: bundle.manifest.revision,
@@ -57,6 +127,11 @@ impl Loaded {
             max_idle: options.max_idle.max(1),
             default_entrypoint,
             data: bundle.data,
+            cacheable,
+            constitutional_hash,
+            decision_entrypoint,
+            fast_path,
+            fast_path_error,
         })
     }
 
@@ -111,8 +186,10 @@ impl Loaded {
 
 /// The engine callers hold. Cheap to share across threads.
 pub struct Engine {
-    current: ArcSwap<Loaded>,
+    pub(crate) current: ArcSwap<Loaded>,
     options: EngineOptions,
+    cache: Option<DecisionCache>,
+    fast_path_hits: AtomicU64,
 }
 
 /// How far the engine trusts input bytes.
@@ -124,12 +201,24 @@ pub enum InputCheck {
     Trusted,
 }
 
+/// L1 cache and fast-path counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub cache: CacheStats,
+    /// Decisions answered by the fast path.
+    pub fast_path: u64,
+}
+
 impl Engine {
     pub fn new(bundle: Bundle, options: EngineOptions) -> Result<Engine> {
         let loaded = Loaded::new(bundle, options)?;
+        let cache = (options.cache_capacity > 0)
+            .then(|| DecisionCache::new(options.cache_capacity, options.cache_ttl));
         Ok(Engine {
             current: ArcSwap::from_pointee(loaded),
             options,
+            cache,
+            fast_path_hits: AtomicU64::new(0),
         })
     }
 
@@ -138,6 +227,11 @@ impl Engine {
     pub fn reload(&self, bundle: Bundle) -> Result<()> {
         let loaded = Loaded::new(bundle, self.options)?;
         self.current.store(Arc::new(loaded));
+        // Keys carry the bundle digest, so old entries could never be served; dropping them
+        // frees the room at once.
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
         Ok(())
     }
 
@@ -150,6 +244,41 @@ impl Engine {
         self.options
     }
 
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            cache: self
+                .cache
+                .as_ref()
+                .map(DecisionCache::stats)
+                .unwrap_or_default(),
+            fast_path: self.fast_path_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The L1 key of an evaluation, for callers that keep a second-level cache (JSON format).
+    pub fn cache_key(&self, entrypoint: Option<&str>, input: Option<&[u8]>) -> Result<CacheKey> {
+        let loaded = self.current.load();
+        let ep = loaded.entrypoint_id(entrypoint)?;
+        let parsed = input.map(Json::parse);
+        Ok(key_for(
+            &loaded.bundle_digest,
+            ep,
+            Format::Json,
+            input,
+            parsed.as_ref(),
+        ))
+    }
+
+    /// Stores a result set under `key` (from [`Engine::cache_key`]); a no-op with the cache
+    /// off or for a bundle whose results must not be cached.
+    pub fn cache_put(&self, key: CacheKey, result_set: &[u8]) {
+        if let Some(c) = &self.cache {
+            if self.current.load().cacheable {
+                c.put(key, Arc::from(result_set));
+            }
+        }
+    }
+
     /// Evaluates one input; returns the result set text (`[{"result": ...}]` or `[]`).
     pub fn evaluate(
         &self,
@@ -160,12 +289,79 @@ impl Engine {
     ) -> Result<Vec<u8>> {
         let loaded = self.current.load();
         let ep = loaded.entrypoint_id(entrypoint)?;
+        let parsed = self
+            .wants_parse(&loaded)
+            .then(|| input.map(Json::parse))
+            .flatten();
+        self.evaluate_on(&loaded, ep, input, parsed.as_ref(), check, format, true)
+            .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
+    }
+
+    /// Whether the pipeline needs the input parsed (for a cache key or the fast path).
+    pub(crate) fn wants_parse(&self, loaded: &Loaded) -> bool {
+        (self.cache.is_some() && loaded.cacheable) || loaded.fast_path.is_some()
+    }
+
+    /// The evaluation pipeline on one loaded bundle: L1 cache, fast path, full evaluation
+    /// (only when `run`; otherwise `None` when neither cheap step answers). `parsed` is the
+    /// input parsed when [`Engine::wants_parse`] says so. Also says how the answer was found.
+    #[allow(clippy::too_many_arguments)] // one internal call path; a struct would only rename them
+    pub(crate) fn evaluate_on(
+        &self,
+        loaded: &Loaded,
+        ep: i32,
+        input: Option<&[u8]>,
+        parsed: Option<&std::result::Result<Json<'_>, ParseError>>,
+        check: InputCheck,
+        format: Format,
+        run: bool,
+    ) -> Result<Option<(Vec<u8>, Source)>> {
+        let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
+        if cache.is_none() && loaded.fast_path.is_none() {
+            if check == InputCheck::Validate {
+                if let Some(bytes) = input {
+                    validate_input(bytes)?;
+                }
+            }
+            if !run {
+                return Ok(None);
+            }
+            return loaded
+                .with_instance(|inst| inst.eval(ep, input, format))
+                .map(|o| Some((o, Source::Evaluated)));
+        }
         if check == InputCheck::Validate {
-            if let Some(bytes) = input {
+            if let (Some(bytes), None | Some(Err(_))) = (input, parsed) {
+                // Not plain JSON: Rego value text is still a valid input.
                 validate_input(bytes)?;
             }
         }
-        loaded.with_instance(|inst| inst.eval(ep, input, format))
+        let key = cache.map(|_| key_for(&loaded.bundle_digest, ep, format, input, parsed));
+        if let (Some(c), Some(k)) = (cache, key) {
+            if let Some(hit) = c.get(k) {
+                return Ok(Some((hit.to_vec(), Source::Cache)));
+            }
+        }
+        if let (Some(fp), Some(Ok(doc)), Format::Json) = (&loaded.fast_path, parsed, format) {
+            if Some(ep) == loaded.decision_entrypoint {
+                if let Some(decision) = fp.lookup(doc) {
+                    self.fast_path_hits.fetch_add(1, Ordering::Relaxed);
+                    let mut out = Vec::with_capacity(decision.len() + 14);
+                    out.extend_from_slice(b"[{\"result\":");
+                    out.extend_from_slice(decision);
+                    out.extend_from_slice(b"}]");
+                    return Ok(Some((out, Source::FastPath)));
+                }
+            }
+        }
+        if !run {
+            return Ok(None);
+        }
+        let out = loaded.with_instance(|inst| inst.eval(ep, input, format))?;
+        if let (Some(c), Some(k)) = (cache, key) {
+            c.put(k, Arc::from(out.as_slice()));
+        }
+        Ok(Some((out, Source::Evaluated)))
     }
 
     /// Evaluates many inputs on up to `threads` threads; results keep the inputs' order.
@@ -179,11 +375,19 @@ impl Engine {
     ) -> Result<Vec<Result<Vec<u8>>>> {
         let loaded = self.current.load_full();
         let ep = loaded.entrypoint_id(entrypoint)?;
+        let parse = self.wants_parse(&loaded);
         let run = |input: &Vec<u8>| -> Result<Vec<u8>> {
-            if check == InputCheck::Validate {
-                validate_input(input)?;
-            }
-            loaded.with_instance(|inst| inst.eval(ep, Some(input), format))
+            let parsed = parse.then(|| Json::parse(input));
+            self.evaluate_on(
+                &loaded,
+                ep,
+                Some(input),
+                parsed.as_ref(),
+                check,
+                format,
+                true,
+            )
+            .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
         };
         let threads = threads.clamp(1, inputs.len().max(1));
         if threads == 1 {
@@ -218,4 +422,33 @@ fn validate_input(bytes: &[u8]) -> Result<()> {
     Value::parse_rego(text)
         .map(|_| ())
         .map_err(|e| Error::InvalidInput(format!("input is not a JSON value: {e}")))
+}
+
+/// How the pipeline found an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Cache,
+    FastPath,
+    Evaluated,
+}
+
+fn key_for(
+    digest: &str,
+    ep: i32,
+    format: Format,
+    input: Option<&[u8]>,
+    parsed: Option<&std::result::Result<Json<'_>, ParseError>>,
+) -> CacheKey {
+    let fmt = u8::from(format == Format::Rego);
+    let key_input = match (input, parsed) {
+        (Some(_), Some(Ok(doc))) => KeyInput::Json(doc),
+        (Some(bytes), _) => KeyInput::Raw(bytes),
+        (None, _) => KeyInput::None,
+    };
+    CacheKey::new(digest, ep, fmt, key_input)
+}
+
+/// The `result` of a one-entry result set as OPA's Wasm writes it (`[{"result":X}]`).
+pub(crate) fn result_value(set: &[u8]) -> Option<&[u8]> {
+    set.strip_prefix(b"[{\"result\":")?.strip_suffix(b"}]")
 }

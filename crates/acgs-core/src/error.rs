@@ -20,6 +20,9 @@ pub enum Error {
     UnknownEntrypoint(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The request names a constitution other than the loaded one; it is never evaluated.
+    #[error("constitutional hash mismatch: the request names {got:?}, the loaded constitution is {expected:?}")]
+    ConstitutionalHashMismatch { expected: String, got: String },
     /// The policy aborted (conflict errors, failed `with`, ...) or trapped.
     #[error("evaluation error: {0}")]
     Evaluation(String),
@@ -40,6 +43,7 @@ impl Error {
             Error::Abi(_) => "abi_error",
             Error::UnknownEntrypoint(_) => "unknown_entrypoint",
             Error::InvalidInput(_) => "invalid_input",
+            Error::ConstitutionalHashMismatch { .. } => "constitutional_hash_mismatch",
             Error::Evaluation(_) => "evaluation_error",
             Error::Timeout(_) => "evaluation_timeout",
             Error::MemoryLimit(_) => "resource_limit_exceeded",

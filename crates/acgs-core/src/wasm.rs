@@ -24,7 +24,8 @@ const PAGE: u64 = 65_536;
 /// Per-evaluation limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Wall-clock budget for one evaluation, in milliseconds.
+    /// Wall-clock budget for one evaluation, in milliseconds. 0 means no deadline (trusted
+    /// bundles only: a policy that loops then blocks its thread).
     pub timeout_ms: u64,
     /// Cap on one instance's linear memory, in bytes.
     pub memory_bytes: u64,
@@ -39,27 +40,32 @@ impl Default for Limits {
     }
 }
 
-/// The process-wide wasmtime engine. Sharing it lets one ticker thread drive every deadline.
-fn wasm_engine() -> Result<&'static WasmEngine> {
-    static ENGINE: OnceLock<std::result::Result<WasmEngine, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let mut cfg = Config::new();
-            cfg.epoch_interruption(true);
-            cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
-            if let Some(dir) = std::env::var_os("ACGS_WASM_CACHE_DIR") {
-                // Conformance runs load thousands of modules; caching machine code makes
-                // the second run cheap. Off unless asked for, so a library never writes to $HOME.
-                let cache_cfg = {
-                    let mut c = wasmtime::CacheConfig::new();
-                    c.with_directory(std::path::PathBuf::from(dir));
-                    c
-                };
-                if let Ok(cache) = wasmtime::Cache::new(cache_cfg) {
-                    cfg.cache(Some(cache));
-                }
+/// The process-wide wasmtime engines. Sharing one lets one ticker thread drive every deadline.
+/// `deadline: false` gives the engine for policies run without a deadline
+/// (`Limits { timeout_ms: 0 }`): its code carries no epoch checks, which saves about a sixth of
+/// the evaluation time, so it is for trusted bundles only.
+fn wasm_engine(deadline: bool) -> Result<&'static WasmEngine> {
+    static TIMED: OnceLock<std::result::Result<WasmEngine, String>> = OnceLock::new();
+    static UNTIMED: OnceLock<std::result::Result<WasmEngine, String>> = OnceLock::new();
+    let cell = if deadline { &TIMED } else { &UNTIMED };
+    cell.get_or_init(|| {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(deadline);
+        cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if let Some(dir) = std::env::var_os("ACGS_WASM_CACHE_DIR") {
+            // Conformance runs load thousands of modules; caching machine code makes
+            // the second run cheap. Off unless asked for, so a library never writes to $HOME.
+            let cache_cfg = {
+                let mut c = wasmtime::CacheConfig::new();
+                c.with_directory(std::path::PathBuf::from(dir));
+                c
+            };
+            if let Ok(cache) = wasmtime::Cache::new(cache_cfg) {
+                cfg.cache(Some(cache));
             }
-            let engine = WasmEngine::new(&cfg).map_err(|e| e.to_string())?;
+        }
+        let engine = WasmEngine::new(&cfg).map_err(|e| e.to_string())?;
+        if deadline {
             let weak = engine.weak();
             std::thread::Builder::new()
                 .name("acgs-epoch".into())
@@ -71,10 +77,11 @@ fn wasm_engine() -> Result<&'static WasmEngine> {
                     }
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(engine)
-        })
-        .as_ref()
-        .map_err(|e| Error::Internal(format!("cannot start wasmtime: {e}")))
+        }
+        Ok(engine)
+    })
+    .as_ref()
+    .map_err(|e| Error::Internal(format!("cannot start wasmtime: {e}")))
 }
 
 /// Caps memory growth and remembers whether the cap was what stopped a growth, so an
@@ -167,7 +174,7 @@ impl Policy {
         data: &serde_json::Value,
         limits: Limits,
     ) -> Result<(Arc<Policy>, Instance)> {
-        let engine = wasm_engine()?;
+        let engine = wasm_engine(limits.timeout_ms > 0)?;
         let module = Module::new(engine, wasm)
             .map_err(|e| Error::Abi(format!("cannot compile module: {e:#}")))?;
 
@@ -210,8 +217,21 @@ impl Policy {
             limits,
         };
 
-        // A first instance, without data, reads the module's metadata.
-        let mut probe = policy.raw_instance()?;
+        // A first instance, without data, reads the module's metadata. OPA declares a
+        // two-page memory even when its data segments need more; instantiation then traps
+        // while copying them in, so grow the initial memory until they fit (up to the cap).
+        let max_pages = u32::try_from(limits.memory_bytes / PAGE).unwrap_or(u32::MAX);
+        let mut pages = u32::try_from(policy.memory_type.minimum()).unwrap_or(2);
+        let mut probe = loop {
+            match policy.raw_instance() {
+                Ok(p) => break p,
+                Err(Error::Abi(m)) if m.contains("out of bounds") && pages < max_pages => {
+                    pages = pages.saturating_mul(2).min(max_pages);
+                    policy.memory_type = MemoryType::new(pages, None);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let major = probe.global_i32("opa_wasm_abi_version").unwrap_or(1);
         if major != 1 {
             return Err(Error::Abi(format!(
@@ -290,8 +310,10 @@ impl Policy {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.limits.timeout_ms.saturating_add(1));
-        store.epoch_deadline_trap();
+        if self.limits.timeout_ms > 0 {
+            store.set_epoch_deadline(self.limits.timeout_ms.saturating_add(1));
+            store.epoch_deadline_trap();
+        }
         let memory = Memory::new(&mut store, self.memory_type.clone()).map_err(|e| {
             limit_or(&store, e, |m| {
                 Error::Abi(format!("cannot create memory: {m}"))
@@ -377,9 +399,7 @@ fn read_cstr(memory: &Memory, store: impl wasmtime::AsContext, addr: i32) -> Res
     let tail = data
         .get(start..)
         .ok_or_else(|| Error::Evaluation(format!("string address {addr} is out of bounds")))?;
-    let len = tail
-        .iter()
-        .position(|&b| b == 0)
+    let len = memchr::memchr(0, tail)
         .ok_or_else(|| Error::Evaluation("unterminated string in module memory".into()))?;
     Ok(tail.get(..len).unwrap_or_default().to_vec())
 }
@@ -731,9 +751,11 @@ impl Instance {
             state.memo.clear();
             state.ctx = Context::now();
         }
-        self.raw
-            .store
-            .set_epoch_deadline(limits.timeout_ms.saturating_add(1));
+        if limits.timeout_ms > 0 {
+            self.raw
+                .store
+                .set_epoch_deadline(limits.timeout_ms.saturating_add(1));
+        }
 
         let result = match self.raw.eval_fast.clone() {
             Some(eval) => {

@@ -253,3 +253,27 @@ fn flate2_read(raw: &[u8]) -> Vec<u8> {
         .unwrap();
     out
 }
+
+#[test]
+fn no_deadline_engine_evaluates_the_same() {
+    let b = Bundle::from_path(&repo().join("bundles/example.tar.gz")).unwrap();
+    let untimed = Engine::new(
+        b,
+        EngineOptions {
+            limits: Limits {
+                timeout_ms: 0,
+                ..Limits::default()
+            },
+            cache_capacity: 0,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let timed = example();
+    for input in [GOOD.to_owned(), GOOD.replace("0.9", "0.5")] {
+        assert_eq!(
+            eval(&untimed, "acgs/example/decision", &input).unwrap(),
+            eval(&timed, "acgs/example/decision", &input).unwrap()
+        );
+    }
+}

@@ -13,6 +13,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::UnknownBuiltin(_) => "UnknownBuiltinError",
         Error::UnknownEntrypoint(_) => "UnknownEntrypointError",
         Error::InvalidInput(_) => "InvalidInputError",
+        Error::ConstitutionalHashMismatch { .. } => "ConstitutionalHashMismatch",
         Error::Evaluation(_) => "EvaluationError",
         Error::Timeout(_) => "EvaluationTimeout",
         Error::MemoryLimit(_) => "ResourceLimitExceeded",

@@ -75,6 +75,17 @@ fn result_of(py: Python<'_>, set: &[u8]) -> PyResult<Py<PyAny>> {
     }
 }
 
+/// A JSON object from the core (a decision body) as a Python dict.
+fn body_to_py(py: Python<'_>, body: &[u8]) -> PyResult<Py<PyAny>> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        to_py(
+            py,
+            acgs_core::Error::Internal(format!("malformed decision body: {e}")),
+        )
+    })?;
+    json_to_py(py, &v)
+}
+
 /// A loaded policy bundle, ready to evaluate. Thread-safe; share one per process.
 #[pyclass(module = "acgs._acgs", frozen)]
 pub struct Engine {
@@ -84,15 +95,36 @@ pub struct Engine {
 #[pymethods]
 impl Engine {
     /// Loads a bundle from a path (``.tar.gz``, a directory, or a ``.wasm`` file) or bytes.
+    ///
+    /// ``cache_size`` is the L1 decision cache's capacity (0 turns it off); ``cache_ttl`` how
+    /// long an entry lives, in seconds (``None``: until evicted); ``fast_path`` serves
+    /// constitution decisions the constitution's data marks as decidable without evaluation.
     #[staticmethod]
-    #[pyo3(signature = (source, *, timeout_ms=None, memory_limit=None, max_idle=None))]
+    #[pyo3(signature = (source, *, timeout_ms=None, memory_limit=None, max_idle=None,
+                        cache_size=10_000, cache_ttl=Some(300.0), fast_path=true),
+           text_signature = "(source, *, timeout_ms=None, memory_limit=None, max_idle=None, \
+                             cache_size=10000, cache_ttl=300.0, fast_path=True)")]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn load(
         py: Python<'_>,
         source: &Bound<'_, PyAny>,
         timeout_ms: Option<u64>,
         memory_limit: Option<u64>,
         max_idle: Option<usize>,
+        cache_size: usize,
+        cache_ttl: Option<f64>,
+        fast_path: bool,
     ) -> PyResult<Engine> {
+        let cache_ttl = match cache_ttl {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+            Some(_) => {
+                return Err(invalid_input(
+                    py,
+                    "cache_ttl must be a positive number of seconds or None",
+                ))
+            }
+        };
         let bundle = read_bundle(py, source)?;
         let defaults = EngineOptions::default();
         let options = EngineOptions {
@@ -101,6 +133,9 @@ impl Engine {
                 memory_bytes: memory_limit.unwrap_or(defaults.limits.memory_bytes),
             },
             max_idle: max_idle.unwrap_or(defaults.max_idle),
+            cache_capacity: cache_size,
+            cache_ttl,
+            fast_path,
         };
         let engine = py
             .detach(|| acgs_core::Engine::new(bundle, options))
@@ -242,6 +277,143 @@ impl Engine {
             entrypoint,
         ))?;
         event_loop.call_method1("run_in_executor", (py.None(), call))
+    }
+
+    /// Decides a constitution request (a dict): the decision of ``acgs/main/decision`` with
+    /// ``decision_id``, ``bundle_digest``, ``cache_hit``, ``fast_path`` and
+    /// ``evaluation_time_ms`` added. Faults in the policy path give a deny naming the fault;
+    /// a request naming another constitutional hash raises ``ConstitutionalHashMismatch``.
+    fn decide(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let raw = py_to_input(request)?;
+        let inner = &self.inner;
+        let d = py.detach(|| inner.decide(&raw)).map_err(|e| to_py(py, e))?;
+        body_to_py(py, &d.body)
+    }
+
+    /// ``decide`` on raw JSON bytes; returns the response object as JSON bytes.
+    fn decide_json<'py>(
+        &self,
+        py: Python<'py>,
+        raw: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let input = input_bytes(py, Some(raw))?.unwrap_or_default();
+        let inner = &self.inner;
+        let d = py
+            .detach(|| inner.decide(&input))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &d.body))
+    }
+
+    /// Answers from the L1 cache or the fast path only; ``None`` when a full evaluation is
+    /// needed (so a caller can consult a second-level cache first).
+    fn decide_cached_json<'py>(
+        &self,
+        py: Python<'py>,
+        raw: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let input = input_bytes(py, Some(raw))?.unwrap_or_default();
+        let inner = &self.inner;
+        let d = py
+            .detach(|| inner.decide_cached(&input))
+            .map_err(|e| to_py(py, e))?;
+        Ok(d.map(|d| PyBytes::new(py, &d.body)))
+    }
+
+    /// ``decide`` for many requests, in parallel in Rust; results keep the order. A request
+    /// that is itself bad raises.
+    #[pyo3(signature = (requests, threads=None))]
+    fn decide_many(
+        &self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let raws = requests
+            .try_iter()?
+            .map(|item| py_to_input(&item?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let inner = &self.inner;
+        let out = py
+            .detach(|| inner.decide_many(&raws, threads))
+            .map_err(|e| to_py(py, e))?;
+        out.into_iter()
+            .map(|r| {
+                r.map_err(|e| to_py(py, e))
+                    .and_then(|d| body_to_py(py, &d.body))
+            })
+            .collect()
+    }
+
+    /// The L1 cache key (16 bytes) of an evaluation with JSON output: xxh3-128 over the bundle
+    /// digest, the entrypoint and the canonical input. For second-level caches.
+    #[pyo3(signature = (raw=None, entrypoint=None))]
+    fn cache_key<'py>(
+        &self,
+        py: Python<'py>,
+        raw: Option<&Bound<'py, PyAny>>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let input = input_bytes(py, raw)?;
+        let key = self
+            .inner
+            .cache_key(entrypoint, input.as_deref())
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &key.to_bytes()))
+    }
+
+    /// Stores a result set (``evaluate_json``'s output) under a key from ``cache_key``.
+    fn cache_put(&self, py: Python<'_>, key: &[u8], result_set: &[u8]) -> PyResult<()> {
+        let key: [u8; 16] = key
+            .try_into()
+            .map_err(|_| invalid_input(py, "a cache key is 16 bytes"))?;
+        self.inner
+            .cache_put(acgs_core::cache::CacheKey::from_bytes(key), result_set);
+        Ok(())
+    }
+
+    /// L1 cache and fast-path counters: hits, misses, evictions, expirations, size, capacity,
+    /// fast_path.
+    fn cache_stats(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let s = self.inner.stats();
+        std::collections::BTreeMap::from([
+            ("hits", s.cache.hits),
+            ("misses", s.cache.misses),
+            ("evictions", s.cache.evictions),
+            ("expirations", s.cache.expirations),
+            ("size", s.cache.size),
+            ("capacity", s.cache.capacity),
+            ("fast_path", s.fast_path),
+        ])
+    }
+
+    /// The loaded constitution's declared hash, or ``None`` for a bundle that declares none.
+    #[getter]
+    fn constitutional_hash(&self) -> Option<String> {
+        self.inner.loaded().constitutional_hash.clone()
+    }
+
+    /// What the fast path serves: ``{"deny_actions", "allow_actions", "skipped", "error"}``,
+    /// or ``None`` when the bundle declares no fast path.
+    #[getter]
+    fn fast_path(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let loaded = self.inner.loaded();
+        let info = match (&loaded.fast_path, &loaded.fast_path_error) {
+            (Some(fp), _) => serde_json::json!({
+                "deny_actions": fp.deny_actions(),
+                "allow_actions": fp.allow_actions(),
+                "skipped": fp.skipped.iter()
+                    .map(|s| serde_json::json!({"action": s.action, "reason": s.reason}))
+                    .collect::<Vec<_>>(),
+                "error": null,
+            }),
+            (None, Some(err)) => serde_json::json!({
+                "deny_actions": 0, "allow_actions": 0, "skipped": [], "error": err,
+            }),
+            (None, None) => return Ok(py.None()),
+        };
+        json_to_py(py, &info)
     }
 
     /// Entrypoint names, e.g. ``["acgs/main/decision"]``, ordered by id.
