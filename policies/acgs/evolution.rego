@@ -4,7 +4,7 @@
 # The risk model (base risk per change type, risk factors, mitigations, the weights of the
 # total and the routing thresholds) is data at data.acgs.constitution.evolution.
 #
-# Input: agent_id, requested_by, type (or evolution_type), constitutional_hash, justification,
+# Input: agent_id, requested_by, type, constitutional_hash, justification,
 #   changes{external_dependencies (array or boolean), privilege_escalation, network_changes,
 #     experimental_features, lines_changed, user_interaction_changes, decision_logic_changes,
 #     data_handling_changes, logging_disabled, audit_disabled, data_encryption_weakened},
@@ -36,7 +36,7 @@ decision := {
 	"score_components": {},
 	"constitutional_hash": c.constitutional_hash,
 } if {
-	not is_object(input)
+	not lib.input_is_object
 } else := {
 	"approval_type": approval_type,
 	"reviewers_required": m.reviewers[approval_type],
@@ -54,18 +54,23 @@ decision := {
 # ---------------------------------------------------------------------------
 # Views of the request
 
-changes := input.changes if is_object(input.changes) else := {}
+changes := input.changes if is_object(input.changes)
 
-plan := input.rollback_plan if is_object(input.rollback_plan) else := {}
+else := {}
 
-perf := input.performance_analysis if is_object(input.performance_analysis) else := {}
+plan := input.rollback_plan if is_object(input.rollback_plan)
 
-mitigations := input.mitigations if is_object(input.mitigations) else := {}
+else := {}
 
-# The original API named the field evolution_type; both spellings are accepted.
-change_type := input.type if {
-	lib.present(input, ["type"])
-} else := input.evolution_type
+perf := input.performance_analysis if is_object(input.performance_analysis)
+
+else := {}
+
+mitigations := input.mitigations if is_object(input.mitigations)
+
+else := {}
+
+change_type := input.type
 
 base_risk := m.base_risk[change_type] if {
 	is_string(change_type)
@@ -141,7 +146,9 @@ performance_scores := [x |
 	x := lib.clamp01(1 - (max([delta(name), 0]) / m.performance_max_delta[name]))
 ]
 
-delta(name) := perf[name] if is_number(perf[name]) else := 0
+delta(name) := perf[name] if is_number(perf[name])
+
+else := 0
 
 performance_score := sum(performance_scores) / count(performance_scores)
 
@@ -164,11 +171,17 @@ rollback_automated if {
 
 rollback_score := sum([plan_credit, tested_credit, automated_credit])
 
-plan_credit := m.rollback.plan if has_rollback_plan else := 0
+plan_credit := m.rollback.plan if has_rollback_plan
 
-tested_credit := m.rollback.tested if rollback_tested else := 0
+else := 0
 
-automated_credit := m.rollback.automated if rollback_automated else := 0
+tested_credit := m.rollback.tested if rollback_tested
+
+else := 0
+
+automated_credit := m.rollback.automated if rollback_automated
+
+else := 0
 
 component_scores := {
 	"risk": 1 - risk_clamped,
@@ -260,7 +273,6 @@ typed_fields := [
 	{"path": ["agent_id"], "type": "string"},
 	{"path": ["requested_by"], "type": "string"},
 	{"path": ["type"], "type": "string"},
-	{"path": ["evolution_type"], "type": "string"},
 	{"path": ["justification"], "type": "string"},
 	{"path": ["changes"], "type": "object"},
 	{"path": ["changes", "privilege_escalation"], "type": "boolean"},
@@ -311,16 +323,7 @@ violations contains msg if {
 	msg := sprintf("%s must be a non-empty string", [field])
 }
 
-violations contains "type is missing" if {
-	lib.absent(input, ["type"])
-	lib.absent(input, ["evolution_type"])
-}
-
-violations contains "type and evolution_type disagree" if {
-	lib.present(input, ["type"])
-	lib.present(input, ["evolution_type"])
-	input.type != input.evolution_type
-}
+violations contains "type is missing" if lib.absent(input, ["type"])
 
 violations contains msg if {
 	some flag, what in m.constitutional.prohibited_changes
@@ -330,7 +333,7 @@ violations contains msg if {
 
 violations contains "privilege escalation requires a justification" if {
 	changes.privilege_escalation == true
-	not lib.nonempty_string(input.justification)
+	not lib.nonempty_string(object.get(input, "justification", null))
 }
 
 violations contains msg if {

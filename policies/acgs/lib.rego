@@ -4,6 +4,12 @@ package acgs.lib
 
 c := data.acgs.constitution
 
+# A rule rather than an inline call: OPA evaluates a reference passed to a function before
+# the negation, so "not is_object(input)" fails outright when there is no input at all,
+# while "not input_is_object" holds. The same applies to "not f(input.field)" for an absent
+# field; such calls pass object.get(input, "field", null) instead.
+input_is_object if is_object(input)
+
 # The value at path inside obj; undefined when the path is absent. object.get with two
 # different defaults tells "absent" apart from a present false or null.
 lookup(obj, path) := v if {
@@ -86,12 +92,8 @@ type_reasons(req, fields) := {msg |
 	some f in fields
 	v := lookup(req, f.path)
 	type_name(v) != f.type
-	msg := sprintf("%s must be %s %s, not %s", [concat(".", f.path), _article(f.type), f.type, type_name(v)])
+	msg := sprintf("%s must be of type %s, not %s", [concat(".", f.path), f.type, type_name(v)])
 }
-
-_article(t) := "an" if t in {"object", "array"}
-
-_article(t) := "a" if not t in {"object", "array"}
 
 # Violations for numeric fields present outside [0, 1].
 unit_reasons(req, paths) := {msg |

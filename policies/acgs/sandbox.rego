@@ -27,7 +27,7 @@ decision := {
 	"trust_tier": null,
 	"constitutional_hash": c.constitutional_hash,
 } if {
-	not is_object(input)
+	not lib.input_is_object
 } else := {
 	"allow": allowed,
 	"reasons": reasons,
@@ -51,15 +51,21 @@ reasons := sort(violations) if {
 # Trust tier and class: the class can only tighten what the tier allows, since a client
 # names its own class.
 
-agent := input.agent if is_object(input.agent) else := {}
+agent := input.agent if is_object(input.agent)
 
-requested := input.limits if is_object(input.limits) else := {}
+else := {}
+
+requested := input.limits if is_object(input.limits)
+
+else := {}
 
 trust := agent.trust_level if lib.unit_interval(agent.trust_level)
 
 tier := [t | some t in sb.trust_tiers; trust >= t.min_trust][0]
 
-tier_name := tier.name if tier else := null
+tier_name := tier.name if tier
+
+else := null
 
 agent_class := sb.classes[agent.class] if is_string(agent.class)
 
@@ -72,9 +78,13 @@ minimum_index := min([strength(tier.minimum_runtime), strength(agent_class.minim
 	lib.absent(agent, ["class"])
 }
 
-minimum_runtime := sb.runtimes[minimum_index] if minimum_index >= 0 else := null
+minimum_runtime := sb.runtimes[minimum_index] if minimum_index >= 0
 
-allowed_runtimes := array.slice(sb.runtimes, 0, minimum_index + 1) if minimum_index >= 0 else := []
+else := null
+
+allowed_runtimes := array.slice(sb.runtimes, 0, minimum_index + 1) if minimum_index >= 0
+
+else := []
 
 network_permitted if {
 	tier.network == true
@@ -95,7 +105,9 @@ network_allowed if {
 
 default network_allowed := false
 
-runtime := input.runtime if lib.present(input, ["runtime"]) else := "auto"
+runtime := input.runtime if lib.present(input, ["runtime"])
+
+else := "auto"
 
 # ---------------------------------------------------------------------------
 # Limits
@@ -112,7 +124,9 @@ constitution_max := {
 	"pids": sb.max_pids,
 }
 
-tier_caps := tier.max_limits if is_object(tier.max_limits) else := {}
+tier_caps := tier.max_limits if is_object(tier.max_limits)
+
+else := {}
 
 max_limits := {k: v |
 	some k in numeric_limits
@@ -148,7 +162,9 @@ effective_limits := object.union(
 	{"network": network_allowed},
 )
 
-limit_value(k) := requested[k] if valid_limit(k) else := default_limits[k]
+limit_value(k) := requested[k] if valid_limit(k)
+
+else := default_limits[k]
 
 # ---------------------------------------------------------------------------
 # Violations
@@ -170,7 +186,7 @@ violations contains msg if some msg in lib.type_reasons(input, typed_fields)
 
 violations contains msg if some msg in lib.unit_reasons(input, [["agent", "trust_level"]])
 
-violations contains "agent_id must be a non-empty string" if not lib.nonempty_string(input.agent_id)
+violations contains "agent_id must be a non-empty string" if not lib.nonempty_string(object.get(input, "agent_id", null))
 
 violations contains "agent.trust_level is missing" if lib.absent(input, ["agent", "trust_level"])
 
@@ -182,7 +198,7 @@ violations contains msg if {
 }
 
 violations contains msg if {
-	not is_string(input.language)
+	not is_string(object.get(input, "language", null))
 	msg := sprintf("language is required (one of: %s)", [concat(", ", sb.languages)])
 }
 
@@ -220,7 +236,9 @@ violations contains msg if {
 	msg := sprintf("limits.%s must be %s", [k, limit_kind(k)])
 }
 
-limit_kind(k) := "a positive integer" if k in integer_limits else := "a positive number"
+limit_kind(k) := "a positive integer" if k in integer_limits
+
+else := "a positive number"
 
 violations contains msg if {
 	some k in numeric_limits
