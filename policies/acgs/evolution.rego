@@ -54,21 +54,21 @@ decision := {
 # ---------------------------------------------------------------------------
 # Views of the request
 
-changes := input.changes if is_object(input.changes)
+changes := input.changes if {
+	is_object(input.changes)
+} else := {}
 
-else := {}
+plan := input.rollback_plan if {
+	is_object(input.rollback_plan)
+} else := {}
 
-plan := input.rollback_plan if is_object(input.rollback_plan)
+perf := input.performance_analysis if {
+	is_object(input.performance_analysis)
+} else := {}
 
-else := {}
-
-perf := input.performance_analysis if is_object(input.performance_analysis)
-
-else := {}
-
-mitigations := input.mitigations if is_object(input.mitigations)
-
-else := {}
+mitigations := input.mitigations if {
+	is_object(input.mitigations)
+} else := {}
 
 change_type := input.type
 
@@ -148,9 +148,9 @@ performance_scores := [x |
 	x := lib.clamp01(1 - (max([delta(name), 0]) / m.performance_max_delta[name]))
 ]
 
-delta(name) := perf[name] if is_number(perf[name])
-
-else := 0
+delta(name) := perf[name] if {
+	is_number(perf[name])
+} else := 0
 
 performance_score := sum(performance_scores) / count(performance_scores)
 
@@ -173,17 +173,17 @@ rollback_automated if {
 
 rollback_score := sum([plan_credit, tested_credit, automated_credit])
 
-plan_credit := m.rollback.plan if has_rollback_plan
+plan_credit := m.rollback.plan if {
+	has_rollback_plan
+} else := 0
 
-else := 0
+tested_credit := m.rollback.tested if {
+	rollback_tested
+} else := 0
 
-tested_credit := m.rollback.tested if rollback_tested
-
-else := 0
-
-automated_credit := m.rollback.automated if rollback_automated
-
-else := 0
+automated_credit := m.rollback.automated if {
+	rollback_automated
+} else := 0
 
 component_scores := {
 	"risk": 1 - risk_clamped,

@@ -94,37 +94,37 @@ verdicts contains msg if {
 # Hard-rule violations deny whatever the score; soft findings only explain a lower score.
 findings := violations | deficiencies
 
-conditions := sort(array.concat(c.obligations.all, extra_obligations)) if allowed
+conditions := sort(array.concat(c.obligations.all, extra_obligations)) if {
+	allowed
+} else := []
 
-else := []
-
-extra_obligations := [] if safe_action
-
-else := c.obligations.not_safe
+extra_obligations := [] if {
+	safe_action
+} else := c.obligations.not_safe
 
 # ---------------------------------------------------------------------------
 # Views of the request, with the constitution's defaults for absent or mistyped fields.
 
-ctx := input.context if is_object(input.context)
+ctx := input.context if {
+	is_object(input.context)
+} else := {}
 
-else := {}
+env := ctx.environment if {
+	is_object(ctx.environment)
+} else := {}
 
-env := ctx.environment if is_object(ctx.environment)
+agent := ctx.agent if {
+	is_object(ctx.agent)
+} else := {}
 
-else := {}
-
-agent := ctx.agent if is_object(ctx.agent)
-
-else := {}
-
-requested := agent.requested_resources if is_object(agent.requested_resources)
-
-else := {}
+requested := agent.requested_resources if {
+	is_object(agent.requested_resources)
+} else := {}
 
 # Usage counters the service injects after stripping any client-supplied "trusted" object.
-trusted := input.trusted if is_object(input.trusted)
-
-else := {}
+trusted := input.trusted if {
+	is_object(input.trusted)
+} else := {}
 
 sandboxed if env.sandbox_enabled == true
 
@@ -181,11 +181,12 @@ explanation_adequate if {
 
 scoring := c.scoring
 
+# not_dangerous is always earned here: dangerous actions never reach the scoring.
 safety_raw := sum([scoring.safety.not_dangerous, sandbox_credit, rate_credit])
 
-sandbox_credit := scoring.safety.sandboxed if sandboxed
-
-else := 0
+sandbox_credit := scoring.safety.sandboxed if {
+	sandboxed
+} else := 0
 
 rate_credit := scoring.safety.within_rate_limit if {
 	rate_count_valid
@@ -202,13 +203,13 @@ autonomy := scoring.autonomy.respected if {
 
 accountability := sum([audit_accountability, party_accountability])
 
-audit_accountability := scoring.accountability.audit if audited
+audit_accountability := scoring.accountability.audit if {
+	audited
+} else := 0
 
-else := 0
-
-party_accountability := scoring.accountability.responsible_party if has_responsible_party
-
-else := 0
+party_accountability := scoring.accountability.responsible_party if {
+	has_responsible_party
+} else := 0
 
 principle_raw := {
 	"autonomy": autonomy,
@@ -237,19 +238,19 @@ resource_ratios := [ratio |
 	ratio := min([1, limit / max([v, 1])])
 ]
 
-resources_raw := sum(resource_ratios) / count(resource_ratios) if count(resource_ratios) > 0
-
-else := 1
+resources_raw := sum(resource_ratios) / count(resource_ratios) if {
+	count(resource_ratios) > 0
+} else := 1
 
 transparency_raw := sum([scoring.transparency.base, explanation_credit, audit_transparency])
 
-explanation_credit := scoring.transparency.explanation if explanation_adequate
+explanation_credit := scoring.transparency.explanation if {
+	explanation_adequate
+} else := 0
 
-else := 0
-
-audit_transparency := scoring.transparency.audit if audited
-
-else := 0
+audit_transparency := scoring.transparency.audit if {
+	audited
+} else := 0
 
 safety_score := lib.clamp01(safety_raw)
 

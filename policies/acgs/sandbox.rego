@@ -51,21 +51,21 @@ reasons := sort(violations) if {
 # Trust tier and class: the class can only tighten what the tier allows, since a client
 # names its own class.
 
-agent := input.agent if is_object(input.agent)
+agent := input.agent if {
+	is_object(input.agent)
+} else := {}
 
-else := {}
-
-requested := input.limits if is_object(input.limits)
-
-else := {}
+requested := input.limits if {
+	is_object(input.limits)
+} else := {}
 
 trust := agent.trust_level if lib.unit_interval(agent.trust_level)
 
 tier := [t | some t in sb.trust_tiers; trust >= t.min_trust][0]
 
-tier_name := tier.name if tier
-
-else := null
+tier_name := tier.name if {
+	tier
+} else := null
 
 agent_class := sb.classes[agent.class] if is_string(agent.class)
 
@@ -78,13 +78,13 @@ minimum_index := min([strength(tier.minimum_runtime), strength(agent_class.minim
 	lib.absent(agent, ["class"])
 }
 
-minimum_runtime := sb.runtimes[minimum_index] if minimum_index >= 0
+minimum_runtime := sb.runtimes[minimum_index] if {
+	minimum_index >= 0
+} else := null
 
-else := null
-
-allowed_runtimes := array.slice(sb.runtimes, 0, minimum_index + 1) if minimum_index >= 0
-
-else := []
+allowed_runtimes := array.slice(sb.runtimes, 0, minimum_index + 1) if {
+	minimum_index >= 0
+} else := []
 
 network_permitted if {
 	tier.network == true
@@ -105,9 +105,9 @@ network_allowed if {
 
 default network_allowed := false
 
-runtime := input.runtime if lib.present(input, ["runtime"])
-
-else := "auto"
+runtime := input.runtime if {
+	lib.present(input, ["runtime"])
+} else := "auto"
 
 # ---------------------------------------------------------------------------
 # Limits
@@ -124,9 +124,9 @@ constitution_max := {
 	"pids": sb.max_pids,
 }
 
-tier_caps := tier.max_limits if is_object(tier.max_limits)
-
-else := {}
+tier_caps := tier.max_limits if {
+	is_object(tier.max_limits)
+} else := {}
 
 max_limits := {k: v |
 	some k in numeric_limits
@@ -162,9 +162,9 @@ effective_limits := object.union(
 	{"network": network_allowed},
 )
 
-limit_value(k) := requested[k] if valid_limit(k)
-
-else := default_limits[k]
+limit_value(k) := requested[k] if {
+	valid_limit(k)
+} else := default_limits[k]
 
 # ---------------------------------------------------------------------------
 # Violations
@@ -236,9 +236,9 @@ violations contains msg if {
 	msg := sprintf("limits.%s must be %s", [k, limit_kind(k)])
 }
 
-limit_kind(k) := "a positive integer" if k in integer_limits
-
-else := "a positive number"
+limit_kind(k) := "a positive integer" if {
+	k in integer_limits
+} else := "a positive number"
 
 violations contains msg if {
 	some k in numeric_limits
