@@ -257,3 +257,13 @@ test_type_ops if {
 		not fast_path.holds(cond) with input as doc
 	}
 }
+
+# The witness lets the partial evaluator compute each allow decision at load: any input
+# satisfying the conditions gets the same decision, so the witness with the action will do.
+test_witness_satisfies_the_conditions_and_decides_like_the_seed if {
+	every a in fp.allow_actions {
+		req := object.union(fp.allow_witness, {"action": a})
+		route(req) == "allow"
+		decide(req) == decide(object.union(seed, {"action": a}))
+	}
+}
