@@ -15,6 +15,8 @@ from acgs import errors
 ROOT = Path(__file__).resolve().parent.parent
 STRESS = ROOT / "tests" / "fixtures" / "stress.tar.gz"
 
+EXAMPLE = acgs.default_bundle_path().with_name("example.tar.gz")
+
 GOOD = {
     "action": "data.read_public",
     "context": {"environment": {"sandbox_enabled": True}, "agent": {"trust_level": 0.9}},
@@ -27,7 +29,7 @@ def low_trust(level: float) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def engine() -> acgs.Engine:
-    return acgs.Engine.load(acgs.default_bundle_path())
+    return acgs.Engine.load(EXAMPLE)
 
 
 def test_evaluates_the_shipped_bundle(engine: acgs.Engine) -> None:
@@ -59,9 +61,9 @@ def test_python_sets_reach_the_policy_as_sets() -> None:
 def test_load_from_bytes_and_directory_give_the_same_digest(engine: acgs.Engine, tmp_path: Path) -> None:
     import tarfile
 
-    raw = acgs.default_bundle_path().read_bytes()
+    raw = EXAMPLE.read_bytes()
     from_bytes = acgs.Engine.load(raw)
-    with tarfile.open(acgs.default_bundle_path()) as tar:
+    with tarfile.open(EXAMPLE) as tar:
         tar.extractall(tmp_path, filter="data")
     from_dir = acgs.Engine.load(tmp_path)
     assert from_bytes.bundle_digest == engine.bundle_digest == from_dir.bundle_digest
@@ -154,7 +156,7 @@ def test_threads_share_one_engine(engine: acgs.Engine) -> None:
 
 
 def test_reload_swaps_bundles(tmp_path: Path) -> None:
-    eng = acgs.Engine.load(acgs.default_bundle_path())
+    eng = acgs.Engine.load(EXAMPLE)
     first = eng.bundle_digest
     eng.reload(STRESS)
     assert eng.bundle_digest != first

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.packaging
 CHECK = """
 import json, acgs
 e = acgs.Engine.load(acgs.default_bundle_path())
-good = {"action": "data.read_public",
-        "context": {"environment": {"sandbox_enabled": True}, "agent": {"trust_level": 0.9}}}
-print(json.dumps([e.evaluate(good, "acgs/example/allow"), e.entrypoints, acgs.__file__]))
+d = e.decide(acgs.SEED_REQUEST)
+print(json.dumps([[d["allow"], d["compliance_score"]], e.entrypoints, acgs.__file__]))
 """
 
 
@@ -40,8 +39,8 @@ def run(cmd: list[str], cwd: Path) -> str:
 def check_install(python: Path, elsewhere: Path) -> None:
     out = run([str(python), "-c", CHECK], cwd=elsewhere)
     allow, entrypoints, location = __import__("json").loads(out.strip().splitlines()[-1])
-    assert allow is True
-    assert entrypoints == ["acgs/example/allow", "acgs/example/decision"]
+    assert allow == [True, 0.96]
+    assert "acgs/main/decision" in entrypoints
     assert not location.startswith(str(ROOT)), "imported the repository, not the installed package"
 
 

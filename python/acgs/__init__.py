@@ -9,11 +9,32 @@ from pathlib import Path
 from acgs import errors
 from acgs._acgs import Engine, __version__
 
-__all__ = ["Engine", "__version__", "default_bundle_path", "errors"]
+__all__ = ["SEED_REQUEST", "Engine", "__version__", "default_bundle_path", "errors"]
 
 _BUNDLES = Path(__file__).parent / "bundles"
 
 
 def default_bundle_path() -> Path:
-    """The policy bundle shipped inside the package, so a wheel works on its own."""
-    return _BUNDLES / "example.tar.gz"
+    """The constitution bundle shipped inside the package, so a wheel works on its own."""
+    return _BUNDLES / "constitution.tar.gz"
+
+
+#: The decision request from the original ACGS API documentation, with its resources inside
+#: the constitution's limits: allowed with compliance score 0.96.
+SEED_REQUEST: dict[str, object] = {
+    "type": "constitutional_evaluation",
+    "constitutional_hash": "cdd01ef066bc6cf2",
+    "action": "data.read_public",
+    "context": {
+        "environment": {"sandbox_enabled": True, "audit_enabled": True, "isolation_level": "strict"},
+        "agent": {
+            "trust_level": 0.9,
+            "requested_resources": {"cpu_cores": 2, "memory_gb": 4, "disk_gb": 10, "network_mbps": 10},
+            "capabilities": ["data_read", "compute_analysis"],
+        },
+        "responsible_party": "user@example.com",
+        "explanation": "Reading public dataset for analysis",
+        "urgency": "normal",
+        "session_id": "sess_123456",
+    },
+}

@@ -7,16 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from acgs import Engine, __version__, default_bundle_path
+from acgs import SEED_REQUEST, Engine, __version__, default_bundle_path
 from acgs.errors import AcgsError
 
-EXAMPLE_INPUT = {
-    "action": "data.read_public",
-    "context": {
-        "environment": {"sandbox_enabled": True, "audit_enabled": True},
-        "agent": {"trust_level": 0.9},
-    },
-}
+EXAMPLE_INPUT = SEED_REQUEST
 
 
 def _read_input(text: str | None) -> object:
@@ -47,6 +41,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decide(args: argparse.Namespace) -> int:
+    engine = Engine.load(args.bundle or default_bundle_path())
+    try:
+        value = _read_input(args.input)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"acgs: cannot read input: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(engine.decide(value), indent=2))
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     engine = Engine.load(args.bundle or default_bundle_path())
     info = {
@@ -67,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval", help="evaluate an input against a policy bundle")
     ev.add_argument("--bundle", help="bundle path (default: the bundle shipped with ACGS)")
-    ev.add_argument("-e", "--entrypoint", help="entrypoint, e.g. acgs/example/decision")
-    ev.add_argument("-i", "--input", help="input JSON, @file, or - for stdin (default: an example)")
+    ev.add_argument("-e", "--entrypoint", help="entrypoint, e.g. acgs/main/decision (default: the first)")
+    ev.add_argument("-i", "--input", help="input JSON, @file, or - for stdin (default: the seed request)")
     ev.set_defaults(func=_cmd_eval)
+
+    de = sub.add_parser("decide", help="decide a constitution request (cache, fast path, fail-closed)")
+    de.add_argument("--bundle", help="bundle path (default: the constitution shipped with ACGS)")
+    de.add_argument("-i", "--input", help="request JSON, @file, or - for stdin (default: the seed request)")
+    de.set_defaults(func=_cmd_decide)
 
     ins = sub.add_parser("inspect", help="show a bundle's digest, entrypoints and builtins")
     ins.add_argument("--bundle", help="bundle path (default: the bundle shipped with ACGS)")

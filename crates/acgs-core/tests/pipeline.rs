@@ -325,3 +325,17 @@ fn fast_path_matches_full_evaluation_on_generated_requests() {
         "the generator must exercise the fast path ({served})"
     );
 }
+
+/// OPA declares a two-page memory even when its data segments need more; the shipped
+/// constitution is such a module.
+#[test]
+fn the_shipped_constitution_loads_and_builds_its_fast_path() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../python/acgs/bundles/constitution.tar.gz");
+    let e = Engine::new(Bundle::from_path(&p).unwrap(), EngineOptions::default()).unwrap();
+    let loaded = e.loaded();
+    assert_eq!(loaded.constitutional_hash.as_deref(), Some(HASH));
+    let fp = loaded.fast_path.as_ref().expect("fast path");
+    assert!(fp.skipped.is_empty(), "{:?}", fp.skipped);
+    assert!(fp.deny_actions() > 0 && fp.allow_actions() > 0);
+}

@@ -1,0 +1,114 @@
+# Helpers shared by the ACGS constitution's packages (acgs.main, acgs.evolution,
+# acgs.sandbox, acgs.fast_path). Nothing here reads input directly.
+package acgs.lib
+
+c := data.acgs.constitution
+
+# A rule rather than an inline call: OPA evaluates a reference passed to a function before
+# the negation, so "not is_object(input)" fails outright when there is no input at all,
+# while "not input_is_object" holds. The same applies to "not f(input.field)" for an absent
+# field; such calls pass object.get(input, "field", null) instead.
+input_is_object if is_object(input)
+
+# The value at path inside obj; undefined when the path is absent. object.get with two
+# different defaults tells "absent" apart from a present false or null.
+lookup(obj, path) := v if {
+	v := object.get(obj, path, 0)
+	v == object.get(obj, path, 1)
+}
+
+present(obj, path) if {
+	_ = lookup(obj, path)
+}
+
+absent(obj, path) if not present(obj, path)
+
+# JSON type names as they appear in reasons.
+type_name(v) := "object" if is_object(v)
+
+type_name(v) := "array" if is_array(v)
+
+type_name(v) := "string" if is_string(v)
+
+type_name(v) := "number" if is_number(v)
+
+type_name(v) := "boolean" if is_boolean(v)
+
+type_name(v) := "null" if is_null(v)
+
+nonempty_string(v) if {
+	is_string(v)
+	v != ""
+}
+
+unit_interval(v) if {
+	is_number(v)
+	v >= 0
+	v <= 1
+}
+
+clamp01(x) := min([1, max([0, x])])
+
+# Scores are rounded to a fixed number of decimals so that equal decisions are equal JSON
+# whether computed by OPA, by the Wasm build or by the fast path.
+round_score(x) := round(x * c.scoring.scale) / c.scoring.scale
+
+_ascii_upper_to_lower := {upper(ch): ch | some ch in split("abcdefghijklmnopqrstuvwxyz", "")}
+
+# Only A-Z are mapped. Unicode lowercasing differs between Go (OPA), the Wasm runtime and Rust
+# (U+0130 becomes "i" in one and "i" + U+0307 in another), and the fast path re-implements this
+# match outside OPA; an ASCII-only mapping is byte-for-byte the same everywhere.
+ascii_lower(s) := strings.replace_n(_ascii_upper_to_lower, s)
+
+# Critical text patterns (lowercase) found in s after ASCII lowercasing, sorted.
+text_patterns_in(s) := sort([p |
+	lowered := ascii_lower(s)
+	some p in c.critical_patterns.text
+	contains(lowered, p)
+])
+
+# Named critical action patterns ("category.name") matched by an action that mentions both
+# the category and the name, so "network.ddos_attack_v2" is caught as well.
+action_patterns_in(action) := sort([p |
+	lowered := ascii_lower(action)
+	some p in c.critical_patterns.actions
+	parts := split(p, ".")
+	count(parts) == 2
+	contains(lowered, parts[0])
+	contains(lowered, parts[1])
+])
+
+hash_reasons(req) := {"constitutional_hash is missing"} if {
+	absent(req, ["constitutional_hash"])
+} else := {msg |
+	h := req.constitutional_hash
+	h != c.constitutional_hash
+	msg := sprintf("constitutional_hash %v does not match this constitution's %s", [h, c.constitutional_hash])
+}
+
+# Violations for fields present with the wrong JSON type. fields is an array of
+# {"path": [...], "type": "<type name>"}; absent fields are left to the caller's defaults.
+type_reasons(req, fields) := {msg |
+	some f in fields
+	v := lookup(req, f.path)
+	type_name(v) != f.type
+	msg := sprintf("%s must be of type %s, not %s", [concat(".", f.path), f.type, type_name(v)])
+}
+
+# Violations for numeric fields present outside [0, 1].
+unit_reasons(req, paths) := {msg |
+	some path in paths
+	v := lookup(req, path)
+	is_number(v)
+	not unit_interval(v)
+	msg := sprintf("%s must be within [0, 1], got %v", [concat(".", path), v])
+}
+
+# Violations for numeric fields present below zero.
+non_negative_reasons(req, paths) := {msg |
+	some path in paths
+	v := lookup(req, path)
+	is_number(v)
+	v < 0
+	msg := sprintf("%s must not be negative, got %v", [concat(".", path), v])
+}

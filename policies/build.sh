@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Compiles the Rego under policies/ (and the engine's test fixture) to OPA Wasm bundles with the
+# pinned OPA. `make bundles` runs it; tests/test_bundles.py runs it with OUT=<scratch dir> and
+# compares what it builds with the committed bundles.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OPA="${OPA:-$HOME/.local/bin/opa}"
+want="${OPA_VERSION:-v1.22.3}"
+# Read the whole output first: `grep -q` quitting early would SIGPIPE opa under pipefail.
+have="$("$OPA" version 2>/dev/null || true)"
+if ! grep -qx "Version: ${want#v}" <<<"$have"; then
+	echo "policies/build.sh: need OPA ${want#v} at $OPA (run 'make opa' or set OPA=...)" >&2
+	exit 1
+fi
+# With OUT set every bundle lands there; otherwise each goes where it is committed.
+package_dir="${OUT:-$root/python/acgs/bundles}"
+fixture_dir="${OUT:-$root/tests/fixtures}"
+mkdir -p "$package_dir" "$fixture_dir"
+package_dir="$(cd "$package_dir" && pwd)"
+fixture_dir="$(cd "$fixture_dir" && pwd)"
+
+# Paths stay relative to the repository so no builder's directory ends up in a bundle.
+cd "$root"
+"$OPA" build -t wasm -e acgs/example/allow -e acgs/example/decision \
+	policies/example -o "$package_dir/example.tar.gz"
+
+# The constitution: policies/acgs mounted at data.acgs, so constitution/data.json is
+# data.acgs.constitution (as under `opa test policies/`). Tests stay out of the bundle.
+"$OPA" build -t wasm --ignore '*_test.rego' \
+	-e acgs/main/decision -e acgs/main/allow -e acgs/evolution/decision -e acgs/sandbox/decision \
+	-e acgs/fast_path/route \
+	acgs:policies/acgs -o "$package_dir/constitution.tar.gz"
+
+cd "$root/tests/fixtures/stress"
+"$OPA" build -t wasm -e stress/spin -e stress/hog -e stress/echo -e stress/both \
+	stress.rego -o "$fixture_dir/stress.tar.gz"
+
+# The decision-pipeline fixtures: a small constitution, and a policy that reads the clock.
+cd "$root/tests/fixtures"
+"$OPA" build -t wasm -e acgs/main/decision -e acgs/main/allow pipeline -o "$fixture_dir/pipeline.tar.gz"
+cd "$root/tests/fixtures/clock"
+"$OPA" build -t wasm -e clock/now clock.rego -o "$fixture_dir/clock.tar.gz"
+
+for b in "$package_dir/example.tar.gz" "$package_dir/constitution.tar.gz" "$fixture_dir/stress.tar.gz" \
+	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz"; do
+	echo "built $b ($(wc -c <"$b") bytes)"
+done
