@@ -66,7 +66,9 @@ def setup(name: str) -> tuple[Case, Any, Any]:
     if name in _engines:
         return _engines[name]
     case = Case(name)
-    engine = acgs.Engine.load(str(case.bundle))
+    # The decision cache is off so every call evaluates, as the peers do; a cache hit is
+    # measured on its own (test_acgs_evaluate_cache_hit).
+    engine = acgs.Engine.load(str(case.bundle), cache_size=0)
     ours = engine.evaluate(case.input_obj, case.entrypoint)
     assert ours is not None, f"{name}: ACGS result is undefined"
     peer = None
@@ -113,6 +115,12 @@ class TestSingle:
         case, engine, _ = setup(name)
         benchmark.group = f"{name}/evaluate"
         benchmark(engine.evaluate, case.input_obj, case.entrypoint)
+
+    def test_acgs_evaluate_cache_hit(self, benchmark: Any, name: str) -> None:
+        case, _, _ = setup(name)
+        cached = acgs.Engine.load(str(case.bundle))
+        benchmark.group = f"{name}/evaluate"
+        benchmark(cached.evaluate, case.input_obj, case.entrypoint)
 
     @needs_peer
     def test_opa_py_wasm_evaluate(self, benchmark: Any, name: str) -> None:

@@ -18,7 +18,8 @@ def rss_bytes() -> int:
 
 
 def test_rss_is_flat_over_a_million_evaluations() -> None:
-    engine = acgs.Engine.load(acgs.default_bundle_path())
+    # The decision cache is off: every call must be a real evaluation.
+    engine = acgs.Engine.load(acgs.default_bundle_path().with_name("example.tar.gz"), cache_size=0)
     batch = [GOOD] * 10_000
     for _ in range(5):  # warm every pooled instance and the allocator
         assert engine.evaluate_many(batch, "acgs/example/decision", threads=2)[0]["allow"] is True

@@ -57,8 +57,31 @@ fn hosts(c: &mut Criterion) {
         #[cfg(feature = "peer")]
         let raw: &RawValue = serde_json::from_slice(&case.input).unwrap_or_else(|e| panic!("{e}"));
 
+        // Variants: no deadline (trusted bundles; what rust-opa-wasm runs by default) and a
+        // decision-cache hit (the default configuration on a repeated input).
+        let untimed = Acgs::load_with(
+            case,
+            acgs_core::EngineOptions {
+                limits: acgs_core::Limits {
+                    timeout_ms: 0,
+                    ..acgs_core::Limits::default()
+                },
+                cache_capacity: 0,
+                ..acgs_core::EngineOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let cached = Acgs::load_with(case, acgs_core::EngineOptions::default())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+
         let mut g = c.benchmark_group(format!("single/{}", case.name));
         g.bench_function("acgs", |b| b.iter(|| acgs.eval(black_box(&case.input))));
+        g.bench_function("acgs-no-deadline", |b| {
+            b.iter(|| untimed.eval(black_box(&case.input)))
+        });
+        g.bench_function("acgs-cache-hit", |b| {
+            b.iter(|| cached.eval(black_box(&case.input)))
+        });
         #[cfg(feature = "peer")]
         {
             let mut inst = opa.instance().unwrap_or_else(|e| panic!("{e:#}"));

@@ -39,7 +39,9 @@ pub fn cases() -> Result<Vec<Case>> {
         .collect()
 }
 
-/// ACGS as a caller uses it: an `Engine` over the bundle, inputs validated, JSON out.
+/// ACGS as a caller uses it: an `Engine` over the bundle, inputs validated, JSON out. The
+/// host comparison turns the decision cache off (`cache_capacity: 0`) so every call is a
+/// real evaluation, as it is for the peers.
 pub struct Acgs {
     pub engine: acgs_core::Engine,
     pub entrypoint: &'static str,
@@ -47,8 +49,18 @@ pub struct Acgs {
 
 impl Acgs {
     pub fn load(case: &Case) -> Result<Acgs> {
+        Acgs::load_with(
+            case,
+            acgs_core::EngineOptions {
+                cache_capacity: 0,
+                ..acgs_core::EngineOptions::default()
+            },
+        )
+    }
+
+    pub fn load_with(case: &Case, options: acgs_core::EngineOptions) -> Result<Acgs> {
         let bundle = acgs_core::Bundle::from_path(&case.bundle).map_err(|e| anyhow!("{e}"))?;
-        let engine = acgs_core::Engine::new(bundle, acgs_core::EngineOptions::default()).map_err(|e| anyhow!("{e}"))?;
+        let engine = acgs_core::Engine::new(bundle, options).map_err(|e| anyhow!("{e}"))?;
         Ok(Acgs {
             engine,
             entrypoint: case.entrypoint,
