@@ -179,6 +179,15 @@ class LocalDecisionCache:
         }
 
 
+def _role(segments: tuple[str, ...], rest: tuple[str, ...]) -> Role:
+    last = segments[-1]
+    if not rest and last == "decision":
+        return Role.DECISION
+    if last == "allow":
+        return Role.ALLOW
+    return Role.VALUE
+
+
 def _declared_hash(data: Any) -> str | None:
     """STAND-IN for ``engine.constitutional_hash``: the constitution declares its hash at
     ``data.acgs.constitution.constitutional_hash``."""
@@ -311,18 +320,14 @@ class DecisionPipeline:
     def _resolve(self, path: str) -> Target:
         segments = tuple(s for s in path.split("/") if s)
         norm = "/".join(segments)
+        if self._engine is None and segments:
+            # Nothing is known without a bundle: every path is an entrypoint that fails closed.
+            return Target(Kind.ENTRYPOINT, norm, norm, (), _role(segments, ()))
         for i in range(len(segments), 0, -1):
             ep = "/".join(segments[:i])
             if ep in self._entrypoints:
                 rest = segments[i:]
-                last = segments[-1]
-                if not rest and last == "decision":
-                    role = Role.DECISION
-                elif last == "allow":
-                    role = Role.ALLOW
-                else:
-                    role = Role.VALUE
-                return Target(Kind.ENTRYPOINT, norm, ep, rest, role)
+                return Target(Kind.ENTRYPOINT, norm, ep, rest, _role(segments, rest))
         prefix = norm + "/"
         if not norm or any(ep.startswith(prefix) for ep in self._entrypoints):
             return Target(Kind.DOCUMENT, norm, rest=segments)

@@ -132,6 +132,8 @@ async def _evaluate_target(
             raise _fault_error(fault) from None
     elif kind is Kind.DATA:
         answer.defined, answer.result = walk(pipeline.data, target.rest)
+    else:
+        answer.outcome = "undefined"
 
 
 def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answer: _Answer) -> None:
@@ -440,6 +442,8 @@ async def list_policies() -> Response:
 
 @router.get("/v1/policies/{policy_id:path}", tags=["management"], include_in_schema=False)
 async def get_policy(policy_id: str) -> Response:
+    if not policy_id:
+        return json_response({"result": []})
     raise ServiceError(404, RESOURCE_NOT_FOUND, f"storage_not_found_error: policy id {policy_id!r}")
 
 
