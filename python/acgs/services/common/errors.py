@@ -74,6 +74,9 @@ class ServiceError(Exception):
             orjson.dumps(self.body()), self.status, headers=self.headers, media_type="application/json"
         )
 
+    def payload(self) -> bytes:
+        return orjson.dumps(self.body())
+
     @property
     def metric_code(self) -> str:
         return self.detail_code or self.code

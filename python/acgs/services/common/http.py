@@ -4,11 +4,13 @@ from bytes, so handlers on the hot path skip Starlette's and FastAPI's generic m
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from acgs.services.common.errors import INVALID_PARAMETER, ServiceError
 
@@ -20,11 +22,11 @@ def too_large(limit: int) -> ServiceError:
     return ServiceError(413, INVALID_PARAMETER, f"request body too large (limit {limit} bytes)")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request body, gunzipped when ``Content-Encoding: gzip``, refused with 413 past
     ``limit`` bytes. A declared length over the limit is refused before anything is read."""
     gzipped = False
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"content-length":
             try:
                 declared = int(value)
@@ -38,7 +40,6 @@ async def read_body(request: Request, limit: int) -> bytes:
                 gzipped = True
             elif encoding not in (b"", b"identity"):
                 raise ServiceError(415, INVALID_PARAMETER, f"unsupported Content-Encoding {value.decode('latin-1')!r}")
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -91,18 +92,51 @@ class QueryFlags:
 
     __slots__ = ("input", "metrics", "pretty", "provenance")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, scope: Scope) -> None:
         self.pretty = self.metrics = self.provenance = False
         self.input: str | None = None
-        if not request.scope.get("query_string"):
+        query: bytes = scope.get("query_string", b"")
+        if not query:
             return
-        params = request.query_params
-        self.pretty = params.get("pretty", "false").lower() in _TRUE
-        self.metrics = params.get("metrics", "false").lower() in _TRUE
-        self.provenance = params.get("provenance", "false").lower() in _TRUE
-        self.input = params.get("input")
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name == "input":
+                self.input = value
+            elif name in ("pretty", "metrics", "provenance"):
+                setattr(self, name, value.lower() in _TRUE)
+
+
+class Reply:
+    """A response as status, body and headers: sent as two ASGI messages on the hot path,
+    turned into a Starlette ``Response`` for FastAPI routes."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self, body: bytes, status: int = 200, content_type: str = JSON, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.content_type = content_type
+        self.headers = headers
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, headers=self.headers, media_type=self.content_type)
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", self.content_type.encode("latin-1")),
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+        ]
+        if self.headers:
+            headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items())
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def json_reply(content: Any, status: int = 200, pretty: bool = False, headers: dict[str, str] | None = None) -> Reply:
+    body = orjson.dumps(content, option=_PRETTY) if pretty else orjson.dumps(content)
+    return Reply(body, status, JSON, headers)
 
 
 def json_response(content: Any, status: int = 200, pretty: bool = False, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps(content, option=_PRETTY) if pretty else orjson.dumps(content)
-    return Response(body, status, headers=headers, media_type=JSON)
+    return json_reply(content, status, pretty, headers).response()

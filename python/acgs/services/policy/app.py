@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 import acgs
 from acgs.cache import L2Cache
-from acgs.services.common.errors import install_error_handlers
+from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
+from acgs.services.common.http import Reply
+from acgs.services.policy import routes
 from acgs.services.policy.deps import PolicyService
 from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
-from acgs.services.policy.routes import router
 from acgs.services.policy.settings import PolicySettings
 
 log = logging.getLogger("acgs.services.policy")
@@ -37,17 +38,48 @@ def _endpoint_of(path: str) -> str:
     return "other"
 
 
-class RequestCounter:
-    """Counts every HTTP response, 404s and 405s from routing included (pure ASGI: a
-    BaseHTTPMiddleware would cost a task per request)."""
+_DATA = "/v1/data/"
+_BATCH = "/v1/batch/data/"
 
-    def __init__(self, app: ASGIApp, metrics: PolicyMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
+
+class PolicyApp(FastAPI):
+    """FastAPI for everything, except that decision requests skip its routing, dependency
+    solving and response classes: they go straight to the handlers in ``routes`` (the same
+    ones the FastAPI routes call, which stay for the OpenAPI document). On a decision that takes
+    microseconds, FastAPI's per-request machinery would cost more than the decision.
+
+    Every HTTP response, the fast ones included, is counted in ``acgs_http_requests_total``."""
+
+    policy: PolicyService
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        service = self.policy
+        reply: Reply | None = None
+        try:
+            if method == "POST":
+                if path.startswith(_DATA):
+                    reply = await routes.data_post(service, scope, receive, path[len(_DATA) :])
+                elif path.startswith(_BATCH):
+                    reply = await routes.batch_post(service, scope, receive, path[len(_BATCH) :])
+                elif path == "/":
+                    reply = await routes.default_post(service, scope, receive)
+            elif method == "GET" and path.startswith(_DATA):
+                reply = await routes.data_get(service, scope, receive, path[len(_DATA) :])
+        except ServiceError as err:
+            service.metrics.error(err.metric_code)
+            reply = Reply(err.payload(), err.status, headers=err.headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path)
+            service.metrics.error(INTERNAL_ERROR)
+            reply = Reply(ServiceError(500, INTERNAL_ERROR, "internal error").payload(), 500)
+        if reply is not None:
+            await reply.send(send)
+            service.metrics.request(_endpoint_of(path), method, reply.status)
             return
         status = 500
 
@@ -58,9 +90,9 @@ class RequestCounter:
             await send(message)
 
         try:
-            await self.app(scope, receive, counted)
+            await super().__call__(scope, receive, counted)
         finally:
-            self.metrics.request(_endpoint_of(scope["path"]), scope["method"], status)
+            service.metrics.request(_endpoint_of(path), method, status)
 
 
 def _l2_for(settings: PolicySettings) -> L2Cache | None:
@@ -76,7 +108,7 @@ def _l2_for(settings: PolicySettings) -> L2Cache | None:
     )
 
 
-def create_app(settings: PolicySettings | None = None) -> FastAPI:
+def create_app(settings: PolicySettings | None = None) -> PolicyApp:
     """The policy service for ``settings`` (default: from the environment). The bundle is
     loaded here, so the app answers without a lifespan run (ASGI test transports); a bundle
     that fails to load leaves the app up, unhealthy (503), denying every decision."""
@@ -100,7 +132,7 @@ def create_app(settings: PolicySettings | None = None) -> FastAPI:
         yield
         await pipeline.close()
 
-    app = FastAPI(
+    app = PolicyApp(
         title="ACGS policy engine",
         version=acgs.__version__,
         description="OPA-compatible decisions over ACGS's constitution (port 8004).",
@@ -108,13 +140,13 @@ def create_app(settings: PolicySettings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
+    app.policy = service
     app.state.policy = service
-    app.include_router(router)
+    app.include_router(routes.router)
     install_error_handlers(app, metrics.error)
-    app.add_middleware(RequestCounter, metrics=metrics)
     return app
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> PolicyApp:
     """Factory for ``uvicorn --factory`` and worker processes: settings from ``ACGS_*``."""
     return create_app(PolicySettings.from_env())

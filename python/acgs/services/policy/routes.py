@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from acgs.errors import AcgsError, ConstitutionalHashMismatch, InvalidInputError
 from acgs.services.common.errors import (
@@ -37,7 +38,7 @@ from acgs.services.common.errors import (
     UNDEFINED_DOCUMENT,
     ServiceError,
 )
-from acgs.services.common.http import JSON, QueryFlags, json_response, parse_json, read_body
+from acgs.services.common.http import JSON, QueryFlags, Reply, json_reply, json_response, parse_json, read_body
 from acgs.services.policy import schemas
 from acgs.services.policy.deps import PolicyService, ServiceDep
 from acgs.services.policy.pipeline import BundleNotLoaded, DecisionPipeline, Kind, Role, Target, outcome_of, walk
@@ -149,9 +150,7 @@ def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answe
         answer.status = 503
 
 
-def _respond(
-    service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str
-) -> Response:
+def _respond(service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str) -> Reply:
     out: dict[str, Any] = {"decision_id": service.pipeline.next_decision_id()}
     if answer.defined:
         out["result"] = answer.result
@@ -170,12 +169,12 @@ def _respond(
     metrics.durations[endpoint].observe(elapsed / 1e9)
     if answer.outcome is not None:
         metrics.outcomes[answer.outcome] += 1
-    return json_response(out, answer.status, flags.pretty)
+    return json_reply(out, answer.status, flags.pretty)
 
 
 async def _decide_flat(
     service: PolicyService, target: Target, raw_body: bytes, body: dict[str, Any], flags: QueryFlags, started: int
-) -> Response:
+) -> Reply:
     """The seed's call: a bare body on a decision entrypoint, answered flat."""
     assert target.entrypoint is not None
     try:
@@ -191,7 +190,7 @@ async def _decide_flat(
         metrics.outcomes["allow" if decided.decision["allow"] else "deny"] += 1
     if flags.provenance:
         decided.decision["provenance"] = service.provenance()
-    return json_response(decided.decision, decided.status, flags.pretty)
+    return json_reply(decided.decision, decided.status, flags.pretty)
 
 
 # -- Data API --------------------------------------------------------------------------------
@@ -205,10 +204,13 @@ async def _decide_flat(
     openapi_extra=_body_schema(schemas.DataRequest),
 )
 async def post_data(request: Request, path: str) -> Response:
+    return (await data_post(request.app.state.policy, request.scope, request.receive, path)).response()
+
+
+async def data_post(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
-    service: PolicyService = request.app.state.policy
-    flags = QueryFlags(request)
-    raw_body = await read_body(request, service.settings.max_body_bytes)
+    flags = QueryFlags(scope)
+    raw_body = await read_body(scope, receive, service.settings.max_body_bytes)
     body, had_body = _input_of_body(raw_body)
     target = service.pipeline.resolve(path)
     answer = _Answer()
@@ -227,7 +229,7 @@ async def post_data(request: Request, path: str) -> Response:
 
 @router.post("/v1/data", include_in_schema=False)
 async def post_data_root(request: Request) -> Response:
-    return await post_data(request, "")
+    return (await data_post(request.app.state.policy, request.scope, request.receive, "")).response()
 
 
 @router.get(
@@ -237,9 +239,12 @@ async def post_data_root(request: Request) -> Response:
     responses={200: {"model": schemas.DataResponse}, **_ERRORS},
 )
 async def get_data(request: Request, path: str) -> Response:
+    return (await data_get(request.app.state.policy, request.scope, request.receive, path)).response()
+
+
+async def data_get(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
-    service: PolicyService = request.app.state.policy
-    flags = QueryFlags(request)
+    flags = QueryFlags(scope)
     target = service.pipeline.resolve(path)
     value: Any = _UNSET
     raw: bytes | None = None
@@ -253,7 +258,7 @@ async def get_data(request: Request, path: str) -> Response:
 
 @router.get("/v1/data", include_in_schema=False)
 async def get_data_root(request: Request) -> Response:
-    return await get_data(request, "")
+    return (await data_get(request.app.state.policy, request.scope, request.receive, "")).response()
 
 
 @router.post(
@@ -263,10 +268,13 @@ async def get_data_root(request: Request) -> Response:
     responses={404: {"model": schemas.ErrorBody, "description": "The default decision is undefined"}, **_ERRORS},
 )
 async def default_decision(request: Request) -> Response:
+    return (await default_post(request.app.state.policy, request.scope, request.receive)).response()
+
+
+async def default_post(service: PolicyService, scope: Scope, receive: Receive) -> Reply:
     started = time.perf_counter_ns()
-    service: PolicyService = request.app.state.policy
-    flags = QueryFlags(request)
-    raw_body = await read_body(request, service.settings.max_body_bytes)
+    flags = QueryFlags(scope)
+    raw_body = await read_body(scope, receive, service.settings.max_body_bytes)
     value: Any = _UNSET
     raw: bytes | None = None
     if raw_body.strip():
@@ -284,7 +292,7 @@ async def default_decision(request: Request) -> Response:
         raise ServiceError(
             404, UNDEFINED_DOCUMENT, f"document missing or undefined: data.{name.replace('/', '.')}"
         )
-    return json_response(answer.result, answer.status, flags.pretty)
+    return json_reply(answer.result, answer.status, flags.pretty)
 
 
 # -- batch -----------------------------------------------------------------------------------
@@ -313,11 +321,14 @@ def _item_error(err: ServiceError) -> dict[str, Any]:
     openapi_extra=_body_schema(schemas.BatchRequest),
 )
 async def post_batch(request: Request, path: str) -> Response:
+    return (await batch_post(request.app.state.policy, request.scope, request.receive, path)).response()
+
+
+async def batch_post(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
-    service: PolicyService = request.app.state.policy
     pipeline = service.pipeline
-    flags = QueryFlags(request)
-    body = parse_json(await read_body(request, service.settings.max_body_bytes))
+    flags = QueryFlags(scope)
+    body = parse_json(await read_body(scope, receive, service.settings.max_body_bytes))
     if type(body) is not dict or "inputs" not in body:
         raise ServiceError.bad_request('batch body must be an object with "inputs" (an object or an array)')
     inputs = body["inputs"]
@@ -390,7 +401,7 @@ async def post_batch(request: Request, path: str) -> Response:
     if flags.provenance:
         out["provenance"] = service.provenance()
     service.metrics.durations["batch"].observe((time.perf_counter_ns() - started) / 1e9)
-    return json_response(out, 207 if failed else 200, flags.pretty)
+    return json_reply(out, 207 if failed else 200, flags.pretty)
 
 
 def _entry(pipeline: DecisionPipeline, answer: _Answer) -> dict[str, Any]:
