@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from acgs.services.common.errors import INVALID_PARAMETER, ServiceError
 
 JSON = "application/json"
+_JSON_BYTES = JSON.encode()
 _PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
@@ -124,7 +125,7 @@ class Reply:
 
     async def send(self, send: Send) -> None:
         headers = [
-            (b"content-type", self.content_type.encode("latin-1")),
+            (b"content-type", _JSON_BYTES if self.content_type is JSON else self.content_type.encode("latin-1")),
             (b"content-length", str(len(self.body)).encode("latin-1")),
         ]
         if self.headers:

@@ -71,7 +71,7 @@ def _fault_error(fault: AcgsError) -> ServiceError:
 
 def _input_of_body(raw_body: bytes) -> tuple[dict[str, Any], bool]:
     """The request object of a Data API POST, and whether it had any body at all."""
-    if not raw_body.strip():
+    if not raw_body or raw_body.isspace():
         return {}, False
     body = parse_json(raw_body)
     if type(body) is not dict:
