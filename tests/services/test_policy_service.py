@@ -641,3 +641,38 @@ def test_raw_http_against_uvicorn(served: ServerThread) -> None:
         body = c.post("/v1/data/acgs/example/decision", json=GOOD).json()
         assert body["allow"] is True and DECISION_KEYS <= set(body)
         assert c.request("HEAD", "/v1/data/acgs/example/allow").status_code == 405
+
+
+def test_acgs_serve_runs_the_service_with_workers() -> None:
+    """`acgs serve --service policy` as a user starts it: a subprocess, two uvicorn workers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.services.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "ACGS_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acgs", "serve", "--service", "policy", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["bundle_loaded"] is True
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/data/acgs/example/decision", json=GOOD).json()
+        assert body["allow"] is True
+    finally:
+        proc.terminate()
+        proc.wait(20)
