@@ -227,11 +227,13 @@ async def test_flat_decision_checks_the_constitutional_hash(failclosed: httpx.As
     err = opa_error(await failclosed.post("/v1/data/failclosed/decision", json=bad), 400, "constitutional_hash_mismatch")
     assert FIXTURE_HASH in err["message"]
     opa_error(await failclosed.post("/v1/data/failclosed/allow", json={"input": bad}), 400, "constitutional_hash_mismatch")
+    # named outside an input, on a path that is not a decision: held to it all the same
+    opa_error(await failclosed.post("/v1/data/failclosed/value", json={"constitutional_hash": "x"}), 400)
     after = (await failclosed.get("/metrics")).text
     assert _sample(before, 'acgs_cache_requests_total{level="l1",result="miss"}') == _sample(
         after, 'acgs_cache_requests_total{level="l1",result="miss"}'
     )
-    assert _sample(after, 'acgs_errors_total{code="constitutional_hash_mismatch"}') == 2
+    assert _sample(after, 'acgs_errors_total{code="constitutional_hash_mismatch"}') == 3
 
 
 async def test_example_bundle_rejects_any_named_hash(client: httpx.AsyncClient) -> None:

@@ -217,12 +217,17 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
     if "input" in body:
         value = body["input"]
         raw: bytes | None = orjson.dumps(value)
-    elif target.role is Role.DECISION and ("action" in body or "type" in body):
+    elif target.role is Role.DECISION and ("action" in body or "type" in body or "constitutional_hash" in body):
         return await _decide_flat(service, target, raw_body, body, flags, started)
     else:
         value, raw = _UNSET, None
         if had_body:
             answer.warning = _INPUT_MISSING
+            # A body that names a constitutional hash is held to it even when it is not an input.
+            try:
+                service.pipeline.check_hash(body)
+            except (ConstitutionalHashMismatch, InvalidInputError) as exc:
+                raise _rejected(exc) from None
     await _evaluate_target(service, target, raw, value, answer)
     return _respond(service, answer, flags, started, "data")
 
