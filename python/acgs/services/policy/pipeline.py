@@ -502,14 +502,16 @@ class DecisionPipeline:
     # -- decisions --------------------------------------------------------------------------
 
     def deny(self, fault: AcgsError) -> dict[str, Any]:
-        """The decision every fault becomes: never an allow."""
+        """The decision every fault becomes: never an allow. The same shape as the Rust
+        engine's fail-closed decision."""
         return {
             "allow": False,
             "compliance_score": 0.0,
             "constitutional_hash": self._hash,
-            "reasons": [f"denied: the policy could not be evaluated ({fault.code}: {fault.message})"],
+            "reasons": [f"denied because the decision could not be made: {fault.message}"],
             "conditions": [],
-            "evaluation_details": {"error": {"code": fault.code, "message": fault.message}},
+            "evaluation_details": {},
+            "error": {"code": fault.code, "message": fault.message},
         }
 
     @staticmethod
@@ -525,7 +527,7 @@ class DecisionPipeline:
 
     async def decide(self, entrypoint: str, raw: bytes, value: Any = _UNSET) -> Decided:
         """The seed's flat decision for a bare request: the decision's keys plus decision_id,
-        bundle_digest, cache_hit and evaluation_time_ms, with the HTTP status (200; 503 when no
+        bundle_digest, cache_hit, fast_path and evaluation_time_ms, with the HTTP status (200; 503 when no
         bundle is loaded). Raises ConstitutionalHashMismatch and InvalidInputError (a 400: the
         request is never evaluated); every engine fault is a deny.
 
@@ -552,6 +554,7 @@ class DecisionPipeline:
         decision["decision_id"] = self._ids.next()
         decision["bundle_digest"] = self._digest
         decision["cache_hit"] = cache is not None
+        decision["fast_path"] = False
         decision["evaluation_time_ms"] = round((time.perf_counter() - start) * 1000.0, 4)
         return Decided(status, decision, failed)
 
