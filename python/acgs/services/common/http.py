@@ -41,10 +41,18 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
                 gzipped = True
             elif encoding not in (b"", b"identity"):
                 raise ServiceError(415, INVALID_PARAMETER, f"unsupported Content-Encoding {value.decode('latin-1')!r}")
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        # The common case: the whole body in one message.
+        body: bytes = message.get("body", b"")
+        if gzipped and body:
+            return _gunzip(body, limit)
+        if len(body) > limit:
+            raise too_large(limit)
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ServiceError.bad_request("client disconnected before sending the body")
         chunk = message.get("body", b"")
@@ -56,7 +64,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = await receive()
+    body = b"".join(chunks)
     if gzipped and body:
         return _gunzip(body, limit)
     if len(body) > limit:
@@ -93,17 +102,23 @@ class QueryFlags:
 
     __slots__ = ("input", "metrics", "pretty", "provenance")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, query: bytes = b"") -> None:
         self.pretty = self.metrics = self.provenance = False
         self.input: str | None = None
-        query: bytes = scope.get("query_string", b"")
-        if not query:
-            return
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if name == "input":
                 self.input = value
             elif name in ("pretty", "metrics", "provenance"):
                 setattr(self, name, value.lower() in _TRUE)
+
+
+_NO_FLAGS = QueryFlags()
+
+
+def query_flags(scope: Scope) -> QueryFlags:
+    """The request's flags; requests without a query string share one instance."""
+    query: bytes = scope.get("query_string", b"")
+    return QueryFlags(query) if query else _NO_FLAGS
 
 
 class Reply:

@@ -38,7 +38,16 @@ from acgs.services.common.errors import (
     UNDEFINED_DOCUMENT,
     ServiceError,
 )
-from acgs.services.common.http import JSON, QueryFlags, Reply, json_reply, json_response, parse_json, read_body
+from acgs.services.common.http import (
+    JSON,
+    QueryFlags,
+    Reply,
+    json_reply,
+    json_response,
+    parse_json,
+    query_flags,
+    read_body,
+)
 from acgs.services.policy import schemas
 from acgs.services.policy.deps import PolicyService, ServiceDep
 from acgs.services.policy.pipeline import BundleNotLoaded, DecisionPipeline, Kind, Role, Target, outcome_of, walk
@@ -209,7 +218,7 @@ async def post_data(request: Request, path: str) -> Response:
 
 async def data_post(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
-    flags = QueryFlags(scope)
+    flags = query_flags(scope)
     raw_body = await read_body(scope, receive, service.settings.max_body_bytes)
     body, had_body = _input_of_body(raw_body)
     target = service.pipeline.resolve(path)
@@ -249,7 +258,7 @@ async def get_data(request: Request, path: str) -> Response:
 
 async def data_get(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
-    flags = QueryFlags(scope)
+    flags = query_flags(scope)
     target = service.pipeline.resolve(path)
     value: Any = _UNSET
     raw: bytes | None = None
@@ -278,7 +287,7 @@ async def default_decision(request: Request) -> Response:
 
 async def default_post(service: PolicyService, scope: Scope, receive: Receive) -> Reply:
     started = time.perf_counter_ns()
-    flags = QueryFlags(scope)
+    flags = query_flags(scope)
     raw_body = await read_body(scope, receive, service.settings.max_body_bytes)
     value: Any = _UNSET
     raw: bytes | None = None
@@ -332,7 +341,7 @@ async def post_batch(request: Request, path: str) -> Response:
 async def batch_post(service: PolicyService, scope: Scope, receive: Receive, path: str) -> Reply:
     started = time.perf_counter_ns()
     pipeline = service.pipeline
-    flags = QueryFlags(scope)
+    flags = query_flags(scope)
     body = parse_json(await read_body(scope, receive, service.settings.max_body_bytes))
     if type(body) is not dict or "inputs" not in body:
         raise ServiceError.bad_request('batch body must be an object with "inputs" (an object or an array)')
