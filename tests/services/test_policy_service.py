@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 import acgs
 from acgs.services.policy import PolicySettings, create_app
+from acgs.services.policy.pipeline import DECISION_META
 from tests.services.conftest import RedisServer, ServerThread, client_for
 
 pytestmark = pytest.mark.anyio
@@ -26,6 +27,8 @@ STRESS = ROOT / "tests" / "fixtures" / "stress.tar.gz"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAILCLOSED = FIXTURES / "failclosed.tar.gz"
 CLOCK = FIXTURES / "clock.tar.gz"
+PIPELINE = ROOT / "tests" / "fixtures" / "pipeline.tar.gz"  # a small constitution (acgs/main/decision)
+PIPELINE_HASH = "cdd01ef066bc6cf2"
 CONSTITUTION = ROOT / "python" / "acgs" / "bundles" / "constitution.tar.gz"
 FIXTURE_HASH = "f1c0ffee00000001"  # declared in fixtures/failclosed/data.json
 
@@ -514,30 +517,83 @@ async def _flush_l2(app: FastAPI) -> None:
     await l2.flush_writes()
 
 
+def pipeline_request(action: str = "analysis.run", trust: float = 0.85, **extra: Any) -> dict[str, Any]:
+    """A request to the small constitution in tests/fixtures/pipeline (acgs/main/decision)."""
+    return {
+        "type": "constitutional_evaluation",
+        "constitutional_hash": PIPELINE_HASH,
+        "action": action,
+        "context": {"environment": {"sandbox_enabled": True}, "agent": {"trust_level": trust}},
+        **extra,
+    }
+
+
+async def test_constitution_decisions_go_through_the_engine_pipeline() -> None:
+    async for c in client_for(make_app(PIPELINE, timeout_ms=100)):
+        flat = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request())).json()
+        assert flat["allow"] is True and flat["compliance_score"] == 0.93 and flat["fast_path"] is False
+        assert flat["constitutional_hash"] == PIPELINE_HASH and flat["cache_hit"] is False
+        again = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request())).json()
+        assert again["cache_hit"] is True
+        # the fast path: an action the constitution's data marks safe, under its conditions
+        fast = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request("data.read_public", 1))).json()
+        assert fast["fast_path"] is True and fast["allow"] is True
+        # OPA's shape on the same pipeline: the decision without the pipeline's own keys
+        opa = (await c.post("/v1/data/acgs/main/decision", json={"input": pipeline_request()})).json()
+        assert opa["result"] == {k: v for k, v in flat.items() if k not in DECISION_META}
+        denied = (await c.post("/v1/data/acgs/main/decision", json={"input": pipeline_request("system.execute_shell")}))
+        assert denied.json()["result"]["allow"] is False
+        # faults inside the engine's pipeline are denies too
+        slow = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request("test.slow"))).json()
+        assert slow["allow"] is False and slow["error"]["code"] == "evaluation_timeout"
+        slow_opa = (await c.post("/v1/data/acgs/main/decision", json={"input": pipeline_request("test.slow")})).json()
+        assert slow_opa["result"]["allow"] is False and slow_opa["warning"]["code"] == "evaluation_timeout"
+        malformed = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request("test.malformed"))).json()
+        assert malformed["allow"] is False and "error" in malformed
+        opa_error(
+            await c.post("/v1/data/acgs/main/decision", json=pipeline_request(constitutional_hash="0" * 16)),
+            400,
+            "constitutional_hash_mismatch",
+        )
+        text = (await c.get("/metrics")).text
+        assert _sample(text, "acgs_fast_path_total") == 2  # data.read_public and the dangerous action
+        assert _sample(text, 'acgs_decisions_total{outcome="error"}') == 3
+
+
 async def test_l2_hits_across_nodes(redis_server: RedisServer) -> None:
-    node_a = make_app(redis_url=redis_server.url)
-    node_b = make_app(redis_url=redis_server.url)
+    node_a = make_app(PIPELINE, redis_url=redis_server.url)
+    node_b = make_app(PIPELINE, redis_url=redis_server.url)
     try:
         async for a in client_for(node_a):
-            first = (await a.post("/v1/data/acgs/example/decision", json=LOW_TRUST)).json()
-            assert first["cache_hit"] is False
+            first = (await a.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=0.7))).json()
+            assert first["cache_hit"] is False and first["fast_path"] is False
             await _flush_l2(node_a)
         async for b in client_for(node_b):
             # key order differs, the canonical key does not
-            reordered = {"context": LOW_TRUST["context"], "action": LOW_TRUST["action"]}
-            second = (await b.post("/v1/data/acgs/example/decision", json=reordered)).json()
+            request = pipeline_request(trust=0.7)
+            reordered = dict(reversed(list(request.items())))
+            second = (await b.post("/v1/data/acgs/main/decision", json=reordered)).json()
             assert second["cache_hit"] is True
             assert {k: second[k] for k in ("allow", "reasons")} == {k: first[k] for k in ("allow", "reasons")}
-            third = (await b.post("/v1/data/acgs/example/decision", json=reordered)).json()
+            third = (await b.post("/v1/data/acgs/main/decision", json=request)).json()
             assert third["cache_hit"] is True  # now from B's own L1
-            batch = await b.post("/v1/batch/data/acgs/example/decision", json={"inputs": [LOW_TRUST, GOOD]})
-            assert [x["result"]["allow"] for x in batch.json()["results"]] == [False, True]
+            # OPA's shape shares the same entries: B writes one, A reads it
+            r = await b.post("/v1/data/acgs/main/decision", json={"input": pipeline_request(trust=0.95)})
+            assert r.json()["result"]["allow"] is True
+            await _flush_l2(node_b)
             text = (await b.get("/metrics")).text
-            # L2 hits: the reordered input, then LOW_TRUST in the batch (L1 keys on the exact
-            # bytes, L2 on the canonical input); GOOD is a miss
-            assert _sample(text, 'acgs_cache_requests_total{level="l2",result="hit"}') == 2
+            assert _sample(text, 'acgs_cache_requests_total{level="l2",result="hit"}') == 1
             assert _sample(text, 'acgs_cache_requests_total{level="l2",result="miss"}') == 1
             assert (await b.get("/health")).json()["l2"] == "up"
+        async for a in client_for(node_a):
+            r = await a.post("/v1/data/acgs/main/decision?metrics=true", json={"input": pipeline_request(trust=0.95)})
+            assert r.json()["result"]["allow"] is True
+            assert r.json()["metrics"]["counter_server_query_cache_hit"] == 1
+            # the fast path answers before L2 is asked, and is not written there
+            fast = (await a.post("/v1/data/acgs/main/decision", json=pipeline_request("data.read_public", 1))).json()
+            assert fast["fast_path"] is True
+            text = (await a.get("/metrics")).text
+            assert _sample(text, 'acgs_cache_requests_total{level="l2",result="hit"}') == 1
     finally:
         await node_a.state.policy.pipeline.close()
         await node_b.state.policy.pipeline.close()
@@ -546,17 +602,17 @@ async def test_l2_hits_across_nodes(redis_server: RedisServer) -> None:
 async def test_l2_values_are_checked_before_use(redis_server: RedisServer) -> None:
     import redis
 
-    app = make_app(redis_url=redis_server.url)
+    app = make_app(PIPELINE, redis_url=redis_server.url)
     try:
         async for c in client_for(app):
-            await c.post("/v1/data/acgs/example/decision", json=LOW_TRUST)
+            await c.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=0.5))
             await _flush_l2(app)
             with redis.Redis.from_url(redis_server.url) as r:
                 keys = r.keys("acgs:l2:*")
                 assert len(keys) == 1
                 r.set(keys[0], b"not a result set")
-        async for c in client_for(other := make_app(redis_url=redis_server.url)):
-            body = (await c.post("/v1/data/acgs/example/decision", json=LOW_TRUST)).json()
+        async for c in client_for(other := make_app(PIPELINE, redis_url=redis_server.url)):
+            body = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=0.5))).json()
             assert body["cache_hit"] is False and body["allow"] is False
         await other.state.policy.pipeline.close()
     finally:
@@ -564,17 +620,21 @@ async def test_l2_values_are_checked_before_use(redis_server: RedisServer) -> No
 
 
 async def test_redis_outage_degrades_to_l1_and_recovers(redis_server: RedisServer) -> None:
-    app = make_app(redis_url=redis_server.url, redis_retry_after=0.2)
+    import redis
+
+    app = make_app(PIPELINE, redis_url=redis_server.url, redis_retry_after=0.2)
     try:
         async for c in client_for(app):
-            assert (await c.post("/v1/data/acgs/example/decision", json=GOOD)).json()["allow"] is True
+            assert (await c.post("/v1/data/acgs/main/decision", json=pipeline_request())).json()["allow"] is True
             await _flush_l2(app)
             redis_server.stop()  # killed: connections refused
             for trust in (0.5, 0.85, 0.95):
-                x = {**GOOD, "context": {"environment": {"sandbox_enabled": True}, "agent": {"trust_level": trust}}}
-                r = await asyncio.wait_for(c.post("/v1/data/acgs/example/decision", json=x), 10)
+                r = await asyncio.wait_for(
+                    c.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=trust)), 10
+                )
                 assert r.status_code == 200 and r.json()["allow"] is (trust >= 0.8)
-            assert (await c.post("/v1/data/acgs/example/decision", json=GOOD)).json()["cache_hit"] is True  # L1
+            again = (await c.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=0.5))).json()
+            assert again["cache_hit"] is True  # L1 goes on
             text = (await c.get("/metrics")).text
             assert _sample(text, 'acgs_cache_errors_total{level="l2"}') >= 1
             assert (await c.get("/health")).json()["l2"] == "down"
@@ -582,18 +642,15 @@ async def test_redis_outage_degrades_to_l1_and_recovers(redis_server: RedisServe
 
             redis_server.start()  # back, empty, same port
             await asyncio.sleep(0.3)
-            fresh = {**GOOD, "action": "report.generate"}
-            assert (await c.post("/v1/data/acgs/example/decision", json=fresh)).json()["allow"] is True
+            fresh = pipeline_request(trust=0.9)
+            assert (await c.post("/v1/data/acgs/main/decision", json=fresh)).json()["allow"] is True
             await _flush_l2(app)
             assert (await c.get("/health")).json()["l2"] == "up"
-            import redis
-
-            with redis.Redis.from_url(redis_server.url) as r:
-                assert len(r.keys("acgs:l2:*")) == 1  # written again after recovery
+            with redis.Redis.from_url(redis_server.url) as rc:
+                assert len(rc.keys("acgs:l2:*")) == 1  # written again after recovery
 
             redis_server.freeze()  # hung: accepts, never answers; each command has a deadline
-            hung = {**GOOD, "action": "search.web"}
-            r = await asyncio.wait_for(c.post("/v1/data/acgs/example/decision", json=hung), 10)
+            r = await asyncio.wait_for(c.post("/v1/data/acgs/main/decision", json=pipeline_request(trust=0.99)), 10)
             assert r.json()["allow"] is True and r.json()["cache_hit"] is False
             redis_server.thaw()
     finally:

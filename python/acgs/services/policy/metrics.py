@@ -119,6 +119,9 @@ class PolicyMetrics(Collector):
         cache.add_metric(["l2", "miss"], pipeline.l2_counters.misses)
         yield cache
         yield CounterMetricFamily("acgs_cache_evictions", "L1 entries evicted for capacity", value=stats["evictions"])
+        yield CounterMetricFamily(
+            "acgs_cache_expirations", "L1 entries dropped past their TTL", value=stats.get("expirations", 0)
+        )
         entries = GaugeMetricFamily("acgs_cache_entries", "Entries in the L1 cache", labels=["level"])
         entries.add_metric(["l1"], stats["size"])
         yield entries

@@ -1,28 +1,26 @@
 """The decision pipeline behind the policy service, in the seed's order: constitutional-hash
-check -> L1 cache -> L2 cache (Redis, optional) -> evaluation -> decision, and a fail-closed
-deny for every engine fault.
+check -> L1 cache -> L2 cache (Redis, optional) -> fast path -> evaluation -> decision, and a
+fail-closed deny for every engine fault.
 
-Everything the service asks of the engine goes through :class:`DecisionPipeline`. Four pieces
-here are STAND-INs for what the Rust engine is growing, each marked below; swapping one in
-touches only this module:
+Everything the service asks of the engine goes through :class:`DecisionPipeline`:
 
-- ``LocalDecisionCache`` -> the Rust L1 (``Engine.load(..., cache_size=, cache_ttl=)``,
-  ``engine.cache_stats()``): build the pipeline with ``cache_size=0`` and pass the sizes to
-  ``Engine.load``; ``cache_stats`` then reads the engine's.
-- ``_declared_hash`` -> ``engine.constitutional_hash``.
-- ``_l2_key`` -> ``engine.cache_key(raw, entrypoint)``; an L2 hit also goes into the Rust L1
-  through ``engine.cache_put(key, result_set)``.
-- ``decide`` -> ``engine.decide_json(raw)`` for the constitution's ``acgs/main/decision``
-  (hash check, L1, fast path, evaluation and the deny in Rust); this module keeps the L2 lookup
-  in front of it and maps ``ConstitutionalHashMismatch`` to HTTP 400 as now.
+- The L1 cache, the fast path and the constitution's decision are the Rust engine's
+  (``Engine.load(cache_size=, cache_ttl=)``, ``engine.decide_json``): ``evaluate_json`` and
+  ``evaluate_many`` answer from L1 for deterministic bundles.
+- L2 (Redis) sits between L1 and evaluation on the constitution's decision path
+  (``acgs/main/decision``): ``decide_cached_json`` answers from L1 or the fast path, else the
+  L2 entry under ``engine.cache_key`` goes into L1 through ``engine.cache_put``, else
+  ``decide_json`` evaluates and the result set is written to L2. Other entrypoints use L1 only:
+  the engine has no L1 lookup for them, and asking Redis before an L1 that would have answered
+  costs more than most evaluations.
+- Other ``.../decision`` entrypoints (bundles other than the constitution) get the same flat
+  decision and deny, built here from ``evaluate_json``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -34,8 +32,13 @@ from acgs.cache import L2Cache
 from acgs.errors import AcgsError, BundleError, ConstitutionalHashMismatch, EvaluationError, InvalidInputError
 from acgs.services.common.ids import DecisionIds
 
-#: OPA's non-deterministic builtins: a bundle whose Wasm imports one of these is never cached,
-#: since the same input can give a different decision.
+#: The constitution's decision, which the engine's own pipeline (fast path included) serves.
+MAIN_DECISION: Final = "acgs/main/decision"
+#: Keys ``decide_json`` adds to the policy's decision object.
+DECISION_META: Final = ("decision_id", "bundle_digest", "cache_hit", "fast_path", "evaluation_time_ms")
+
+#: OPA's non-deterministic builtins: a bundle whose Wasm imports one of these never uses L2,
+#: since the same input can give a different decision (the engine keeps such results out of L1).
 NONDETERMINISTIC_BUILTINS: Final = frozenset(
     {
         "http.send",
@@ -48,7 +51,6 @@ NONDETERMINISTIC_BUILTINS: Final = frozenset(
     }
 )
 
-_UNSET: Final[Any] = object()
 _MAX_CACHED_PATHS: Final = 4096
 
 
@@ -89,15 +91,6 @@ class Target:
     role: Role = Role.VALUE
 
 
-@dataclass(slots=True)
-class Evaluation:
-    """An OPA result set (``[{"result": ...}]``, ``[]`` when undefined) and where it came from."""
-
-    result_set: bytes
-    #: "l1", "l2", or None when evaluated.
-    cache: str | None
-
-
 def outcome_of(value: Any, defined: bool = True) -> str:
     """The ``acgs_decisions_total`` outcome label of a result."""
     if not defined:
@@ -132,53 +125,6 @@ def walk(value: Any, segments: tuple[str, ...]) -> tuple[bool, Any]:
     return True, value
 
 
-class LocalDecisionCache:
-    """STAND-IN for the Rust L1: an LRU with TTL over (entrypoint, input bytes). The input bytes
-    are the exact bytes evaluated, so two inputs that differ anywhere never share an entry."""
-
-    __slots__ = ("_entries", "_ttl", "capacity", "evictions", "hits", "misses")
-
-    def __init__(self, capacity: int, ttl: float) -> None:
-        self.capacity = capacity
-        self._ttl = ttl
-        self._entries: OrderedDict[tuple[str, bytes], tuple[float, bytes]] = OrderedDict()
-        self.hits = self.misses = self.evictions = 0
-
-    def get(self, key: tuple[str, bytes]) -> bytes | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        if entry[0] < time.monotonic():
-            del self._entries[key]
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry[1]
-
-    def put(self, key: tuple[str, bytes], value: bytes) -> None:
-        entries = self._entries
-        entries[key] = (time.monotonic() + self._ttl, value)
-        entries.move_to_end(key)
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
-            self.evictions += 1
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "size": len(self._entries),
-            "capacity": self.capacity,
-            "fast_path": 0,
-        }
-
-
 def _role(segments: tuple[str, ...], rest: tuple[str, ...]) -> Role:
     last = segments[-1]
     if not rest and last == "decision":
@@ -186,13 +132,6 @@ def _role(segments: tuple[str, ...], rest: tuple[str, ...]) -> Role:
     if last == "allow":
         return Role.ALLOW
     return Role.VALUE
-
-
-def _declared_hash(data: Any) -> str | None:
-    """STAND-IN for ``engine.constitutional_hash``: the constitution declares its hash at
-    ``data.acgs.constitution.constitutional_hash``."""
-    found, value = walk(data, ("acgs", "constitution", "constitutional_hash"))
-    return value if found and isinstance(value, str) else None
 
 
 @dataclass(slots=True)
@@ -211,24 +150,15 @@ class L2Counters:
 
 
 class DecisionPipeline:
-    """One loaded bundle (or the fault that kept it from loading) and its caches."""
+    """One loaded bundle (or the fault that kept it from loading) and the L2 cache."""
 
-    def __init__(
-        self,
-        engine: Engine | None,
-        *,
-        load_error: AcgsError | None = None,
-        cache_size: int = 10_000,
-        cache_ttl: float = 300.0,
-        l2: L2Cache | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine | None, *, load_error: AcgsError | None = None, l2: L2Cache | None = None) -> None:
         self._engine = engine
         self._load_error = load_error or BundleNotLoaded("no policy bundle is loaded")
         self._l2 = l2
         self.l2_counters = L2Counters()
         self._ids = DecisionIds()
         self._targets: dict[str, Target] = {}
-        self._l1 = LocalDecisionCache(cache_size, cache_ttl)
         if engine is None:
             self._entrypoints: frozenset[str] = frozenset()
             self._ordered_entrypoints: list[str] = []
@@ -237,14 +167,18 @@ class DecisionPipeline:
             self._revision = ""
             self._hash: str | None = None
             self._cacheable = False
+            self._native_decision = False
             return
         self._ordered_entrypoints = engine.entrypoints
         self._entrypoints = frozenset(self._ordered_entrypoints)
         self._data = engine.data
         self._digest = engine.bundle_digest
         self._revision = engine.revision
-        self._hash = _declared_hash(self._data)
-        self._cacheable = cache_size > 0 and not (NONDETERMINISTIC_BUILTINS & set(engine.builtins))
+        self._hash = engine.constitutional_hash
+        self._cacheable = engine.cache_stats()["capacity"] > 0 and not (
+            NONDETERMINISTIC_BUILTINS & set(engine.builtins)
+        )
+        self._native_decision = MAIN_DECISION in self._entrypoints
 
     @classmethod
     def load(
@@ -254,17 +188,19 @@ class DecisionPipeline:
         timeout_ms: int | None = None,
         memory_limit: int | None = None,
         cache_size: int = 10_000,
-        cache_ttl: float = 300.0,
+        cache_ttl: float | None = 300.0,
         l2: L2Cache | None = None,
     ) -> DecisionPipeline:
         """Loads the bundle; a bundle that fails to load gives a pipeline that denies
         everything and reports the fault (the service stays up, unhealthy, and fails closed)."""
         try:
-            engine = Engine.load(bundle, timeout_ms=timeout_ms, memory_limit=memory_limit)
+            engine = Engine.load(
+                bundle, timeout_ms=timeout_ms, memory_limit=memory_limit, cache_size=cache_size, cache_ttl=cache_ttl
+            )
         except AcgsError as exc:
             fault = BundleNotLoaded(f"no policy bundle is loaded: {exc.code}: {exc.message}")
-            return cls(None, load_error=fault, cache_size=cache_size, cache_ttl=cache_ttl, l2=l2)
-        return cls(engine, cache_size=cache_size, cache_ttl=cache_ttl, l2=l2)
+            return cls(None, load_error=fault, l2=l2)
+        return cls(engine, l2=l2)
 
     # -- what is loaded ---------------------------------------------------------------------
 
@@ -300,8 +236,19 @@ class DecisionPipeline:
     def l2(self) -> L2Cache | None:
         return self._l2
 
+    @property
+    def native_decision(self) -> bool:
+        """Whether ``acgs/main/decision`` goes through the engine's decision pipeline."""
+        return self._native_decision
+
     def cache_stats(self) -> dict[str, int]:
-        return self._l1.stats()
+        """The engine's L1 and fast-path counters."""
+        if self._engine is None:
+            return {"hits": 0, "misses": 0, "evictions": 0, "expirations": 0, "size": 0, "capacity": 0, "fast_path": 0}
+        return self._engine.cache_stats()
+
+    def l1_hits(self) -> int:
+        return self.cache_stats()["hits"]
 
     def next_decision_id(self) -> str:
         return self._ids.next()
@@ -338,7 +285,8 @@ class DecisionPipeline:
     # -- checks -----------------------------------------------------------------------------
 
     def check_hash(self, value: Any) -> None:
-        """A request that names a constitutional hash must name the loaded one."""
+        """A request that names a constitutional hash must name the loaded one. Stricter than
+        the engine's own check: a bundle that declares no hash rejects every named hash."""
         if type(value) is not dict:
             return
         named = value.get("constitutional_hash")
@@ -357,125 +305,52 @@ class DecisionPipeline:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    def _l2_key(self, entrypoint: str, raw: bytes | None, value: Any) -> bytes:
-        """STAND-IN for ``engine.cache_key``: 16 bytes of SHA-256 over the bundle digest, the
-        entrypoint and the input with sorted keys (so nodes agree on it)."""
-        if raw is None:
-            canonical = b""
-        else:
-            if value is _UNSET:
-                value = orjson.loads(raw)
-            canonical = b"\x01" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        h = hashlib.sha256(self._digest.encode())
-        h.update(b"\x00" + entrypoint.encode() + b"\x00")
-        h.update(canonical)
-        return h.digest()[:16]
-
-    @staticmethod
-    def _valid_result_set(raw: bytes) -> bool:
-        """Values read back from Redis are checked before they can become a decision."""
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return False
-        return type(value) is list and all(type(r) is dict and "result" in r for r in value)
-
-    async def evaluate(self, entrypoint: str, raw: bytes | None, value: Any = _UNSET) -> Evaluation:
-        """The result set of one entrypoint for one input (``raw`` JSON bytes, None for no
-        input). Raises the engine's errors; callers decide how each fails closed."""
-        engine = self._engine
-        if engine is None:
+    def _engine_or_fault(self) -> Engine:
+        if self._engine is None:
             raise self._load_error
-        key = (entrypoint, raw if raw is not None else b"")
-        if self._cacheable:
-            hit = self._l1.get(key)
-            if hit is not None:
-                return Evaluation(hit, "l1")
-        l2 = self._l2
-        l2_key = b""
-        if l2 is not None and self._cacheable:
-            l2_key = self._l2_key(entrypoint, raw, value)
-            if l2.available:
-                found = await l2.get(l2_key)
-                if found is not None and self._valid_result_set(found):
-                    self.l2_counters.hits += 1
-                    self._l1.put(key, found)
-                    return Evaluation(found, "l2")
-                self.l2_counters.misses += 1
-        result_set = engine.evaluate_json(raw, entrypoint)
-        if self._cacheable:
-            self._l1.put(key, result_set)
-            if l2 is not None:
-                l2.put(l2_key, result_set)
-        return Evaluation(result_set, None)
+        return self._engine
 
-    async def evaluate_batch(
-        self, entrypoint: str, items: list[tuple[bytes, Any]]
-    ) -> list[Evaluation | AcgsError]:
-        """Many inputs for one entrypoint: cache hits first, then one ``evaluate_many`` for the
-        rest, which Rust spreads over cores. A fault in one input fails only that input."""
-        engine = self._engine
-        if engine is None:
+    def evaluate(self, entrypoint: str, raw: bytes | None) -> bytes:
+        """The result set of one entrypoint for one input (``raw`` JSON bytes, None for no
+        input), from L1 or evaluation. Raises the engine's errors; callers decide how each
+        fails closed. Synchronous: an evaluation takes microseconds (bounded by the deadline),
+        less than a hop to a thread would."""
+        return self._engine_or_fault().evaluate_json(raw, entrypoint)
+
+    async def evaluate_batch(self, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
+        """Many inputs for one entrypoint in one ``evaluate_many``, which answers from L1 and
+        spreads the rest over cores, off the event loop. A fault in one input fails only it."""
+        if self._engine is None:
             return [self._load_error] * len(items)
-        out: list[Evaluation | AcgsError | None] = [None] * len(items)
-        pending: list[int] = []
-        for i, (raw, _) in enumerate(items):
-            hit = self._l1.get((entrypoint, raw)) if self._cacheable else None
-            if hit is not None:
-                out[i] = Evaluation(hit, "l1")
-            else:
-                pending.append(i)
-        l2 = self._l2
-        l2_keys: dict[int, bytes] = {}
-        if l2 is not None and self._cacheable and pending:
-            l2_keys = {i: self._l2_key(entrypoint, items[i][0], items[i][1]) for i in pending}
-            if l2.available:
-                found = await l2.get_many([l2_keys[i] for i in pending])
-                still: list[int] = []
-                for i, value in zip(pending, found, strict=True):
-                    if value is not None and self._valid_result_set(value):
-                        self.l2_counters.hits += 1
-                        self._l1.put((entrypoint, items[i][0]), value)
-                        out[i] = Evaluation(value, "l2")
-                    else:
-                        self.l2_counters.misses += 1
-                        still.append(i)
-                pending = still
-        if pending:
-            fresh = await asyncio.to_thread(self._evaluate_many, engine, entrypoint, [items[i] for i in pending])
-            for i, result in zip(pending, fresh, strict=True):
-                out[i] = result
-                if isinstance(result, Evaluation) and self._cacheable:
-                    self._l1.put((entrypoint, items[i][0]), result.result_set)
-                    if l2 is not None:
-                        l2.put(l2_keys[i], result.result_set)
-        return [r if r is not None else InvalidInputError("not evaluated") for r in out]
+        if not items:
+            return []
+        return await asyncio.to_thread(self._evaluate_many, self._engine, entrypoint, items)
 
     @staticmethod
-    def _evaluate_many(engine: Engine, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[Evaluation | AcgsError]:
+    def _evaluate_many(engine: Engine, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
         try:
             values = engine.evaluate_many([value for _, value in items], entrypoint)
         except AcgsError:
             # One input failed the whole call; evaluate each so only the faulty ones fail.
             return [DecisionPipeline._evaluate_one(engine, entrypoint, raw) for raw, _ in items]
-        results: list[Evaluation | AcgsError] = []
+        results: list[bytes | AcgsError] = []
         for (raw, _), value in zip(items, values, strict=True):
             if value is None:
-                # evaluate_many gives None for both "undefined" and a rule whose value is
+                # evaluate_many gives None both for "undefined" and for a rule whose value is
                 # null; the result set tells them apart.
                 results.append(DecisionPipeline._evaluate_one(engine, entrypoint, raw))
             else:
-                results.append(Evaluation(orjson.dumps([{"result": value}]), None))
+                results.append(orjson.dumps([{"result": value}]))
         return results
 
     @staticmethod
-    def _evaluate_one(engine: Engine, entrypoint: str, raw: bytes) -> Evaluation | AcgsError:
+    def _evaluate_one(engine: Engine, entrypoint: str, raw: bytes) -> bytes | AcgsError:
         try:
-            return Evaluation(engine.evaluate_json(raw, entrypoint), None)
+            return engine.evaluate_json(raw, entrypoint)
         except AcgsError as exc:
             return exc
 
-    async def document(self, target: Target, raw: bytes | None, value: Any = _UNSET) -> Any:
+    def document(self, target: Target, raw: bytes | None) -> Any:
         """A package or the root: the base data under the path merged with the value of every
         entrypoint below it. Rules that are not entrypoints are not in a Wasm bundle, so they
         are absent. Raises engine faults."""
@@ -486,7 +361,7 @@ class DecisionPipeline:
         for ep in self._ordered_entrypoints:
             if not ep.startswith(prefix):
                 continue
-            result_set = orjson.loads((await self.evaluate(ep, raw, value)).result_set)
+            result_set = orjson.loads(self.evaluate(ep, raw))
             if not result_set:
                 continue
             node = doc
@@ -502,8 +377,8 @@ class DecisionPipeline:
     # -- decisions --------------------------------------------------------------------------
 
     def deny(self, fault: AcgsError) -> dict[str, Any]:
-        """The decision every fault becomes: never an allow. The same shape as the Rust
-        engine's fail-closed decision."""
+        """The decision every fault becomes: never an allow. The same shape as the engine's
+        fail-closed decision."""
         return {
             "allow": False,
             "compliance_score": 0.0,
@@ -525,24 +400,57 @@ class DecisionPipeline:
             raise EvaluationError("the decision is not an object with a boolean allow", code="malformed_decision")
         return decision
 
-    async def decide(self, entrypoint: str, raw: bytes, value: Any = _UNSET) -> Decided:
-        """The seed's flat decision for a bare request: the decision's keys plus decision_id,
-        bundle_digest, cache_hit, fast_path and evaluation_time_ms, with the HTTP status (200; 503 when no
-        bundle is loaded). Raises ConstitutionalHashMismatch and InvalidInputError (a 400: the
-        request is never evaluated); every engine fault is a deny.
-
-        STAND-IN for ``engine.decide_json`` (see the module docstring)."""
-        start = time.perf_counter()
-        if value is _UNSET:
-            value = orjson.loads(raw)
+    async def decide(self, entrypoint: str, raw: bytes, value: Any) -> Decided:
+        """The seed's flat decision for a request object: the decision's keys plus decision_id,
+        bundle_digest, cache_hit, fast_path and evaluation_time_ms, with the HTTP status (200;
+        503 when no bundle is loaded). Raises ConstitutionalHashMismatch and InvalidInputError
+        (a 400: the request is never evaluated); every engine fault is a deny."""
         self.check_hash(value)
+        if entrypoint == MAIN_DECISION and self._native_decision and type(value) is dict:
+            return await self._decide_native(raw)
+        return self._decide_here(entrypoint, raw)
+
+    async def _decide_native(self, raw: bytes) -> Decided:
+        """``acgs/main/decision`` through the engine's pipeline, with L2 between its L1 (and
+        fast path) and evaluation."""
+        engine = self._engine_or_fault()
+        body = engine.decide_cached_json(raw)
+        l2 = self._l2
+        l2_key: bytes | None = None
+        if body is None and l2 is not None and self._cacheable and l2.available:
+            l2_key = engine.cache_key(raw, MAIN_DECISION)
+            found = await l2.get(l2_key)
+            if found is not None and _valid_result_set(found):
+                self.l2_counters.hits += 1
+                engine.cache_put(l2_key, found)
+                body = engine.decide_cached_json(raw)
+                l2_key = None
+            else:
+                self.l2_counters.misses += 1
+        if body is None:
+            body = engine.decide_json(raw)
+        decision: dict[str, Any] = orjson.loads(body)
+        error = decision.get("error")
+        fault = None
+        if type(error) is dict and decision.get("allow") is False:
+            fault = AcgsError(str(error.get("message", "")), code=str(error.get("code", "evaluation_error")))
+        elif l2_key is not None and l2 is not None and not decision.get("fast_path"):
+            # The evaluation just stored its result set in L1; this reads it back for L2.
+            l2.put(l2_key, engine.evaluate_json(raw, MAIN_DECISION))
+        return Decided(200, decision, fault)
+
+    def _decide_here(self, entrypoint: str, raw: bytes) -> Decided:
+        """Any other decision entrypoint: the same flat answer, built from its result set."""
+        start = time.perf_counter()
         status = 200
-        cache: str | None = None
         failed: AcgsError | None = None
+        cache_hit = False
         try:
-            evaluation = await self.evaluate(entrypoint, raw, value)
-            cache = evaluation.cache
-            decision = self.decision_of(evaluation.result_set)
+            engine = self._engine_or_fault()
+            hits = engine.cache_stats()["hits"]
+            result_set = engine.evaluate_json(raw, entrypoint)
+            cache_hit = engine.cache_stats()["hits"] > hits
+            decision = self.decision_of(result_set)
         except InvalidInputError:
             raise
         except AcgsError as fault:
@@ -553,7 +461,7 @@ class DecisionPipeline:
             decision["constitutional_hash"] = self._hash
         decision["decision_id"] = self._ids.next()
         decision["bundle_digest"] = self._digest
-        decision["cache_hit"] = cache is not None
+        decision["cache_hit"] = cache_hit
         decision["fast_path"] = False
         decision["evaluation_time_ms"] = round((time.perf_counter() - start) * 1000.0, 4)
         return Decided(status, decision, failed)
@@ -561,3 +469,12 @@ class DecisionPipeline:
     async def close(self) -> None:
         if self._l2 is not None:
             await self._l2.close()
+
+
+def _valid_result_set(raw: bytes) -> bool:
+    """Values read back from Redis are checked before they can become a decision."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return type(value) is list and all(type(r) is dict and "result" in r for r in value)

@@ -50,7 +50,17 @@ from acgs.services.common.http import (
 )
 from acgs.services.policy import schemas
 from acgs.services.policy.deps import PolicyService, ServiceDep
-from acgs.services.policy.pipeline import BundleNotLoaded, DecisionPipeline, Kind, Role, Target, outcome_of, walk
+from acgs.services.policy.pipeline import (
+    DECISION_META,
+    MAIN_DECISION,
+    BundleNotLoaded,
+    DecisionPipeline,
+    Kind,
+    Role,
+    Target,
+    outcome_of,
+    walk,
+)
 
 router = APIRouter()
 
@@ -104,26 +114,39 @@ class _Answer:
 
 
 async def _evaluate_target(
-    service: PolicyService, target: Target, raw: bytes | None, value: Any, answer: _Answer
+    service: PolicyService, target: Target, raw: bytes | None, value: Any, answer: _Answer, count_hits: bool = False
 ) -> None:
-    """Fills ``answer`` for one target and input, failing closed as the module docstring says."""
+    """Fills ``answer`` for one target and input, failing closed as the module docstring says.
+    ``count_hits`` finds out whether L1 answered (for ``?metrics``), at the price of two reads
+    of the engine's counters."""
     pipeline = service.pipeline
     kind = target.kind
     if kind is Kind.ENTRYPOINT:
         assert target.entrypoint is not None
+        if (
+            target.entrypoint == MAIN_DECISION
+            and not target.rest
+            and pipeline.native_decision
+            and type(value) is dict
+            and raw is not None
+        ):
+            await _evaluate_main_decision(service, target, raw, value, answer)
+            return
         try:
             if value is not _UNSET:
                 pipeline.check_hash(value)
+            hits = pipeline.l1_hits() if count_hits else 0
             started = time.perf_counter_ns()
-            evaluation = await pipeline.evaluate(target.entrypoint, raw, value)
+            result_set = pipeline.evaluate(target.entrypoint, raw)
             answer.eval_ns = time.perf_counter_ns() - started
+            if count_hits:
+                answer.cache_hit = pipeline.l1_hits() > hits
         except (ConstitutionalHashMismatch, InvalidInputError) as exc:
             raise _rejected(exc) from None
         except AcgsError as fault:
             _fail_closed(service, target, fault, answer)
             return
-        answer.cache_hit = evaluation.cache is not None
-        rows = orjson.loads(evaluation.result_set)
+        rows = orjson.loads(result_set)
         if rows:
             answer.defined, answer.result = True, rows[0]["result"]
             if target.rest:
@@ -135,7 +158,7 @@ async def _evaluate_target(
         try:
             if value is not _UNSET:
                 pipeline.check_hash(value)
-            answer.defined, answer.result = True, await pipeline.document(target, raw, value)
+            answer.defined, answer.result = True, pipeline.document(target, raw)
         except (ConstitutionalHashMismatch, InvalidInputError) as exc:
             raise _rejected(exc) from None
         except AcgsError as fault:
@@ -144,6 +167,30 @@ async def _evaluate_target(
         answer.defined, answer.result = walk(pipeline.data, target.rest)
     else:
         answer.outcome = "undefined"
+
+
+async def _evaluate_main_decision(
+    service: PolicyService, target: Target, raw: bytes, value: dict[str, Any], answer: _Answer
+) -> None:
+    """The constitution's decision in OPA's shape, through the same pipeline as the flat answer
+    (L1, L2, fast path): the result is the decision without the keys the pipeline adds."""
+    started = time.perf_counter_ns()
+    try:
+        decided = await service.pipeline.decide(MAIN_DECISION, raw, value)
+    except (ConstitutionalHashMismatch, InvalidInputError) as exc:
+        raise _rejected(exc) from None
+    answer.eval_ns = time.perf_counter_ns() - started
+    decision = decided.decision
+    answer.cache_hit = bool(decision.get("cache_hit"))
+    for key in DECISION_META:
+        decision.pop(key, None)
+    answer.defined, answer.result, answer.status = True, decision, decided.status
+    if decided.fault is not None:
+        service.metrics.error(decided.fault.code)
+        answer.outcome = "error"
+        answer.warning = {"code": decided.fault.code, "message": decided.fault.message}
+    else:
+        answer.outcome = outcome_of(decision)
 
 
 def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answer: _Answer) -> None:
@@ -237,7 +284,7 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
                 service.pipeline.check_hash(body)
             except (ConstitutionalHashMismatch, InvalidInputError) as exc:
                 raise _rejected(exc) from None
-    await _evaluate_target(service, target, raw, value, answer)
+    await _evaluate_target(service, target, raw, value, answer, flags.metrics)
     return _respond(service, answer, flags, started, "data")
 
 
@@ -266,7 +313,7 @@ async def data_get(service: PolicyService, scope: Scope, receive: Receive, path:
         value = parse_json(flags.input.encode(), "the input parameter")
         raw = orjson.dumps(value)
     answer = _Answer()
-    await _evaluate_target(service, target, raw, value, answer)
+    await _evaluate_target(service, target, raw, value, answer, flags.metrics)
     return _respond(service, answer, flags, started, "data")
 
 
@@ -390,7 +437,7 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                     failed = True
                     continue
             else:
-                rows = orjson.loads(result.result_set)
+                rows = orjson.loads(result)
                 if rows:
                     answer.defined, answer.result = walk(rows[0]["result"], target.rest)
                 answer.outcome = outcome_of(answer.result, answer.defined)

@@ -87,7 +87,7 @@ class PolicySettings:
     port: int = 8004
     #: uvicorn worker processes (each loads the bundle and keeps its own L1 cache and metrics).
     workers: int = 1
-    #: L1 decision cache entries; 0 disables the L1 cache.
+    #: Entries in the engine's L1 decision cache; 0 turns it off.
     cache_size: int = 10_000
     #: L1 entry lifetime, seconds.
     cache_ttl: float = 300.0
