@@ -70,9 +70,11 @@ class DecisionResponse(BaseModel):
     reasons: list[str] = []
     conditions: list[Any] | None = None
     evaluation_details: dict[str, Any] | None = None
+    error: ErrorDetail | None = Field(None, description="Set on a fail-closed deny: the fault")
     decision_id: str
     bundle_digest: str
     cache_hit: bool
+    fast_path: bool = Field(description="Answered by the partial evaluator's fast path")
     evaluation_time_ms: float
 
 
