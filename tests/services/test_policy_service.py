@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STRESS = ROOT / "tests" / "fixtures" / "stress.tar.gz"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAILCLOSED = FIXTURES / "failclosed.tar.gz"
-CLOCK = FIXTURES / "clock.tar.gz"
+CLOCK = ROOT / "tests" / "fixtures" / "clock.tar.gz"  # clock/now reads the clock
+EXAMPLE = ROOT / "python" / "acgs" / "bundles" / "example.tar.gz"
 PIPELINE = ROOT / "tests" / "fixtures" / "pipeline.tar.gz"  # a small constitution (acgs/main/decision)
 PIPELINE_HASH = "cdd01ef066bc6cf2"
 CONSTITUTION = ROOT / "python" / "acgs" / "bundles" / "constitution.tar.gz"
@@ -41,7 +42,7 @@ DECISION_KEYS = {"decision_id", "bundle_digest", "cache_hit", "evaluation_time_m
 
 
 def make_app(bundle: Path | None = None, **settings: Any) -> FastAPI:
-    return create_app(PolicySettings(bundle=bundle or acgs.default_bundle_path(), **settings))
+    return create_app(PolicySettings(bundle=bundle or EXAMPLE, **settings))
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ async def test_bare_body_gets_the_flat_decision(client: httpx.AsyncClient) -> No
     body = r.json()
     assert body["allow"] is False and body["reasons"] == ["trust level 0.5 is below the minimum 0.8"]
     assert DECISION_KEYS <= set(body) and "result" not in body
-    assert body["bundle_digest"] == acgs.Engine.load(acgs.default_bundle_path()).bundle_digest
+    assert body["bundle_digest"] == acgs.Engine.load(EXAMPLE).bundle_digest
     assert body["constitutional_hash"] is None  # the example bundle declares none
     assert body["cache_hit"] is False and body["evaluation_time_ms"] >= 0
     again = (await client.post("/v1/data/acgs/example/decision", json=LOW_TRUST)).json()
@@ -244,25 +245,10 @@ async def test_example_bundle_rejects_any_named_hash(client: httpx.AsyncClient) 
     assert "declares none" in opa_error(r, 400, "constitutional_hash_mismatch")["message"]
 
 
-@pytest.mark.skipif(not CONSTITUTION.exists(), reason="the constitution bundle (python/acgs/bundles/constitution.tar.gz) is not built yet")
 async def test_seed_example_flow_on_the_constitution() -> None:
-    seed = {
-        "type": "constitutional_evaluation",
-        "constitutional_hash": "cdd01ef066bc6cf2",
-        "action": "data.read_public",
-        "context": {
-            "environment": {"sandbox_enabled": True, "audit_enabled": True, "isolation_level": "strict"},
-            "agent": {
-                "trust_level": 0.9,
-                "requested_resources": {"cpu_cores": 2, "memory_gb": 4, "disk_gb": 10, "network_mbps": 10},
-                "capabilities": ["data_read", "compute_analysis"],
-            },
-            "responsible_party": "user@example.com",
-            "explanation": "Reading public dataset for analysis",
-            "urgency": "normal",
-            "session_id": "sess_123456",
-        },
-    }
+    """Done-when 1: the seed's example flow through REST is allowed at 0.96 with both hashes;
+    a mismatched constitutional hash is a 400."""
+    seed = acgs.SEED_REQUEST
     async for c in client_for(make_app(CONSTITUTION)):
         body = (await c.post("/v1/data/acgs/main/decision", json=seed)).json()
         assert body["allow"] is True and body["compliance_score"] == pytest.approx(0.96)
@@ -276,6 +262,11 @@ async def test_seed_example_flow_on_the_constitution() -> None:
         )
         health = (await c.get("/health")).json()
         assert health["constitutional_hash"] == "cdd01ef066bc6cf2"
+        # the same request in OPA's shape, and the service's default bundle is this one
+        r = await c.post("/v1/data/acgs/main/decision", json={"input": seed})
+        assert r.json()["result"]["allow"] is True and r.json()["result"]["compliance_score"] == pytest.approx(0.96)
+        assert (await c.post("/v1/data/acgs/main/allow", json={"input": seed})).json()["result"] is True
+    assert PolicySettings().bundle == acgs.default_bundle_path() == CONSTITUTION
 
 
 # -- failing closed ---------------------------------------------------------------------------
@@ -357,9 +348,10 @@ async def test_inputs_that_differ_anywhere_do_not_share_a_cache_entry(client: ht
 
 async def test_nondeterministic_bundles_are_never_cached() -> None:
     async for c in client_for(make_app(CLOCK)):
-        a = (await c.post("/v1/data/clock/decision", json={"action": "x"})).json()
-        b = (await c.post("/v1/data/clock/decision", json={"action": "x"})).json()
-        assert a["cache_hit"] is False and b["cache_hit"] is False and a["now"] != b["now"]
+        first = (await c.post("/v1/data/clock/now?metrics=true", json={"input": {}})).json()
+        second = (await c.post("/v1/data/clock/now?metrics=true", json={"input": {}})).json()
+        assert first["result"] != second["result"]
+        assert second["metrics"]["counter_server_query_cache_hit"] == 0
 
 
 async def test_cache_size_zero_disables_l1() -> None:
@@ -730,8 +722,8 @@ def test_acgs_serve_runs_the_service_with_workers() -> None:
                 assert time.monotonic() < deadline, "the service did not start"
                 time.sleep(0.1)
         assert r.status_code == 200 and r.json()["bundle_loaded"] is True
-        body = httpx.post(f"http://127.0.0.1:{port}/v1/data/acgs/example/decision", json=GOOD).json()
-        assert body["allow"] is True
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/data/acgs/main/decision", json=acgs.SEED_REQUEST).json()
+        assert body["allow"] is True and body["constitutional_hash"] == "cdd01ef066bc6cf2"
     finally:
         proc.terminate()
         proc.wait(20)
