@@ -43,19 +43,33 @@ ROOT = HERE.parent.parent
 OPA = Path(os.environ.get("OPA", Path.home() / ".local/bin/opa"))
 RESULTS = ROOT / "bench" / "results" / "http.md"
 
-# The example constitution: sources for OPA, the compiled bundle for ACGS.
-POLICY_DIR = ROOT / "policies" / "example"
-BUNDLE = ROOT / "python" / "acgs" / "bundles" / "example.tar.gz"
-ENTRYPOINT = "acgs/example/decision"
-INPUT: dict[str, Any] = {
-    "action": "data.read_public",
-    "context": {
-        "environment": {"sandbox_enabled": True, "audit_enabled": True},
-        "agent": {"trust_level": 0.9},
-        "responsible_party": "user@example.com",
-        "session_id": "sess_123456",
+# Each policy: the sources OPA serves, the bundle ACGS serves (built from them by
+# policies/build.sh), the entrypoint asked and the input sent.
+POLICIES: dict[str, dict[str, Any]] = {
+    "example": {
+        "opa_args": [str(ROOT / "policies" / "example")],
+        "bundle": ROOT / "python" / "acgs" / "bundles" / "example.tar.gz",
+        "entrypoint": "acgs/example/decision",
+        "input": {
+            "action": "data.read_public",
+            "context": {
+                "environment": {"sandbox_enabled": True, "audit_enabled": True},
+                "agent": {"trust_level": 0.9},
+                "responsible_party": "user@example.com",
+                "session_id": "sess_123456",
+            },
+        },
+    },
+    "constitution": {
+        "opa_args": ["--ignore", "*_test.rego", "acgs:" + str(ROOT / "policies" / "acgs")],
+        "bundle": ROOT / "python" / "acgs" / "bundles" / "constitution.tar.gz",
+        "entrypoint": "acgs/main/decision",
+        # acgs.SEED_REQUEST with an action the fast path does not cover, so ACGS evaluates
+        # the full constitution like OPA does (the seed's own action is on the fast path).
+        "input": None,
     },
 }
+POLICY: dict[str, Any] = POLICIES["example"]
 
 
 def free_port() -> int:
@@ -124,7 +138,7 @@ def acgs_server(workers: int, cache_size: int) -> Server:
         f"ACGS ({workers} worker{'s' if workers > 1 else ''}{', cache off' if cache_size == 0 else ''})",
         [sys.executable, "-m", "acgs.services.policy", "--port", str(port), "--workers", str(workers)],
         {
-            "ACGS_POLICY_BUNDLE": str(BUNDLE),
+            "ACGS_POLICY_BUNDLE": str(POLICY["bundle"]),
             "ACGS_POLICY_CACHE_SIZE": str(cache_size),
             "ACGS_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -138,7 +152,7 @@ def opa_server() -> Server:
     port = free_port()
     return Server(
         "OPA server",
-        [str(OPA), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error", str(POLICY_DIR)],
+        [str(OPA), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error", *POLICY["opa_args"]],
         {},
         port,
         "/health",
@@ -147,6 +161,7 @@ def opa_server() -> Server:
 
 @dataclass
 class Run:
+    requests: int
     requests_per_s: float
     p50_ms: float
     p99_ms: float
@@ -159,6 +174,7 @@ class Series:
     workload: str
     runs: list[Run] = field(default_factory=list)
     l1_hit_share: float | None = None
+    fast_path_share: float | None = None
 
     def median(self) -> Run:
         ordered = sorted(self.runs, key=lambda r: r.requests_per_s)
@@ -166,7 +182,7 @@ class Series:
 
 
 def wrk(url: str, workload: str, duration: int, connections: int, threads: int) -> Run:
-    body = json.dumps({"input": INPUT}, separators=(",", ":"))
+    body = json.dumps({"input": POLICY["input"]}, separators=(",", ":"))
     env = dict(os.environ)
     if workload == "hit":
         script = HERE / "post.lua"
@@ -186,6 +202,7 @@ def wrk(url: str, workload: str, duration: int, connections: int, threads: int) 
     data = json.loads(line.removeprefix("WRKJSON "))
     errors = sum(data["errors"].values())
     return Run(
+        requests=data["requests"],
         requests_per_s=data["requests"] / (data["duration_us"] / 1e6),
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
@@ -193,16 +210,21 @@ def wrk(url: str, workload: str, duration: int, connections: int, threads: int) 
     )
 
 
-def l1_hits(base: str) -> tuple[float, float]:
+def counters(base: str) -> dict[str, float]:
+    """L1 hits and misses and fast-path answers, from the service's /metrics."""
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         text = r.read().decode()
-    hits = misses = 0.0
+    names = {
+        'acgs_cache_requests_total{level="l1",result="hit"}': "hits",
+        'acgs_cache_requests_total{level="l1",result="miss"}': "misses",
+        "acgs_fast_path_total": "fast_path",
+    }
+    out = dict.fromkeys(names.values(), 0.0)
     for line in text.splitlines():
-        if line.startswith('acgs_cache_requests_total{level="l1",result="hit"}'):
-            hits = float(line.rsplit(" ", 1)[1])
-        elif line.startswith('acgs_cache_requests_total{level="l1",result="miss"}'):
-            misses = float(line.rsplit(" ", 1)[1])
-    return hits, misses
+        name, _, value = line.rpartition(" ")
+        if name in names:
+            out[names[name]] = float(value)
+    return out
 
 
 def loadavg() -> str:
@@ -244,9 +266,10 @@ def machine() -> dict[str, str]:
 
 def check_same_answers(acgs_base: str, opa_base: str) -> None:
     """Both servers must give the same result before anything is timed."""
-    url = f"/v1/data/{ENTRYPOINT}"
+    url = f"/v1/data/{POLICY['entrypoint']}"
+    base = POLICY["input"]
     for trust in (0.9, 0.5):
-        doc = {"input": {**INPUT, "context": {**INPUT["context"], "agent": {"trust_level": trust}}}}
+        doc = {"input": {**base, "context": {**base["context"], "agent": {**base["context"]["agent"], "trust_level": trust}}}}
         a, o = post(acgs_base + url, doc), post(opa_base + url, doc)
         if a.get("result") != o.get("result"):
             raise SystemExit(f"ACGS and OPA disagree on trust {trust}: {a} vs {o}")
@@ -260,8 +283,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the cores with the servers)")
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 round: a smoke test of the harness")
     ap.add_argument("--note", default="", help="free text for the results file (e.g. how busy the machine was)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--policy", choices=sorted(POLICIES), default="example")
+    ap.add_argument("--out", type=Path, help="results file (default: bench/results/http.md, http-<policy>.md for others)")
     args = ap.parse_args()
+    global POLICY
+    POLICY = POLICIES[args.policy]
+    if POLICY["input"] is None:
+        import acgs
+
+        POLICY["input"] = {**acgs.SEED_REQUEST, "action": "data.analyze_private"}
+    if args.out is None:
+        args.out = RESULTS if args.policy == "example" else RESULTS.with_name(f"http-{args.policy}.md")
     if args.quick:
         args.duration, args.rounds = 3, 1
     if shutil.which("wrk") is None:
@@ -287,16 +319,18 @@ def main() -> None:
     for round_no in range(args.rounds):
         for workload, make in configs:
             with make() as server:
-                url = f"{server.base}/v1/data/{ENTRYPOINT}"
+                url = f"{server.base}/v1/data/{POLICY['entrypoint']}"
                 wrk(url, workload, 1, args.connections, args.threads)  # warm-up: connections, caches
-                before = l1_hits(server.base) if server.name.startswith("ACGS") else (0.0, 0.0)
+                acgs_one = server.name.startswith("ACGS") and "2 workers" not in server.name
+                before = counters(server.base) if acgs_one else {}
                 run = wrk(url, workload, args.duration, args.connections, args.threads)
                 s = series.setdefault((server.name, workload), Series(server.name, workload))
                 s.runs.append(run)
-                if server.name.startswith("ACGS") and "2 workers" not in server.name:
-                    after = l1_hits(server.base)
-                    hits, misses = after[0] - before[0], after[1] - before[1]
+                if acgs_one:
+                    after = counters(server.base)
+                    hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
                     s.l1_hit_share = hits / (hits + misses) if hits + misses else 0.0
+                    s.fast_path_share = (after["fast_path"] - before["fast_path"]) / run.requests if run.requests else 0.0
                 print(
                     f"round {round_no + 1} {workload:4} {server.name:28} {run.requests_per_s:9.0f} req/s "
                     f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  load {loadavg()}",
@@ -323,9 +357,9 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
     if args.note:
         lines += [args.note, ""]
     lines += [
-        f"Same request to both: `POST /v1/data/{ENTRYPOINT}` with `{{\"input\": ...}}` (the example policy;",
-        "OPA serves `policies/example`, ACGS the bundle built from it). `hit`: the same input every",
-        "time. `vary`: a counter in the input makes every request unique.",
+        f"Same request to both: `POST /v1/data/{POLICY['entrypoint']}` with `{{\"input\": ...}}` (policy "
+        f"`{args.policy}`: OPA serves its Rego sources, ACGS the bundle built from them). `hit`: the same",
+        "input every time. `vary`: a counter in the input makes every request unique.",
         "",
     ]
     for workload, title in (("hit", "Cache-hit workload (same input)"), ("vary", "Cache-disabled workload (every input differs)")):
@@ -334,24 +368,27 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
         lines += [
             f"## {title}",
             "",
-            "| server | requests/s | p50 ms | p99 ms | req/s vs OPA | p99 vs OPA | L1 hit share | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| server | requests/s | p50 ms | p99 ms | req/s vs OPA | p99 vs OPA | L1 hit share | fast path share | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in rows:
             m = s.median()
             ratio = f"{m.requests_per_s / opa.requests_per_s:.2f}x" if opa else "-"
             p99 = f"{m.p99_ms / opa.p99_ms:.2f}x" if opa else "-"
             share = "-" if s.l1_hit_share is None else f"{s.l1_hit_share:.0%}"
+            fast = "-" if s.fast_path_share is None else f"{s.fast_path_share:.0%}"
             lines.append(
                 f"| {s.server} | {m.requests_per_s:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {ratio} | {p99} | {share} | "
-                f"{sum(r.errors for r in s.runs)} |"
+                f"{fast} | {sum(r.errors for r in s.runs)} |"
             )
         lines += ["", "All rounds (requests/s): " + "; ".join(
             f"{s.server}: " + ", ".join(f"{r.requests_per_s:,.0f}" for r in s.runs) for s in rows
         ), ""]  # fmt: skip
     lines += [
-        "Ratios: requests/s above 1x and p99 below 1x favour ACGS. \"L1 hit share\" is read from",
-        "ACGS's own /metrics around each 1-worker run: it shows the workload is what it claims.",
+        "Ratios: requests/s above 1x and p99 below 1x favour ACGS. \"L1 hit share\" and \"fast path",
+        "share\" are read from ACGS's own /metrics around each 1-worker run (the last round's): they",
+        "show the workload is what it claims. The fast path answers constitution decisions the",
+        "constitution's data marks as decidable without evaluation; it is not a cache.",
         "wrk runs on the same 2 cores as the servers, so every figure includes that contention.",
         "",
     ]
