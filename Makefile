@@ -83,6 +83,15 @@ lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built mod
 bench: dev ## Benchmarks vs other OPA hosts (criterion, pytest-benchmark, opa bench), not tests; writes bench/results/latest.md
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+.PHONY: serve-policy
+serve-policy: dev ## Run the policy service on 127.0.0.1:8004 (settings from ACGS_* variables)
+	$(PY) -m acgs.services.policy
+
+.PHONY: bench-http
+bench-http: dev ## HTTP load: the policy service vs `opa run --server` under wrk; writes bench/results/http.md
+	bash scripts/setup.sh --bench
+	$(PY) bench/http/run.py $(BENCH_ARGS)
+
 .PHONY: wheel
 wheel: ## Build an abi3 wheel into dist/
 	$(PY) -m maturin build --release --out dist

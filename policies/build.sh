@@ -15,9 +15,11 @@ fi
 # With OUT set every bundle lands there; otherwise each goes where it is committed.
 package_dir="${OUT:-$root/python/acgs/bundles}"
 fixture_dir="${OUT:-$root/tests/fixtures}"
-mkdir -p "$package_dir" "$fixture_dir"
+service_fixture_dir="${OUT:-$root/tests/services/fixtures}"
+mkdir -p "$package_dir" "$fixture_dir" "$service_fixture_dir"
 package_dir="$(cd "$package_dir" && pwd)"
 fixture_dir="$(cd "$fixture_dir" && pwd)"
+service_fixture_dir="$(cd "$service_fixture_dir" && pwd)"
 
 # Paths stay relative to the repository so no builder's directory ends up in a bundle.
 cd "$root"
@@ -41,7 +43,12 @@ cd "$root/tests/fixtures"
 cd "$root/tests/fixtures/clock"
 "$OPA" build -t wasm -e clock/now clock.rego -o "$fixture_dir/clock.tar.gz"
 
+# The policy service's fixture: decisions that allow when evaluated and fault when asked to.
+cd "$root/tests/services/fixtures/failclosed"
+"$OPA" build -t wasm -e failclosed/decision -e failclosed/allow -e failclosed/value -e failclosed/nothing \
+	. -o "$service_fixture_dir/failclosed.tar.gz"
+
 for b in "$package_dir/example.tar.gz" "$package_dir/constitution.tar.gz" "$fixture_dir/stress.tar.gz" \
-	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz"; do
+	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz" "$service_fixture_dir/failclosed.tar.gz"; do
 	echo "built $b ($(wc -c <"$b") bytes)"
 done

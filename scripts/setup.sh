@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ACGS needs on a fresh Debian machine. Safe to run again: each step checks first.
+# `setup.sh --bench` also installs what the benchmarks need (wrk for HTTP load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,8 +9,11 @@ OPA_VERSION=v1.22.3
 VENV=${VENV:-.venv}
 export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
-# System packages.
-APT_PACKAGES=(build-essential pkg-config git curl ca-certificates)
+# System packages. redis-server: the L2 cache tests run a real one.
+APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server)
+if [ "${1:-}" = "--bench" ]; then
+    APT_PACKAGES+=(wrk)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -40,7 +44,22 @@ stamp="$VENV/.acgs-deps"
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "maturin>=1.9,<2" pytest pyyaml mypy pytest-benchmark
+    # The build requirements, runtime dependencies and test extras named in pyproject.toml.
+    # Not `pip install -e .[test]`: that would build the extension, which `make dev` does.
+    mapfile -t deps < <("$VENV/bin/python" - <<'PY'
+import tomllib
+
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)
+for dep in (
+    project["build-system"]["requires"]
+    + project["project"]["dependencies"]
+    + project["project"]["optional-dependencies"]["test"]
+):
+    print(dep)
+PY
+)
+    "$VENV/bin/python" -m pip install -q "${deps[@]}"
     echo "$want" > "$stamp"
 fi
 echo "setup: ok (opa $("$GOBIN/opa" version | head -1 | awk '{print $2}'), $("$VENV/bin/python" --version))"

@@ -31,6 +31,7 @@ BUILDS: dict[Path, dict[str, Path]] = {
         "stress.tar.gz": ROOT / "tests" / "fixtures" / "stress.tar.gz",
         "pipeline.tar.gz": ROOT / "tests" / "fixtures" / "pipeline.tar.gz",
         "clock.tar.gz": ROOT / "tests" / "fixtures" / "clock.tar.gz",
+        "failclosed.tar.gz": ROOT / "tests" / "services" / "fixtures" / "failclosed.tar.gz",
     },
     ROOT / "bench" / "policies" / "build.sh": {
         "small.tar.gz": ROOT / "bench" / "bundles" / "small.tar.gz",

@@ -65,6 +65,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.service != "policy":
+        print("acgs: only the policy service exists so far; use --service policy", file=sys.stderr)
+        return 2
+    from acgs.services.policy import PolicySettings, serve
+
+    overrides = {k: getattr(args, k) for k in ("host", "port", "workers", "bundle") if getattr(args, k) is not None}
+    try:
+        settings = PolicySettings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acgs", description="ACGS governance engine")
     parser.add_argument("--version", action="version", version=f"acgs {__version__}")
@@ -84,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     ins = sub.add_parser("inspect", help="show a bundle's digest, entrypoints and builtins")
     ins.add_argument("--bundle", help="bundle path (default: the bundle shipped with ACGS)")
     ins.set_defaults(func=_cmd_inspect)
+
+    srv = sub.add_parser("serve", help="run an ACGS service (settings from ACGS_* variables and these flags)")
+    srv.add_argument("--service", choices=["policy"], help="which service (policy: port 8004)")
+    srv.add_argument("--host")
+    srv.add_argument("--port", type=int)
+    srv.add_argument("--workers", type=int)
+    srv.add_argument("--bundle", type=Path, help="policy bundle (default: the bundle shipped with ACGS)")
+    srv.set_defaults(func=_cmd_serve)
 
     args = parser.parse_args(argv)
     try:

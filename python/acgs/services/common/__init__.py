@@ -1,0 +1,1 @@
+"""Pieces every ACGS service shares: OPA-style error bodies, request body reading, ids."""

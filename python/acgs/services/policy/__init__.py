@@ -1,0 +1,39 @@
+"""The policy engine service (port 8004): OPA's Data API and the seed's decision endpoint over
+the constitution bundle. ``create_app(settings)`` builds it; ``serve(settings)`` runs it."""
+
+from __future__ import annotations
+
+from acgs.services.policy.app import create_app
+from acgs.services.policy.settings import PolicySettings
+
+__all__ = ["PolicySettings", "create_app", "serve"]
+
+
+def serve(settings: PolicySettings | None = None) -> None:
+    """Runs the service under uvicorn (uvloop and httptools when installed) until stopped."""
+    import os
+
+    import uvicorn
+
+    settings = settings or PolicySettings.from_env()
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "loop": "auto",
+        "http": "auto",
+    }
+    if settings.workers > 1:
+        # Worker processes build the app themselves, from the environment: hand them the
+        # settings that way.
+        from acgs.services.policy.settings import ENV_NAMES
+
+        for name, var in ENV_NAMES.items():
+            value = getattr(settings, name)
+            os.environ[var] = "" if value is None else str(value)
+        uvicorn.run(
+            "acgs.services.policy.app:app_from_env", factory=True, workers=settings.workers, **common  # type: ignore[arg-type]
+        )
+    else:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

@@ -1,0 +1,152 @@
+"""The policy service's ASGI app: ``create_app(settings)`` loads the bundle, connects the L2
+cache when configured, and mounts the routes. ``python -m acgs.services.policy`` serves it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
+
+import acgs
+from acgs.cache import L2Cache
+from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
+from acgs.services.common.http import Reply
+from acgs.services.policy import routes
+from acgs.services.policy.deps import PolicyService
+from acgs.services.policy.metrics import PolicyMetrics
+from acgs.services.policy.pipeline import DecisionPipeline
+from acgs.services.policy.settings import PolicySettings
+
+log = logging.getLogger("acgs.services.policy")
+
+
+def _endpoint_of(path: str) -> str:
+    """The ``endpoint`` label of ``acgs_http_requests_total``: a fixed, small set."""
+    if path.startswith("/v1/data"):
+        return "data"
+    if path.startswith("/v1/batch/"):
+        return "batch"
+    if path.startswith("/health"):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    if path == "/":
+        return "default"
+    return "other"
+
+
+_DATA = "/v1/data/"
+_BATCH = "/v1/batch/data/"
+
+
+class PolicyApp(FastAPI):
+    """FastAPI for everything, except that decision requests skip its routing, dependency
+    solving and response classes: they go straight to the handlers in ``routes`` (the same
+    ones the FastAPI routes call, which stay for the OpenAPI document). On a decision that takes
+    microseconds, FastAPI's per-request machinery would cost more than the decision.
+
+    Every HTTP response, the fast ones included, is counted in ``acgs_http_requests_total``."""
+
+    policy: PolicyService
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        service = self.policy
+        reply: Reply | None = None
+        try:
+            if method == "POST":
+                if path.startswith(_DATA):
+                    reply = await routes.data_post(service, scope, receive, path[len(_DATA) :])
+                elif path.startswith(_BATCH):
+                    reply = await routes.batch_post(service, scope, receive, path[len(_BATCH) :])
+                elif path == "/":
+                    reply = await routes.default_post(service, scope, receive)
+            elif method == "GET" and path.startswith(_DATA):
+                reply = await routes.data_get(service, scope, receive, path[len(_DATA) :])
+        except ServiceError as err:
+            service.metrics.error(err.metric_code)
+            reply = Reply(err.payload(), err.status, headers=err.headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path)
+            service.metrics.error(INTERNAL_ERROR)
+            reply = Reply(ServiceError(500, INTERNAL_ERROR, "internal error").payload(), 500)
+        if reply is not None:
+            await reply.send(send)
+            service.metrics.request(_endpoint_of(path), method, reply.status)
+            return
+        status = 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, counted)
+        finally:
+            service.metrics.request(_endpoint_of(path), method, status)
+
+
+def _l2_for(settings: PolicySettings) -> L2Cache | None:
+    if not settings.redis_url:
+        return None
+    from acgs.cache.redis_l2 import RedisL2
+
+    return RedisL2(
+        settings.redis_url,
+        ttl=settings.l2_ttl,
+        timeout_ms=settings.redis_timeout_ms,
+        retry_after=settings.redis_retry_after,
+    )
+
+
+def create_app(settings: PolicySettings | None = None) -> PolicyApp:
+    """The policy service for ``settings`` (default: from the environment). The bundle is
+    loaded here, so the app answers without a lifespan run (ASGI test transports); a bundle
+    that fails to load leaves the app up, unhealthy (503), denying every decision."""
+    settings = settings or PolicySettings.from_env()
+    pipeline = DecisionPipeline.load(
+        settings.bundle,
+        timeout_ms=settings.timeout_ms,
+        memory_limit=settings.memory_limit,
+        cache_size=settings.cache_size,
+        cache_ttl=settings.cache_ttl,
+        l2=_l2_for(settings),
+    )
+    if pipeline.load_error is not None:
+        log.error("policy service starts without a bundle: %s", pipeline.load_error.message)
+    metrics = PolicyMetrics()
+    metrics.pipeline = pipeline
+    service = PolicyService(settings=settings, pipeline=pipeline, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await pipeline.close()
+
+    app = PolicyApp(
+        title="ACGS policy engine",
+        version=acgs.__version__,
+        description="OPA-compatible decisions over ACGS's constitution (port 8004).",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.policy = service
+    app.state.policy = service
+    app.include_router(routes.router)
+    install_error_handlers(app, metrics.error)
+    return app
+
+
+def app_from_env() -> PolicyApp:
+    """Factory for ``uvicorn --factory`` and worker processes: settings from ``ACGS_*``."""
+    return create_app(PolicySettings.from_env())

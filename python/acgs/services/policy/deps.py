@@ -1,0 +1,50 @@
+"""What a request handler of the policy service needs, as small ``Annotated`` dependencies.
+
+Handlers on the hot path read ``request.app.state.policy`` directly (one attribute lookup);
+the others take :data:`ServiceDep`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends
+from starlette.requests import Request
+
+import acgs
+from acgs.services.policy.metrics import PolicyMetrics
+from acgs.services.policy.pipeline import DecisionPipeline
+from acgs.services.policy.settings import PolicySettings
+
+
+@dataclass(slots=True)
+class PolicyService:
+    """One running policy service: its settings, the decision pipeline and its metrics."""
+
+    settings: PolicySettings
+    pipeline: DecisionPipeline
+    metrics: PolicyMetrics
+    version: str = field(default=acgs.__version__)
+
+    def provenance(self) -> dict[str, Any]:
+        """OPA's ``provenance`` object (``?provenance=true``)."""
+        return {
+            "version": self.version,
+            "build_commit": "",
+            "build_timestamp": "",
+            "build_hostname": "",
+            "bundles": {"acgs": {"revision": self.pipeline.revision}},
+        }
+
+
+def service_of(request: Request) -> PolicyService:
+    service: PolicyService = request.app.state.policy
+    return service
+
+
+def pipeline_of(request: Request) -> DecisionPipeline:
+    return service_of(request).pipeline
+
+
+ServiceDep = Annotated[PolicyService, Depends(service_of)]
+PipelineDep = Annotated[DecisionPipeline, Depends(pipeline_of)]

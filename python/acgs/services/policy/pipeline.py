@@ -1,0 +1,480 @@
+"""The decision pipeline behind the policy service, in the seed's order: constitutional-hash
+check -> L1 cache -> L2 cache (Redis, optional) -> fast path -> evaluation -> decision, and a
+fail-closed deny for every engine fault.
+
+Everything the service asks of the engine goes through :class:`DecisionPipeline`:
+
+- The L1 cache, the fast path and the constitution's decision are the Rust engine's
+  (``Engine.load(cache_size=, cache_ttl=)``, ``engine.decide_json``): ``evaluate_json`` and
+  ``evaluate_many`` answer from L1 for deterministic bundles.
+- L2 (Redis) sits between L1 and evaluation on the constitution's decision path
+  (``acgs/main/decision``): ``decide_cached_json`` answers from L1 or the fast path, else the
+  L2 entry under ``engine.cache_key`` goes into L1 through ``engine.cache_put``, else
+  ``decide_json`` evaluates and the result set is written to L2. Other entrypoints use L1 only:
+  the engine has no L1 lookup for them, and asking Redis before an L1 that would have answered
+  costs more than most evaluations.
+- Other ``.../decision`` entrypoints (bundles other than the constitution) get the same flat
+  decision and deny, built here from ``evaluate_json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+import orjson
+
+from acgs import Engine
+from acgs.cache import L2Cache
+from acgs.errors import AcgsError, BundleError, ConstitutionalHashMismatch, EvaluationError, InvalidInputError
+from acgs.services.common.ids import DecisionIds
+
+#: The constitution's decision, which the engine's own pipeline (fast path included) serves.
+MAIN_DECISION: Final = "acgs/main/decision"
+#: Keys ``decide_json`` adds to the policy's decision object.
+DECISION_META: Final = ("decision_id", "bundle_digest", "cache_hit", "fast_path", "evaluation_time_ms")
+
+#: OPA's non-deterministic builtins: a bundle whose Wasm imports one of these never uses L2,
+#: since the same input can give a different decision (the engine keeps such results out of L1).
+NONDETERMINISTIC_BUILTINS: Final = frozenset(
+    {
+        "http.send",
+        "io.jwt.decode_verify",
+        "net.lookup_ip_addr",
+        "opa.runtime",
+        "rand.intn",
+        "time.now_ns",
+        "uuid.rfc4122",
+    }
+)
+
+_MAX_CACHED_PATHS: Final = 4096
+
+
+class BundleNotLoaded(BundleError):
+    """The service has no policy bundle (it failed to load); every decision is a deny."""
+
+    code = "bundle_not_loaded"
+
+
+class Kind(Enum):
+    """What a ``/v1/data`` path names in the loaded bundle."""
+
+    #: An entrypoint, or a path inside an entrypoint's value (``rest``).
+    ENTRYPOINT = "entrypoint"
+    #: A base document: part of the bundle's ``data.json`` with no entrypoint at or below it.
+    DATA = "data"
+    #: A package (or the root): a prefix of one or more entrypoints, served as the data under it
+    #: merged with the value of every entrypoint below it.
+    DOCUMENT = "document"
+    #: Nothing: answered as OPA answers an undefined document.
+    UNDEFINED = "undefined"
+
+
+class Role(Enum):
+    """How a fault on this target fails closed."""
+
+    DECISION = "decision"  # a deny decision object
+    ALLOW = "allow"  # false
+    VALUE = "value"  # an error: there is no safe value to invent
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: Kind
+    path: str
+    entrypoint: str | None = None
+    rest: tuple[str, ...] = ()
+    role: Role = Role.VALUE
+
+
+def outcome_of(value: Any, defined: bool = True) -> str:
+    """The ``acgs_decisions_total`` outcome label of a result."""
+    if not defined:
+        return "undefined"
+    if value is True:
+        return "allow"
+    if value is False:
+        return "deny"
+    if type(value) is dict:
+        allow = value.get("allow")
+        if allow is True:
+            return "allow"
+        if allow is False:
+            return "deny"
+    return "other"
+
+
+def walk(value: Any, segments: tuple[str, ...]) -> tuple[bool, Any]:
+    """Descend into a JSON value along path segments (integers index arrays, as in OPA)."""
+    for seg in segments:
+        if type(value) is dict:
+            if seg not in value:
+                return False, None
+            value = value[seg]
+        elif type(value) is list and seg.isdigit():
+            index = int(seg)
+            if index >= len(value):
+                return False, None
+            value = value[index]
+        else:
+            return False, None
+    return True, value
+
+
+def _role(segments: tuple[str, ...], rest: tuple[str, ...]) -> Role:
+    last = segments[-1]
+    if not rest and last == "decision":
+        return Role.DECISION
+    if last == "allow":
+        return Role.ALLOW
+    return Role.VALUE
+
+
+@dataclass(slots=True)
+class Decided:
+    """A flat decision, its HTTP status and, when it is a fail-closed deny, the fault."""
+
+    status: int
+    decision: dict[str, Any]
+    fault: AcgsError | None = None
+
+
+@dataclass(slots=True)
+class L2Counters:
+    hits: int = 0
+    misses: int = 0
+
+
+class DecisionPipeline:
+    """One loaded bundle (or the fault that kept it from loading) and the L2 cache."""
+
+    def __init__(self, engine: Engine | None, *, load_error: AcgsError | None = None, l2: L2Cache | None = None) -> None:
+        self._engine = engine
+        self._load_error = load_error or BundleNotLoaded("no policy bundle is loaded")
+        self._l2 = l2
+        self.l2_counters = L2Counters()
+        self._ids = DecisionIds()
+        self._targets: dict[str, Target] = {}
+        if engine is None:
+            self._entrypoints: frozenset[str] = frozenset()
+            self._ordered_entrypoints: list[str] = []
+            self._data: Any = {}
+            self._digest = ""
+            self._revision = ""
+            self._hash: str | None = None
+            self._cacheable = False
+            self._native_decision = False
+            return
+        self._ordered_entrypoints = engine.entrypoints
+        self._entrypoints = frozenset(self._ordered_entrypoints)
+        self._data = engine.data
+        self._digest = engine.bundle_digest
+        self._revision = engine.revision
+        self._hash = engine.constitutional_hash
+        self._cacheable = engine.cache_stats()["capacity"] > 0 and not (
+            NONDETERMINISTIC_BUILTINS & set(engine.builtins)
+        )
+        self._native_decision = MAIN_DECISION in self._entrypoints
+
+    @classmethod
+    def load(
+        cls,
+        bundle: Any,
+        *,
+        timeout_ms: int | None = None,
+        memory_limit: int | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float | None = 300.0,
+        l2: L2Cache | None = None,
+    ) -> DecisionPipeline:
+        """Loads the bundle; a bundle that fails to load gives a pipeline that denies
+        everything and reports the fault (the service stays up, unhealthy, and fails closed)."""
+        try:
+            engine = Engine.load(
+                bundle, timeout_ms=timeout_ms, memory_limit=memory_limit, cache_size=cache_size, cache_ttl=cache_ttl
+            )
+        except AcgsError as exc:
+            fault = BundleNotLoaded(f"no policy bundle is loaded: {exc.code}: {exc.message}")
+            return cls(None, load_error=fault, l2=l2)
+        return cls(engine, l2=l2)
+
+    # -- what is loaded ---------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def load_error(self) -> AcgsError | None:
+        return None if self._engine is not None else self._load_error
+
+    @property
+    def bundle_digest(self) -> str:
+        return self._digest
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    @property
+    def constitutional_hash(self) -> str | None:
+        return self._hash
+
+    @property
+    def entrypoints(self) -> list[str]:
+        return list(self._ordered_entrypoints)
+
+    @property
+    def data(self) -> Any:
+        return self._data
+
+    @property
+    def l2(self) -> L2Cache | None:
+        return self._l2
+
+    @property
+    def native_decision(self) -> bool:
+        """Whether ``acgs/main/decision`` goes through the engine's decision pipeline."""
+        return self._native_decision
+
+    def cache_stats(self) -> dict[str, int]:
+        """The engine's L1 and fast-path counters."""
+        if self._engine is None:
+            return {"hits": 0, "misses": 0, "evictions": 0, "expirations": 0, "size": 0, "capacity": 0, "fast_path": 0}
+        return self._engine.cache_stats()
+
+    def l1_hits(self) -> int:
+        return self.cache_stats()["hits"]
+
+    def next_decision_id(self) -> str:
+        return self._ids.next()
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def resolve(self, path: str) -> Target:
+        """What a ``/v1/data/<path>`` names. Memoised: the hot path pays one dict lookup."""
+        target = self._targets.get(path)
+        if target is None:
+            target = self._resolve(path)
+            if len(self._targets) < _MAX_CACHED_PATHS:
+                self._targets[path] = target
+        return target
+
+    def _resolve(self, path: str) -> Target:
+        segments = tuple(s for s in path.split("/") if s)
+        norm = "/".join(segments)
+        if self._engine is None and segments:
+            # Nothing is known without a bundle: every path is an entrypoint that fails closed.
+            return Target(Kind.ENTRYPOINT, norm, norm, (), _role(segments, ()))
+        for i in range(len(segments), 0, -1):
+            ep = "/".join(segments[:i])
+            if ep in self._entrypoints:
+                rest = segments[i:]
+                return Target(Kind.ENTRYPOINT, norm, ep, rest, _role(segments, rest))
+        prefix = norm + "/"
+        if not norm or any(ep.startswith(prefix) for ep in self._entrypoints):
+            return Target(Kind.DOCUMENT, norm, rest=segments)
+        if walk(self._data, segments)[0]:
+            return Target(Kind.DATA, norm, rest=segments)
+        return Target(Kind.UNDEFINED, norm, rest=segments)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def check_hash(self, value: Any) -> None:
+        """A request that names a constitutional hash must name the loaded one. Stricter than
+        the engine's own check: a bundle that declares no hash rejects every named hash."""
+        if type(value) is not dict:
+            return
+        named = value.get("constitutional_hash")
+        if named is None:
+            return
+        if not isinstance(named, str):
+            raise InvalidInputError("constitutional_hash must be a string")
+        if named != self._hash:
+            if self._hash is None:
+                raise ConstitutionalHashMismatch(
+                    f"request names constitutional hash {named!r}, but the loaded bundle declares none"
+                )
+            raise ConstitutionalHashMismatch(
+                f"request names constitutional hash {named!r}, the loaded constitution's is {self._hash!r}"
+            )
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _engine_or_fault(self) -> Engine:
+        if self._engine is None:
+            raise self._load_error
+        return self._engine
+
+    def evaluate(self, entrypoint: str, raw: bytes | None) -> bytes:
+        """The result set of one entrypoint for one input (``raw`` JSON bytes, None for no
+        input), from L1 or evaluation. Raises the engine's errors; callers decide how each
+        fails closed. Synchronous: an evaluation takes microseconds (bounded by the deadline),
+        less than a hop to a thread would."""
+        return self._engine_or_fault().evaluate_json(raw, entrypoint)
+
+    async def evaluate_batch(self, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
+        """Many inputs for one entrypoint in one ``evaluate_many``, which answers from L1 and
+        spreads the rest over cores, off the event loop. A fault in one input fails only it."""
+        if self._engine is None:
+            return [self._load_error] * len(items)
+        if not items:
+            return []
+        return await asyncio.to_thread(self._evaluate_many, self._engine, entrypoint, items)
+
+    @staticmethod
+    def _evaluate_many(engine: Engine, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
+        try:
+            values = engine.evaluate_many([value for _, value in items], entrypoint)
+        except AcgsError:
+            # One input failed the whole call; evaluate each so only the faulty ones fail.
+            return [DecisionPipeline._evaluate_one(engine, entrypoint, raw) for raw, _ in items]
+        results: list[bytes | AcgsError] = []
+        for (raw, _), value in zip(items, values, strict=True):
+            if value is None:
+                # evaluate_many gives None both for "undefined" and for a rule whose value is
+                # null; the result set tells them apart.
+                results.append(DecisionPipeline._evaluate_one(engine, entrypoint, raw))
+            else:
+                results.append(orjson.dumps([{"result": value}]))
+        return results
+
+    @staticmethod
+    def _evaluate_one(engine: Engine, entrypoint: str, raw: bytes) -> bytes | AcgsError:
+        try:
+            return engine.evaluate_json(raw, entrypoint)
+        except AcgsError as exc:
+            return exc
+
+    def document(self, target: Target, raw: bytes | None) -> Any:
+        """A package or the root: the base data under the path merged with the value of every
+        entrypoint below it. Rules that are not entrypoints are not in a Wasm bundle, so they
+        are absent. Raises engine faults."""
+        found, base = walk(self._data, target.rest)
+        doc: Any = orjson.loads(orjson.dumps(base)) if found and type(base) is dict else {}
+        depth = len(target.rest)
+        prefix = target.path + "/" if target.path else ""
+        for ep in self._ordered_entrypoints:
+            if not ep.startswith(prefix):
+                continue
+            result_set = orjson.loads(self.evaluate(ep, raw))
+            if not result_set:
+                continue
+            node = doc
+            segments = ep.split("/")[depth:]
+            for seg in segments[:-1]:
+                child = node.get(seg)
+                if type(child) is not dict:
+                    child = node[seg] = {}
+                node = child
+            node[segments[-1]] = result_set[0]["result"]
+        return doc
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def deny(self, fault: AcgsError) -> dict[str, Any]:
+        """The decision every fault becomes: never an allow. The same shape as the engine's
+        fail-closed decision."""
+        return {
+            "allow": False,
+            "compliance_score": 0.0,
+            "constitutional_hash": self._hash,
+            "reasons": [f"denied because the decision could not be made: {fault.message}"],
+            "conditions": [],
+            "evaluation_details": {},
+            "error": {"code": fault.code, "message": fault.message},
+        }
+
+    @staticmethod
+    def decision_of(result_set: bytes) -> dict[str, Any]:
+        """The decision object in a result set; undefined or malformed is an EvaluationError."""
+        rows = orjson.loads(result_set)
+        if not rows:
+            raise EvaluationError("the decision is undefined for this input", code="undefined_decision")
+        decision = rows[0]["result"]
+        if type(decision) is not dict or type(decision.get("allow")) is not bool:
+            raise EvaluationError("the decision is not an object with a boolean allow", code="malformed_decision")
+        return decision
+
+    async def decide(self, entrypoint: str, raw: bytes, value: Any) -> Decided:
+        """The seed's flat decision for a request object: the decision's keys plus decision_id,
+        bundle_digest, cache_hit, fast_path and evaluation_time_ms, with the HTTP status (200;
+        503 when no bundle is loaded). Raises ConstitutionalHashMismatch and InvalidInputError
+        (a 400: the request is never evaluated); every engine fault is a deny."""
+        self.check_hash(value)
+        if entrypoint == MAIN_DECISION and self._native_decision and type(value) is dict:
+            return await self._decide_native(raw)
+        return self._decide_here(entrypoint, raw)
+
+    async def _decide_native(self, raw: bytes) -> Decided:
+        """``acgs/main/decision`` through the engine's pipeline, with L2 between its L1 (and
+        fast path) and evaluation."""
+        engine = self._engine_or_fault()
+        body = engine.decide_cached_json(raw)
+        l2 = self._l2
+        l2_key: bytes | None = None
+        if body is None and l2 is not None and self._cacheable and l2.available:
+            l2_key = engine.cache_key(raw, MAIN_DECISION)
+            found = await l2.get(l2_key)
+            if found is not None and _valid_result_set(found):
+                self.l2_counters.hits += 1
+                engine.cache_put(l2_key, found)
+                body = engine.decide_cached_json(raw)
+                l2_key = None
+            else:
+                self.l2_counters.misses += 1
+        if body is None:
+            body = engine.decide_json(raw)
+        decision: dict[str, Any] = orjson.loads(body)
+        error = decision.get("error")
+        fault = None
+        if type(error) is dict and decision.get("allow") is False:
+            fault = AcgsError(str(error.get("message", "")), code=str(error.get("code", "evaluation_error")))
+        elif l2_key is not None and l2 is not None and not decision.get("fast_path"):
+            # The evaluation just stored its result set in L1; this reads it back for L2.
+            l2.put(l2_key, engine.evaluate_json(raw, MAIN_DECISION))
+        return Decided(200, decision, fault)
+
+    def _decide_here(self, entrypoint: str, raw: bytes) -> Decided:
+        """Any other decision entrypoint: the same flat answer, built from its result set."""
+        start = time.perf_counter()
+        status = 200
+        failed: AcgsError | None = None
+        cache_hit = False
+        try:
+            engine = self._engine_or_fault()
+            hits = engine.cache_stats()["hits"]
+            result_set = engine.evaluate_json(raw, entrypoint)
+            cache_hit = engine.cache_stats()["hits"] > hits
+            decision = self.decision_of(result_set)
+        except InvalidInputError:
+            raise
+        except AcgsError as fault:
+            failed, decision = fault, self.deny(fault)
+            if isinstance(fault, BundleNotLoaded):
+                status = 503
+        if "constitutional_hash" not in decision:
+            decision["constitutional_hash"] = self._hash
+        decision["decision_id"] = self._ids.next()
+        decision["bundle_digest"] = self._digest
+        decision["cache_hit"] = cache_hit
+        decision["fast_path"] = False
+        decision["evaluation_time_ms"] = round((time.perf_counter() - start) * 1000.0, 4)
+        return Decided(status, decision, failed)
+
+    async def close(self) -> None:
+        if self._l2 is not None:
+            await self._l2.close()
+
+
+def _valid_result_set(raw: bytes) -> bool:
+    """Values read back from Redis are checked before they can become a decision."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return type(value) is list and all(type(r) is dict and "result" in r for r in value)

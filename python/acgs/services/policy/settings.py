@@ -1,0 +1,142 @@
+"""Settings of the policy service: one frozen object, read from ``ACGS_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from acgs import default_bundle_path
+
+T = TypeVar("T")
+
+#: Environment variable for each setting. Redis is shared by the services, so its names carry
+#: no service prefix.
+ENV_NAMES: dict[str, str] = {
+    "bundle": "ACGS_POLICY_BUNDLE",
+    "host": "ACGS_POLICY_HOST",
+    "port": "ACGS_POLICY_PORT",
+    "workers": "ACGS_POLICY_WORKERS",
+    "cache_size": "ACGS_POLICY_CACHE_SIZE",
+    "cache_ttl": "ACGS_POLICY_CACHE_TTL",
+    "redis_url": "ACGS_REDIS_URL",
+    "redis_timeout_ms": "ACGS_REDIS_TIMEOUT_MS",
+    "redis_retry_after": "ACGS_REDIS_RETRY_AFTER",
+    "l2_ttl": "ACGS_POLICY_L2_TTL",
+    "max_body_bytes": "ACGS_POLICY_MAX_BODY_BYTES",
+    "max_batch": "ACGS_POLICY_MAX_BATCH",
+    "timeout_ms": "ACGS_POLICY_TIMEOUT_MS",
+    "memory_limit": "ACGS_POLICY_MEMORY_LIMIT",
+    "default_decision": "ACGS_POLICY_DEFAULT_DECISION",
+    "log_level": "ACGS_LOG_LEVEL",
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError("must not be negative")
+    return value
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
+def _optional_int(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bundle": Path,
+    "host": str,
+    "port": _positive_int,
+    "workers": _positive_int,
+    "cache_size": _positive_int,
+    "cache_ttl": _positive_float,
+    "redis_url": _optional_text,
+    "redis_timeout_ms": _positive_float,
+    "redis_retry_after": _positive_float,
+    "l2_ttl": _positive_float,
+    "max_body_bytes": _positive_int,
+    "max_batch": _positive_int,
+    "timeout_ms": _optional_int,
+    "memory_limit": _optional_int,
+    "default_decision": str,
+    "log_level": str,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Everything the policy service can be told. Defaults suit one embedded node."""
+
+    #: OPA Wasm bundle to serve (``.tar.gz``, directory or ``.wasm``).
+    bundle: Path = field(default_factory=default_bundle_path)
+    host: str = "127.0.0.1"
+    port: int = 8004
+    #: uvicorn worker processes (each loads the bundle and keeps its own L1 cache and metrics).
+    workers: int = 1
+    #: Entries in the engine's L1 decision cache; 0 turns it off.
+    cache_size: int = 10_000
+    #: L1 entry lifetime, seconds.
+    cache_ttl: float = 300.0
+    #: ``redis://host:port/db`` for the L2 decision cache shared by nodes; None disables L2.
+    redis_url: str | None = None
+    #: Per-command Redis deadline; past it the decision goes on without L2.
+    redis_timeout_ms: float = 50.0
+    #: After a Redis failure, seconds during which L2 is skipped before it is tried again.
+    redis_retry_after: float = 1.0
+    #: L2 entry lifetime, seconds.
+    l2_ttl: float = 300.0
+    #: Largest request body accepted (after gzip decoding); larger ones get 413.
+    max_body_bytes: int = 1 << 20
+    #: Most inputs one batch request may carry.
+    max_batch: int = 10_000
+    #: Per-evaluation deadline. Evaluations run on the event loop (they take microseconds),
+    #: so this also bounds how long a runaway policy can hold a worker. None: the engine's default.
+    timeout_ms: int | None = 250
+    #: Per-instance Wasm memory cap in bytes; None: the engine's default.
+    memory_limit: int | None = None
+    #: Entrypoint answered by OPA's ``POST /`` (OPA's ``default_decision``).
+    default_decision: str = "acgs/main/decision"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PolicySettings:
+        """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
+        ``ValueError`` naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in ENV_NAMES.items():
+            text = env.get(var)
+            if text is None:
+                continue
+            try:
+                values[name] = _PARSERS[name](text.strip())
+            except ValueError as exc:
+                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> PolicySettings:
+        return dataclasses.replace(self, **changes)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, with credentials in the Redis URL masked."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["bundle"] = str(self.bundle)
+        if self.redis_url and "@" in self.redis_url:
+            scheme, _, rest = self.redis_url.partition("://")
+            out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return out
