@@ -115,3 +115,14 @@ def test_non_deterministic_bundles_are_not_cached() -> None:
     e.evaluate({}, "clock/now")
     assert e.cache_stats()["size"] == 0 and e.cache_stats()["hits"] == 0
     assert isinstance(first, int)
+
+
+def test_evaluate_cached_json_answers_only_from_l1_or_the_fast_path(engine: acgs.Engine) -> None:
+    assert engine.cacheable is True
+    raw = json.dumps(request(trust=0.9)).encode()
+    assert engine.evaluate_cached_json(raw, "acgs/main/allow") is None
+    full = engine.evaluate_json(raw, "acgs/main/allow")
+    assert engine.evaluate_cached_json(raw, "acgs/main/allow") == full
+    fast = engine.evaluate_cached_json(json.dumps(request()).encode(), "acgs/main/decision")
+    assert fast is not None and json.loads(fast)[0]["result"]["allow"] is True
+    assert acgs.Engine.load(FIXTURES / "clock.tar.gz").cacheable is False

@@ -297,6 +297,31 @@ impl Engine {
             .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
     }
 
+    /// Answers from the L1 cache or the fast path only (JSON format); `None` when a full
+    /// evaluation is needed.
+    pub fn evaluate_cached(
+        &self,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>> {
+        let loaded = self.current.load();
+        let ep = loaded.entrypoint_id(entrypoint)?;
+        let parsed = self
+            .wants_parse(&loaded)
+            .then(|| input.map(Json::parse))
+            .flatten();
+        self.evaluate_on(
+            &loaded,
+            ep,
+            input,
+            parsed.as_ref(),
+            InputCheck::Validate,
+            Format::Json,
+            false,
+        )
+        .map(|found| found.map(|(out, _)| out))
+    }
+
     /// Whether the pipeline needs the input parsed (for a cache key or the fast path).
     pub(crate) fn wants_parse(&self, loaded: &Loaded) -> bool {
         (self.cache.is_some() && loaded.cacheable) || loaded.fast_path.is_some()

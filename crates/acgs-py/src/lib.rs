@@ -363,6 +363,30 @@ impl Engine {
         Ok(PyBytes::new(py, &key.to_bytes()))
     }
 
+    /// ``evaluate_json`` answered from the L1 cache or the fast path only; ``None`` when a full
+    /// evaluation is needed (so a caller can consult a second-level cache first).
+    #[pyo3(signature = (raw=None, entrypoint=None))]
+    fn evaluate_cached_json<'py>(
+        &self,
+        py: Python<'py>,
+        raw: Option<&Bound<'py, PyAny>>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let input = input_bytes(py, raw)?;
+        let set = self
+            .inner
+            .evaluate_cached(entrypoint, input.as_deref())
+            .map_err(|e| to_py(py, e))?;
+        Ok(set.map(|s| PyBytes::new(py, &s)))
+    }
+
+    /// Whether results of this bundle may be cached: its module imports no non-deterministic
+    /// builtin (time, random, uuid, http).
+    #[getter]
+    fn cacheable(&self) -> bool {
+        self.inner.loaded().cacheable
+    }
+
     /// Stores a result set (``evaluate_json``'s output) under a key from ``cache_key``.
     fn cache_put(&self, py: Python<'_>, key: &[u8], result_set: &[u8]) -> PyResult<()> {
         let key: [u8; 16] = key
