@@ -9,13 +9,12 @@ authentication for the role ``acgs``, and fsync off (the server is thrown away).
 PostgreSQL refuses to run as root: when the tests run as root, initdb and postgres run as the
 unprivileged user ``nobody`` (``ACGS_TEST_PG_USER`` names another), and the data directory is
 given to that user. The binaries are looked up on PATH and then in
-``/usr/lib/postgresql/<version>/bin``; without them (Debian package ``postgresql``) the tests
-that need the server are skipped, unless ``ACGS_REQUIRE_POSTGRES`` is set, which fails them.
+``/usr/lib/postgresql/<version>/bin``; without them (Debian package ``postgresql``, which
+scripts/setup.sh installs) the tests that need the server fail rather than pass untested.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -38,8 +37,9 @@ def _binaries() -> Path | None:
     on_path = shutil.which("initdb")
     if on_path and shutil.which("postgres"):
         return Path(on_path).resolve().parent
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    return Path(found[-1]).parent if found else None
+    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()]
+    newest = max(versions, key=lambda p: int(p.parts[-3]), default=None)
+    return newest.parent if newest else None
 
 
 def _free_port() -> int:
@@ -55,12 +55,6 @@ def _unprivileged() -> dict[str, Any]:
         return {}
     user = pwd.getpwnam(os.environ.get("ACGS_TEST_PG_USER", "nobody"))
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("ACGS_REQUIRE_POSTGRES"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 class PostgresServer:
@@ -145,8 +139,7 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     bindir = _binaries()
     if bindir is None:
-        _skip_or_fail("PostgreSQL binaries not found (install the Debian package postgresql)")
-        raise AssertionError  # unreachable: skip and fail raise
+        pytest.fail("PostgreSQL binaries not found (scripts/setup.sh installs the Debian package postgresql)")
     server = PostgresServer(bindir)
     try:
         server.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,8 +35,10 @@ def audit_event(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """The one place an evolution audit event is made. ``action`` is ``evolution.<verb>``;
-    ``result`` is the request's status after the event."""
+    ``result`` is the request's status after the event. ``metadata.idempotency_key`` is unique
+    per event, so a sink that sees an event twice (delivery is at least once) can tell."""
     metadata: dict[str, Any] = {
+        "idempotency_key": f"evolution:{uuid.uuid4()}",
         "request_id": record.request_id,
         "change_type": record.type,
         "from_status": previous,
