@@ -26,6 +26,7 @@ import acgs
 from acgs.services.evolution import EvolutionSettings, create_app
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import OutboxRelay
+from acgs.services.evolution.client import DecisionTimeout, EvolutionClient, EvolutionRequestError
 from acgs.services.evolution.records import AuditEvent, EvolutionRecord, Status
 from acgs.services.evolution.rollback import CommandExecutor, NamedActionExecutor, RollbackStep, StepFailed
 from acgs.services.evolution.store import EvolutionStore, open_store
@@ -965,6 +966,56 @@ def test_review_page_lists_pending_requests_and_its_forms_work(sqlite_url: str, 
             assert "No pending requests" in r.text
             r = await svc.client.get("/evolution/review", params={"status": "rejected"})
             assert fast["request_id"] in r.text
+
+    run(scenario())
+
+
+# -- the agents' client ------------------------------------------------------------------------
+
+
+def test_client_submits_waits_for_the_decision_and_maps_errors(sqlite_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = EvolutionSettings(data_dir=tmp_path, database_url=sqlite_url, sweep_interval=3600.0)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            agent = EvolutionClient("http://e.test", identity="alice@example.com", transport=transport)
+            rita = EvolutionClient("http://e.test", identity="rita", roles="reviewer", transport=transport)
+            async with agent, rita:
+                request = await agent.submit(body(type="configuration", requested_by=None))
+                assert request["requested_by"] == "alice@example.com"  # from the identity header
+                rid = request["request_id"]
+
+                with pytest.raises(DecisionTimeout) as waited:
+                    await agent.wait_for_decision(rid, timeout=0.2, poll_interval=0.05)
+                assert waited.value.request["status"] == "pending"
+
+                async def review_later() -> None:
+                    await asyncio.sleep(0.2)
+                    await rita.approve(rid, "config only")
+
+                reviewing = asyncio.create_task(review_later())
+                decided = await agent.wait_for_decision(rid, timeout=10, poll_interval=0.05)
+                await reviewing
+                assert decided["status"] == "approved"
+                assert decided["conditions"] == ["post_deployment_monitoring", "rollback_ready"]
+                assert (await agent.deploy(rid, "go"))["status"] == "deployed"
+
+                with pytest.raises(EvolutionRequestError) as refused:
+                    await agent.submit(body(type="prompt_tuning"))
+                assert (refused.value.status, refused.value.code) == (422, "invalid_request")
+                with pytest.raises(EvolutionRequestError) as own:
+                    own_id = (await agent.submit(body(type="configuration")))["request_id"]
+                    await EvolutionClient(
+                        "http://e.test", identity="alice@example.com", roles="reviewer", transport=transport
+                    ).approve(own_id, "mine")
+                assert (own.value.status, own.value.code) == (403, "self_review")
+                page = await agent.list_requests(status="pending")
+                assert page["total"] == 1
+
+        async with EvolutionClient.embedded(settings.replace(database_url=f"sqlite:///{tmp_path / 'embedded.sqlite3'}")) as c:
+            out = await c.submit(MINOR)
+            assert out["status"] == "approved" and (await c.get(out["request_id"]))["approval_type"] == "auto_approve"
 
     run(scenario())
 
