@@ -1042,13 +1042,18 @@ def test_settings_from_environment(tmp_path: Path) -> None:
         open_store("mysql://x")
 
 
-def test_python_m_serves_on_the_configured_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "acgs.services.evolution"], ["-m", "acgs", "serve", "--service", "evolution"]],
+    ids=["python-m", "acgs-serve"],
+)
+def test_the_service_runs_from_the_command_line(tmp_path: Path, command: list[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "ACGS_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "python")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acgs.services.evolution", "--port", str(port)],
+        [sys.executable, *command, "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -1068,6 +1073,10 @@ def test_python_m_serves_on_the_configured_port(tmp_path: Path) -> None:
         r = httpx.post(f"http://127.0.0.1:{port}/evolution/request", json=MINOR, timeout=10)
         assert r.status_code == 201 and r.json()["status"] == "approved"
         assert (tmp_path / "evolution.sqlite3").is_file()
+        paths = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=10).json()["paths"]
+        for verb in ("approve", "reject", "cancel", "deploy", "rollback"):
+            assert f"/evolution/requests/{{request_id}}/{verb}" in paths
+        assert "/evolution/request" in paths and "/evolution/requests" in paths
     finally:
         proc.terminate()
         proc.wait(30)
