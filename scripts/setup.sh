@@ -9,8 +9,9 @@ OPA_VERSION=v1.22.3
 VENV=${VENV:-.venv}
 export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
-# System packages. redis-server: the L2 cache tests run a real one.
-APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server)
+# System packages. redis-server: the L2 cache tests run a real one. postgresql: the service
+# tests start a throwaway server (tests/services/pg.py).
+APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql)
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES+=(wrk)
 fi

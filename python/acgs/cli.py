@@ -65,9 +65,27 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_evolution(args: argparse.Namespace) -> int:
+    from acgs.services.evolution import EvolutionSettings, serve
+
+    if args.workers is not None:
+        print("acgs: the evolution service runs one worker; --workers is for the policy service", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("host", "port", "bundle") if getattr(args, k) is not None}
+    try:
+        settings = EvolutionSettings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.service == "evolution":
+        return _cmd_serve_evolution(args)
     if args.service != "policy":
-        print("acgs: only the policy service exists so far; use --service policy", file=sys.stderr)
+        print("acgs: only the policy and evolution services exist so far; use --service policy|evolution", file=sys.stderr)
         return 2
     from acgs.services.policy import PolicySettings, serve
 
@@ -102,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ins.set_defaults(func=_cmd_inspect)
 
     srv = sub.add_parser("serve", help="run an ACGS service (settings from ACGS_* variables and these flags)")
-    srv.add_argument("--service", choices=["policy"], help="which service (policy: port 8004)")
+    srv.add_argument(
+        "--service", choices=["policy", "evolution"], help="which service (policy: port 8004, evolution: port 8002)"
+    )
     srv.add_argument("--host")
     srv.add_argument("--port", type=int)
     srv.add_argument("--workers", type=int)

@@ -1,0 +1,137 @@
+"""The evolution service's ASGI app: ``create_app(settings)`` loads the constitution, opens the
+store, and runs the expiry sweep (and, when an audit sink is attached, the outbox relay)
+alongside the routes. ``python -m acgs.services.evolution`` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import acgs
+from acgs.services.evolution import routes
+from acgs.services.evolution.assessment import Assessor
+from acgs.services.evolution.audit import AuditSink, OutboxRelay
+from acgs.services.evolution.rollback import RollbackExecutor, load_executor
+from acgs.services.evolution.settings import EvolutionSettings
+from acgs.services.evolution.store import EvolutionStore, open_store
+from acgs.services.evolution.workflow import Workflow, WorkflowError
+
+log = logging.getLogger("acgs.services.evolution")
+
+
+def _error(status: int, code: str, message: str, errors: list[dict[str, object]] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, "errors": errors or []}, status_code=status)
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_workflow_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, WorkflowError)
+        return _error(exc.status, exc.code, exc.message)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors: list[dict[str, object]] = []
+        for e in exc.errors():
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            errors.append({"field": _field(tuple(e.get("loc", ()))), "message": message, "type": e.get("type")})
+        summary = "; ".join(f"{x['field']}: {x['message']}" for x in errors) or "invalid request"
+        return _error(422, "invalid_request", summary, errors)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error")
+
+    app.add_exception_handler(WorkflowError, on_workflow_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+async def _sweep(workflow: Workflow, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            expired = await workflow.expire_due()
+            if expired:
+                log.info("expired %d overdue evolution request(s)", expired)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("expiry sweep failed; retrying in %.0fs", interval)
+
+
+def create_app(
+    settings: EvolutionSettings | None = None,
+    *,
+    store: EvolutionStore | None = None,
+    assessor: Assessor | None = None,
+    executor: RollbackExecutor | None = None,
+    audit_sink: AuditSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The service. Anything not passed is built from ``settings``: the assessor from the
+    bundle, the store from the database URL, the rollback executor from its factory. With an
+    ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox."""
+    settings = settings or EvolutionSettings.from_env()
+    assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
+    store = store or open_store(settings.resolved_database_url())
+    executor = executor or load_executor(settings.rollback_executor)
+    workflow = Workflow(
+        store, assessor, executor, review_timeout=settings.review_timeout, validity=settings.validity, clock=clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        problem = assessor.problem()
+        if problem:
+            log.error("evolution: %s; every request will be rejected until this is fixed", problem)
+        tasks = [asyncio.create_task(_sweep(workflow, settings.sweep_interval), name="acgs-evolution-sweep")]
+        if audit_sink is not None:
+            relay = OutboxRelay(store, audit_sink, interval=settings.relay_interval)
+            tasks.append(asyncio.create_task(relay.run(), name="acgs-evolution-outbox-relay"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await store.close()
+
+    app = FastAPI(
+        title="ACGS evolution oversight",
+        version=acgs.__version__,
+        description="Risk assessment by the constitution, review routes, deployment and rollback of agent changes.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.workflow = workflow
+    _install_error_handlers(app)
+    app.include_router(routes.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory acgs.services.evolution.app:app_from_env``."""
+    return create_app(EvolutionSettings.from_env())

@@ -1,0 +1,88 @@
+"""Dependencies of the evolution routes: the workflow, and who is calling.
+
+Identity is read from headers for now: ``X-ACGS-Identity`` (``X-ACGS-Reviewer`` is accepted as
+the same thing) names the caller and ``X-ACGS-Role`` lists its roles, comma-separated. Real
+authentication (API keys, JWT) replaces ``caller_from_headers`` and ``reviewer_from_form`` and
+nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from acgs.services.evolution.workflow import Principal, Workflow, WorkflowError
+
+IDENTITY_HEADERS = ("x-acgs-identity", "x-acgs-reviewer")
+ROLE_HEADER = "x-acgs-role"
+REVIEWER = "reviewer"
+
+
+class Unauthenticated(WorkflowError):
+    status = 401
+    code = "unauthenticated"
+
+
+class MissingRole(WorkflowError):
+    status = 403
+    code = "forbidden"
+
+
+def _roles(text: str | None) -> frozenset[str]:
+    if not text:
+        return frozenset()
+    return frozenset(r.strip().lower() for r in text.split(",") if r.strip())
+
+
+def caller_from_headers(headers: Mapping[str, str]) -> Principal | None:
+    for name in IDENTITY_HEADERS:
+        identity = (headers.get(name) or "").strip()
+        if identity:
+            return Principal(identity=identity, roles=_roles(headers.get(ROLE_HEADER)))
+    return None
+
+
+def reviewer_from_form(headers: Mapping[str, str], fields: Mapping[str, str]) -> Principal:
+    """The reviewer behind a form on the review page: the header identity when there is one,
+    else the name typed into the form, in the reviewer role (the page is the reviewers' tool)."""
+    found = caller_from_headers(headers)
+    if found is not None:
+        return require_role(found, REVIEWER)
+    name = (fields.get("reviewer") or "").strip()
+    if not name:
+        raise Unauthenticated("enter your reviewer name")
+    return Principal(identity=name, roles=frozenset({REVIEWER}))
+
+
+def require_role(principal: Principal, role: str) -> Principal:
+    if not principal.has(role):
+        raise MissingRole(f"{principal.identity} lacks the {role} role (send X-ACGS-Role: {role})")
+    return principal
+
+
+def get_workflow(request: Request) -> Workflow:
+    workflow: Workflow = request.app.state.workflow
+    return workflow
+
+
+def optional_caller(request: Request) -> Principal | None:
+    return caller_from_headers(request.headers)
+
+
+def required_caller(request: Request) -> Principal:
+    found = caller_from_headers(request.headers)
+    if found is None:
+        raise Unauthenticated("identify yourself with the X-ACGS-Identity header")
+    return found
+
+
+def required_reviewer(request: Request) -> Principal:
+    return require_role(required_caller(request), REVIEWER)
+
+
+WorkflowDep = Annotated[Workflow, Depends(get_workflow)]
+CallerDep = Annotated[Principal | None, Depends(optional_caller)]
+PrincipalDep = Annotated[Principal, Depends(required_caller)]
+ReviewerDep = Annotated[Principal, Depends(required_reviewer)]

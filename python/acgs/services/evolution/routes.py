@@ -1,0 +1,165 @@
+"""The evolution service's HTTP API (``/evolution/...``) and the reviewers' page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from acgs.services.evolution import review
+from acgs.services.evolution.deps import CallerDep, PrincipalDep, ReviewerDep, WorkflowDep, reviewer_from_form
+from acgs.services.evolution.records import Status
+from acgs.services.evolution.schemas import (
+    CancelIn,
+    DeployIn,
+    ErrorOut,
+    EvolutionRequestIn,
+    EvolutionRequestOut,
+    EvolutionRequestPage,
+    ReviewIn,
+    RollbackIn,
+)
+from acgs.services.evolution.workflow import InvalidRequest, WorkflowError
+
+STATIC = Path(__file__).parent / "static"
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 422)
+}
+
+
+@router.post(
+    "/evolution/request",
+    status_code=201,
+    response_model=EvolutionRequestOut,
+    responses=_ERRORS,
+    summary="Submit a change for assessment and review",
+)
+async def submit(body: EvolutionRequestIn, workflow: WorkflowDep, caller: CallerDep) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.submit(body, caller))
+
+
+@router.get("/evolution/requests", response_model=EvolutionRequestPage, responses=_ERRORS)
+async def list_requests(
+    workflow: WorkflowDep,
+    status: Status | None = None,
+    agent_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EvolutionRequestPage:
+    records, total = await workflow.list_requests(status=status, agent_id=agent_id, limit=limit, offset=offset)
+    return EvolutionRequestPage(
+        items=[EvolutionRequestOut.of(r) for r in records],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + len(records) if offset + len(records) < total else None,
+    )
+
+
+@router.get("/evolution/requests/{request_id}", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def get_request(request_id: str, workflow: WorkflowDep) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.get(request_id))
+
+
+# The original service's path for one request.
+router.add_api_route(
+    "/evolution/request/{request_id}",
+    get_request,
+    methods=["GET"],
+    response_model=EvolutionRequestOut,
+    include_in_schema=False,
+)
+
+
+@router.post("/evolution/requests/{request_id}/approve", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def approve(request_id: str, body: ReviewIn, workflow: WorkflowDep, reviewer: ReviewerDep) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.approve(request_id, reviewer, body.reason))
+
+
+@router.post("/evolution/requests/{request_id}/reject", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def reject(request_id: str, body: ReviewIn, workflow: WorkflowDep, reviewer: ReviewerDep) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.reject(request_id, reviewer, body.reason))
+
+
+@router.post("/evolution/requests/{request_id}/cancel", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def cancel(
+    request_id: str, workflow: WorkflowDep, caller: PrincipalDep, body: CancelIn | None = None
+) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.cancel(request_id, caller, body.reason if body else None))
+
+
+@router.post("/evolution/requests/{request_id}/deploy", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def deploy(
+    request_id: str, workflow: WorkflowDep, caller: PrincipalDep, body: DeployIn | None = None
+) -> EvolutionRequestOut:
+    return EvolutionRequestOut.of(await workflow.deploy(request_id, caller, body.note if body else None))
+
+
+@router.post("/evolution/requests/{request_id}/rollback", response_model=EvolutionRequestOut, responses=_ERRORS)
+async def rollback(request_id: str, body: RollbackIn, workflow: WorkflowDep, caller: PrincipalDep) -> EvolutionRequestOut:
+    """Carries out the rollback plan. The answer is 200 whether or not every step succeeded:
+    ``status`` is ``rolled_back`` only if all did, and ``rollbacks[-1].steps`` says how each went."""
+    record = await workflow.rollback(request_id, caller, body.reason, attest_manual=body.attest_manual)
+    return EvolutionRequestOut.of(record)
+
+
+# -- the reviewers' page ----------------------------------------------------------------------
+
+
+@router.get("/evolution/review", response_class=HTMLResponse, include_in_schema=False)
+async def review_page(
+    workflow: WorkflowDep,
+    status: Status = Status.PENDING,
+    done: str | None = None,
+) -> HTMLResponse:
+    records, total = await workflow.list_requests(status=status, agent_id=None, limit=200, offset=0)
+    return HTMLResponse(review.page(records, total=total, status=status, notice=done))
+
+
+@router.post("/evolution/review/{request_id}/{verdict}", include_in_schema=False)
+async def review_form(request_id: str, verdict: str, request: Request, workflow: WorkflowDep) -> Response:
+    """The page's forms post here (``application/x-www-form-urlencoded``) and are sent back to
+    the page; a refused review re-renders the page with the reason and the refusal's status."""
+    fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    try:
+        if verdict not in ("approve", "reject"):
+            raise InvalidRequest(f"unknown verdict {verdict!r}")
+        reviewer = reviewer_from_form(request.headers, fields)
+        reason = (fields.get("reason") or "").strip()
+        if not reason:
+            raise InvalidRequest("a reason is required")
+        if verdict == "approve":
+            record = await workflow.approve(request_id, reviewer, reason)
+        else:
+            record = await workflow.reject(request_id, reviewer, reason)
+    except WorkflowError as exc:
+        records, total = await workflow.list_requests(status=Status.PENDING, agent_id=None, limit=200, offset=0)
+        html = review.page(records, total=total, status=Status.PENDING, error=exc.message)
+        return HTMLResponse(html, status_code=exc.status)
+    notice = f"{verdict}d {request_id}: now {record.status.value}"
+    return RedirectResponse(f"/evolution/review?{urlencode({'done': notice})}", status_code=303)
+
+
+@router.get("/evolution/static/review.js", include_in_schema=False)
+async def review_script() -> FileResponse:
+    return FileResponse(STATIC / "review.js", media_type="text/javascript")
+
+
+@router.get("/health", include_in_schema=True)
+async def health(request: Request, workflow: WorkflowDep) -> JSONResponse:
+    """503 while the policy engine cannot assess (every request is then rejected)."""
+    problem = workflow.assessor.problem()
+    body = {
+        "status": "ok" if problem is None else "degraded",
+        "policy_problem": problem,
+        "constitutional_hash": workflow.assessor.constitutional_hash,
+        "bundle_digest": workflow.assessor.bundle_digest,
+        "store": type(workflow.store).__name__,
+    }
+    return JSONResponse(body, status_code=200 if problem is None else 503)

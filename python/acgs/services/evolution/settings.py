@@ -1,0 +1,131 @@
+"""Settings of the evolution service: one frozen object, read from ``ACGS_*`` environment
+variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from acgs import default_bundle_path
+
+#: Environment variable for each setting. The data directory is shared by the services, so its
+#: name carries no service prefix.
+ENV_NAMES: dict[str, str] = {
+    "bundle": "ACGS_EVOLUTION_BUNDLE",
+    "entrypoint": "ACGS_EVOLUTION_ENTRYPOINT",
+    "host": "ACGS_EVOLUTION_HOST",
+    "port": "ACGS_EVOLUTION_PORT",
+    "data_dir": "ACGS_DATA_DIR",
+    "database_url": "ACGS_EVOLUTION_DATABASE_URL",
+    "review_timeout": "ACGS_EVOLUTION_REVIEW_TIMEOUT",
+    "validity": "ACGS_EVOLUTION_VALIDITY",
+    "sweep_interval": "ACGS_EVOLUTION_SWEEP_INTERVAL",
+    "relay_interval": "ACGS_EVOLUTION_RELAY_INTERVAL",
+    "rollback_executor": "ACGS_EVOLUTION_ROLLBACK_EXECUTOR",
+    "log_level": "ACGS_LOG_LEVEL",
+}
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses NaN
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bundle": Path,
+    "entrypoint": str,
+    "host": str,
+    "port": _non_negative_int,
+    "data_dir": Path,
+    "database_url": _optional_text,
+    "review_timeout": _positive_float,
+    "validity": _positive_float,
+    "sweep_interval": _positive_float,
+    "relay_interval": _positive_float,
+    "rollback_executor": _optional_text,
+    "log_level": str,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EvolutionSettings:
+    """Everything the evolution service can be told. Defaults suit one embedded node."""
+
+    #: Constitution bundle whose ``acgs.evolution`` policy assesses every request.
+    bundle: Path = field(default_factory=default_bundle_path)
+    #: The assessing entrypoint; its result must have the shape of ``acgs/evolution/decision``.
+    entrypoint: str = "acgs/evolution/decision"
+    host: str = "127.0.0.1"
+    port: int = 8002
+    #: Where the SQLite database lives when no database URL is given.
+    data_dir: Path = Path(".acgs-data")
+    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir.
+    database_url: str | None = None
+    #: Seconds a pending request waits for its reviewers before it expires.
+    review_timeout: float = 24 * 3600.0
+    #: Seconds an assessment stays valid: an approved change not deployed by then expires.
+    validity: float = 7 * 24 * 3600.0
+    #: Seconds between sweeps that expire overdue requests (reads also expire them lazily).
+    sweep_interval: float = 30.0
+    #: Seconds between deliveries of the audit outbox to the audit sink, when one is attached.
+    relay_interval: float = 1.0
+    #: ``module:factory`` returning a ``RollbackExecutor``; None: the named-action executor.
+    rollback_executor: str | None = None
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EvolutionSettings:
+        """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
+        ``ValueError`` naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in ENV_NAMES.items():
+            text = env.get(var)
+            if text is None:
+                continue
+            try:
+                values[name] = _PARSERS[name](text.strip())
+            except ValueError as exc:
+                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> EvolutionSettings:
+        return dataclasses.replace(self, **changes)
+
+    def resolved_database_url(self) -> str:
+        """The database URL, with the SQLite default filled in under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'evolution.sqlite3'}"
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, with any password in the database URL masked."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["bundle"] = str(self.bundle)
+        out["data_dir"] = str(self.data_dir)
+        url = self.resolved_database_url()
+        scheme, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            userinfo, _, host = rest.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+        out["database_url"] = url
+        return out
