@@ -1,0 +1,210 @@
+"""bubblewrap: Linux namespaces and seccomp around the host kernel.
+
+bwrap starts as the unprivileged sandbox user (the controller switches to it first, so the
+sandbox's processes are that user on the host too, not root in a user namespace), then builds
+new user, pid, net, ipc, uts and cgroup namespaces with no capabilities and no nested user
+namespaces, binds ``/usr`` read-only, and runs the command in the run's tmpfs as
+:data:`WORKSPACE`. The enforcement filter from the seccomp profile goes in with ``--seccomp``;
+the notification filter installed before bwrap lets the controller count what the profile
+refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from acgs.services.sandbox.limits import MiB, Rlimits
+from acgs.services.sandbox.runtimes.base import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    WORKSPACE,
+    Job,
+    Outcome,
+    RuntimeName,
+    RuntimeStatus,
+    RuntimeUnavailable,
+    which,
+)
+from acgs.services.sandbox.runtimes.launch import Host, Launch, outcome, run_resources, spawn_and_watch
+from acgs.services.sandbox.seccomp import Mode, enforcement_filter
+from acgs.services.sandbox.workdir import WorkDir
+
+ISOLATION = (
+    "user, pid, net, ipc, uts and cgroup namespaces; uid 65534 with no capabilities and "
+    "no_new_privs; read-only /usr; private tmpfs work dir; seccomp denylist; cgroup limits"
+)
+
+#: The host's top-level directories that merged-/usr Debian makes symlinks into /usr.
+_USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
+#: Read-only host files the languages' runtimes look for (all world-readable, none secret).
+_ETC_FILES = ("ld.so.cache", "alternatives", "localtime")
+#: Only when the run may use the network.
+_ETC_NET_FILES = ("resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates")
+
+_PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:ACGS sandbox:{WORKSPACE}:/usr/sbin/nologin\n".encode()
+_GROUP = f"sandbox:x:{SANDBOX_GID}:\n".encode()
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)  # inherited by bwrap through pass_fds
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class BwrapRuntime:
+    name: RuntimeName = "bwrap"
+
+    def __init__(self, host: Host, binary: str | None = None) -> None:
+        self.host = host
+        self.binary = binary or which("bwrap")
+        self.mode = Mode.STANDALONE if host.notify_unavailable else Mode.SUPERVISED
+        self._filter = enforcement_filter(host.profile, self.mode)
+
+    def probe(self) -> RuntimeStatus:
+        details: dict[str, object] = {
+            "seccomp_profile": self.host.profile.name,
+            "syscall_monitoring": "user notification"
+            if self.mode is Mode.SUPERVISED
+            else f"off ({self.host.notify_unavailable})",
+            "cgroups": self.host.layout.describe(),
+        }
+        if self.binary is None:
+            return RuntimeStatus("bwrap", False, ISOLATION, "bwrap is not installed (Debian package bubblewrap)", None, details)
+        version = _version([self.binary, "--version"])
+        if os.geteuid() != 0:
+            return RuntimeStatus(
+                "bwrap", False, ISOLATION, "the controller must run as root (tmpfs work dirs, cgroups)", version, details
+            )
+        missing = self.host.layout.missing()
+        if missing:
+            return RuntimeStatus(
+                "bwrap", False, ISOLATION, f"no cgroup controller for {', '.join(missing)}", version, details
+            )
+        # The honest test: start a sandbox exactly as runs do.
+        try:
+            argv = [self.binary, *self._namespace_args(network=False), "--ro-bind", "/usr", "/usr", *self._usr_links(), "--", "/usr/bin/true"]
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                timeout=10,
+                preexec_fn=_drop_privileges,
+                env={"PATH": "/usr/bin:/bin"},
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return RuntimeStatus("bwrap", False, ISOLATION, f"bwrap failed to start: {exc}", version, details)
+        if proc.returncode != 0:
+            why = proc.stderr.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+            return RuntimeStatus("bwrap", False, ISOLATION, f"bwrap cannot create its namespaces here: {why}", version, details)
+        return RuntimeStatus("bwrap", True, ISOLATION, None, version, details)
+
+    def run(self, job: Job) -> Outcome:
+        if self.binary is None:
+            raise RuntimeUnavailable("bwrap is not installed")
+        started = time.monotonic()
+        # bwrap's monitor and the pid-1 reaper count against the pids limit.
+        with run_resources(self.host, job, extra_pids=2, memory_overhead_mb=0) as (cg, wd):
+            launch = self._launch(job, wd)
+            watched, supervisor = spawn_and_watch(self.host, job, cg, launch, started=started)
+            full = wd.full()
+            return outcome(job, watched, cg, full, supervisor)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _namespace_args(self, *, network: bool) -> list[str]:
+        args = [
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--disable-userns",
+            "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_GID),
+            "--hostname", "sandbox",
+            "--cap-drop", "ALL",
+            "--die-with-parent",
+            "--new-session",
+        ]  # fmt: skip
+        if not network:
+            args.insert(0, "--unshare-net")
+        return args
+
+    @staticmethod
+    def _usr_links() -> list[str]:
+        args: list[str] = []
+        for name in _USR_LINKS:
+            p = Path("/") / name
+            if p.is_symlink():
+                args += ["--symlink", os.readlink(p), f"/{name}"]
+            elif p.is_dir() and name in ("bin", "sbin", "lib", "lib64"):
+                args += ["--ro-bind", str(p), f"/{name}"]
+        return args
+
+    def _launch(self, job: Job, wd: WorkDir) -> Launch:
+        fds: list[int] = []
+        try:
+            seccomp_fd = _memfd("acgs-seccomp", self._filter)
+            fds.append(seccomp_fd)
+            passwd_fd = _memfd("acgs-passwd", _PASSWD)
+            fds.append(passwd_fd)
+            group_fd = _memfd("acgs-group", _GROUP)
+            fds.append(group_fd)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        argv = [self.binary or "bwrap", *self._namespace_args(network=job.limits.network)]
+        argv += ["--ro-bind", "/usr", "/usr", *self._usr_links()]
+        etc = list(_ETC_FILES) + (list(_ETC_NET_FILES) if job.limits.network else [])
+        for name in etc:
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        argv += [
+            "--ro-bind-data", str(passwd_fd), "/etc/passwd",
+            "--ro-bind-data", str(group_fd), "/etc/group",
+            "--proc", "/proc",
+            "--dev", "/dev",
+            # POSIX shared memory (multiprocessing needs it), memory-backed like any tmpfs.
+            "--perms", "1777", "--size", str(min(job.limits.disk_mb, 64) * MiB), "--tmpfs", "/dev/shm",
+            "--bind", str(wd.workspace), WORKSPACE,
+            "--bind", str(wd.tmp), "/tmp",
+            # The root bwrap builds and /dev belong to the sandbox user: make them read-only
+            # so the work dir and /tmp are the only places it can write.
+            "--remount-ro", "/dev",
+            "--remount-ro", "/",
+            "--chdir", WORKSPACE,
+            "--clearenv",
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "HOME", WORKSPACE,
+            "--setenv", "TMPDIR", "/tmp",
+            "--setenv", "LANG", "C.UTF-8",
+            "--seccomp", str(seccomp_fd),
+            "--",
+            *job.argv,
+        ]  # fmt: skip
+        return Launch(
+            argv=argv,
+            rlimits=Rlimits.for_limits(job.limits, address_space=self.host.layout.memory is None),
+            drop_to=(SANDBOX_UID, SANDBOX_GID),
+            pass_fds=(seccomp_fd, passwd_fd, group_fd),
+            supervise_syscalls=self.mode is Mode.SUPERVISED,
+            close_after_spawn=fds,
+        )
+
+
+def _drop_privileges() -> None:
+    os.setgroups([])
+    os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
+    os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=10, text=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else None

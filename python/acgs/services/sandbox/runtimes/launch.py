@@ -1,0 +1,260 @@
+"""The host side of a run, shared by the runtimes that start a local process: the run's
+cgroup and work dir, the child's setup between fork and exec, the watch loop, the outcome,
+and the cleanup that happens whatever the run did."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from acgs.services.sandbox.limits import Cgroup, Layout, Limits, Rlimits
+from acgs.services.sandbox.runtimes.base import SANDBOX_GID, SANDBOX_UID, Job, Outcome, RuntimeUnavailable
+from acgs.services.sandbox.seccomp import ListenerInstaller, Profile, Supervisor, notification_filter
+from acgs.services.sandbox.supervise import Watched, watch
+from acgs.services.sandbox.workdir import Instance, WorkDir, check_files
+
+MiB = 1024 * 1024
+#: How long the child may take to hand over its seccomp listener.
+LISTENER_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Host:
+    """What the runtimes share on this host: one per controller process."""
+
+    layout: Layout
+    instance: Instance
+    cgroup_parent: str
+    profile: Profile
+    #: CPU quota of one run, in cores (the CPU *time* budget is the request's cpu_seconds).
+    cpu_cores: float
+    #: None when syscalls can be supervised here, else why not.
+    notify_unavailable: str | None
+
+    def cgroup_path(self, execution_id: str) -> str:
+        return f"{self.cgroup_parent}/{self.instance.id}/{execution_id}"
+
+
+@dataclass
+class Launch:
+    """How a runtime starts its process for one job."""
+
+    argv: list[str]
+    rlimits: Rlimits
+    #: Host uid/gid to switch to before exec; None keeps the controller's (runsc needs root).
+    drop_to: tuple[int, int] | None
+    pass_fds: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=lambda: {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    #: Install the notification filter and supervise the run's syscalls.
+    supervise_syscalls: bool = False
+    #: Descriptors the runtime opened for this launch, closed once the child has them.
+    close_after_spawn: list[int] = field(default_factory=list)
+
+
+class _ChildSetup:
+    """Runs in the forked child before exec, so it only makes system calls: every object it
+    touches was built by the parent (the parent has other threads; see subprocess's note on
+    preexec_fn)."""
+
+    def __init__(
+        self,
+        procs_fds: list[int],
+        rlimits: Rlimits,
+        drop_to: tuple[int, int] | None,
+        installer: ListenerInstaller | None,
+        sock_fd: int,
+    ) -> None:
+        self.procs_fds = procs_fds
+        self.rlimits = rlimits
+        self.drop_to = drop_to
+        self.installer = installer
+        self.sock_fd = sock_fd
+
+    def __call__(self) -> None:
+        # Join the run's groups first, so everything after (bwrap, runsc, the agent's code)
+        # is counted and killable as one.
+        for fd in self.procs_fds:
+            os.write(fd, b"0")
+        self.rlimits.apply()
+        if self.drop_to is not None:
+            uid, gid = self.drop_to
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        if self.installer is not None:
+            self.installer.install(self.sock_fd)
+
+
+@contextmanager
+def run_resources(host: Host, job: Job, *, extra_pids: int, memory_overhead_mb: int) -> Iterator[tuple[Cgroup, WorkDir]]:
+    """The run's cgroup and work dir, removed on the way out whatever happened."""
+    files = check_files(job.files, job.limits.disk_mb * MiB)
+    limits = job.limits
+    if memory_overhead_mb:
+        limits = Limits(
+            limits.cpu_seconds, limits.memory_mb + memory_overhead_mb, limits.disk_mb, limits.timeout_s, limits.pids, limits.network
+        )
+    try:
+        cg = Cgroup.create(
+            host.layout, host.cgroup_path(job.execution_id), limits, cpu_cores=host.cpu_cores, extra_pids=extra_pids
+        )
+    except OSError as exc:
+        raise RuntimeUnavailable(f"cannot create the run's cgroup: {exc}") from exc
+    try:
+        wd = WorkDir.create(host.instance.dir, job.execution_id, job.limits.disk_mb, SANDBOX_UID, SANDBOX_GID, files)
+    except BaseException:
+        cg.remove()
+        raise
+    try:
+        yield cg, wd
+    finally:
+        try:
+            cg.remove()
+        finally:
+            wd.remove()
+
+
+def spawn_and_watch(
+    host: Host, job: Job, cg: Cgroup, launch: Launch, *, started: float, on_kill: Callable[[], None] | None = None
+) -> tuple[Watched, Supervisor | None]:
+    """Start ``launch`` inside ``cg`` and watch it to the end."""
+    procs_fds: list[int] = []
+    parent_sock: socket.socket | None = None
+    child_sock: socket.socket | None = None
+    stdin_fd = -1
+    proc: subprocess.Popen[bytes] | None = None
+    supervisor: Supervisor | None = None
+    try:
+        procs_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cg.procs_files()]
+        installer = None
+        if launch.supervise_syscalls:
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            installer = ListenerInstaller(notification_filter(host.profile))
+        stdin_fd = os.memfd_create("acgs-stdin", os.MFD_CLOEXEC)
+        if job.stdin:
+            os.write(stdin_fd, job.stdin)
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
+        setup = _ChildSetup(
+            procs_fds, launch.rlimits, launch.drop_to, installer, child_sock.fileno() if child_sock else -1
+        )
+        proc = subprocess.Popen(
+            launch.argv,
+            stdin=stdin_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=launch.pass_fds,
+            preexec_fn=setup,
+            env=launch.env,
+            cwd="/",
+            start_new_session=True,
+        )
+        for fd in launch.close_after_spawn:
+            os.close(fd)
+        launch.close_after_spawn.clear()
+
+        def kill() -> None:
+            cg.kill()
+            if proc is not None and proc.returncode is None:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+            if on_kill is not None:
+                on_kill()
+
+        if parent_sock is not None:
+            assert child_sock is not None
+            child_sock.close()
+            child_sock = None
+            parent_sock.settimeout(LISTENER_TIMEOUT_S)
+            try:
+                _, fds, _, _ = socket.recv_fds(parent_sock, 1, 1)
+            except (OSError, TimeoutError) as exc:
+                kill()
+                raise RuntimeUnavailable(f"the sandbox did not hand over its seccomp listener: {exc}") from exc
+            if not fds:
+                kill()
+                raise RuntimeUnavailable("the sandbox did not hand over its seccomp listener")
+            supervisor = Supervisor(host.profile, fds[0], kill)
+        watched = watch(
+            proc, limits=job.limits, cgroup=cg, supervisor=supervisor, output_cap=job.output_cap, started=started, kill=kill
+        )
+        return watched, supervisor
+    finally:
+        if proc is not None:
+            if proc.returncode is None:
+                cg.kill()
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        for fd in procs_fds + launch.close_after_spawn:
+            os.close(fd)
+        launch.close_after_spawn.clear()
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
+        for s in (parent_sock, child_sock):
+            if s is not None:
+                s.close()
+        if supervisor is not None:
+            os.close(supervisor.listener)
+
+
+def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: Supervisor | None) -> Outcome:
+    """Name what ended the run and which limits it reached."""
+    violations = supervisor.report() if supervisor is not None else []
+    hit: list[str] = []
+    rc = watched.returncode
+    exit_code = rc if rc is None or rc >= 0 else 128 - rc
+    cpu_s = watched.cpu_s
+    if cpu_s is None and watched.rusage is not None:
+        cpu_s = watched.rusage.ru_utime + watched.rusage.ru_stime
+    oom = cg.oom_killed()
+    status: str
+    if watched.timed_out:
+        status = "timeout"
+        hit.append("timeout_s")
+    elif watched.cpu_exceeded or (cpu_s is not None and cpu_s > job.limits.cpu_seconds and exit_code in (137, 152)):
+        # 152 = 128 + SIGXCPU: the per-process RLIMIT_CPU backstop fired first.
+        status = "killed"
+        hit.append("cpu_seconds")
+    elif oom:
+        status = "killed"
+        hit.append("memory_mb")
+    elif any(v["action"] == "kill" for v in violations):
+        status = "killed"
+    elif watched.killed and watched.returncode is not None and exit_code is not None and exit_code >= 128:
+        status = "killed"
+    else:
+        status = "completed"
+    if oom and "memory_mb" not in hit:
+        hit.append("memory_mb")
+    if cg.pids_limit_reached():
+        hit.append("pids")
+    if wd_full:
+        hit.append("disk_mb")
+    peak = cg.memory_peak_mb()
+    return Outcome(
+        status=status,  # type: ignore[arg-type]
+        exit_code=exit_code,
+        stdout=bytes(watched.stdout.data),
+        stderr=bytes(watched.stderr.data),
+        stdout_truncated=watched.stdout.truncated,
+        stderr_truncated=watched.stderr.truncated,
+        cpu_s=round(cpu_s or 0.0, 4),
+        max_rss_mb=round((watched.rusage.ru_maxrss / 1024) if watched.rusage is not None else 0.0, 2),
+        memory_peak_mb=round(peak, 2) if peak is not None else None,
+        wall_ms=round(watched.wall_ms, 2),
+        violations=violations,
+        limits_hit=hit,
+    )
+
+
+def monotonic() -> float:
+    return time.monotonic()
