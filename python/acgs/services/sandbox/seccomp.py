@@ -115,6 +115,13 @@ class Profile:
     def names_by_number(self) -> dict[int, str]:
         return {nr: name for name, nr in self.table.items()}
 
+    def rule_by_number(self, nr: int) -> Rule | None:
+        """The first rule naming syscall ``nr``, whatever its argument condition."""
+        for rule in self.rules:
+            if any(self.table[s] == nr for s in rule.syscalls):
+                return rule
+        return None
+
     def rule_for(self, nr: int, args: tuple[int, ...]) -> Rule | None:
         """The rule the filters apply to syscall ``nr`` with ``args`` (first match wins, as in
         the compiled filter)."""

@@ -4,6 +4,7 @@ reports, and how a host describes whether it can use it."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -94,5 +95,24 @@ class Runtime(Protocol):
     def run(self, job: Job) -> Outcome: ...
 
 
+#: Read-only host files the languages' runtimes look for (all world-readable, none secret).
+ETC_FILES = ("ld.so.cache", "alternatives", "localtime")
+#: Only when the run may use the network.
+ETC_NET_FILES = ("resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates")
+
+PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:ACGS sandbox:{WORKSPACE}:/usr/sbin/nologin\n".encode()
+GROUP = f"sandbox:x:{SANDBOX_GID}:\n".encode()
+
+
+
 def which(binary: str) -> str | None:
     return shutil.which(binary)
+
+
+def tool_version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=10, text=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else None

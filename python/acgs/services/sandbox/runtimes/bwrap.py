@@ -25,7 +25,12 @@ from acgs.services.sandbox.runtimes.base import (
     Outcome,
     RuntimeName,
     RuntimeStatus,
+    ETC_FILES,
+    ETC_NET_FILES,
+    GROUP,
+    PASSWD,
     RuntimeUnavailable,
+    tool_version,
     which,
 )
 from acgs.services.sandbox.runtimes.launch import Host, Launch, outcome, run_resources, spawn_and_watch
@@ -39,15 +44,6 @@ ISOLATION = (
 
 #: The host's top-level directories that merged-/usr Debian makes symlinks into /usr.
 _USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
-#: Read-only host files the languages' runtimes look for (all world-readable, none secret).
-_ETC_FILES = ("ld.so.cache", "alternatives", "localtime")
-#: Only when the run may use the network.
-_ETC_NET_FILES = ("resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates")
-
-_PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:ACGS sandbox:{WORKSPACE}:/usr/sbin/nologin\n".encode()
-_GROUP = f"sandbox:x:{SANDBOX_GID}:\n".encode()
-
-
 def _memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, 0)  # inherited by bwrap through pass_fds
     os.write(fd, data)
@@ -74,7 +70,7 @@ class BwrapRuntime:
         }
         if self.binary is None:
             return RuntimeStatus("bwrap", False, ISOLATION, "bwrap is not installed (Debian package bubblewrap)", None, details)
-        version = _version([self.binary, "--version"])
+        version = tool_version([self.binary, "--version"])
         if os.geteuid() != 0:
             return RuntimeStatus(
                 "bwrap", False, ISOLATION, "the controller must run as root (tmpfs work dirs, cgroups)", version, details
@@ -149,9 +145,9 @@ class BwrapRuntime:
         try:
             seccomp_fd = _memfd("acgs-seccomp", self._filter)
             fds.append(seccomp_fd)
-            passwd_fd = _memfd("acgs-passwd", _PASSWD)
+            passwd_fd = _memfd("acgs-passwd", PASSWD)
             fds.append(passwd_fd)
-            group_fd = _memfd("acgs-group", _GROUP)
+            group_fd = _memfd("acgs-group", GROUP)
             fds.append(group_fd)
         except OSError:
             for fd in fds:
@@ -159,7 +155,7 @@ class BwrapRuntime:
             raise
         argv = [self.binary or "bwrap", *self._namespace_args(network=job.limits.network)]
         argv += ["--ro-bind", "/usr", "/usr", *self._usr_links()]
-        etc = list(_ETC_FILES) + (list(_ETC_NET_FILES) if job.limits.network else [])
+        etc = list(ETC_FILES) + (list(ETC_NET_FILES) if job.limits.network else [])
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         argv += [
@@ -199,12 +195,3 @@ def _drop_privileges() -> None:
     os.setgroups([])
     os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
     os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-
-
-def _version(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, timeout=10, text=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else None
