@@ -1,0 +1,9 @@
+"""The sandbox controller (port 8001): runs agent code under bubblewrap or gVisor, with the
+limits, runtime and network the constitution (``acgs.sandbox``) grants, reports the syscalls
+it refused, and audits every run under its decision id."""
+
+from acgs.services.sandbox.app import create_app
+from acgs.services.sandbox.service import SandboxService
+from acgs.services.sandbox.settings import SandboxSettings
+
+__all__ = ["SandboxService", "SandboxSettings", "create_app"]

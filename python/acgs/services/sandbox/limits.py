@@ -78,7 +78,7 @@ class Layout:
 
 
 def _mounts() -> list[tuple[str, Path, set[str]]]:
-    out = []
+    out: list[tuple[str, Path, set[str]]] = []
     try:
         text = Path("/proc/self/mounts").read_text()
     except OSError:
@@ -419,18 +419,18 @@ def _rmdir_retry(path: Path, timeout: float = 2.0) -> bool:
             time.sleep(0.01)
 
 
-def sweep(layout: Layout, parent: str, live_instances: set[str]) -> list[str]:
-    """Kill and remove the groups of controller instances that are gone (see
-    :func:`acgs.services.sandbox.workdir.stale_instances`). Returns what was removed."""
+def sweep(layout: Layout, parent: str, prefix: str, live_instances: set[str]) -> list[str]:
+    """Kill and remove the groups named ``<prefix>-<instance>`` whose instance is not live
+    (see :func:`acgs.services.sandbox.workdir.sweep`). Returns what was removed."""
     removed: list[str] = []
     for h in layout.hierarchies:
         base = h / parent
         try:
-            instances = [d for d in base.iterdir() if d.is_dir()]
+            instances = [d for d in base.iterdir() if d.is_dir() and d.name.startswith(prefix + "-")]
         except OSError:
             continue
         for inst in instances:
-            if inst.name in live_instances:
+            if inst.name.removeprefix(prefix + "-") in live_instances:
                 continue
             for run in [d for d in inst.iterdir() if d.is_dir()]:
                 _kill_group(layout, {h: run})

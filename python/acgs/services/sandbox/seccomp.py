@@ -286,7 +286,7 @@ def _compile(
 
 def _rule_checks(profile: Profile) -> list[tuple[int, ArgCondition | None, str]]:
     seen: set[int] = set()
-    checks = []
+    checks: list[tuple[int, ArgCondition | None, str]] = []
     for rule in profile.rules:
         for name in rule.syscalls:
             nr = profile.table[name]

@@ -77,8 +77,9 @@ def watch(
     if listener is not None:
         poller.register(listener, _IN)
     # Readable when the process exits, so the loop never sleeps past the exit.
-    exit_fd: int | None = os.pidfd_open(proc.pid)
-    poller.register(exit_fd, _IN)
+    pidfd = os.pidfd_open(proc.pid)
+    poller.register(pidfd, _IN)
+    exit_fd: int | None = pidfd
     deadline = started + limits.timeout_s
     exited_at: float | None = None
     killed_at: float | None = None

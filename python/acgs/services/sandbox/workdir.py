@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -83,6 +84,7 @@ class Instance:
         self.lock_path = root / f"{self.id}.lock"
         self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.cgroup_name = cgroup_name(root, self.id)
         self.dir = root / self.id
         self.dir.mkdir(mode=0o711)
         os.chmod(self.dir, 0o711)
@@ -99,6 +101,16 @@ class Instance:
         except OSError:
             pass
         os.close(self._lock_fd)
+
+
+def runs_dir_tag(root: Path) -> str:
+    """Tells apart the controllers that keep their runs in different directories, so that
+    none sweeps another's cgroups (liveness is only known for the instances of one dir)."""
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+
+
+def cgroup_name(root: Path, instance: str) -> str:
+    return f"{runs_dir_tag(root)}-{instance}"
 
 
 def is_live(root: Path, instance: str) -> bool:

@@ -50,8 +50,8 @@ class Outcome:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     cpu_s: float = 0.0
+    #: The run's memory peak from its cgroup (see schemas.ResourceUsage).
     max_rss_mb: float = 0.0
-    memory_peak_mb: float | None = None
     wall_ms: float = 0.0
     violations: list[dict[str, Any]] = field(default_factory=list)
     #: Names of the limits the run reached (``timeout_s``, ``cpu_seconds``, ``memory_mb``,

@@ -37,7 +37,7 @@ class Host:
     notify_unavailable: str | None
 
     def cgroup_path(self, execution_id: str) -> str:
-        return f"{self.cgroup_parent}/{self.instance.id}/{execution_id}"
+        return f"{self.cgroup_parent}/{self.instance.cgroup_name}/{execution_id}"
 
 
 @dataclass
@@ -239,7 +239,10 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
         hit.append("pids")
     if wd_full:
         hit.append("disk_mb")
+    # Not ru_maxrss: that includes the controller's own image, forked before the exec.
     peak = cg.memory_peak_mb()
+    if peak is None and watched.rusage is not None:
+        peak = watched.rusage.ru_maxrss / 1024
     return Outcome(
         status=status,  # type: ignore[arg-type]
         exit_code=exit_code,
@@ -248,8 +251,7 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
         stdout_truncated=watched.stdout.truncated,
         stderr_truncated=watched.stderr.truncated,
         cpu_s=round(cpu_s or 0.0, 4),
-        max_rss_mb=round((watched.rusage.ru_maxrss / 1024) if watched.rusage is not None else 0.0, 2),
-        memory_peak_mb=round(peak, 2) if peak is not None else None,
+        max_rss_mb=round(peak or 0.0, 2),
         wall_ms=round(watched.wall_ms, 2),
         violations=violations,
         limits_hit=hit,

@@ -1,0 +1,96 @@
+"""The sandbox controller's FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from acgs.services.sandbox.routes import router
+from acgs.services.sandbox.service import SandboxService
+from acgs.services.sandbox.settings import SandboxSettings
+
+log = logging.getLogger("acgs.services.sandbox")
+
+
+class _BodyLimit:
+    """Refuse bodies over the limit before FastAPI reads them into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                resp = JSONResponse(
+                    {"code": "request_too_large", "message": f"request body over {self.limit} bytes"}, status_code=413
+                )
+                await resp(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> dict[str, object]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                seen += len(body) if isinstance(body, bytes) else 0
+                if seen > self.limit:
+                    raise _TooLarge()
+            return dict(message)
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            resp = JSONResponse({"code": "request_too_large", "message": f"request body over {self.limit} bytes"}, status_code=413)
+            await resp(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: SandboxSettings | None = None, service: SandboxService | None = None) -> FastAPI:
+    """The app; ``service`` (already started) replaces the one the lifespan would build."""
+    settings = settings or SandboxSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = service is None
+        svc = service or SandboxService(settings)
+        if own:
+            await asyncio.to_thread(svc.start)
+        app.state.sandbox = svc
+        for name, status in svc.statuses.items():
+            log.info("runtime %s: %s", name, "available" if status.available else f"unavailable ({status.reason})")
+        try:
+            yield
+        finally:
+            if own:
+                await asyncio.to_thread(svc.close)
+
+    app = FastAPI(
+        title="ACGS sandbox controller",
+        description="Runs agent code under bubblewrap or gVisor with the limits the constitution grants.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse({"code": "invalid_request", "message": "invalid request", "errors": errors}, status_code=400)
+
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    return app

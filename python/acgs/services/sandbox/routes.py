@@ -1,0 +1,66 @@
+"""HTTP routes of the sandbox controller."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from acgs.services.sandbox.deps import Service
+from acgs.services.sandbox.schemas import ErrorBody, ExecuteRequest, Execution, RuntimeInfo, RuntimesResponse
+
+router = APIRouter()
+
+
+@router.post(
+    "/execute",
+    response_model=Execution,
+    responses={
+        403: {"model": Execution, "description": "denied by the constitution (status denied, reasons)"},
+        422: {"model": Execution, "description": "allowed, but no runtime or interpreter for it here (status error)"},
+        429: {"model": Execution, "description": "the run queue is full (status error)"},
+        500: {"model": Execution, "description": "the run failed inside the controller (status error)"},
+    },
+)
+async def execute(req: ExecuteRequest, service: Service) -> JSONResponse:
+    """Check the run against the constitution, queue it, run it and return the execution.
+    Every request that reaches the constitution becomes an execution (GET it later by id)
+    and an audit event, whatever the outcome."""
+    result = await service.execute(req)
+    return JSONResponse(Execution.model_validate(result.record).model_dump(), status_code=result.http_status)
+
+
+@router.get("/executions/{execution_id}", response_model=Execution, responses={404: {"model": ErrorBody}})
+async def get_execution(execution_id: str, service: Service) -> JSONResponse:
+    record = service.get(execution_id)
+    if record is None:
+        return JSONResponse({"code": "not_found", "message": f"no execution {execution_id}"}, status_code=404)
+    return JSONResponse(Execution.model_validate(record).model_dump())
+
+
+@router.get("/executions", response_model=list[Execution])
+async def list_executions(
+    service: Service, agent_id: str | None = None, limit: int = Query(50, ge=1, le=1000)
+) -> list[Execution]:
+    return [Execution.model_validate(r) for r in service.recent(agent_id, limit)]
+
+
+@router.get("/runtimes", response_model=RuntimesResponse)
+async def runtimes(service: Service) -> RuntimesResponse:
+    """Each runtime, whether this host can use it, and why not."""
+    return RuntimesResponse(
+        runtimes=[RuntimeInfo(**s.as_dict()) for s in service.statuses.values()],
+        auto_order=list(service.settings.auto_order),
+        concurrency=service.settings.concurrency,
+        max_queue=service.settings.max_queue,
+    )
+
+
+@router.get("/health")
+async def health(service: Service) -> dict[str, object]:
+    available = [n for n, s in service.statuses.items() if s.available]
+    return {
+        "status": "ok" if available else "degraded",
+        "runtimes": available,
+        "queue": service.queue.stats(),
+        "constitutional_hash": service.engine.constitutional_hash,
+    }
