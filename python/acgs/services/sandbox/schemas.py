@@ -85,6 +85,8 @@ class Execution(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     error: str | None = None
     created_at: float
+    #: When the run left the queue (None for runs that never started).
+    started_at: float | None = None
     finished_at: float | None = None
 
 

@@ -423,9 +423,10 @@ class Supervisor:
         with self._lock:
             v = self.violations.setdefault((name, action), Violation(name, action))
             v.count += 1
-        self._reply(nid, 0, -errno_mod.EPERM, 0)
         if action == "kill":
+            # Before answering: the caller stays blocked in the syscall until it dies.
             self.on_kill()
+        self._reply(nid, 0, -errno_mod.EPERM, 0)
         return True
 
     def _is_setup_marker(self, nr: int, args: tuple[int, ...]) -> bool:

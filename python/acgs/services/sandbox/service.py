@@ -182,6 +182,7 @@ class SandboxService:
             "reasons": admission.reasons,
             "error": None,
             "created_at": now,
+            "started_at": None,
             "finished_at": None,
             "_admission": {
                 "trust_tier": admission.trust_tier,
@@ -211,6 +212,7 @@ class SandboxService:
 
         def on_start() -> None:
             record["status"] = "running"
+            record["started_at"] = time.time()
             self.store.update(_public(record), started=True)
 
         try:
