@@ -85,6 +85,8 @@ def create_app(settings: SandboxSettings | None = None, service: SandboxService 
         lifespan=lifespan,
     )
     app.include_router(router)
+    if service is not None:
+        app.state.sandbox = service
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: Exception) -> JSONResponse:

@@ -441,6 +441,17 @@ def sweep(layout: Layout, parent: str, prefix: str, live_instances: set[str]) ->
     return removed
 
 
+def remove_instance(layout: Layout, parent: str, instance: str) -> None:
+    """A controller's own groups, at its orderly stop (its runs are over by then)."""
+    for h in layout.hierarchies:
+        inst = h / parent / instance
+        if inst.is_dir():
+            for run in [d for d in inst.iterdir() if d.is_dir()]:
+                _kill_group(layout, {h: run})
+                _rmdir_retry(run)
+            _rmdir_retry(inst)
+
+
 # ---------------------------------------------------------------------------------------------
 # rlimits
 

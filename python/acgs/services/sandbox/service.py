@@ -144,6 +144,7 @@ class SandboxService:
     def close(self) -> None:
         self.queue.shutdown()
         if self.instance is not None:
+            cgroups.remove_instance(self.layout, self.settings.cgroup_parent, self.instance.cgroup_name)
             self.instance.close()
             self.instance = None
         self.store.close()

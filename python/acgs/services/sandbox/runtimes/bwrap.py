@@ -177,6 +177,8 @@ class BwrapRuntime:
             "--setenv", "HOME", WORKSPACE,
             "--setenv", "TMPDIR", "/tmp",
             "--setenv", "LANG", "C.UTF-8",
+            # Bytecode caches would only eat the run's disk limit: the work dir dies with it.
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--seccomp", str(seccomp_fd),
             "--",
             *job.argv,

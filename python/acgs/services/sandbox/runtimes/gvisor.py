@@ -219,7 +219,7 @@ class GvisorRuntime:
             "process": {
                 "user": {"uid": SANDBOX_UID, "gid": SANDBOX_GID},
                 "args": list(job.argv),
-                "env": ["PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={WORKSPACE}", "TMPDIR=/tmp", "LANG=C.UTF-8"],
+                "env": ["PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={WORKSPACE}", "TMPDIR=/tmp", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1"],
                 "cwd": WORKSPACE,
                 "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
                 "rlimits": rlimits,
