@@ -82,8 +82,9 @@ class SandboxService:
         self.swept = self.sweep()
         self.recover()
         self.instance = workdir.Instance(self.settings.runs_dir)
+        monitoring = notification_available() if self.settings.monitor_syscalls else "turned off in the settings"
         self.host = Host(
-            self.layout, self.instance, self.settings.cgroup_parent, self.profile, self.settings.cpu_cores, notification_available()
+            self.layout, self.instance, self.settings.cgroup_parent, self.profile, self.settings.cpu_cores, monitoring
         )
         self.runtimes = all_runtimes(self.host, self.settings.gvisor_platform)
         if probe:

@@ -57,6 +57,10 @@ class SandboxSettings:
     cgroup_parent: str = "acgs-sandbox"
     #: The order in which ``runtime: auto`` tries the runtimes the constitution allows.
     auto_order: tuple[str, ...] = ("bwrap", "gvisor", "firecracker", "docker")
+    #: Count the syscalls the seccomp profile refuses (bwrap: user notification, a round trip
+    #: to the controller per refused call and per mount while bwrap sets up). Off, they are
+    #: still refused, but not reported.
+    monitor_syscalls: bool = True
     #: gVisor platform (this host's runsc: ptrace or kvm).
     gvisor_platform: str = "ptrace"
     log_level: str = "info"
@@ -103,6 +107,7 @@ ENV_NAMES: dict[str, str] = {
     "cgroup_parent": "ACGS_SANDBOX_CGROUP_PARENT",
     "auto_order": "ACGS_SANDBOX_AUTO_ORDER",
     "gvisor_platform": "ACGS_SANDBOX_GVISOR_PLATFORM",
+    "monitor_syscalls": "ACGS_SANDBOX_MONITOR_SYSCALLS",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -119,6 +124,14 @@ def _positive_float(text: str) -> float:
     if not value > 0:  # also refuses NaN
         raise ValueError("must be positive")
     return value
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -148,5 +161,6 @@ _PARSERS: dict[str, Any] = {
     "cgroup_parent": _cgroup_name,
     "auto_order": _names,
     "gvisor_platform": str,
+    "monitor_syscalls": _flag,
     "log_level": str,
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Start-up overhead of the sandbox runtimes over a bare process, for `/usr/bin/true` and
+`python3 -c pass`, written to bench/results/sandbox.md.
+
+Rows, each timed from the caller's side until the run is over and cleaned up:
+  bare            the command itself (subprocess.run)
+  bwrap alone     bubblewrap with the hardened flags of the project's sandbox note, no
+                  cgroups, no seccomp, no work dir: the floor bwrap itself sets
+  ACGS bwrap      BwrapRuntime.run: cgroup (memory, pids, cpu), rlimits, uid drop, tmpfs work
+                  dir, seccomp filter, syscall supervision, output capture, cleanup
+  ACGS bwrap, no monitoring   the same with syscall supervision off (refused, not counted)
+  ACGS gVisor     GvisorRuntime.run (runsc, ptrace platform), same limits and cleanup
+
+Needs root, bubblewrap and runsc. Usage (repo venv, extension built):
+  python bench/sandbox_startup.py [--runs 40] [--gvisor-runs 15] [--wait-quiet SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+from acgs.services.sandbox import limits, seccomp, workdir  # noqa: E402
+from acgs.services.sandbox.runtimes import BwrapRuntime, GvisorRuntime, Host, Job  # noqa: E402
+
+COMMANDS = {"/usr/bin/true": ("/usr/bin/true",), "python3 -c pass": ("/usr/bin/python3", "-c", "pass")}
+LIMITS = limits.Limits(cpu_seconds=10, memory_mb=256, disk_mb=16, timeout_s=30, pids=32, network=False)
+BWRAP_ALONE = [
+    "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+    "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+    "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+    "--tmpfs", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin", "--",
+]  # fmt: skip
+
+
+def timed(fn: Callable[[int], object], runs: int, warmup: int = 3) -> list[float]:
+    for i in range(warmup):
+        fn(-1 - i)
+    out = []
+    for i in range(runs):
+        t = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def wait_quiet(limit_s: float) -> None:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and os.getloadavg()[0] > 0.5:
+        time.sleep(10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--gvisor-runs", type=int, default=15)
+    ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to this long for load < 0.5 first")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sandbox.md")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (cgroups, tmpfs work dirs)", file=sys.stderr)
+        return 2
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    load_before = os.getloadavg()
+    runs_root = Path(tempfile.mkdtemp(prefix="acgs-bench-sandbox-"))
+    os.chmod(runs_root, 0o711)
+    instance = workdir.Instance(runs_root / "runs")
+    layout = limits.detect_layout()
+    profile = seccomp.load_profile()
+    monitored = Host(layout, instance, "acgs-bench", profile, 1.0, seccomp.notification_available())
+    unmonitored = Host(layout, instance, "acgs-bench", profile, 1.0, "off for the benchmark")
+    rows: list[tuple[str, str, list[float]]] = []
+    n = 0
+
+    def job(argv: tuple[str, ...]) -> Job:
+        nonlocal n
+        n += 1
+        return Job(f"bench-{n}", "bench", argv, {}, b"", LIMITS, 4096)
+
+    def check(out: object) -> None:
+        status = getattr(out, "status", None)
+        if status != "completed" or getattr(out, "exit_code", None) != 0:
+            raise SystemExit(f"a benchmark run failed: {out}")
+
+    try:
+        for label, argv in COMMANDS.items():
+            rows.append((label, "bare", timed(lambda i: subprocess.run(argv, check=True), args.runs)))
+            rows.append((label, "bwrap alone", timed(lambda i: subprocess.run(BWRAP_ALONE + list(argv), check=True), args.runs)))
+            for name, host in (("ACGS bwrap", monitored), ("ACGS bwrap, no monitoring", unmonitored)):
+                rt = BwrapRuntime(host)
+                rows.append((label, name, timed(lambda i: check(rt.run(job(argv))), args.runs)))
+            if shutil.which("runsc"):
+                grt = GvisorRuntime(monitored)
+                rows.append((label, "ACGS gVisor (ptrace)", timed(lambda i: check(grt.run(job(argv))), args.gvisor_runs, 2)))
+    finally:
+        limits.remove_instance(layout, "acgs-bench", instance.cgroup_name)
+        instance.close()
+        shutil.rmtree(runs_root, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    bare = {label: statistics.median(t) for label, name, t in rows if name == "bare"}
+    lines = [
+        "# Sandbox start-up overhead",
+        "",
+        f"Written by `bench/sandbox_startup.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Machine: {platform.node() and 'the project machine type'}, {os.cpu_count()} CPUs, kernel {platform.release()};"
+        f" load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
+        f"bwrap: {subprocess.run(['bwrap', '--version'], capture_output=True, text=True).stdout.strip()};"
+        f" runsc: {subprocess.run(['runsc', '--version'], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which('runsc') else 'absent'}.",
+        "Every time is the caller's: start, run, wait, and (for ACGS rows) the cleanup of cgroup and work dir.",
+        "",
+        "| command | runtime | runs | median ms | p90 ms | min ms | median over bare ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, name, t in rows:
+        q = statistics.quantiles(t, n=10)
+        med = statistics.median(t)
+        lines.append(
+            f"| `{label}` | {name} | {len(t)} | {med:.1f} | {q[-1]:.1f} | {min(t):.1f} | {med - bare[label]:+.1f} |"
+        )
+    lines.append("")
+    text = "\n".join(lines)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
