@@ -398,3 +398,19 @@ def test_settings_from_the_environment() -> None:
     with pytest.raises(Exception, match="unknown runtimes"):
         SandboxSettings.from_env({"ACGS_SANDBOX_AUTO_ORDER": "bwrap,chroot"})
     assert json.loads(json.dumps(list(s.auto_order))) == ["gvisor", "bwrap"]
+
+
+def test_fork_server_reports_children_that_never_ran() -> None:
+    from acgs.services.sandbox.forkserver import ForkServer
+
+    fs = ForkServer()
+    try:
+        missing = fs.spawn(["/nonexistent/runtime"], {}, {})
+        ok = fs.spawn(["/usr/bin/true"], {}, {}, drop_to=(65534, 65534))
+        ex = missing.exit.result(timeout=30)
+        assert ex.returncode == 127 and ex.error is not None and "No such file or directory" in ex.error
+        assert ok.exit.result(timeout=30).returncode == 0 and ok.exit.result().error is None
+        os.close(missing.pidfd)
+        os.close(ok.pidfd)
+    finally:
+        fs.close()

@@ -4,15 +4,15 @@ one poll loop in the run's worker thread."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import os
-import resource
 import select
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from acgs.services.sandbox.forkserver import Exit, Spawned
 from acgs.services.sandbox.limits import Cgroup, Limits
 from acgs.services.sandbox.seccomp import Supervisor
 
@@ -48,7 +48,7 @@ class Watched:
     stdout: Stream
     stderr: Stream
     returncode: int | None = None
-    rusage: resource.struct_rusage | None = None
+    exit: Exit | None = None
     timed_out: bool = False
     cpu_exceeded: bool = False
     killed: bool = False
@@ -57,7 +57,9 @@ class Watched:
 
 
 def watch(
-    proc: subprocess.Popen[bytes],
+    proc: Spawned,
+    stdout: int,
+    stderr: int,
     *,
     limits: Limits,
     cgroup: Cgroup,
@@ -66,9 +68,8 @@ def watch(
     started: float,
     kill: Callable[[], None],
 ) -> Watched:
-    assert proc.stdout is not None and proc.stderr is not None
     out = Watched(Stream(output_cap), Stream(output_cap))
-    streams = {proc.stdout.fileno(): out.stdout, proc.stderr.fileno(): out.stderr}
+    streams = {stdout: out.stdout, stderr: out.stderr}
     poller = select.poll()
     for fd in streams:
         os.set_blocking(fd, False)
@@ -77,9 +78,9 @@ def watch(
     if listener is not None:
         poller.register(listener, _IN)
     # Readable when the process exits, so the loop never sleeps past the exit.
-    pidfd = os.pidfd_open(proc.pid)
-    poller.register(pidfd, _IN)
-    exit_fd: int | None = pidfd
+    exit_fd: int | None = proc.pidfd
+    poller.register(proc.pidfd, _IN)
+    exit_seen = False
     deadline = started + limits.timeout_s
     exited_at: float | None = None
     killed_at: float | None = None
@@ -106,7 +107,7 @@ def watch(
                     out.cpu_exceeded = True
                     do_kill()
         if out.returncode is None:
-            _reap(proc, out)
+            _reap(proc, out, block=exit_seen)
             if out.returncode is not None:
                 exited_at = time.monotonic()
                 if listener is not None:
@@ -126,8 +127,8 @@ def watch(
         for fd, ev in poller.poll(max(0, int(wait * 1000)) or 1):
             if fd == exit_fd:
                 poller.unregister(fd)
-                os.close(fd)
                 exit_fd = None
+                exit_seen = True
                 continue
             if fd == listener and supervisor is not None:
                 if ev & _IN:
@@ -154,8 +155,6 @@ def watch(
             else:
                 poller.unregister(fd)
                 del streams[fd]
-    if exit_fd is not None:
-        os.close(exit_fd)
     if out.returncode is None:
         do_kill()
         _reap(proc, out, block=True)
@@ -166,15 +165,15 @@ def watch(
     return out
 
 
-def _reap(proc: subprocess.Popen[bytes], out: Watched, block: bool = False) -> None:
+def _reap(proc: Spawned, out: Watched, block: bool = False) -> None:
+    """The exit status, which the fork server (the process's parent) reports just after the
+    pidfd turns readable."""
+    if not block and not proc.exit.done():
+        return
     try:
-        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        out.returncode = proc.returncode if proc.returncode is not None else -1
+        ex = proc.exit.result(timeout=10 if block else 0)
+    except (concurrent.futures.TimeoutError, OSError):
+        out.returncode = -1
         return
-    if pid == 0:
-        return
-    out.returncode = os.waitstatus_to_exitcode(status)
-    out.rusage = usage
-    # Popen must not wait for a pid we already reaped.
-    proc.returncode = out.returncode
+    out.exit = ex
+    out.returncode = ex.returncode

@@ -5,16 +5,17 @@ and the cleanup that happens whatever the run did."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from acgs.services.sandbox.forkserver import ForkServer, ForkServerError, Spawned
 from acgs.services.sandbox.limits import Cgroup, Layout, Limits, Rlimits
 from acgs.services.sandbox.runtimes.base import SANDBOX_GID, SANDBOX_UID, Job, Outcome, RuntimeUnavailable
-from acgs.services.sandbox.seccomp import ListenerInstaller, Profile, Supervisor, notification_filter
+from acgs.services.sandbox.seccomp import Profile, Supervisor, notification_filter
 from acgs.services.sandbox.supervise import Watched, watch
 from acgs.services.sandbox.workdir import Instance, WorkDir, check_files
 
@@ -35,6 +36,7 @@ class Host:
     cpu_cores: float
     #: None when syscalls can be supervised here, else why not.
     notify_unavailable: str | None
+    forkserver: ForkServer = field(default_factory=ForkServer)
 
     def cgroup_path(self, execution_id: str) -> str:
         return f"{self.cgroup_parent}/{self.instance.cgroup_name}/{execution_id}"
@@ -48,46 +50,13 @@ class Launch:
     rlimits: Rlimits
     #: Host uid/gid to switch to before exec; None keeps the controller's (runsc needs root).
     drop_to: tuple[int, int] | None
-    pass_fds: tuple[int, ...] = ()
+    #: Descriptors the child gets, by number in the child (the argv may name them).
+    pass_fds: dict[int, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     #: Install the notification filter and supervise the run's syscalls.
     supervise_syscalls: bool = False
     #: Descriptors the runtime opened for this launch, closed once the child has them.
     close_after_spawn: list[int] = field(default_factory=list)
-
-
-class _ChildSetup:
-    """Runs in the forked child before exec, so it only makes system calls: every object it
-    touches was built by the parent (the parent has other threads; see subprocess's note on
-    preexec_fn)."""
-
-    def __init__(
-        self,
-        procs_fds: list[int],
-        rlimits: Rlimits,
-        drop_to: tuple[int, int] | None,
-        installer: ListenerInstaller | None,
-        sock_fd: int,
-    ) -> None:
-        self.procs_fds = procs_fds
-        self.rlimits = rlimits
-        self.drop_to = drop_to
-        self.installer = installer
-        self.sock_fd = sock_fd
-
-    def __call__(self) -> None:
-        # Join the run's groups first, so everything after (bwrap, runsc, the agent's code)
-        # is counted and killable as one.
-        for fd in self.procs_fds:
-            os.write(fd, b"0")
-        self.rlimits.apply()
-        if self.drop_to is not None:
-            uid, gid = self.drop_to
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-        if self.installer is not None:
-            self.installer.install(self.sock_fd)
 
 
 @contextmanager
@@ -122,48 +91,50 @@ def run_resources(host: Host, job: Job, *, extra_pids: int, memory_overhead_mb: 
 def spawn_and_watch(
     host: Host, job: Job, cg: Cgroup, launch: Launch, *, started: float, on_kill: Callable[[], None] | None = None
 ) -> tuple[Watched, Supervisor | None]:
-    """Start ``launch`` inside ``cg`` and watch it to the end."""
-    procs_fds: list[int] = []
+    """Start ``launch`` inside ``cg`` (through the fork server) and watch it to the end."""
+    own: list[int] = []  # descriptors to close on the way out
     parent_sock: socket.socket | None = None
     child_sock: socket.socket | None = None
-    stdin_fd = -1
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Spawned | None = None
     supervisor: Supervisor | None = None
     try:
         procs_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cg.procs_files()]
-        installer = None
-        if launch.supervise_syscalls:
-            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            installer = ListenerInstaller(notification_filter(host.profile))
+        own += procs_fds
         stdin_fd = os.memfd_create("acgs-stdin", os.MFD_CLOEXEC)
+        own.append(stdin_fd)
         if job.stdin:
             os.write(stdin_fd, job.stdin)
             os.lseek(stdin_fd, 0, os.SEEK_SET)
-        setup = _ChildSetup(
-            procs_fds, launch.rlimits, launch.drop_to, installer, child_sock.fileno() if child_sock else -1
-        )
-        proc = subprocess.Popen(
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        own += [out_r, out_w, err_r, err_w]
+        program = None
+        if launch.supervise_syscalls:
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            program = notification_filter(host.profile)
+        proc = host.forkserver.spawn(
             launch.argv,
-            stdin=stdin_fd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=launch.pass_fds,
-            preexec_fn=setup,
-            env=launch.env,
-            cwd="/",
-            start_new_session=True,
+            launch.env,
+            {0: stdin_fd, 1: out_w, 2: err_w, **launch.pass_fds},
+            procs=procs_fds,
+            rlimits=launch.rlimits.values,
+            drop_to=launch.drop_to,
+            filter_program=program,
+            listener_sock=child_sock.fileno() if child_sock is not None else None,
         )
-        for fd in launch.close_after_spawn:
+        own.append(proc.pidfd)
+        # Only the child may hold the write ends, or the pipes never reach EOF.
+        for fd in (out_w, err_w):
             os.close(fd)
-        launch.close_after_spawn.clear()
+            own.remove(fd)
+        spawned = proc
 
         def kill() -> None:
             cg.kill()
-            if proc is not None and proc.returncode is None:
-                try:
-                    proc.kill()
-                except ProcessLookupError:
-                    pass
+            try:
+                signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             if on_kill is not None:
                 on_kill()
 
@@ -182,23 +153,34 @@ def spawn_and_watch(
                 raise RuntimeUnavailable("the sandbox did not hand over its seccomp listener")
             supervisor = Supervisor(host.profile, fds[0], kill)
         watched = watch(
-            proc, limits=job.limits, cgroup=cg, supervisor=supervisor, output_cap=job.output_cap, started=started, kill=kill
+            proc,
+            out_r,
+            err_r,
+            limits=job.limits,
+            cgroup=cg,
+            supervisor=supervisor,
+            output_cap=job.output_cap,
+            started=started,
+            kill=kill,
         )
+        if watched.exit is not None and watched.exit.error is not None:
+            raise RuntimeUnavailable(f"cannot start {os.path.basename(launch.argv[0])}: {watched.exit.error}")
         return watched, supervisor
+    except ForkServerError as exc:
+        raise RuntimeUnavailable(f"cannot start {os.path.basename(launch.argv[0])}: {exc}") from exc
     finally:
-        if proc is not None:
-            if proc.returncode is None:
-                cg.kill()
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        for fd in procs_fds + launch.close_after_spawn:
-            os.close(fd)
+        if proc is not None and not proc.exit.done():
+            cg.kill()
+            try:
+                signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for fd in own + launch.close_after_spawn:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         launch.close_after_spawn.clear()
-        if stdin_fd >= 0:
-            os.close(stdin_fd)
         for s in (parent_sock, child_sock):
             if s is not None:
                 s.close()
@@ -213,8 +195,8 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
     rc = watched.returncode
     exit_code = rc if rc is None or rc >= 0 else 128 - rc
     cpu_s = watched.cpu_s
-    if cpu_s is None and watched.rusage is not None:
-        cpu_s = watched.rusage.ru_utime + watched.rusage.ru_stime
+    if cpu_s is None and watched.exit is not None:
+        cpu_s = watched.exit.utime + watched.exit.stime
     oom = cg.oom_killed()
     status: str
     if watched.timed_out:
@@ -239,10 +221,10 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
         hit.append("pids")
     if wd_full:
         hit.append("disk_mb")
-    # Not ru_maxrss: that includes the controller's own image, forked before the exec.
+    # ru_maxrss only where there is no memory cgroup: it includes the fork server's image.
     peak = cg.memory_peak_mb()
-    if peak is None and watched.rusage is not None:
-        peak = watched.rusage.ru_maxrss / 1024
+    if peak is None and watched.exit is not None:
+        peak = watched.exit.maxrss_kb / 1024
     return Outcome(
         status=status,  # type: ignore[arg-type]
         exit_code=exit_code,
