@@ -81,11 +81,32 @@ def _cmd_serve_evolution(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_sandbox(args: argparse.Namespace) -> int:
+    from acgs.services.sandbox import SandboxSettings, serve
+
+    if args.workers is not None:
+        print("acgs: the sandbox controller runs one worker; --workers is for the policy service", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("host", "port", "bundle") if getattr(args, k) is not None}
+    try:
+        settings = SandboxSettings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.service == "evolution":
         return _cmd_serve_evolution(args)
+    if args.service == "sandbox":
+        return _cmd_serve_sandbox(args)
     if args.service != "policy":
-        print("acgs: only the policy and evolution services exist so far; use --service policy|evolution", file=sys.stderr)
+        print(
+            "acgs: only the policy, evolution and sandbox services exist so far; use --service policy|evolution|sandbox",
+            file=sys.stderr,
+        )
         return 2
     from acgs.services.policy import PolicySettings, serve
 
@@ -121,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
     srv = sub.add_parser("serve", help="run an ACGS service (settings from ACGS_* variables and these flags)")
     srv.add_argument(
-        "--service", choices=["policy", "evolution"], help="which service (policy: port 8004, evolution: port 8002)"
+        "--service",
+        choices=["policy", "evolution", "sandbox"],
+        help="which service (policy: port 8004, evolution: port 8002, sandbox: port 8001)",
     )
     srv.add_argument("--host")
     srv.add_argument("--port", type=int)

@@ -414,3 +414,45 @@ def test_fork_server_reports_children_that_never_ran() -> None:
         os.close(ok.pidfd)
     finally:
         fs.close()
+
+
+def test_acgs_serve_runs_the_controller() -> None:
+    problem = host_problem()
+    if problem:
+        skip_or_fail(problem)
+    data, runs = make_dirs()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+        "ACGS_DATA_DIR": str(data),
+        "ACGS_SANDBOX_RUNS_DIR": str(runs),
+        "ACGS_SANDBOX_CGROUP_PARENT": "acgs-sandbox-test",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acgs", "serve", "--service", "sandbox", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None  # stop waiting; asserted below
+
+        _wait_for(up, 60, "the controller to start")
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        body = {"language": "python", "code": "print(6 * 7)", "agent_id": "cli", "agent": HIGH_TRUST}
+        r = httpx.post(f"{base}/execute", json=body, timeout=60).json()
+        assert r["status"] == "completed" and r["stdout"] == "42\n" and r["runtime"] == "bwrap"
+        assert (data / "sandbox.sqlite3").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(data.parent, ignore_errors=True)

@@ -2,8 +2,22 @@
 limits, runtime and network the constitution (``acgs.sandbox``) grants, reports the syscalls
 it refused, and audits every run under its decision id."""
 
+from __future__ import annotations
+
+import logging
+
 from acgs.services.sandbox.app import create_app
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
 
-__all__ = ["SandboxService", "SandboxSettings", "create_app"]
+__all__ = ["SandboxService", "SandboxSettings", "create_app", "serve"]
+
+
+def serve(settings: SandboxSettings | None = None) -> None:
+    """Runs the controller under uvicorn until stopped (one worker: runs, cgroups and work
+    dirs belong to one process)."""
+    import uvicorn
+
+    settings = settings or SandboxSettings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)

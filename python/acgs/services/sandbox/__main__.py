@@ -1,20 +1,25 @@
-"""``python -m acgs.services.sandbox``: the sandbox controller on 127.0.0.1:8001 (see
-:class:`~acgs.services.sandbox.settings.SandboxSettings` for the ``ACGS_*`` variables)."""
+"""``python -m acgs.services.sandbox [--host H] [--port P] [--bundle B] [--data-dir D]
+[--runs-dir R]``: the sandbox controller, on 127.0.0.1:8001 by default; unset options come
+from ``ACGS_*`` variables (see :class:`~acgs.services.sandbox.settings.SandboxSettings`)."""
 
 from __future__ import annotations
 
-import logging
+import argparse
+from pathlib import Path
 
-import uvicorn
-
-from acgs.services.sandbox.app import create_app
-from acgs.services.sandbox.settings import SandboxSettings
+from acgs.services.sandbox import SandboxSettings, serve
 
 
-def main() -> None:
-    settings = SandboxSettings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m acgs.services.sandbox", description=__doc__)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--runs-dir", type=Path)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    serve(SandboxSettings.from_env(**overrides))
 
 
 if __name__ == "__main__":
