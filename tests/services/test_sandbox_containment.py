@@ -70,6 +70,16 @@ print(sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readli
     assert r["limits"]["network"] is False
 
 
+def test_network_only_where_the_constitution_allows_it(client: TestClient, runtime: str) -> None:
+    code = "print(sorted(line.split(':')[0].strip() for line in open('/proc/net/dev').readlines()[2:]))"
+    host = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:])
+    r = execute(client, code, runtime=runtime, limits={"network": True})
+    assert r["limits"]["network"] is True and r["stdout"] == f"{host}\n", r
+    # A medium-trust agent asking for it is refused outright.
+    r = execute(client, code, runtime="gvisor", agent={"trust_level": 0.6}, limits={"network": True}, expect=403)
+    assert r["reasons"] == ["network access is not allowed for this agent"]
+
+
 def test_fork_bomb_hits_the_pids_limit(client: TestClient, runtime: str) -> None:
     r = execute(
         client, ":(){ :|:& };:\nsleep 5", language="bash", runtime=runtime, limits={"pids": 16, "timeout_s": 3}

@@ -144,6 +144,8 @@ class SandboxService:
 
     def close(self) -> None:
         self.queue.shutdown()
+        if self.host is not None:
+            self.host.forkserver.close()
         if self.instance is not None:
             cgroups.remove_instance(self.layout, self.settings.cgroup_parent, self.instance.cgroup_name)
             self.instance.close()
