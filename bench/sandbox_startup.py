@@ -46,14 +46,16 @@ BWRAP_ALONE = [
 ]  # fmt: skip
 
 
-def timed(fn: Callable[[int], object], runs: int, warmup: int = 3) -> list[float]:
-    for i in range(warmup):
-        fn(-1 - i)
-    out = []
-    for i in range(runs):
-        t = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t) * 1000)
+def interleaved(variants: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Round-robin over the variants, so that load from other processes (the project's
+    machines are shared) falls on all of them alike."""
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(warmup + runs):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                out[name].append((time.perf_counter() - t) * 1000)
     return out
 
 
@@ -97,15 +99,22 @@ def main() -> int:
             raise SystemExit(f"a benchmark run failed: {out}")
 
     try:
+        bwrap_rt = BwrapRuntime(monitored)
+        bwrap_quiet = BwrapRuntime(unmonitored)
+        gvisor_rt = GvisorRuntime(monitored) if shutil.which("runsc") else None
         for label, argv in COMMANDS.items():
-            rows.append((label, "bare", timed(lambda i: subprocess.run(argv, check=True), args.runs)))
-            rows.append((label, "bwrap alone", timed(lambda i: subprocess.run(BWRAP_ALONE + list(argv), check=True), args.runs)))
-            for name, host in (("ACGS bwrap", monitored), ("ACGS bwrap, no monitoring", unmonitored)):
-                rt = BwrapRuntime(host)
-                rows.append((label, name, timed(lambda i: check(rt.run(job(argv))), args.runs)))
-            if shutil.which("runsc"):
-                grt = GvisorRuntime(monitored)
-                rows.append((label, "ACGS gVisor (ptrace)", timed(lambda i: check(grt.run(job(argv))), args.gvisor_runs, 2)))
+            variants: dict[str, Callable[[], object]] = {
+                "bare": lambda: subprocess.run(argv, check=True),
+                "bwrap alone": lambda: subprocess.run(BWRAP_ALONE + list(argv), check=True),
+                "ACGS bwrap": lambda: check(bwrap_rt.run(job(argv))),
+                "ACGS bwrap, no monitoring": lambda: check(bwrap_quiet.run(job(argv))),
+            }
+            for name, times in interleaved(variants, args.runs).items():
+                rows.append((label, name, times))
+            if gvisor_rt is not None:
+                g = gvisor_rt
+                times = interleaved({"gvisor": lambda: check(g.run(job(argv)))}, args.gvisor_runs, 2)["gvisor"]
+                rows.append((label, "ACGS gVisor (ptrace)", times))
     finally:
         limits.remove_instance(layout, "acgs-bench", instance.cgroup_name)
         instance.close()
@@ -122,6 +131,8 @@ def main() -> int:
         f"bwrap: {subprocess.run(['bwrap', '--version'], capture_output=True, text=True).stdout.strip()};"
         f" runsc: {subprocess.run(['runsc', '--version'], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which('runsc') else 'absent'}.",
         "Every time is the caller's: start, run, wait, and (for ACGS rows) the cleanup of cgroup and work dir.",
+        "The bare, bwrap-alone and ACGS bwrap rows run round-robin, so load from other processes falls on",
+        "all of them alike; the minimum is the closest to an idle machine.",
         "",
         "| command | runtime | runs | median ms | p90 ms | min ms | median over bare ms |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",

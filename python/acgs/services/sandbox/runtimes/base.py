@@ -96,7 +96,7 @@ class Runtime(Protocol):
 
 
 #: Read-only host files the languages' runtimes look for (all world-readable, none secret).
-ETC_FILES = ("ld.so.cache", "alternatives", "localtime")
+ETC_FILES = ("ld.so.cache", "alternatives")
 #: Only when the run may use the network.
 ETC_NET_FILES = ("resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates")
 

@@ -138,15 +138,26 @@ class BwrapRuntime:
         # The numbers these descriptors get in the child, which bwrap's argv names.
         seccomp_fd, passwd_fd, group_fd = 3, 4, 5
         argv = [self.binary or "bwrap", *self._namespace_args(network=job.limits.network)]
-        argv += ["--ro-bind", "/usr", "/usr", *self._usr_links()]
+        argv += ["--ro-bind", "/usr", "/usr", *self._usr_links(), "--perms", "0755", "--dir", "/etc"]
         etc = list(ETC_FILES) + (list(ETC_NET_FILES) if job.limits.network else [])
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         argv += [
-            "--ro-bind-data", str(passwd_fd), "/etc/passwd",
-            "--ro-bind-data", str(group_fd), "/etc/group",
+            # Plain files in bwrap's root, read-only once the root is remounted below.
+            "--perms", "0644", "--file", str(passwd_fd), "/etc/passwd",
+            "--perms", "0644", "--file", str(group_fd), "/etc/group",
             "--proc", "/proc",
-            "--dev", "/dev",
+            # A minimal /dev rather than bwrap's --dev: every mount here is a round trip to
+            # the supervisor during setup, and the code needs no terminals.
+            "--tmpfs", "/dev",
+            "--dev-bind", "/dev/null", "/dev/null",
+            "--dev-bind", "/dev/zero", "/dev/zero",
+            "--dev-bind", "/dev/random", "/dev/random",
+            "--dev-bind", "/dev/urandom", "/dev/urandom",
+            "--symlink", "/proc/self/fd", "/dev/fd",
+            "--symlink", "/proc/self/fd/0", "/dev/stdin",
+            "--symlink", "/proc/self/fd/1", "/dev/stdout",
+            "--symlink", "/proc/self/fd/2", "/dev/stderr",
             # POSIX shared memory (multiprocessing needs it), memory-backed like any tmpfs.
             "--perms", "1777", "--size", str(min(job.limits.disk_mb, 64) * MiB), "--tmpfs", "/dev/shm",
             "--bind", str(wd.workspace), WORKSPACE,

@@ -37,6 +37,12 @@ class Host:
     #: None when syscalls can be supervised here, else why not.
     notify_unavailable: str | None
     forkserver: ForkServer = field(default_factory=ForkServer)
+    _notification_filter: bytes | None = field(default=None, repr=False)
+
+    def notification_filter(self) -> bytes:
+        if self._notification_filter is None:
+            self._notification_filter = notification_filter(self.profile)
+        return self._notification_filter
 
     def cgroup_path(self, execution_id: str) -> str:
         return f"{self.cgroup_parent}/{self.instance.cgroup_name}/{execution_id}"
@@ -111,7 +117,7 @@ def spawn_and_watch(
         program = None
         if launch.supervise_syscalls:
             parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            program = notification_filter(host.profile)
+            program = host.notification_filter()
         proc = host.forkserver.spawn(
             launch.argv,
             launch.env,
