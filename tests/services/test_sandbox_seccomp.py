@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from acgs.services.sandbox import seccomp
+from acgs.services.sandbox.forkserver import ForkServer
 from acgs.services.sandbox.seccomp import Mode, ProfileError, Supervisor, load_profile, parse_profile
 
 PROBE = r"""
@@ -36,10 +37,14 @@ if len(sys.argv) > 1:
 """
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
 def _load(program: bytes) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(program, len(program))
-    prog = seccomp._SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_char_p))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_char_p))
     assert libc.prctl(38, 1, 0, 0, 0) == 0
     assert libc.syscall(317, 1, 0, ctypes.byref(prog)) == 0, ctypes.get_errno()
 
@@ -81,26 +86,33 @@ print("after", call(101, 2, 0, 0, 0), call(165, b"none", b"/nope", b"tmpfs", 0, 
 def test_supervisor_counts_and_answers_eperm() -> None:
     profile = load_profile()
     parent, child = socket.socketpair()
-    installer = seccomp.ListenerInstaller(seccomp.notification_filter(profile))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISED],
-        preexec_fn=lambda: installer.install(child.fileno()),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    child.close()
+    out_r, out_w = os.pipe()
+    fs = ForkServer()
+    try:
+        proc = fs.spawn(
+            [sys.executable, "-c", SUPERVISED],
+            {},
+            {1: out_w},
+            filter_program=seccomp.notification_filter(profile),
+            listener_sock=child.fileno(),
+        )
+    finally:
+        os.close(out_w)
+        child.close()
     _, fds, _, _ = socket.recv_fds(parent, 1, 1)
     parent.close()
     killed: list[bool] = []
     sup = Supervisor(profile, fds[0], lambda: killed.append(True))
     poller = select.poll()
     poller.register(fds[0], select.POLLIN)
-    while proc.poll() is None:
+    while not proc.exit.done():
         for _ in poller.poll(100):
             sup.handle()
     os.close(fds[0])
-    assert proc.stdout is not None
-    out = proc.stdout.read().split("\n")
+    os.close(proc.pidfd)
+    fs.close()
+    with os.fdopen(out_r) as f:
+        out = f.read().split("\n")
     # Until the runtime's setup marker, calls go through (bwrap's own mounts need that).
     assert out[0] == "before -1,3"
     assert out[2] == "after -1,1 -1,1"

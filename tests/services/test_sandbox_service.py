@@ -412,8 +412,12 @@ def test_fork_server_reports_children_that_never_ran() -> None:
         assert ok.exit.result(timeout=30).returncode == 0 and ok.exit.result().error is None
         os.close(missing.pidfd)
         os.close(ok.pidfd)
+        helper = fs._proc
+        assert helper is not None
     finally:
+        t = time.monotonic()
         fs.close()
+    assert time.monotonic() - t < 2 and helper.returncode == 0  # it left as soon as it was told
 
 
 def test_acgs_serve_runs_the_controller() -> None:

@@ -180,6 +180,12 @@ class ForkServer:
 
     def _shutdown_locked(self) -> None:
         if self._sock is not None:
+            # shutdown, not just close: the reader thread is blocked in recvmsg on it, and
+            # only shutdown ends that call and tells the helper to go.
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._sock.close()
             self._sock = None
         if self._proc is not None:

@@ -9,7 +9,8 @@ Two filters come out of one profile:
   (:data:`Mode.STANDALONE`), or with ``SECCOMP_RET_TRACE`` when a supervisor does
   (:data:`Mode.SUPERVISED`): with no tracer attached the kernel fails such a call with ENOSYS,
   and TRACE ranks below USER_NOTIF, so the supervisor's notification is the one that fires.
-* the **notification filter**, installed before the runtime starts: the reported rules return
+* the **notification filter**, installed before the runtime starts (by the fork server, in the
+  child that execs the runtime): the reported rules return
   ``SECCOMP_RET_USER_NOTIF``; :class:`Supervisor` counts each call and answers EPERM (or kills
   the run for ``kill`` rules). If the supervisor is gone, the kernel answers ENOSYS: the
   denial never depends on the supervisor being alive.
@@ -22,13 +23,11 @@ before running the agent's command; from then on every notification is the agent
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import errno as errno_mod
 import fcntl
 import json
 import os
-import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -318,24 +317,12 @@ def notification_filter(profile: Profile) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # User notification
 
-_SYS_SECCOMP = 317
-_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-_PR_SET_NO_NEW_PRIVS = 38
 _NOTIF_RECV = 0xC0502100
 _NOTIF_SEND = 0xC0182101
 _NOTIF_ID_VALID = 0x40082102
 _FLAG_CONTINUE = 1
 _NOTIF = struct.Struct("<QII iIQ6Q")
 _RESP = struct.Struct("<QqiI")
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def notification_available() -> str | None:
@@ -347,31 +334,6 @@ def notification_available() -> str | None:
     if "user_notif" not in actions:
         return "the kernel has no SECCOMP_RET_USER_NOTIF"
     return None
-
-
-class ListenerInstaller:
-    """Installs the notification filter in a freshly forked child and hands the listener to
-    the parent over ``sock_fd``. Everything is prepared in the parent so the child, which may
-    be forked from a multi-threaded process, only makes system calls."""
-
-    def __init__(self, program: bytes) -> None:
-        self._buf = ctypes.create_string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._buf, ctypes.c_char_p))
-        libc = _libc()
-        self._syscall = libc.syscall
-        self._prctl = libc.prctl
-        self._ref = ctypes.byref(self._fprog)
-
-    def install(self, sock_fd: int) -> None:
-        """Runs in the child: no_new_privs, the filter, then SCM_RIGHTS to the parent."""
-        if self._prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-        fd = self._syscall(_SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER, self._ref)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)")
-        with socket.socket(fileno=sock_fd) as s:
-            socket.send_fds(s, [b"L"], [fd])
-        os.close(fd)
 
 
 @dataclass(slots=True)

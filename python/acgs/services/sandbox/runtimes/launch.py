@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from acgs.services.sandbox.forkserver import ForkServer, ForkServerError, Spawned
 from acgs.services.sandbox.limits import Cgroup, Layout, Limits, Rlimits
-from acgs.services.sandbox.runtimes.base import SANDBOX_GID, SANDBOX_UID, Job, Outcome, RuntimeUnavailable
+from acgs.services.sandbox.runtimes.base import SANDBOX_GID, SANDBOX_UID, Job, Outcome, RuntimeUnavailable, Status
 from acgs.services.sandbox.seccomp import Profile, Supervisor, notification_filter
 from acgs.services.sandbox.supervise import Watched, watch
 from acgs.services.sandbox.workdir import Instance, WorkDir, check_files
@@ -204,7 +204,7 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
     if cpu_s is None and watched.exit is not None:
         cpu_s = watched.exit.utime + watched.exit.stime
     oom = cg.oom_killed()
-    status: str
+    status: Status
     if watched.timed_out:
         status = "timeout"
         hit.append("timeout_s")
@@ -232,7 +232,7 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
     if peak is None and watched.exit is not None:
         peak = watched.exit.maxrss_kb / 1024
     return Outcome(
-        status=status,  # type: ignore[arg-type]
+        status=status,
         exit_code=exit_code,
         stdout=bytes(watched.stdout.data),
         stderr=bytes(watched.stderr.data),
@@ -244,7 +244,3 @@ def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: S
         violations=violations,
         limits_hit=hit,
     )
-
-
-def monotonic() -> float:
-    return time.monotonic()
