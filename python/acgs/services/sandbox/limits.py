@@ -302,7 +302,8 @@ class Cgroup:
         with live processes, so this retries briefly)."""
         if not self.paths:
             return
-        self.kill()
+        if self.pids():
+            self.kill()
         for h, p in list(self.paths.items()):
             if _rmdir_retry(p):
                 del self.paths[h]
@@ -399,11 +400,12 @@ def _wait_empty(groups: Iterable[Path], timeout: float = 2.0) -> bool:
             return True
         if time.monotonic() > end:
             return False
-        time.sleep(0.005)
+        time.sleep(0.001)
 
 
 def _rmdir_retry(path: Path, timeout: float = 2.0) -> bool:
     end = time.monotonic() + timeout
+    pause = 0.0005
     while True:
         try:
             # Children first (nothing should create them, but a v2 group could hold some).
@@ -414,9 +416,11 @@ def _rmdir_retry(path: Path, timeout: float = 2.0) -> bool:
         except FileNotFoundError:
             return True
         except OSError as exc:
+            # EBUSY: the last tasks are still being released; that takes microseconds.
             if exc.errno != errno.EBUSY or time.monotonic() > end:
                 return False
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
 
 def sweep(layout: Layout, parent: str, prefix: str, live_instances: set[str]) -> list[str]:
