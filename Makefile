@@ -92,6 +92,10 @@ bench-http: dev ## HTTP load: the policy service vs `opa run --server` under wrk
 	bash scripts/setup.sh --bench
 	$(PY) bench/http/run.py $(BENCH_ARGS)
 
+.PHONY: bench-sandbox
+bench-sandbox: ## Sandbox start-up over a bare process (bwrap, gVisor; needs root); writes bench/results/sandbox.md
+	$(PY) bench/sandbox_startup.py $(BENCH_ARGS)
+
 .PHONY: wheel
 wheel: ## Build an abi3 wheel into dist/
 	$(PY) -m maturin build --release --out dist
