@@ -27,7 +27,6 @@ import enum
 import errno as errno_mod
 import fcntl
 import json
-import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping

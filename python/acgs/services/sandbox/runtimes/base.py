@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
 from acgs.errors import AcgsError
