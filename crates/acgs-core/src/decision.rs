@@ -136,20 +136,9 @@ impl Engine {
             let fault = Error::Evaluation("the policy returned no decision".into());
             return Ok(Some(deny(hash, &fault, m)));
         };
-        let allow = match Json::parse(value) {
-            Ok(d) => match d.get("allow") {
-                Some(Json::Bool(a)) if !META_KEYS.iter().any(|k| d.get(k).is_some()) => *a,
-                _ => {
-                    let fault = Error::Evaluation(
-                        "the policy's decision is not an object with a boolean allow".into(),
-                    );
-                    return Ok(Some(deny(hash, &fault, m)));
-                }
-            },
-            Err(e) => {
-                let fault = Error::Evaluation(format!("the policy's decision is not JSON: {e}"));
-                return Ok(Some(deny(hash, &fault, m)));
-            }
+        let allow = match decision_allow(value) {
+            Ok(a) => a,
+            Err(why) => return Ok(Some(deny(hash, &Error::Evaluation(why), m))),
         };
         let decision_id = new_decision_id();
         let mut body = Vec::with_capacity(value.len() + 200);
@@ -173,6 +162,43 @@ impl Engine {
             fast_path: m.fast_path,
             fault: None,
         }))
+    }
+}
+
+/// The decision's `allow`, checking that the decision is an object with a boolean `allow` and
+/// none of the keys ACGS adds. OPA writes objects compactly with sorted keys, so `allow` usually
+/// leads and a byte check suffices; anything else is parsed.
+fn decision_allow(value: &[u8]) -> std::result::Result<bool, String> {
+    const QUOTED: [&str; 5] = [
+        "\"decision_id\":",
+        "\"bundle_digest\":",
+        "\"cache_hit\":",
+        "\"fast_path\":",
+        "\"evaluation_time_ms\":",
+    ];
+    let has_meta = |v: &[u8]| {
+        QUOTED
+            .iter()
+            .any(|k| memchr::memmem::find(v, k.as_bytes()).is_some())
+    };
+    let quick = if value.starts_with(br#"{"allow":true,"#) {
+        Some(true)
+    } else if value.starts_with(br#"{"allow":false,"#) {
+        Some(false)
+    } else {
+        None
+    };
+    if let Some(a) = quick {
+        if !has_meta(value) {
+            return Ok(a);
+        }
+    }
+    match Json::parse(value) {
+        Ok(d) => match d.get("allow") {
+            Some(Json::Bool(a)) if !META_KEYS.iter().any(|k| d.get(k).is_some()) => Ok(*a),
+            _ => Err("the policy's decision is not an object with a boolean allow".into()),
+        },
+        Err(e) => Err(format!("the policy's decision is not JSON: {e}")),
     }
 }
 
