@@ -24,6 +24,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f5f5f7; padding: .6rem; overflow-x: auto; font-size: .85rem; }
 form { display: grid; gap: .4rem; max-width: 40rem; margin-top: .6rem; }
 textarea { min-height: 3rem; } .buttons button { margin-right: .5rem; }
+pre.diff .add { color: #1b5e20; } pre.diff .del { color: #b3261e; } pre.diff .hunk { color: #555; }
 """
 
 
@@ -55,6 +56,15 @@ def _components(components: dict[str, Any]) -> str:
     return '<table class="components"><tr><th>component</th><th>score</th><th>weight</th><th>points</th></tr>' + rows + "</table>"
 
 
+def _diff(text: str) -> str:
+    """An agent may send the change itself as ``changes.diff`` (unified diff text)."""
+    lines = []
+    for line in text.splitlines():
+        kind = "hunk" if line.startswith("@@") else "add" if line.startswith("+") else "del" if line.startswith("-") else ""
+        lines.append(f'<span class="{kind}">{_e(line)}</span>' if kind else _e(line))
+    return '<pre class="diff">' + "\n".join(lines) + "</pre>"
+
+
 def _list(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in items) + "</ul>" if items else ""
 
@@ -62,7 +72,9 @@ def _list(items: Sequence[str]) -> str:
 def _card(r: EvolutionRecord) -> str:
     a = r.assessment
     approvals = ", ".join(f"{_e(x.reviewer)} ({_e(x.reason)})" for x in r.approvals) or "none yet"
-    changes = json.dumps(r.submission.get("changes", {}), indent=2, sort_keys=True)
+    given = dict(r.submission.get("changes") or {})
+    diff = given.pop("diff", None)
+    changes = json.dumps(given, indent=2, sort_keys=True)
     plan = json.dumps(r.submission.get("rollback_plan", {}), indent=2, sort_keys=True)
     perf = r.submission.get("performance_analysis")
     extra = ""
@@ -86,7 +98,7 @@ def _card(r: EvolutionRecord) -> str:
 </form>"""
     return f"""
 <article id="{_e(r.request_id)}" data-status="{_e(r.status.value)}">
-  <h2>{_e(r.type)} for agent {_e(r.agent_id)}</h2>
+  <h2><a href="/evolution/review/{_e(r.request_id)}" class="detail">{_e(r.type)} for agent {_e(r.agent_id)}</a></h2>
   <p class="meta">{_e(r.request_id)} · requested by {_e(r.requested_by)} · {_e(iso(r.created_at))} ·
      status <b>{_e(r.status.value)}</b> · review by {_e(iso(r.review_deadline) if r.status is Status.PENDING else "-")}</p>
   <p><span class="route">{_e(r.approval_type)}</span>: {_e(len(r.approvals))} of {_e(r.reviewers_required)} approvals
@@ -95,7 +107,7 @@ def _card(r: EvolutionRecord) -> str:
   {_factors(a.get("factors", []))}
   {_components(a.get("score_components") or {})}
   {extra}
-  <details open><summary>Changes</summary><pre class="changes">{_e(changes)}</pre></details>
+  <details open><summary>Changes</summary><pre class="changes">{_e(changes)}</pre>{_diff(diff) if isinstance(diff, str) else ""}</details>
   <details><summary>Rollback plan</summary><pre>{_e(plan)}</pre></details>
   {form}
 </article>"""
@@ -112,28 +124,52 @@ def page(
     tabs = " ".join(
         f'<a href="/evolution/review?status={s.value}"{" class=current" if s is status else ""}>{s.value}</a>' for s in Status
     )
+    shown = f"{len(records)} of {total}" if total > len(records) else str(total)
+    cards = "".join(_card(r) for r in records) or f"<p>No {status.value} requests.</p>"
+    body = f"""<nav>{tabs}</nav>
+{_banner(notice, error)}
+<p class="meta">{_e(shown)} {_e(status.value)} request(s)</p>
+<main>{cards}</main>"""
+    return _document("ACGS evolution review", body)
+
+
+def detail(record: EvolutionRecord, *, error: str | None = None) -> str:
+    """One request on its own page, whatever its status, with its history."""
+    history = "".join(
+        f"<tr><td>{_e(h.get('at', ''))}</td><td>{_e(h.get('from', ''))} → {_e(h.get('to', ''))}</td>"
+        f"<td>{_e(h.get('actor', ''))}</td><td>{_e(h.get('reason', ''))}</td></tr>"
+        for h in record.history
+    )
+    body = f"""<nav><a href="/evolution/review">pending</a>
+<a href="/evolution/review?status={_e(record.status.value)}">{_e(record.status.value)}</a></nav>
+{_banner(None, error)}
+<main>{_card(record)}
+<details><summary>History</summary><table class="history">{history}</table></details></main>"""
+    return _document(f"ACGS evolution review: {record.request_id}", body)
+
+
+def _banner(notice: str | None, error: str | None) -> str:
     banner = ""
     if notice:
         banner += f'<p class="notice" role="status">{_e(notice)}</p>'
     if error:
         banner += f'<p class="error" role="alert">{_e(error)}</p>'
-    shown = f"{len(records)} of {total}" if total > len(records) else str(total)
-    cards = "".join(_card(r) for r in records) or f"<p>No {status.value} requests.</p>"
+    return banner
+
+
+def _document(title: str, body: str) -> str:
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ACGS evolution review</title>
+<title>{_e(title)}</title>
 <style>{_STYLE}</style>
 <script src="/evolution/static/review.js" defer></script>
 </head>
 <body>
 <h1>ACGS evolution review</h1>
-<nav>{tabs}</nav>
-{banner}
-<p class="meta">{_e(shown)} {_e(status.value)} request(s)</p>
-<main>{cards}</main>
+{body}
 </body>
 </html>
 """

@@ -122,6 +122,17 @@ async def review_page(
     return HTMLResponse(review.page(records, total=total, status=status, notice=done))
 
 
+@router.get("/evolution/review/{request_id}", response_class=HTMLResponse, include_in_schema=False)
+async def review_detail(request_id: str, workflow: WorkflowDep) -> HTMLResponse:
+    """One request's page: its risk breakdown, changes and history, and the form while pending."""
+    try:
+        record = await workflow.get(request_id)
+    except WorkflowError as exc:
+        records, total = await workflow.list_requests(status=Status.PENDING, agent_id=None, limit=200, offset=0)
+        return HTMLResponse(review.page(records, total=total, status=Status.PENDING, error=exc.message), exc.status)
+    return HTMLResponse(review.detail(record))
+
+
 @router.post("/evolution/review/{request_id}/{verdict}", include_in_schema=False)
 async def review_form(request_id: str, verdict: str, request: Request, workflow: WorkflowDep) -> Response:
     """The page's forms post here (``application/x-www-form-urlencoded``) and are sent back to
@@ -142,7 +153,7 @@ async def review_form(request_id: str, verdict: str, request: Request, workflow:
         records, total = await workflow.list_requests(status=Status.PENDING, agent_id=None, limit=200, offset=0)
         html = review.page(records, total=total, status=Status.PENDING, error=exc.message)
         return HTMLResponse(html, status_code=exc.status)
-    notice = f"{verdict}d {request_id}: now {record.status.value}"
+    notice = f"{'approved' if verdict == 'approve' else 'rejected'} {request_id}: now {record.status.value}"
     return RedirectResponse(f"/evolution/review?{urlencode({'done': notice})}", status_code=303)
 
 
