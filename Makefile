@@ -66,7 +66,7 @@ test-rust: ## Rust unit and integration tests
 
 .PHONY: test-python
 test-python: ## Python tests, the OPA conformance suite included
-	ACGS_CONFORMANCE_REQUIRED=1 ACGS_BUNDLES_REQUIRED=1 ACGS_SANDBOX_REQUIRED=1 $(PY) -m pytest -q
+	ACGS_CONFORMANCE_REQUIRED=1 ACGS_BUNDLES_REQUIRED=1 ACGS_SANDBOX_REQUIRED=1 ACGS_BROWSER_REQUIRED=1 $(PY) -m pytest -q
 
 .PHONY: conformance
 conformance: dev ## Run OPA's conformance suite through ACGS and print the report

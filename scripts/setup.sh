@@ -12,7 +12,7 @@ export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 # System packages. redis-server: the L2 cache tests run a real one. postgresql: the service
 # tests start a throwaway server (tests/services/pg.py). bubblewrap, runsc: the sandbox
 # controller's runtimes (bwrap, gVisor).
-APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql bubblewrap runsc)
+APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql bubblewrap runsc chromium chromium-driver)
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES+=(wrk)
 fi
