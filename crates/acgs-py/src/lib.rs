@@ -61,8 +61,32 @@ fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Optio
     }
 }
 
+/// Python's fastest JSON parser at hand: orjson when installed (a dependency of the services),
+/// else the standard library's C parser. Either beats building objects from serde values.
+static LOADS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let f = LOADS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        let m = py.import("orjson").or_else(|_| py.import("json"))?;
+        Ok(m.getattr("loads")?.unbind())
+    })?;
+    f.bind(py).call1((PyBytes::new(py, bytes),))
+}
+
 /// Extracts `result` from a JSON result set; `None` when undefined.
 fn result_of(py: Python<'_>, set: &[u8]) -> PyResult<Py<PyAny>> {
+    if set == b"[]" {
+        return Ok(py.None());
+    }
+    // OPA writes `[{"result":X}]`; parse only X.
+    if let Some(value) = set
+        .strip_prefix(b"[{\"result\":")
+        .and_then(|r| r.strip_suffix(b"}]"))
+    {
+        if let Ok(v) = loads(py, value) {
+            return Ok(v.unbind());
+        }
+    }
     let parsed: serde_json::Value = serde_json::from_slice(set).map_err(|e| {
         to_py(
             py,
@@ -77,6 +101,10 @@ fn result_of(py: Python<'_>, set: &[u8]) -> PyResult<Py<PyAny>> {
 
 /// A JSON object from the core (a decision body) as a Python dict.
 fn body_to_py(py: Python<'_>, body: &[u8]) -> PyResult<Py<PyAny>> {
+    if let Ok(v) = loads(py, body) {
+        return Ok(v.unbind());
+    }
+    // orjson refuses integers beyond 64 bits, which policies may produce.
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         to_py(
             py,
