@@ -3,7 +3,12 @@
 //! checkpointer's refusal to sign inconsistent heads, and random input against the parsers.
 
 // A panic is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

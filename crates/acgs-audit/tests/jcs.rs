@@ -3,7 +3,12 @@
 //! and the zero-allocation checker.
 
 // A panic is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -413,7 +418,7 @@ fn random_string(rng: &mut Rng) -> String {
 
 fn ws(rng: &mut Rng, out: &mut String, canonical_bias: bool) {
     if !canonical_bias && rng.chance(3) {
-        out.push_str(*rng.pick(&[" ", "\n", "\t ", "\r\n"]));
+        out.push_str(rng.pick::<&str>(&[" ", "\n", "\t ", "\r\n"]));
     }
 }
 
@@ -425,8 +430,8 @@ fn random_json(rng: &mut Rng, depth: u32, tidy: bool, allow_dup: bool, out: &mut
         rng.below(6)
     };
     match choice {
-        0 => out.push_str(*rng.pick(&["null", "true", "false"])),
-        1 => out.push_str(*rng.pick(NUMBER_POOL)),
+        0 => out.push_str(rng.pick::<&str>(&["null", "true", "false"])),
+        1 => out.push_str(rng.pick::<&str>(NUMBER_POOL)),
         2 => {
             let s = random_string(rng);
             write_string(rng, &s, out);

@@ -2,7 +2,12 @@
 //! proof for every tree up to 64 leaves, and mutated proofs that must fail.
 
 // A panic is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
