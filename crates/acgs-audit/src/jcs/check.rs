@@ -381,10 +381,9 @@ mod tests {
                 "0".to_string()
             } else {
                 let d = &digits[..int_len];
-                if d.starts_with('0') {
-                    format!("1{}", &d[1..])
-                } else {
-                    d.to_string()
+                match d.strip_prefix('0') {
+                    Some(rest) => format!("1{rest}"),
+                    None => d.to_string(),
                 }
             };
             let frac = &digits[20 - frac_len..];
