@@ -66,11 +66,11 @@ def test_canonicalize_json_parses_strictly() -> None:
         (float("nan"), "number_out_of_range"),
         (float("inf"), "number_out_of_range"),
         ({"x": [float("-inf")]}, "number_out_of_range"),
-        ({1: "int key"}, "invalid_json"),
-        ({("a",): 1}, "invalid_json"),
-        ({1, 2}, "invalid_json"),
-        (b"bytes", "invalid_json"),
-        (object(), "invalid_json"),
+        ({1: "int key"}, "invalid_value"),
+        ({("a",): 1}, "invalid_value"),
+        ({1, 2}, "invalid_value"),
+        (b"bytes", "invalid_value"),
+        (object(), "invalid_value"),
         ("\ud800", "invalid_string"),
         (2**53 + 1, "number_out_of_range"),
         (-(2**60), "number_out_of_range"),
@@ -92,8 +92,9 @@ def test_integers_keep_their_digits() -> None:
     deep: object = 1
     for _ in range(300):
         deep = [deep]
-    with pytest.raises(errors.CanonicalJsonError):
+    with pytest.raises(errors.CanonicalJsonError) as caught:
         core.canonical_json(deep)
+    assert caught.value.code == "invalid_value"
 
 
 def random_value(rng: random.Random, depth: int = 0) -> object:

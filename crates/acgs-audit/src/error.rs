@@ -10,6 +10,10 @@ pub enum Error {
     /// The bytes are not JSON (RFC 8259), or not valid UTF-8, or nest too deeply.
     #[error("invalid JSON at byte {offset}: {reason}")]
     InvalidJson { offset: usize, reason: String },
+    /// A host-language value JSON cannot hold (a set, bytes, a non-string key) or one nested
+    /// too deeply.
+    #[error("value has no JSON form: {0}")]
+    InvalidValue(String),
     /// An object names the same member twice; RFC 8785 inputs must not.
     #[error("duplicate object key {0:?}")]
     DuplicateKey(String),
@@ -64,6 +68,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidJson { .. } => "invalid_json",
+            Error::InvalidValue(_) => "invalid_value",
             Error::DuplicateKey(_) => "duplicate_key",
             Error::NumberOutOfRange(_) => "number_out_of_range",
             Error::InvalidString(_) => "invalid_string",

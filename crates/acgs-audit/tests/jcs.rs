@@ -283,6 +283,14 @@ fn nesting_is_bounded() {
     );
     assert_eq!(canon(&ok), ok);
     assert!(is_canonical(ok.as_bytes()));
+    let mut value = serde_json::Value::Null;
+    for _ in 0..jcs::MAX_DEPTH + 2 {
+        value = serde_json::Value::Array(vec![value]);
+    }
+    assert_eq!(
+        canonicalize_value(&value).unwrap_err().code(),
+        "invalid_value"
+    );
 }
 
 #[test]

@@ -38,10 +38,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn invalid_value(why: String) -> Error {
-    Error::InvalidJson {
-        offset: 0,
-        reason: why,
-    }
+    Error::InvalidValue(why)
 }
 
 fn py_str(py: Python<'_>, s: &Bound<'_, PyString>) -> PyResult<String> {

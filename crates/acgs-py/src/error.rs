@@ -26,6 +26,7 @@ fn audit_class_name(e: &acgs_audit::Error) -> &'static str {
     use acgs_audit::Error as A;
     match e {
         A::InvalidJson { .. }
+        | A::InvalidValue(_)
         | A::DuplicateKey(_)
         | A::NumberOutOfRange(_)
         | A::InvalidString(_)

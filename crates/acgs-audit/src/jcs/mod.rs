@@ -101,10 +101,9 @@ fn write_node(out: &mut Vec<u8>, node: &Node) -> Result<()> {
 
 fn write_value_at(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::InvalidJson {
-            offset: 0,
-            reason: format!("nested deeper than {MAX_DEPTH} levels"),
-        });
+        return Err(Error::InvalidValue(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     match value {
         Value::Null => out.extend_from_slice(b"null"),
