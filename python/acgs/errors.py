@@ -122,10 +122,25 @@ class InconsistentCheckpointError(AuditError):
     code = "inconsistent_checkpoint"
 
 
+class InvalidAuditEvent(AuditError, ValueError):
+    """An event the audit log refuses: a missing or malformed field, or metadata JSON cannot
+    hold canonically."""
+
+    code = "invalid_event"
+
+
+class AuditIntegrityError(AuditError):
+    """Stored events do not verify (a payload, hash or row was altered, removed or moved), so
+    the log refuses to sign or prove over them."""
+
+    code = "integrity_failure"
+
+
 __all__ = [
     "AcgsError",
     "AuditArgumentError",
     "AuditError",
+    "AuditIntegrityError",
     "BundleError",
     "CanonicalJsonError",
     "CheckpointFormatError",
@@ -135,6 +150,7 @@ __all__ = [
     "EvaluationTimeout",
     "InconsistentCheckpointError",
     "InternalError",
+    "InvalidAuditEvent",
     "InvalidInputError",
     "ProofError",
     "ResourceLimitExceeded",
