@@ -17,7 +17,7 @@ DEFAULT_ORIGIN = "acgs.local/audit"
 
 def key_name(private_key: str) -> str:
     """The name inside ``PRIVATE+KEY+<name>+<id>+<key>``."""
-    parts = private_key.strip().split("+")
+    parts = private_key.strip().split("+", 4)  # the base64 key may itself hold "+"
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not parts[2]:
         raise SigningKeyError("not a signing key (expected PRIVATE+KEY+<name>+<id>+<key>)")
     return parts[2]

@@ -117,7 +117,10 @@ class AuditLog:
 
     async def append(self, events: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Appends events durably, in order; returns their receipts once committed."""
-        out = await self.store.append(self.prepare(events))
+        return await self.append_prepared(self.prepare(events))
+
+    async def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Appended]:
+        out = await self.store.append(prepared)
         for a in out:
             if a.duplicate:
                 self.duplicates += 1
