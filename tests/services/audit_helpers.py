@@ -84,7 +84,8 @@ def service_env(data_dir: Path, url: str) -> dict[str, str]:
 class AuditProcess:
     """``python -m acgs.services.audit`` on a loopback port, started, killed and restarted."""
 
-    def __init__(self, port: int, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, port: int, env: dict[str, str], log_path: Path, *, via_cli: bool = False) -> None:
+        self.via_cli = via_cli
         self.port = port
         self.env = env
         self.log_path = log_path
@@ -96,8 +97,9 @@ class AuditProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "ab") as log:
+            command = ["acgs", "serve", "--service", "audit"] if self.via_cli else ["acgs.services.audit"]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "acgs.services.audit", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
