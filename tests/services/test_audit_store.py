@@ -344,7 +344,7 @@ def test_checkpoints_proofs_and_offline_export(store_url: str) -> None:
         doc = json.loads(json.dumps(doc))  # as read back from a file
         report = verify_export(doc, VERIFIER_KEY)
         assert report.ok, report.problems
-    assert len(part["events"]) == 40 and "inclusion_proof" in part["events"][0]
+    assert len(part["events"]) == 40 and len(part["range_proof"]["peaks_before"]) == bin(20).count("1")
     assert whole["previous"] is not None and len(whole["events"]) == 137
 
     other_private, other_verifier = core.generate_signing_key("test.acgs/audit")
@@ -361,6 +361,12 @@ def test_checkpoints_proofs_and_offline_export(store_url: str) -> None:
     e.update(payload=payload.decode(), content_hash=content.hex(), chain_hash=chain.hex())
     bad = verify_export(forged, VERIFIER_KEY)
     assert not bad.ok and "Merkle root" in bad.problems[0]
+    # Nor does moving a segment: the same events claimed at other indices.
+    moved = json.loads(json.dumps(part))
+    moved["start"], moved["end"] = 21, 61
+    for e in moved["events"]:
+        e["index"] += 1
+    assert not verify_export(moved, VERIFIER_KEY).ok
 
 
 def test_signing_key_file_is_private_and_stable(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """Offline verification of an exported log segment: no database, no service, only the file,
 the log's verifier key and the Rust core's hashing, proofs and signature check.
 
-A segment (JSON, ``format: acgs-audit-export/1``) holds events ``[start, end)`` as canonical
-payloads with their content and chain hashes, the chain hash before ``start``, a signed
-checkpoint of size ``n >= end``, an inclusion proof per event (omitted when the segment is the
-whole tree, whose root is then recomputed), optionally an earlier checkpoint with the
-consistency proof to this one, and the log's verifier key.
+A segment (JSON, ``format: acgs-audit-export/1``, optionally gzipped) holds events
+``[start, end)`` as canonical payloads with their content and chain hashes, the chain hash
+before ``start``, a signed checkpoint of size ``n >= end``, a range proof, optionally an
+earlier checkpoint with the consistency proof to this one, and the log's verifier key.
+
+The range proof places the segment in the signed tree with O(log n) hashes: the Merkle peaks
+of the first ``start`` leaves (a compact range) extended by the segment's leaves give the root
+of the first ``end`` leaves, and the consistency proof from ``end`` to ``n`` ties that root to
+the checkpoint's (when ``end == n`` the roots must simply be equal).
 """
 
 from __future__ import annotations
@@ -100,17 +104,18 @@ def _verify(doc: Any, verifier_key: str | None, report: ExportReport) -> None:
         report.problems.append(f"event {chain.first_bad_index}: {chain.reason}: {chain.detail}")
         return
     # The chain verified, so every stored content hash equals the re-computed one.
-    leaves = [core.leaf_hash(c) for c in contents]
-    if start == 0 and end == size:
-        if core.merkle_root(leaves) != root:
-            report.problems.append("the events do not hash to the checkpoint's Merkle root")
+    proof = doc["range_proof"]
+    tree = core.CompactRange(start, [_hex(h, "a peak") for h in proof["peaks_before"]])
+    tree.extend([core.leaf_hash(c) for c in contents])
+    root_end = tree.root()
+    to_checkpoint = [_hex(h, "a consistency hash") for h in proof["consistency_to_checkpoint"]]
+    if end == size:
+        placed = root_end == root and not to_checkpoint
     else:
-        for i, (index, leaf, e) in enumerate(zip(indices, leaves, events, strict=True)):
-            proof = [bytes.fromhex(h) for h in e.get("inclusion_proof", [])]
-            if not core.verify_inclusion(leaf, index, size, proof, root):
-                report.first_bad_index = start + i
-                report.problems.append(f"event {index}: inclusion proof does not verify against the checkpoint")
-                return
+        placed = core.verify_consistency(end, size, root_end, root, to_checkpoint)
+    if not placed:
+        report.problems.append("the events do not hash into the checkpoint's Merkle root at their indices")
+        return
     previous = doc.get("previous")
     if previous:
         try:

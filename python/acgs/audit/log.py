@@ -257,9 +257,10 @@ class AuditLog:
 
     async def export(self, start: int = 0, end: int | None = None) -> dict[str, Any]:
         """A self-contained segment of ``[start, end)``: the events' canonical payloads and
-        hashes, a checkpoint covering them (signed now if needed), an inclusion proof per event
-        (none when the segment is the whole signed tree), the consistency proof from the
-        previous checkpoint, and the verifier key. ``acgs audit verify-export`` checks it."""
+        hashes, a checkpoint of size ``n >= end`` (signed now if needed), the range proof (the
+        Merkle peaks of the first ``start`` leaves and the consistency proof from ``end`` to
+        ``n``: O(log n) hashes whatever the segment's length), the previous checkpoint with
+        its consistency proof, and the verifier key. ``acgs audit verify-export`` checks it."""
         checkpoint = await self.checkpoint()
         if checkpoint is None:
             raise AuditArgumentError("the log is empty: nothing to export")
@@ -273,19 +274,18 @@ class AuditLog:
         if start > 0:
             prev = rows[0].chain_hash
             rows = rows[1:]
-        whole = start == 0 and end == checkpoint.size
         tree = leaves[: checkpoint.size]
-        events = []
-        for r in rows:
-            item: dict[str, Any] = {
+        before = core.CompactRange()
+        before.extend(tree[:start])
+        events = [
+            {
                 "index": r.index,
                 "payload": r.payload.decode("utf-8"),
                 "content_hash": r.content_hash.hex(),
                 "chain_hash": r.chain_hash.hex(),
             }
-            if not whole:
-                item["inclusion_proof"] = [h.hex() for h in core.inclusion_proof(tree, r.index, checkpoint.size)]
-            events.append(item)
+            for r in rows
+        ]
         previous = None
         earlier = [c for c in await self.store.checkpoints() if c.size < checkpoint.size]
         if earlier:
@@ -302,6 +302,12 @@ class AuditLog:
             "end": end,
             "prev_chain_hash": prev.hex(),
             "checkpoint": checkpoint.note,
+            "range_proof": {
+                "peaks_before": [h.hex() for h in before.peaks],
+                "consistency_to_checkpoint": [h.hex() for h in core.consistency_proof(tree, end, checkpoint.size)]
+                if end > 0
+                else [],
+            },
             "previous": previous,
             "events": events,
         }
