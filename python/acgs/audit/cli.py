@@ -106,10 +106,12 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
+    from acgs.audit.archive import decode_segment
+
     try:
         raw = sys.stdin.buffer.read() if str(args.file) == "-" else Path(args.file).read_bytes()
-        doc = json.loads(raw)
-    except (OSError, ValueError) as exc:
+        doc = decode_segment(raw)
+    except (OSError, ValueError, EOFError) as exc:
         print(f"acgs: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     key = args.key
@@ -121,6 +123,31 @@ def _verify_export(args: argparse.Namespace) -> int:
         print("acgs: verified with the key inside the file; pass --key with the log's published verifier key "
               "to also check who signed", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+async def _archive(args: argparse.Namespace) -> int:
+    from acgs.audit.archive import Archiver, target_from_url
+    from acgs.services.audit.settings import AuditSettings
+
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.database_url is not None:
+        overrides["database_url"] = args.database_url
+    settings = AuditSettings.from_env(**overrides)
+    size = args.segment_size or settings.segment_size
+    if size <= 0:
+        print("acgs: archiving is off (segment size 0); pass --segment-size", file=sys.stderr)
+        return 2
+    target = target_from_url(args.to or settings.resolved_archive(), endpoint_url=args.endpoint or settings.archive_endpoint)
+    log = _open(args)
+    await log.open()
+    try:
+        made = await Archiver(log, target, size).seal()
+    finally:
+        await log.close()
+    print(json.dumps({"archive": target.describe(), "sealed": made}, indent=2))
+    return 0
 
 
 def add_audit_commands(sub: Any) -> None:
@@ -151,7 +178,14 @@ def add_audit_commands(sub: Any) -> None:
     e.add_argument("file", type=Path, help="output file, or - for stdout")
     e.set_defaults(func=lambda a: asyncio.run(_export(a)))
 
+    a = cmds.add_parser("archive", help="seal complete segments and write them to the archive (directory or s3://)")
+    store_options(a)
+    a.add_argument("--segment-size", type=int, help="events per segment (default: ACGS_AUDIT_SEGMENT_SIZE)")
+    a.add_argument("--to", help="a directory or s3://bucket/prefix (default: ACGS_AUDIT_ARCHIVE or <data_dir>/archive)")
+    a.add_argument("--endpoint", help="S3-compatible endpoint URL (default: ACGS_AUDIT_ARCHIVE_ENDPOINT)")
+    a.set_defaults(func=lambda a: asyncio.run(_archive(a)))
+
     x = cmds.add_parser("verify-export", help="verify an exported segment offline (no database)")
-    x.add_argument("file", help="the export file, or - for stdin")
+    x.add_argument("file", help="the export file (JSON or gzipped JSON, as archived), or - for stdin")
     x.add_argument("--key", help="the log's verifier key, or @file holding it (default: the key in the file)")
     x.set_defaults(func=_verify_export)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import acgs
 from acgs.audit import keys
+from acgs.audit.archive import Archiver, target_from_url
 from acgs.audit.log import AuditLog
 from acgs.audit.store import open_store
 from acgs.errors import AcgsError, AuditArgumentError, AuditIntegrityError
@@ -94,6 +95,25 @@ async def _checkpoints(audit_log: AuditLog, metrics: AuditMetrics, interval: flo
             log.exception("background checkpoint failed; retrying in %.0fs", interval)
 
 
+async def _archive(archiver: Archiver, interval: float) -> None:
+    """Seals and archives complete segments as the log grows."""
+    while True:
+        try:
+            await archiver.seal()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("archiving audit segments failed; retrying in %.0fs", interval)
+        await asyncio.sleep(interval)
+
+
+def archiver_for(settings: AuditSettings, audit_log: AuditLog) -> Archiver | None:
+    if settings.segment_size <= 0:
+        return None
+    target = target_from_url(settings.resolved_archive(), endpoint_url=settings.archive_endpoint)
+    return Archiver(audit_log, target, settings.segment_size)
+
+
 def open_log(settings: AuditSettings) -> AuditLog:
     """The log the settings describe (not yet opened), with its signing key."""
     private_key = keys.load_or_create(settings.data_dir, settings.origin or keys.DEFAULT_ORIGIN)
@@ -118,6 +138,9 @@ def create_app(settings: AuditSettings | None = None, *, audit_log: AuditLog | N
                     _checkpoints(audit_log, metrics, settings.checkpoint_interval), name="acgs-audit-checkpoints"
                 )
             )
+        archiver = archiver_for(settings, audit_log)
+        if archiver is not None and settings.archive_interval > 0:
+            tasks.append(asyncio.create_task(_archive(archiver, settings.archive_interval), name="acgs-audit-archive"))
         try:
             yield
         finally:

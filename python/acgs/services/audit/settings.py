@@ -20,6 +20,10 @@ ENV_NAMES: dict[str, str] = {
     "checkpoint_interval": "ACGS_AUDIT_CHECKPOINT_INTERVAL",
     "max_batch": "ACGS_AUDIT_MAX_BATCH",
     "max_page": "ACGS_AUDIT_MAX_PAGE",
+    "segment_size": "ACGS_AUDIT_SEGMENT_SIZE",
+    "archive": "ACGS_AUDIT_ARCHIVE",
+    "archive_endpoint": "ACGS_AUDIT_ARCHIVE_ENDPOINT",
+    "archive_interval": "ACGS_AUDIT_ARCHIVE_INTERVAL",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -58,6 +62,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "checkpoint_interval": _non_negative_float,
     "max_batch": _positive_int,
     "max_page": _positive_int,
+    "segment_size": _non_negative_int,
+    "archive": _optional_text,
+    "archive_endpoint": _optional_text,
+    "archive_interval": _non_negative_float,
     "log_level": str,
 }
 
@@ -82,6 +90,14 @@ class AuditSettings:
     max_batch: int = 1000
     #: Most events one page of ``GET /audit/events`` returns.
     max_page: int = 1000
+    #: Events per sealed, archived segment; 0 turns archiving off.
+    segment_size: int = 100_000
+    #: Where sealed segments go: a directory, or ``s3://bucket/prefix``; None: ``<data_dir>/archive``.
+    archive: str | None = None
+    #: S3-compatible endpoint URL for an ``s3://`` archive (None: AWS).
+    archive_endpoint: str | None = None
+    #: Seconds between checks for complete segments to seal.
+    archive_interval: float = 60.0
     log_level: str = "info"
 
     @classmethod
@@ -109,6 +125,9 @@ class AuditSettings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+
+    def resolved_archive(self) -> str:
+        return self.archive or str(self.data_dir / "archive")
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready values, with any password in the database URL masked."""
