@@ -22,8 +22,11 @@ from tests.services.conftest import free_port
 
 @pytest.fixture
 def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    pytest.importorskip("boto3")
-    server_mod = pytest.importorskip("moto.server")
+    try:
+        import boto3  # noqa: F401
+        from moto import server as server_mod
+    except ImportError:
+        pytest.fail("boto3 and moto[server] are test dependencies (pyproject's test extra; scripts/setup.sh installs them)")
     port = free_port()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
