@@ -70,7 +70,7 @@ def new_event_id() -> str:
     return f"evt_{_ids.next()}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PreparedEvent:
     """An event ready to append: enriched, canonical, not yet placed in the chain."""
 
@@ -143,7 +143,7 @@ def prepare(event: Mapping[str, Any], *, ts_us: int, event_id: str | None = None
     return PreparedEvent(eid, ts_us, fields["event_type"], fields["agent_id"], fields.get("decision_id"), key, payload)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Appended:
     """The acknowledgement of one durable append."""
 
@@ -172,7 +172,7 @@ class Appended:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredEvent:
     """One stored row. ``content_hash`` and ``chain_hash`` are what the store holds: only a
     verification says whether they match ``payload``."""
@@ -198,6 +198,16 @@ class StoredEvent:
             "hash": f"sha256:{self.content_hash.hex()}",
             "chain_hash": f"sha256:{self.chain_hash.hex()}",
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Stored rows of a range as columns, for verification: no object per event."""
+
+    indices: list[int]
+    payloads: list[bytes]
+    content_hashes: list[bytes]
+    chain_hashes: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acgs import _acgs as core
-from acgs.audit.events import GENESIS, Appended, PreparedEvent, StoredCheckpoint, StoredEvent, prepare
+from acgs.audit.events import GENESIS, Appended, Columns, PreparedEvent, StoredCheckpoint, prepare
 from acgs.audit.export import EXPORT_FORMAT
 from acgs.audit.keys import key_name
 from acgs.audit.store import AuditStore
@@ -69,15 +69,8 @@ class _Verified:
     chain: bytes = GENESIS
 
 
-def _rows_report(prev: bytes, rows: Sequence[StoredEvent], first: int) -> Any:
-    return core.verify_chain(
-        prev,
-        [r.payload for r in rows],
-        [r.content_hash for r in rows],
-        [r.chain_hash for r in rows],
-        first,
-        [r.index for r in rows],
-    )
+def _rows_report(prev: bytes, rows: Columns, first: int) -> Any:
+    return core.verify_chain(prev, rows.payloads, rows.content_hashes, rows.chain_hashes, first, rows.indices)
 
 
 class AuditLog:
@@ -136,15 +129,16 @@ class AuditLog:
         while len(v.leaves) < size:
             start = len(v.leaves)
             end = min(size, start + CHUNK)
-            rows = await self.store.read(start, end)
+            rows = await self.store.read_columns(start, end)
             report = _rows_report(v.chain, rows, start)
             if not report.ok:
                 raise AuditIntegrityError(
                     f"event {report.first_bad_index} does not verify ({report.reason}): {report.detail}"
                 )
-            if len(rows) < end - start:
-                raise AuditIntegrityError(f"event {start + len(rows)} is missing from the store")
-            v.leaves.extend(core.leaf_hash(r.content_hash) for r in rows)
+            if len(rows.indices) < end - start:
+                raise AuditIntegrityError(f"event {start + len(rows.indices)} is missing from the store")
+            leaf = core.leaf_hash
+            v.leaves.extend([leaf(c) for c in rows.content_hashes])
             v.chain = report.last_chain_hash
         return v.leaves
 
@@ -218,7 +212,7 @@ class AuditLog:
         pos = start
         while pos < end:
             stop = min(end, pos + CHUNK)
-            rows = await self.store.read(pos, stop)
+            rows = await self.store.read_columns(pos, stop)
             result = _rows_report(prev, rows, pos)
             report.checked += result.checked
             if not result.ok:
@@ -226,12 +220,14 @@ class AuditLog:
                     result.first_bad_index, result.reason, result.detail,
                 )  # fmt: skip
                 break
-            if len(rows) < stop - pos:
-                report.first_bad_index, report.reason = pos + len(rows), "index_gap"
-                report.detail = f"event {pos + len(rows)} is missing (the log ends early)"
+            got = len(rows.indices)
+            if got < stop - pos:
+                report.first_bad_index, report.reason = pos + got, "index_gap"
+                report.detail = f"event {pos + got} is missing (the log ends early)"
                 break
             if want_leaves:
-                leaves.extend(core.leaf_hash(r.content_hash) for r in rows)
+                leaf = core.leaf_hash
+                leaves.extend([leaf(c) for c in rows.content_hashes])
             prev = result.last_chain_hash
             pos = stop
             if progress is not None:

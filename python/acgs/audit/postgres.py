@@ -22,6 +22,7 @@ from acgs import _acgs as core
 from acgs.audit.events import (
     GENESIS,
     Appended,
+    Columns,
     EventFilter,
     PreparedEvent,
     StoredCheckpoint,
@@ -257,6 +258,17 @@ class PostgresAuditStore:
             f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE idx >= $1 AND idx < $2 ORDER BY idx", start, end
         )
         return [_stored(r) for r in rows]
+
+    async def read_columns(self, start: int, end: int) -> Columns:
+        rows = await self.pool.fetch(
+            "SELECT idx, payload, content_hash, chain_hash FROM audit_events WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            start,
+            end,
+        )
+        if not rows:
+            return Columns([], [], [], [])
+        idx, payloads, contents, chains = zip(*rows, strict=True)
+        return Columns(list(idx), list(payloads), list(contents), list(chains))
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
         row = await self.pool.fetchrow(

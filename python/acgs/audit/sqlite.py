@@ -25,6 +25,7 @@ from acgs import _acgs as core
 from acgs.audit.events import (
     GENESIS,
     Appended,
+    Columns,
     EventFilter,
     PreparedEvent,
     StoredCheckpoint,
@@ -66,11 +67,32 @@ _INSERT = (
 
 
 class _Pending:
-    __slots__ = ("events", "future")
+    """One queued append. An async caller waits on an asyncio future of its loop (resolved from
+    the writer thread with one loop wake-up per group commit, not one per append); a blocking
+    caller on a concurrent future."""
 
-    def __init__(self, events: Sequence[PreparedEvent]) -> None:
+    __slots__ = ("events", "future", "loop")
+
+    def __init__(
+        self,
+        events: Sequence[PreparedEvent],
+        future: asyncio.Future[list[Appended]] | concurrent.futures.Future[list[Appended]],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
         self.events = events
-        self.future: concurrent.futures.Future[list[Appended]] = concurrent.futures.Future()
+        self.future = future
+        self.loop = loop
+
+
+def _settle(items: list[tuple[_Pending, list[Appended] | BaseException]]) -> None:
+    for pending, outcome in items:
+        future = pending.future
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _stored(row: Any) -> StoredEvent:
@@ -160,21 +182,23 @@ class SQLiteAuditStore:
 
     # -- appends -----------------------------------------------------------------------------
 
-    def submit(self, events: Sequence[PreparedEvent]) -> concurrent.futures.Future[list[Appended]]:
-        """Queues an append for the next group commit; the future resolves after it is durable."""
+    def append_blocking(self, events: Sequence[PreparedEvent]) -> list[Appended]:
+        """``append`` for a caller without an event loop."""
         if self._writer is None:
             raise RuntimeError("the audit store is not open")
-        pending = _Pending(events)
-        self._queue.put(pending)
-        return pending.future
-
-    def append_blocking(self, events: Sequence[PreparedEvent]) -> list[Appended]:
-        return self.submit(events).result()
+        future: concurrent.futures.Future[list[Appended]] = concurrent.futures.Future()
+        self._queue.put(_Pending(events, future, None))
+        return future.result()
 
     async def append(self, events: Sequence[PreparedEvent]) -> list[Appended]:
         if not events:
             return []
-        return await asyncio.wrap_future(self.submit(events))
+        if self._writer is None:
+            raise RuntimeError("the audit store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Appended]] = loop.create_future()
+        self._queue.put(_Pending(events, future, loop))
+        return await future
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -203,8 +227,9 @@ class SQLiteAuditStore:
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        outcomes: list[list[Appended] | BaseException]
         try:
-            results = self._commit(conn, [p.events for p in batch])
+            outcomes = list(self._commit(conn, [p.events for p in batch]))
         except Exception as exc:
             if conn.in_transaction:
                 try:
@@ -212,13 +237,18 @@ class SQLiteAuditStore:
                 except sqlite3.Error:
                     log.exception("rollback after a failed audit commit")
             # A group shares one fate: none of its events were committed.
-            for pending in batch:
-                if not pending.future.cancelled():
-                    pending.future.set_exception(exc)
-            return
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.cancelled():
-                pending.future.set_result(result)
+            outcomes = [exc] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[_Pending, list[Appended] | BaseException]]] = {}
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending, outcome))
+        for loop, items in by_loop.items():
+            if loop is None:
+                _settle(items)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_settle, items)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody is waiting any more
 
     def _commit(self, conn: sqlite3.Connection, groups: list[Sequence[PreparedEvent]]) -> list[list[Appended]]:
         conn.execute("BEGIN IMMEDIATE")
@@ -305,6 +335,23 @@ class SQLiteAuditStore:
             f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
         )
         return [_stored(r) for r in rows]
+
+    async def read_columns(self, start: int, end: int) -> Columns:
+        def run() -> Columns:
+            rows = (
+                self._reader()
+                .execute(
+                    "SELECT idx, payload, content_hash, chain_hash FROM audit_events WHERE idx >= ? AND idx < ? ORDER BY idx",
+                    (start, end),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return Columns([], [], [], [])
+            idx, payloads, contents, chains = zip(*rows, strict=True)
+            return Columns(list(idx), list(payloads), list(contents), list(chains))
+
+        return await asyncio.to_thread(run)
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
         rows = await self._read("SELECT size, root, note, created_us FROM audit_checkpoints ORDER BY size DESC LIMIT 1")

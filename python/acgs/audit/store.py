@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from acgs.audit.events import Appended, EventFilter, PreparedEvent, StoredCheckpoint, StoredEvent
+from acgs.audit.events import Appended, Columns, EventFilter, PreparedEvent, StoredCheckpoint, StoredEvent
 
 
 class AuditStore(Protocol):
@@ -43,6 +43,10 @@ class AuditStore(Protocol):
 
     async def read(self, start: int, end: int) -> list[StoredEvent]:
         """Stored rows with ``start <= index < end``, by index (missing rows are simply absent)."""
+        ...
+
+    async def read_columns(self, start: int, end: int) -> Columns:
+        """Like ``read``, as columns (what verification needs, without an object per row)."""
         ...
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
