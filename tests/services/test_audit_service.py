@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -226,3 +227,37 @@ def test_serve_command_runs_the_audit_service(tmp_path: Path) -> None:
         assert httpx.get(f"{proc.url}/openapi.json").json()["paths"]["/audit/event"]
     finally:
         proc.stop()
+
+
+def test_evolution_outbox_relays_into_the_audit_service(settings: AuditSettings, tmp_path: Path) -> None:
+    """The evolution service's relay, pointed at the audit service over HTTP: its transitions
+    land in the chain once each, even when the outbox delivers them again."""
+    from acgs.services.evolution.audit import OutboxRelay
+    from tests.services.test_evolution_service import MINOR, service
+
+    with ServerThread(create_app(settings)) as audit:
+        url = f"http://127.0.0.1:{audit.port}"
+
+        async def scenario() -> None:
+            sink = HttpAuditSink(url)
+            try:
+                async with service(f"sqlite:///{tmp_path / 'evo.sqlite3'}", tmp_path / "evo", audit_sink=sink,
+                                   settings={"relay_interval": 0.05}) as svc:  # fmt: skip
+                    out = await svc.submit(MINOR)
+                    for _ in range(100):
+                        if not await svc.store.outbox(pending_only=True, limit=10):
+                            break
+                        await asyncio.sleep(0.05)
+                    # Deliver everything again, as after a crash between delivery and bookkeeping.
+                    for entry in await svc.store.outbox(pending_only=False, limit=100):
+                        await sink.record(entry.event)
+                    await OutboxRelay(svc.store, sink).deliver_once()
+            finally:
+                await sink.aclose()
+            async with httpx.AsyncClient() as client:
+                page = (await client.get(f"{url}/audit/events", params={"decision_id": out["decision_id"]})).json()
+                actions = [e["event"]["action"] for e in page["events"]]
+                assert actions == ["evolution.submit", "evolution.auto_approve"]
+                assert (await client.post(f"{url}/audit/verify")).json()["ok"]
+
+        asyncio.run(scenario())
