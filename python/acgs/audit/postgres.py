@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS audit_events (
     event_type TEXT NOT NULL,
     agent_id TEXT NOT NULL,
     decision_id TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     payload BYTEA NOT NULL,
     content_hash BYTEA NOT NULL,
     chain_hash BYTEA NOT NULL
@@ -51,6 +51,8 @@ CREATE INDEX IF NOT EXISTS audit_events_agent ON audit_events (agent_id, idx);
 CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events (event_type, idx);
 CREATE INDEX IF NOT EXISTS audit_events_decision ON audit_events (decision_id) WHERE decision_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts_us);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_events_idempotency ON audit_events (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit_head (
     id SMALLINT PRIMARY KEY CHECK (id = 1),
     size BIGINT NOT NULL,

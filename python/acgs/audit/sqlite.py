@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS audit_events (
     event_type TEXT NOT NULL,
     agent_id TEXT NOT NULL,
     decision_id TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     payload BLOB NOT NULL,
     content_hash BLOB NOT NULL,
     chain_hash BLOB NOT NULL
@@ -51,6 +51,9 @@ CREATE INDEX IF NOT EXISTS audit_events_agent ON audit_events (agent_id, idx);
 CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events (event_type, idx);
 CREATE INDEX IF NOT EXISTS audit_events_decision ON audit_events (decision_id) WHERE decision_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts_us);
+-- Partial: most events carry no key, and they cost nothing here.
+CREATE UNIQUE INDEX IF NOT EXISTS audit_events_idempotency ON audit_events (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     size INTEGER PRIMARY KEY,
     root BLOB NOT NULL,
