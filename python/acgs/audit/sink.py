@@ -11,7 +11,7 @@ with a synchronous ``record`` (the sandbox controller's protocol). Events that c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -98,3 +98,12 @@ class LocalAuditSink:
 
     async def record_many(self, events: list[Mapping[str, Any]]) -> list[Appended]:
         return await self.log.append(events)
+
+
+if TYPE_CHECKING:
+    # mypy holds the sinks to the protocols of the services that use them.
+    from acgs.services.evolution.audit import AuditSink as EvolutionAuditSink
+    from acgs.services.sandbox.audit import AuditSink as SandboxAuditSink
+
+    def _conforms(url: str, audit_log: AuditLog) -> tuple[EvolutionAuditSink, EvolutionAuditSink, SandboxAuditSink]:
+        return HttpAuditSink(url), LocalAuditSink(audit_log), BlockingHttpAuditSink(url)
