@@ -87,6 +87,14 @@ bench: dev ## Benchmarks vs other OPA hosts (criterion, pytest-benchmark, opa be
 serve-policy: dev ## Run the policy service on 127.0.0.1:8004 (settings from ACGS_* variables)
 	$(PY) -m acgs.services.policy
 
+.PHONY: serve-audit
+serve-audit: dev ## Run the audit service on 127.0.0.1:8003 (settings from ACGS_* variables)
+	$(PY) -m acgs.services.audit
+
+.PHONY: bench-audit
+bench-audit: dev ## Audit log: durable appends/s (SQLite, PostgreSQL) and verify events/s; not a test
+	$(PY) bench/audit/run.py $(BENCH_ARGS)
+
 .PHONY: bench-http
 bench-http: dev ## HTTP load: the policy service vs `opa run --server` under wrk; writes bench/results/http.md
 	bash scripts/setup.sh --bench

@@ -1,4 +1,5 @@
-"""The ``acgs`` command line: evaluate a policy bundle, show version information."""
+"""The ``acgs`` command line: evaluate a policy bundle, run the services, verify and export the
+audit log, show version information."""
 
 from __future__ import annotations
 
@@ -97,16 +98,31 @@ def _cmd_serve_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_audit(args: argparse.Namespace) -> int:
+    from acgs.services.audit import AuditSettings, serve
+
+    if args.workers is not None:
+        print("acgs: the audit service runs one worker; --workers is for the policy service", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("host", "port") if getattr(args, k) is not None}
+    try:
+        settings = AuditSettings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.service == "evolution":
         return _cmd_serve_evolution(args)
     if args.service == "sandbox":
         return _cmd_serve_sandbox(args)
+    if args.service == "audit":
+        return _cmd_serve_audit(args)
     if args.service != "policy":
-        print(
-            "acgs: only the policy, evolution and sandbox services exist so far; use --service policy|evolution|sandbox",
-            file=sys.stderr,
-        )
+        print("acgs: use --service policy|evolution|audit|sandbox", file=sys.stderr)
         return 2
     from acgs.services.policy import PolicySettings, serve
 
@@ -143,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     srv = sub.add_parser("serve", help="run an ACGS service (settings from ACGS_* variables and these flags)")
     srv.add_argument(
         "--service",
-        choices=["policy", "evolution", "sandbox"],
-        help="which service (policy: port 8004, evolution: port 8002, sandbox: port 8001)",
+        choices=["policy", "evolution", "audit", "sandbox"],
+        help="which service (policy: port 8004, evolution: port 8002, audit: port 8003, sandbox: port 8001)",
     )
     srv.add_argument("--host")
     srv.add_argument("--port", type=int)
     srv.add_argument("--workers", type=int)
     srv.add_argument("--bundle", type=Path, help="policy bundle (default: the bundle shipped with ACGS)")
     srv.set_defaults(func=_cmd_serve)
+
+    from acgs.audit.cli import add_audit_commands
+
+    add_audit_commands(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -71,15 +71,90 @@ class InternalError(AcgsError):
     code = "internal_error"
 
 
+class AuditError(AcgsError):
+    """A fault in the audit log's formats or proofs."""
+
+    code = "audit_error"
+
+
+class CanonicalJsonError(AuditError, ValueError):
+    """A value or JSON text has no RFC 8785 canonical form (invalid JSON, duplicate keys,
+    NaN or infinity, an integer a double would alter, a lone surrogate, non-str keys), or bytes
+    that should be canonical are not. ``code`` says which."""
+
+    code = "invalid_json"
+
+
+class AuditArgumentError(AuditError, ValueError):
+    """Arguments that do not fit: a hash that is not 32 bytes, lists of different lengths, a
+    proof request beyond the tree."""
+
+    code = "invalid_argument"
+
+
+class ProofError(AuditError):
+    """A Merkle proof does not verify."""
+
+    code = "proof_failed"
+
+
+class SigningKeyError(AuditError, ValueError):
+    """A signing or verifier key string does not parse, or its key id does not match."""
+
+    code = "invalid_key"
+
+
+class CheckpointFormatError(AuditError, ValueError):
+    """A signed note or checkpoint breaks the C2SP format."""
+
+    code = "malformed_checkpoint"
+
+
+class CheckpointSignatureError(AuditError):
+    """A checkpoint carries no valid signature by the expected key."""
+
+    code = "bad_signature"
+
+
+class InconsistentCheckpointError(AuditError):
+    """Signing would contradict a checkpoint the log signed before."""
+
+    code = "inconsistent_checkpoint"
+
+
+class InvalidAuditEvent(AuditError, ValueError):
+    """An event the audit log refuses: a missing or malformed field, or metadata JSON cannot
+    hold canonically."""
+
+    code = "invalid_event"
+
+
+class AuditIntegrityError(AuditError):
+    """Stored events do not verify (a payload, hash or row was altered, removed or moved), so
+    the log refuses to sign or prove over them."""
+
+    code = "integrity_failure"
+
+
 __all__ = [
     "AcgsError",
+    "AuditArgumentError",
+    "AuditError",
+    "AuditIntegrityError",
     "BundleError",
+    "CanonicalJsonError",
+    "CheckpointFormatError",
+    "CheckpointSignatureError",
     "ConstitutionalHashMismatch",
     "EvaluationError",
     "EvaluationTimeout",
+    "InconsistentCheckpointError",
     "InternalError",
+    "InvalidAuditEvent",
     "InvalidInputError",
+    "ProofError",
     "ResourceLimitExceeded",
+    "SigningKeyError",
     "UnknownBuiltinError",
     "UnknownEntrypointError",
 ]

@@ -58,7 +58,9 @@ def _unprivileged() -> dict[str, Any]:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        #: Benchmarks of durable commits run with fsync on; tests keep it off.
+        self.durable = durable
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="acgs-pg-"))
         self.data = self.root / "data"
@@ -90,9 +92,7 @@ class PostgresServer:
                 "-p", str(self.port),
                 "-k", str(self.root),
                 "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
+                *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]),
                 "-c", "max_connections=200",
             ],
             stdout=log,

@@ -1,6 +1,7 @@
 //! Python bindings: the module `acgs._acgs`. Type conversion and error mapping only; the work
 //! happens in acgs-core with the GIL released.
 
+mod audit;
 mod convert;
 mod error;
 
@@ -521,6 +522,13 @@ impl Engine {
 mod _acgs {
     #[pymodule_export]
     use super::Engine;
+
+    #[pymodule_export]
+    use super::audit::{
+        canonical_json, canonicalize_json, consistency_proof, event_hashes, generate_signing_key,
+        inclusion_proof, leaf_hash, merkle_root, sign_checkpoint, verify_chain, verify_checkpoint,
+        verify_consistency, verify_inclusion, ChainReport, PyCheckpointer, PyCompactRange,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
@@ -19,6 +20,9 @@ from acgs.services.policy.deps import PolicyService
 from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
 from acgs.services.policy.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from acgs.audit.decision_log import DecisionLog
 
 log = logging.getLogger("acgs.services.policy")
 
@@ -108,6 +112,39 @@ def _l2_for(settings: PolicySettings) -> L2Cache | None:
     )
 
 
+def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> DecisionLog | None:
+    """The decision log the settings ask for, or None. ``local`` appends to the audit log's
+    SQLite file under the data directory (group commit, shared with an audit service there);
+    a URL sends batches to the audit service."""
+    target = settings.decision_log
+    if not target or target.lower() in ("off", "none", "false", "0"):
+        return None
+    from acgs.audit.decision_log import DecisionLog
+
+    common: dict[str, Any] = {
+        "bundle_digest": pipeline.bundle_digest if pipeline.loaded else "",
+        "constitutional_hash": pipeline.constitutional_hash,
+        "include_input": settings.decision_log_input,
+        "capacity": settings.decision_log_queue,
+    }
+    if target.startswith(("http://", "https://")):
+        from acgs.audit.sink import HttpAuditSink
+
+        http_sink = HttpAuditSink(target)
+        return DecisionLog(http_sink, on_close=http_sink.aclose, **common)
+    if target.lower() != "local":
+        raise ValueError(f"ACGS_POLICY_DECISION_LOG={target!r}: use local, an http(s):// URL of the audit service, or off")
+    from acgs.audit import keys
+    from acgs.audit.log import AuditLog
+    from acgs.audit.sink import LocalAuditSink
+    from acgs.audit.store import open_store
+
+    audit_log = AuditLog(
+        open_store(f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"), keys.load_or_create(settings.data_dir)
+    )
+    return DecisionLog(LocalAuditSink(audit_log), on_open=audit_log.open, on_close=audit_log.close, **common)
+
+
 def create_app(settings: PolicySettings | None = None) -> PolicyApp:
     """The policy service for ``settings`` (default: from the environment). The bundle is
     loaded here, so the app answers without a lifespan run (ASGI test transports); a bundle
@@ -125,11 +162,17 @@ def create_app(settings: PolicySettings | None = None) -> PolicyApp:
         log.error("policy service starts without a bundle: %s", pipeline.load_error.message)
     metrics = PolicyMetrics()
     metrics.pipeline = pipeline
-    service = PolicyService(settings=settings, pipeline=pipeline, metrics=metrics)
+    decision_log = _decision_log_for(settings, pipeline)
+    metrics.decision_log = decision_log
+    service = PolicyService(settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if decision_log is not None:
+            decision_log.start()
         yield
+        if decision_log is not None:
+            await decision_log.close()
         await pipeline.close()
 
     app = PolicyApp(

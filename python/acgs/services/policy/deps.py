@@ -6,7 +6,7 @@ the others take :data:`ServiceDep`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import Request
@@ -15,6 +15,9 @@ import acgs
 from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
 from acgs.services.policy.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from acgs.audit.decision_log import DecisionLog
 
 
 @dataclass(slots=True)
@@ -25,6 +28,8 @@ class PolicyService:
     pipeline: DecisionPipeline
     metrics: PolicyMetrics
     version: str = field(default=acgs.__version__)
+    #: Writes one audit event per decision when configured (``decision_log`` setting).
+    decision_log: DecisionLog | None = None
 
     def provenance(self) -> dict[str, Any]:
         """OPA's ``provenance`` object (``?provenance=true``)."""

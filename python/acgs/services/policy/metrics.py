@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from acgs.audit.decision_log import DecisionLog
     from acgs.services.policy.pipeline import DecisionPipeline
 
 #: Decision latency buckets, seconds: from a cache hit (tens of microseconds) to a deadline.
@@ -64,6 +65,7 @@ class PolicyMetrics(Collector):
         self.errors: dict[str, int] = {}
         self.http: dict[tuple[str, str, int], int] = {}
         self.pipeline: DecisionPipeline | None = None
+        self.decision_log: DecisionLog | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -105,6 +107,20 @@ class PolicyMetrics(Collector):
         for (endpoint, method, status), n in sorted(self.http.items()):
             http.add_metric([endpoint, method, str(status)], n)
         yield http
+
+        dlog = self.decision_log
+        yield CounterMetricFamily(
+            "acgs_decision_logs_dropped",
+            "Decision logs lost (only ever those still queued past the drain deadline at shutdown)",
+            value=dlog.dropped if dlog is not None else 0,
+        )
+        if dlog is not None:
+            yield CounterMetricFamily("acgs_decision_logs_written", "Decision logs appended to the audit log", value=dlog.written)
+            yield CounterMetricFamily(
+                "acgs_decision_logs_backpressure_waits", "Decisions that waited for room in the full log queue", value=dlog.waits
+            )
+            yield CounterMetricFamily("acgs_decision_logs_failures", "Failed decision log appends (retried)", value=dlog.failures)
+            yield GaugeMetricFamily("acgs_decision_logs_queued", "Decision logs waiting to be written", value=dlog.depth)
 
         pipeline = self.pipeline
         if pipeline is None:

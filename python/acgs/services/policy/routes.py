@@ -206,8 +206,10 @@ def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answe
         answer.status = 503
 
 
-def _respond(service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str) -> Reply:
-    out: dict[str, Any] = {"decision_id": service.pipeline.next_decision_id()}
+def _respond(
+    service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str, decision_id: str | None = None
+) -> Reply:
+    out: dict[str, Any] = {"decision_id": decision_id or service.pipeline.next_decision_id()}
     if answer.defined:
         out["result"] = answer.result
     if answer.warning is not None:
@@ -228,6 +230,20 @@ def _respond(service: PolicyService, answer: _Answer, flags: QueryFlags, started
     return json_reply(out, answer.status, flags.pretty)
 
 
+async def _respond_logged(
+    service: PolicyService, target: Target, path: str, raw: bytes | None, answer: _Answer, flags: QueryFlags, started: int
+) -> Reply:
+    """``_respond`` for the Data API, with a decision log entry when an entrypoint was
+    evaluated on an input and decision logs are on."""
+    dlog = service.decision_log
+    if dlog is None or raw is None or target.kind is not Kind.ENTRYPOINT:
+        return _respond(service, answer, flags, started, "data")
+    decision_id = service.pipeline.next_decision_id()
+    reply = _respond(service, answer, flags, started, "data", decision_id)
+    await dlog.offer(decision_id, path, raw, answer.result, answer.outcome)
+    return reply
+
+
 async def _decide_flat(
     service: PolicyService, target: Target, raw_body: bytes, body: dict[str, Any], flags: QueryFlags, started: int
 ) -> Reply:
@@ -244,6 +260,9 @@ async def _decide_flat(
         metrics.outcomes["error"] += 1
     else:
         metrics.outcomes["allow" if decided.decision["allow"] else "deny"] += 1
+    dlog = service.decision_log
+    if dlog is not None:
+        await dlog.offer(decided.decision["decision_id"], target.entrypoint, raw_body, dict(decided.decision), None)
     if flags.provenance:
         decided.decision["provenance"] = service.provenance()
     return json_reply(decided.decision, decided.status, flags.pretty)
@@ -285,7 +304,7 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
             except (ConstitutionalHashMismatch, InvalidInputError) as exc:
                 raise _rejected(exc) from None
     await _evaluate_target(service, target, raw, value, answer, flags.metrics)
-    return _respond(service, answer, flags, started, "data")
+    return await _respond_logged(service, target, path, raw, answer, flags, started)
 
 
 @router.post("/v1/data", include_in_schema=False)
@@ -314,7 +333,7 @@ async def data_get(service: PolicyService, scope: Scope, receive: Receive, path:
         raw = orjson.dumps(value)
     answer = _Answer()
     await _evaluate_target(service, target, raw, value, answer, flags.metrics)
-    return _respond(service, answer, flags, started, "data")
+    return await _respond_logged(service, target, path, raw, answer, flags, started)
 
 
 @router.get("/v1/data", include_in_schema=False)
@@ -420,10 +439,11 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
         except (ConstitutionalHashMismatch, InvalidInputError) as exc:
             entries[i] = _item_error(_rejected(exc))
             failed = True
+    logged: list[tuple[str, bytes, Any, str | None]] | None = [] if service.decision_log is not None else None
     if target.kind is Kind.ENTRYPOINT and target.entrypoint is not None and runnable:
         items = [(orjson.dumps(values[i]), values[i]) for i in runnable]
         results = await pipeline.evaluate_batch(target.entrypoint, items)
-        for i, result in zip(runnable, results, strict=True):
+        for i, (item, result) in zip(runnable, zip(items, results, strict=True), strict=True):
             answer = _Answer()
             if isinstance(result, AcgsError):
                 if isinstance(result, InvalidInputError):
@@ -443,6 +463,8 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                 answer.outcome = outcome_of(answer.result, answer.defined)
                 service.metrics.outcomes[answer.outcome] += 1
             entries[i] = _entry(pipeline, answer)
+            if logged is not None:
+                logged.append((entries[i]["decision_id"], item[0], answer.result, answer.outcome))
     else:
         for i in runnable:
             answer = _Answer()
@@ -454,6 +476,9 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                 failed = True
                 continue
             entries[i] = _entry(pipeline, answer)
+    if logged and service.decision_log is not None:
+        for decision_id, raw_item, result_value, outcome in logged:
+            await service.decision_log.offer(decision_id, path, raw_item, result_value, outcome)
     out: dict[str, Any] = {"batch_decision_id": pipeline.next_decision_id()}
     if keys is None:
         out["results"] = entries

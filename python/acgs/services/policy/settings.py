@@ -32,6 +32,10 @@ ENV_NAMES: dict[str, str] = {
     "memory_limit": "ACGS_POLICY_MEMORY_LIMIT",
     "default_decision": "ACGS_POLICY_DEFAULT_DECISION",
     "log_level": "ACGS_LOG_LEVEL",
+    "data_dir": "ACGS_DATA_DIR",
+    "decision_log": "ACGS_POLICY_DECISION_LOG",
+    "decision_log_input": "ACGS_POLICY_DECISION_LOG_INPUT",
+    "decision_log_queue": "ACGS_POLICY_DECISION_LOG_QUEUE",
 }
 
 
@@ -74,6 +78,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "memory_limit": _optional_int,
     "default_decision": str,
     "log_level": str,
+    "data_dir": Path,
+    "decision_log": _optional_text,
+    "decision_log_input": str,
+    "decision_log_queue": _positive_int,
 }
 
 
@@ -111,6 +119,16 @@ class PolicySettings:
     #: Entrypoint answered by OPA's ``POST /`` (OPA's ``default_decision``).
     default_decision: str = "acgs/main/decision"
     log_level: str = "info"
+    #: Where the audit log lives for ``decision_log = "local"`` (and its signing key).
+    data_dir: Path = Path(".acgs-data")
+    #: Decision logs: None (off, the default), ``local`` (the audit log's SQLite file under
+    #: data_dir, shared with an audit service on the same data directory), or the audit
+    #: service's URL (``http://127.0.0.1:8003``).
+    decision_log: str | None = None
+    #: ``digest`` (SHA-256 of the canonical input only) or ``full`` (the input too).
+    decision_log_input: str = "digest"
+    #: Decisions queued for the log before request handlers wait for room (backpressure).
+    decision_log_queue: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PolicySettings:
@@ -136,6 +154,7 @@ class PolicySettings:
         """The settings as JSON-ready values, with credentials in the Redis URL masked."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["bundle"] = str(self.bundle)
+        out["data_dir"] = str(self.data_dir)
         if self.redis_url and "@" in self.redis_url:
             scheme, _, rest = self.redis_url.partition("://")
             out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

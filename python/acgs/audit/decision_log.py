@@ -1,0 +1,210 @@
+"""Decision logs: one audit event per policy decision, written off the hot path.
+
+A request handler hands ``DecisionLog.offer`` a small tuple (no hashing, no JSON) and goes on;
+a background task turns queued entries into audit events (decision id, bundle digest,
+constitutional hash, SHA-256 of the canonical input and, if configured, the input itself, the
+result) and appends them in batches. The queue is bounded: when it is full the handler waits
+for room (backpressure) rather than dropping the log. A failed append is retried with backoff,
+never skipped. Only entries still queued when the service stops past its drain deadline are
+lost, and those are counted in ``dropped`` (``acgs_decision_logs_dropped_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from acgs import _acgs as core
+from acgs.audit.events import GENESIS
+from acgs.errors import CanonicalJsonError
+
+log = logging.getLogger("acgs.audit")
+
+EVENT_TYPE = "policy_decision"
+#: ``input`` setting values.
+INPUT_DIGEST = "digest"
+INPUT_FULL = "full"
+
+
+class BatchSink(Protocol):
+    """Where decision events go: returns once all are durable, raises otherwise."""
+
+    def record_many(self, events: list[Mapping[str, Any]]) -> Awaitable[Any]: ...
+
+
+def _sha256(data: bytes) -> str:
+    # The audit core's content hash is SHA-256 of the bytes given.
+    return core.event_hashes(GENESIS, data)[0].hex()
+
+
+def _canonical_result(result: Any) -> Any:
+    try:
+        core.canonical_json(result)
+        return result
+    except CanonicalJsonError:
+        return {"unrepresentable_sha256": _sha256(repr(result).encode())}
+
+
+class DecisionLog:
+    """The queue and its writer. ``start`` (or the first ``offer``) runs the writer on the
+    current event loop; ``close`` drains it."""
+
+    def __init__(
+        self,
+        sink: BatchSink,
+        *,
+        bundle_digest: str = "",
+        constitutional_hash: str | None = None,
+        include_input: str = INPUT_DIGEST,
+        capacity: int = 10_000,
+        batch: int = 512,
+        max_backoff: float = 5.0,
+        on_open: Callable[[], Awaitable[None]] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if include_input not in (INPUT_DIGEST, INPUT_FULL):
+            raise ValueError(f"decision log input must be {INPUT_DIGEST!r} or {INPUT_FULL!r}, not {include_input!r}")
+        self.sink = sink
+        self.bundle_digest = bundle_digest
+        self.constitutional_hash = constitutional_hash
+        self.include_input = include_input
+        self.capacity = capacity
+        self.batch = batch
+        self.max_backoff = max_backoff
+        self._on_open = on_open
+        self._on_close = on_close
+        self._queue: asyncio.Queue[tuple[Any, ...]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.offered = 0
+        self.written = 0
+        self.dropped = 0
+        self.waits = 0
+        self.failures = 0
+        self._inflight = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue(self.capacity)
+            self._task = asyncio.create_task(self._run(), name="acgs-decision-log")
+
+    async def offer(
+        self, decision_id: str, path: str, raw_input: bytes | None, result: Any, outcome: str | None
+    ) -> None:
+        """Queues one decision; waits only while the queue is full."""
+        if self._task is None:
+            self.start()
+        assert self._queue is not None
+        entry = (decision_id, path, raw_input, result, outcome, time.time())
+        self.offered += 1
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.waits += 1
+            await self._queue.put(entry)
+
+    def event_of(self, entry: tuple[Any, ...]) -> dict[str, Any]:
+        decision_id, path, raw_input, result, outcome, at = entry
+        metadata: dict[str, Any] = {"path": path, "bundle_digest": self.bundle_digest, "decided_at": at}
+        value: Any = None
+        if raw_input is not None:
+            try:
+                canonical = core.canonicalize_json(raw_input)
+                metadata["input_sha256"] = _sha256(canonical)
+                value = orjson.loads(canonical)
+                if self.include_input == INPUT_FULL:
+                    metadata["input"] = value
+            except CanonicalJsonError:
+                # An input JSON cannot hold canonically is still logged, by the digest of its bytes.
+                metadata["input_sha256"] = _sha256(raw_input)
+                metadata["input_canonical"] = False
+        metadata["result"] = _canonical_result(result)
+        agent = "unknown"
+        action = path
+        if type(value) is dict:
+            agent = str(value.get("agent_id") or (value.get("context") or {}).get("agent", {}).get("id") or "unknown")
+            action = str(value.get("action") or path)
+        if type(result) is dict and type(result.get("allow")) is bool:
+            verdict = "allow" if result["allow"] else "deny"
+        else:
+            verdict = outcome or "undefined"
+        event: dict[str, Any] = {
+            "event_type": EVENT_TYPE,
+            "agent_id": agent[:512] or "unknown",
+            "action": action[:512] or "decision",
+            "result": verdict,
+            "metadata": metadata,
+            "decision_id": decision_id,
+        }
+        chash = result.get("constitutional_hash") if type(result) is dict else None
+        chash = chash if isinstance(chash, str) else self.constitutional_hash
+        if chash:
+            event["constitutional_hash"] = chash
+        return event
+
+    async def _write(self, entries: Sequence[tuple[Any, ...]]) -> None:
+        events: list[Mapping[str, Any]] = []
+        for entry in entries:
+            try:
+                events.append(self.event_of(entry))
+            except Exception:
+                log.exception("decision log entry %s could not be made into an event", entry[0])
+                self.dropped += 1
+        delay = 0.05
+        while events:
+            try:
+                await self.sink.record_many(events)
+                self.written += len(events)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                log.warning("decision log append failed; retrying in %.2fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(self.max_backoff, delay * 2)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        if self._on_open is not None:
+            await self._on_open()
+        while True:
+            first = await q.get()
+            entries = [first]
+            while len(entries) < self.batch and not q.empty():
+                entries.append(q.get_nowait())
+            self._inflight = len(entries)
+            try:
+                await self._write(entries)
+            finally:
+                self._inflight = 0
+                for _ in entries:
+                    q.task_done()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Waits up to ``timeout`` for the queue to drain, then stops the writer; what is still
+        queued then is counted as dropped."""
+        if self._task is None or self._queue is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        inflight = self._inflight
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.dropped += self._queue.qsize() + inflight
+        if self.dropped:
+            log.error("decision log: %d decision(s) not written before shutdown", self.dropped)
+        self._task = None
+        if self._on_close is not None:
+            await self._on_close()

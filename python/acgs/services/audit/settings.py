@@ -1,0 +1,143 @@
+"""Settings of the audit service: one frozen object, read from ``ACGS_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Environment variable for each setting. The data directory is shared by the services, so its
+#: name carries no service prefix.
+ENV_NAMES: dict[str, str] = {
+    "host": "ACGS_AUDIT_HOST",
+    "port": "ACGS_AUDIT_PORT",
+    "data_dir": "ACGS_DATA_DIR",
+    "database_url": "ACGS_AUDIT_DATABASE_URL",
+    "origin": "ACGS_AUDIT_ORIGIN",
+    "checkpoint_interval": "ACGS_AUDIT_CHECKPOINT_INTERVAL",
+    "max_batch": "ACGS_AUDIT_MAX_BATCH",
+    "max_page": "ACGS_AUDIT_MAX_PAGE",
+    "segment_size": "ACGS_AUDIT_SEGMENT_SIZE",
+    "archive": "ACGS_AUDIT_ARCHIVE",
+    "archive_endpoint": "ACGS_AUDIT_ARCHIVE_ENDPOINT",
+    "archive_interval": "ACGS_AUDIT_ARCHIVE_INTERVAL",
+    "log_level": "ACGS_LOG_LEVEL",
+}
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError("must be a non-negative number of seconds")
+    return value
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "host": str,
+    "port": _non_negative_int,
+    "data_dir": Path,
+    "database_url": _optional_text,
+    "origin": _optional_text,
+    "checkpoint_interval": _non_negative_float,
+    "max_batch": _positive_int,
+    "max_page": _positive_int,
+    "segment_size": _non_negative_int,
+    "archive": _optional_text,
+    "archive_endpoint": _optional_text,
+    "archive_interval": _non_negative_float,
+    "log_level": str,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Everything the audit service can be told. Defaults suit one embedded node. The signing
+    key comes from ``ACGS_AUDIT_SIGNING_KEY`` or ``<data_dir>/audit-signing.key`` (see
+    ``acgs.audit.keys``) and is never a setting that ``public`` would show."""
+
+    host: str = "127.0.0.1"
+    port: int = 8003
+    #: Where the SQLite log and the signing key live.
+    data_dir: Path = Path(".acgs-data")
+    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir.
+    database_url: str | None = None
+    #: The log's origin line in checkpoints; None: the signing key's name.
+    origin: str | None = None
+    #: Seconds between background checkpoints of a grown log; 0 signs only on request.
+    checkpoint_interval: float = 10.0
+    #: Most events one ``POST /audit/events`` may carry.
+    max_batch: int = 1000
+    #: Most events one page of ``GET /audit/events`` returns.
+    max_page: int = 1000
+    #: Events per sealed, archived segment; 0 turns archiving off.
+    segment_size: int = 100_000
+    #: Where sealed segments go: a directory, or ``s3://bucket/prefix``; None: ``<data_dir>/archive``.
+    archive: str | None = None
+    #: S3-compatible endpoint URL for an ``s3://`` archive (None: AWS).
+    archive_endpoint: str | None = None
+    #: Seconds between checks for complete segments to seal.
+    archive_interval: float = 60.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AuditSettings:
+        """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
+        ``ValueError`` naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in ENV_NAMES.items():
+            text = env.get(var)
+            if text is None:
+                continue
+            try:
+                values[name] = _PARSERS[name](text.strip())
+            except ValueError as exc:
+                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> AuditSettings:
+        return dataclasses.replace(self, **changes)
+
+    def resolved_database_url(self) -> str:
+        """The database URL, with the SQLite default filled in under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+
+    def resolved_archive(self) -> str:
+        return self.archive or str(self.data_dir / "archive")
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, with any password in the database URL masked."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["data_dir"] = str(self.data_dir)
+        url = self.resolved_database_url()
+        scheme, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            userinfo, _, host = rest.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+        out["database_url"] = url
+        return out
