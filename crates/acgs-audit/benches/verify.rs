@@ -1,6 +1,10 @@
 //! Chain verification throughput on ~300-byte audit events: the whole verify loop (canonical
 //! check, content hash, chain hash) and its parts, so a regression can be located.
 //!
+//! Each case runs twice: on the wall clock, and on the benchmark thread's own CPU time (Linux
+//! schedstat). The second is the "events per second on one core" figure even when other
+//! processes share the machine, since time spent waiting for a CPU is not counted.
+//!
 //! `cargo bench -p acgs-audit --bench verify`
 
 use std::hint::black_box;
@@ -8,7 +12,8 @@ use std::hint::black_box;
 use acgs_audit::chain::{content_hash, event_hashes, verify_range, StoredEvent, GENESIS};
 use acgs_audit::jcs::{canonicalize, canonicalize_value, check_canonical};
 use acgs_audit::Hash;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput};
 
 const EVENTS: usize = 100_000;
 
@@ -52,10 +57,79 @@ fn log() -> Log {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// Nanoseconds this thread has run on a CPU, when the kernel reports it.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Criterion measurement of the benchmark thread's CPU time.
+struct ThreadCpuTime;
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns().unwrap_or_default()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().unwrap_or_default().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical >= 1e6 {
+            (1e6, "ms cpu")
+        } else if typical >= 1e3 {
+            (1e3, "µs cpu")
+        } else {
+            (1.0, "ns cpu")
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let (count, unit) = match *t {
+            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
+                (n as f64, "Melem/s cpu")
+            }
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64, "MB/s cpu"),
+            Throughput::Bits(n) => (n as f64, "Mbit/s cpu"),
+        };
+        values.iter_mut().for_each(|v| *v = count * 1e9 / *v / 1e6);
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn bench<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let log = log();
     let mean = log.payloads.iter().map(Vec::len).sum::<usize>() / EVENTS;
-    let mut group = c.benchmark_group(format!("verify/{EVENTS} events of {mean} bytes"));
+    let mut group = c.benchmark_group(format!("verify {clock}/{EVENTS} events of {mean} bytes"));
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(20);
 
@@ -102,5 +176,14 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn main() {
+    let mut wall = Criterion::default().configure_from_args();
+    bench(&mut wall, "wall");
+    if thread_cpu_ns().is_some() {
+        let mut cpu = Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args();
+        bench(&mut cpu, "thread-cpu");
+    }
+    wall.final_summary();
+}

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 use crate::jcs::number::es_text;
-use crate::jcs::string::{cmp_escaped, cmp_utf16};
+use crate::jcs::string::cmp_escaped;
 use crate::jcs::MAX_DEPTH;
 
 /// Why and where the bytes stopped being canonical.
@@ -18,20 +18,7 @@ pub(crate) struct Mismatch {
 const SHORT_INTEGER_DIGITS: usize = 15;
 
 pub(crate) fn scan(bytes: &[u8]) -> Result<(), Mismatch> {
-    // Canonical form has no whitespace and writes control characters as escapes, so any byte
-    // below 0x20 is wrong wherever it is. A branch-free fold lets the compiler vectorise this.
-    if bytes.iter().fold(false, |acc, &b| acc | (b < 0x20)) {
-        let offset = bytes.iter().position(|&b| b < 0x20).unwrap_or_default();
-        return Err(Mismatch {
-            offset,
-            reason: "whitespace or a raw control character",
-        });
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| Mismatch {
-        offset: e.valid_up_to(),
-        reason: "invalid UTF-8",
-    })?;
-    let mut c = Checker { text, pos: 0 };
+    let mut c = Checker { bytes, pos: 0 };
     c.value(0)?;
     if c.pos != bytes.len() {
         return Err(c.fail("bytes after the JSON value"));
@@ -39,22 +26,29 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<(), Mismatch> {
     Ok(())
 }
 
-/// The position of the first `"` or `\\` at or after `from`, eight bytes at a time: short
-/// strings dominate events, and a word loop beats a SIMD call's set-up on them.
-fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+/// Flags (in each byte's high bit) the bytes a string scan must stop at: `"`, `\\`, control
+/// characters (below 0x20) and non-ASCII bytes. Each subtraction flags its first match exactly
+/// (borrows only disturb later bytes), so the lowest flag is always right.
+fn special_bytes(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const HIGHS: u64 = ONES * 0x80;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let s = w ^ (ONES * u64::from(b'\\'));
+    (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s | w.wrapping_sub(ONES * 0x20) & !w | w)
+        & HIGHS
+}
+
+/// The position of the first byte at or after `from` that a string scan must stop at, sixteen
+/// bytes at a time. Most strings in an event end within the first window, so the loop rarely
+/// runs twice and its exit is well predicted.
+#[inline]
+fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
     let mut pos = from;
-    while let Some(word) = bytes
+    while let Some(window) = bytes
         .get(pos..pos + 8)
         .and_then(|w| <[u8; 8]>::try_from(w).ok())
     {
-        let w = u64::from_le_bytes(word);
-        let q = w ^ (ONES * u64::from(b'"'));
-        let s = w ^ (ONES * u64::from(b'\\'));
-        // A zero byte in q or s is a match; this flags the first one exactly (borrows only
-        // disturb the bytes after it).
-        let hits = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGHS;
+        let hits = special_bytes(u64::from_le_bytes(window));
         if hits != 0 {
             return Some(pos + (hits.trailing_zeros() / 8) as usize);
         }
@@ -63,8 +57,47 @@ fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
     bytes
         .get(pos..)?
         .iter()
-        .position(|&b| b == b'"' || b == b'\\')
+        .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
         .map(|i| pos + i)
+}
+
+/// The length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no surrogates, nothing
+/// above U+10FFFF) that starts at `pos` with a non-ASCII byte, or None.
+fn utf8_len(bytes: &[u8], pos: usize) -> Option<usize> {
+    let cont = |i: usize| matches!(bytes.get(pos + i), Some(0x80..=0xBF));
+    let second = |lo: u8, hi: u8| bytes.get(pos + 1).is_some_and(|b| (lo..=hi).contains(b));
+    let len = match *bytes.get(pos)? {
+        0xC2..=0xDF => 2,
+        0xE0 if second(0xA0, 0xBF) => 3,
+        0xE1..=0xEC | 0xEE..=0xEF if cont(1) => 3,
+        0xED if second(0x80, 0x9F) => 3,
+        0xF0 if second(0x90, 0xBF) => 4,
+        0xF1..=0xF3 if cont(1) => 4,
+        0xF4 if second(0x80, 0x8F) => 4,
+        _ => return None,
+    };
+    (1..len).all(cont).then_some(len)
+}
+
+/// UTF-16 order of two raw (unescaped) UTF-8 strings: byte order, except that lead bytes
+/// 0xEE/0xEF (U+E000..U+FFFF, single code units) sort after 0xF0..0xF4 (surrogate pairs).
+/// Equal prefixes mean both strings have a character boundary at the first difference, so the
+/// differing bytes are both lead bytes (or ASCII) or both continuation bytes, where plain
+/// byte order is right.
+pub(crate) fn cmp_utf16_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) else {
+        return a.len().cmp(&b.len());
+    };
+    let rank = |c: Option<&u8>| {
+        c.map_or(0, |&c| {
+            if c == 0xEE || c == 0xEF {
+                u16::from(c) + 0x100
+            } else {
+                u16::from(c)
+            }
+        })
+    };
+    rank(a.get(i)).cmp(&rank(b.get(i)))
 }
 
 /// Whether `token` (grammatical) is `-?I.F` with at most 15 significant digits, no trailing
@@ -89,7 +122,7 @@ fn is_short_decimal(token: &str) -> bool {
 }
 
 struct Checker<'a> {
-    text: &'a str,
+    bytes: &'a [u8],
     pos: usize,
 }
 
@@ -102,7 +135,7 @@ impl<'a> Checker<'a> {
     }
 
     fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.pos).copied()
+        self.bytes.get(self.pos).copied()
     }
 
     fn expect(&mut self, byte: u8, reason: &'static str) -> Result<(), Mismatch> {
@@ -122,17 +155,17 @@ impl<'a> Checker<'a> {
             Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
             Some(b'"') => self.string().map(drop),
-            Some(b't') => self.literal("true"),
-            Some(b'f') => self.literal("false"),
-            Some(b'n') => self.literal("null"),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number(),
             _ => Err(self.fail("expected a JSON value")),
         }
     }
 
-    fn literal(&mut self, word: &str) -> Result<(), Mismatch> {
+    fn literal(&mut self, word: &[u8]) -> Result<(), Mismatch> {
         if self
-            .text
+            .bytes
             .get(self.pos..)
             .is_some_and(|rest| rest.starts_with(word))
         {
@@ -149,7 +182,7 @@ impl<'a> Checker<'a> {
             self.pos += 1;
             return Ok(());
         }
-        let mut previous: Option<(&'a str, bool)> = None;
+        let mut previous: Option<(&'a [u8], bool)> = None;
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.fail("expected a property name"));
@@ -157,10 +190,23 @@ impl<'a> Checker<'a> {
             let at = self.pos;
             let key = self.string()?;
             if let Some(prev) = previous {
-                let order = if prev.1 || key.1 {
-                    cmp_escaped(prev.0, key.0)
+                let order = if let (false, false, Some(&p), Some(&k)) =
+                    (prev.1, key.1, prev.0.first(), key.0.first())
+                {
+                    // Names that differ in an ASCII first byte: byte order is UTF-16 order.
+                    if p != k && p < 0x80 && k < 0x80 {
+                        p.cmp(&k)
+                    } else {
+                        cmp_utf16_bytes(prev.0, key.0)
+                    }
+                } else if prev.1 || key.1 {
+                    // Rare: keys with escapes. Both are valid UTF-8, checked by the scan.
+                    match (std::str::from_utf8(prev.0), std::str::from_utf8(key.0)) {
+                        (Ok(p), Ok(k)) => cmp_escaped(p, k),
+                        _ => return Err(self.fail("invalid UTF-8")),
+                    }
                 } else {
-                    cmp_utf16(prev.0, key.0)
+                    cmp_utf16_bytes(prev.0, key.0)
                 };
                 match order {
                     Ordering::Less => {}
@@ -180,7 +226,12 @@ impl<'a> Checker<'a> {
             }
             previous = Some(key);
             self.expect(b':', "expected ':' after a property name")?;
-            self.value(depth + 1)?;
+            // Most member values are strings: skip the general dispatch for them.
+            if self.peek() == Some(b'"') {
+                self.string()?;
+            } else {
+                self.value(depth + 1)?;
+            }
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
@@ -213,52 +264,69 @@ impl<'a> Checker<'a> {
 
     /// A string in canonical form; returns its raw content (escapes left in) and whether it
     /// holds any escape.
-    fn string(&mut self) -> Result<(&'a str, bool), Mismatch> {
+    #[inline]
+    fn string(&mut self) -> Result<(&'a [u8], bool), Mismatch> {
         self.pos += 1;
         let start = self.pos;
-        let bytes = self.text.as_bytes();
+        let bytes = self.bytes;
         let mut escaped = false;
         loop {
-            let Some(stop) = find_quote_or_backslash(bytes, self.pos) else {
+            let Some(stop) = find_special(bytes, self.pos) else {
                 self.pos = bytes.len();
                 return Err(self.fail("unterminated string"));
             };
             self.pos = stop;
-            if self.peek() == Some(b'"') {
-                let content = self.text.get(start..self.pos).unwrap_or_default();
-                self.pos += 1;
-                return Ok((content, escaped));
-            }
-            escaped = true;
-            // A backslash: only the escapes JSON.stringify writes are canonical.
-            match bytes.get(self.pos + 1) {
-                Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
-                Some(b'u') => {
-                    let hex = bytes.get(self.pos + 2..self.pos + 6);
-                    let code = match hex {
-                        Some([b'0', b'0', hi @ (b'0' | b'1'), lo]) => match lo {
-                            b'0'..=b'9' => Some((hi - b'0') * 16 + (lo - b'0')),
-                            b'a'..=b'f' => Some((hi - b'0') * 16 + (lo - b'a' + 10)),
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    match code {
-                        // These five have short escapes, which canonical form uses instead.
-                        Some(0x08 | 0x09 | 0x0a | 0x0c | 0x0d) | None => {
-                            return Err(self.fail("escape not in canonical form"))
-                        }
-                        Some(_) => self.pos += 6,
-                    }
+            match bytes.get(stop) {
+                Some(b'"') => {
+                    let content = bytes.get(start..stop).unwrap_or_default();
+                    self.pos += 1;
+                    return Ok((content, escaped));
                 }
-                _ => return Err(self.fail("escape not in canonical form")),
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                Some(0x80..=0xFF) => match utf8_len(bytes, stop) {
+                    Some(n) => self.pos += n,
+                    None => return Err(self.fail("invalid UTF-8")),
+                },
+                _ => return Err(self.fail("raw control character in a string")),
             }
         }
     }
 
+    /// A backslash: only the escapes JSON.stringify writes are canonical.
+    #[cold]
+    fn escape(&mut self) -> Result<(), Mismatch> {
+        let bytes = self.bytes;
+        match bytes.get(self.pos + 1) {
+            Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+            Some(b'u') => {
+                let hex = bytes.get(self.pos + 2..self.pos + 6);
+                let code = match hex {
+                    Some([b'0', b'0', hi @ (b'0' | b'1'), lo]) => match lo {
+                        b'0'..=b'9' => Some((hi - b'0') * 16 + (lo - b'0')),
+                        b'a'..=b'f' => Some((hi - b'0') * 16 + (lo - b'a' + 10)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match code {
+                    // These five have short escapes, which canonical form uses instead.
+                    Some(0x08 | 0x09 | 0x0a | 0x0c | 0x0d) | None => {
+                        return Err(self.fail("escape not in canonical form"))
+                    }
+                    Some(_) => self.pos += 6,
+                }
+            }
+            _ => return Err(self.fail("escape not in canonical form")),
+        }
+        Ok(())
+    }
+
     fn number(&mut self) -> Result<(), Mismatch> {
         let start = self.pos;
-        let bytes = self.text.as_bytes();
+        let bytes = self.bytes;
         let digits = |from: usize| {
             bytes
                 .get(from..)
@@ -295,7 +363,11 @@ impl<'a> Checker<'a> {
             }
             self.pos += n;
         }
-        let token = self.text.get(start..self.pos).unwrap_or_default();
+        // The grammar above admitted only ASCII digits, signs, '.', 'e' and 'E'.
+        let token = bytes
+            .get(start..self.pos)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default();
         if integer && int_digits <= SHORT_INTEGER_DIGITS {
             // Exact in a double and printed in full; only "-0" has another canonical form.
             return if token == "-0" {
@@ -397,19 +469,113 @@ mod tests {
     }
 
     #[test]
-    fn word_scan_finds_the_first_quote_or_backslash() {
-        let text = b"abcdefghij\\klmnop\"qrstuvwxyz\"";
-        for from in 0..text.len() {
-            let want = text[from..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\')
-                .map(|i| from + i);
-            assert_eq!(find_quote_or_backslash(text, from), want, "from {from}");
+    fn word_scan_finds_the_first_special_byte() {
+        let special = |b: u8| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..3_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 200) as usize;
+            let mut byte_state = state | 1;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    byte_state ^= byte_state << 13;
+                    byte_state ^= byte_state >> 7;
+                    byte_state ^= byte_state << 17;
+                    let r = (byte_state >> 24) as u8;
+                    // Mostly plain ASCII, sometimes one of the special bytes.
+                    match r % 16 {
+                        0 => b'"',
+                        1 => b'\\',
+                        2 => r % 0x20,
+                        3 => 0x80 | r,
+                        4 => 0x7f,
+                        5 => 0x20,
+                        _ => b'a' + r % 26,
+                    }
+                })
+                .collect();
+            let want = |from: usize| {
+                text[from..]
+                    .iter()
+                    .position(|&b| special(b))
+                    .map(|i| from + i)
+            };
+            for from in 0..=len {
+                assert_eq!(
+                    find_special(&text, from),
+                    want(from),
+                    "{text:?} from {from}"
+                );
+            }
         }
-        assert_eq!(find_quote_or_backslash(b"", 0), None);
-        assert_eq!(find_quote_or_backslash(b"abc", 5), None);
-        // High bytes (UTF-8) next to the targets.
-        let utf8 = "\u{e9}\u{e9}\u{e9}\u{e9}\"".as_bytes();
-        assert_eq!(find_quote_or_backslash(utf8, 0), Some(8));
+        assert_eq!(find_special(b"", 0), None);
+        assert_eq!(find_special(b"abc", 5), None);
+    }
+
+    #[test]
+    fn utf8_lengths_follow_rfc_3629() {
+        for c in [
+            '\u{80}',
+            '\u{7ff}',
+            '\u{800}',
+            '\u{d7ff}',
+            '\u{e000}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{10ffff}',
+        ] {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            assert_eq!(utf8_len(s.as_bytes(), 0), Some(s.len()), "{c:?}");
+        }
+        // Overlong, surrogate, beyond U+10FFFF, truncated, stray continuation.
+        for bad in [
+            &[0xC0, 0x80][..],
+            &[0xE0, 0x80, 0x80],
+            &[0xED, 0xA0, 0x80],
+            &[0xF4, 0x90, 0x80, 0x80],
+            &[0xE2, 0x82],
+            &[0x80],
+            &[0xFF],
+        ] {
+            assert_eq!(utf8_len(bad, 0), None, "{bad:?}");
+            assert!(std::str::from_utf8(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn byte_order_with_the_lead_byte_fix_is_utf16_order() {
+        let samples = [
+            "",
+            "a",
+            "ab",
+            "\u{7f}",
+            "\u{80}",
+            "é",
+            "\u{7ff}",
+            "\u{800}",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{fb33}",
+            "\u{ffff}",
+            "\u{10000}",
+            "😀",
+            "😂",
+            "\u{10ffff}",
+            "a😀",
+            "a\u{ffff}",
+        ];
+        for a in samples {
+            for b in samples {
+                let want = a.encode_utf16().cmp(b.encode_utf16());
+                assert_eq!(
+                    cmp_utf16_bytes(a.as_bytes(), b.as_bytes()),
+                    want,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 }

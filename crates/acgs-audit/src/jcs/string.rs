@@ -52,23 +52,7 @@ fn utf16_rank(c: char) -> u32 {
 
 /// Orders two strings by their UTF-16 code units, as RFC 8785 sorts property names.
 pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
-    let (ab, bb) = (a.as_bytes(), b.as_bytes());
-    let Some(i) = ab.iter().zip(bb).position(|(x, y)| x != y) else {
-        return ab.len().cmp(&bb.len());
-    };
-    // Equal bytes before `i`, so both strings have a character boundary at the same place:
-    // back up to the start of the character holding the first difference.
-    let mut start = i;
-    while start > 0 && !a.is_char_boundary(start) {
-        start -= 1;
-    }
-    let ca = a.get(start..).and_then(|s| s.chars().next());
-    let cb = b.get(start..).and_then(|s| s.chars().next());
-    match (ca, cb) {
-        (Some(x), Some(y)) => utf16_rank(x).cmp(&utf16_rank(y)),
-        // Unreachable for distinct bytes at `i`, but ordered sensibly all the same.
-        (x, y) => x.is_some().cmp(&y.is_some()),
-    }
+    crate::jcs::check::cmp_utf16_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// Characters of the content of a canonical JSON string (between the quotes), escapes decoded.
