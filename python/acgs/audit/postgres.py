@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     note TEXT NOT NULL,
     created_us BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_cursors (
+    name TEXT PRIMARY KEY,
+    next_index BIGINT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -288,3 +292,15 @@ class PostgresAuditStore:
             " ON CONFLICT (size) DO NOTHING",
             checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.created_us,
         )  # fmt: skip
+
+    async def cursor(self, name: str) -> int:
+        value = await self.pool.fetchval("SELECT next_index FROM audit_cursors WHERE name = $1", name)
+        return int(value) if value is not None else 0
+
+    async def advance_cursor(self, name: str, next_index: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO audit_cursors (name, next_index) VALUES ($1, $2) ON CONFLICT (name)"
+            " DO UPDATE SET next_index = GREATEST(audit_cursors.next_index, excluded.next_index)",
+            name,
+            next_index,
+        )

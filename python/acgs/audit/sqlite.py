@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     note TEXT NOT NULL,
     created_us INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_cursors (
+    name TEXT PRIMARY KEY,
+    next_index INTEGER NOT NULL
+);
 """
 
 _EVENT_COLUMNS = "idx, event_id, ts_us, payload, content_hash, chain_hash"
@@ -371,6 +375,24 @@ class SQLiteAuditStore:
                 conn.execute(
                     "INSERT OR IGNORE INTO audit_checkpoints (size, root, note, created_us) VALUES (?, ?, ?, ?)",
                     (checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.created_us),
+                )
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(run)
+
+    async def cursor(self, name: str) -> int:
+        rows = await self._read("SELECT next_index FROM audit_cursors WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    async def advance_cursor(self, name: str, next_index: int) -> None:
+        def run() -> None:
+            conn = self._connect()
+            try:
+                conn.execute(
+                    "INSERT INTO audit_cursors (name, next_index) VALUES (?, ?) ON CONFLICT (name)"
+                    " DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
+                    (name, next_index),
                 )
             finally:
                 conn.close()

@@ -60,6 +60,14 @@ class AuditStore(Protocol):
     async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Keeps a signed checkpoint; one of the same size already kept wins."""
 
+    async def cursor(self, name: str) -> int:
+        """The next index a named consumer of the log (the stream relay) has not yet handled; 0
+        for a new one."""
+        ...
+
+    async def advance_cursor(self, name: str, next_index: int) -> None:
+        """Moves a consumer's cursor forward (never back), durably."""
+
 
 def open_store(url: str, **options: object) -> AuditStore:
     """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""

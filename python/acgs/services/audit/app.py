@@ -138,6 +138,13 @@ def create_app(settings: AuditSettings | None = None, *, audit_log: AuditLog | N
                     _checkpoints(audit_log, metrics, settings.checkpoint_interval), name="acgs-audit-checkpoints"
                 )
             )
+        publisher = None
+        if settings.kafka_bootstrap:
+            from acgs.audit.stream import KafkaPublisher, StreamRelay
+
+            publisher = KafkaPublisher(settings.kafka_bootstrap, settings.kafka_topic)
+            relay = StreamRelay(audit_log.store, publisher)
+            tasks.append(asyncio.create_task(relay.run(), name="acgs-audit-stream"))
         archiver = archiver_for(settings, audit_log)
         if archiver is not None and settings.archive_interval > 0:
             tasks.append(asyncio.create_task(_archive(archiver, settings.archive_interval), name="acgs-audit-archive"))
@@ -149,6 +156,8 @@ def create_app(settings: AuditSettings | None = None, *, audit_log: AuditLog | N
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if publisher is not None:
+                await publisher.close()
             await audit_log.close()
 
     app = FastAPI(

@@ -24,6 +24,8 @@ ENV_NAMES: dict[str, str] = {
     "archive": "ACGS_AUDIT_ARCHIVE",
     "archive_endpoint": "ACGS_AUDIT_ARCHIVE_ENDPOINT",
     "archive_interval": "ACGS_AUDIT_ARCHIVE_INTERVAL",
+    "kafka_bootstrap": "ACGS_AUDIT_KAFKA_BOOTSTRAP",
+    "kafka_topic": "ACGS_AUDIT_KAFKA_TOPIC",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -66,6 +68,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "archive": _optional_text,
     "archive_endpoint": _optional_text,
     "archive_interval": _non_negative_float,
+    "kafka_bootstrap": _optional_text,
+    "kafka_topic": str,
     "log_level": str,
 }
 
@@ -98,6 +102,9 @@ class AuditSettings:
     archive_endpoint: str | None = None
     #: Seconds between checks for complete segments to seal.
     archive_interval: float = 60.0
+    #: ``host:port[,host:port]`` of Kafka/Redpanda brokers to stream every event to; None: off.
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "constitutional-events"
     log_level: str = "info"
 
     @classmethod
