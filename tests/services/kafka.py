@@ -1,7 +1,7 @@
 """A throwaway Apache Kafka broker (KRaft, one node acting as broker and controller) on
 loopback, from Maven Central jars, for the audit stream tests.
 
-The jars (``kafka_2.13`` and its runtime dependencies, see tests/services/kafka/pom.xml) are
+The jars (``kafka_2.13`` and its runtime dependencies, see tests/services/kafka_broker/pom.xml) are
 copied once by ``mvn dependency:copy-dependencies`` into ``~/.cache/acgs/kafka-<version>/lib``
 (``ACGS_TEST_KAFKA_LIB`` names another directory). Without Java or Maven, or when the jars
 cannot be fetched, the tests that need the broker fail rather than pass untested. The broker can
@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-POM = Path(__file__).parent / "kafka" / "pom.xml"
+POM = Path(__file__).parent / "kafka_broker" / "pom.xml"
 VERSION = "4.1.1"
 
 
