@@ -53,9 +53,11 @@ dev: ## Build the extension (release) into the venv
 	$(PY) -m maturin develop --release --quiet
 
 .PHONY: run
-run: setup dev ## Set everything up and show a real decision from the shipped bundle
+run: setup dev ## Set everything up, show a real decision, then serve decisions on 127.0.0.1:8004
 	$(VENV)/bin/acgs inspect
 	$(VENV)/bin/acgs decide
+	@echo "policy service on http://127.0.0.1:8004 (Ctrl-C stops it); see README for the others"
+	$(PY) -m acgs.services.policy
 
 .PHONY: test
 test: setup dev test-rust policy-test test-python lint ## Install test dependencies and run every test
