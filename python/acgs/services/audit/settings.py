@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from acgs.services.common.env import read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -111,16 +112,7 @@ class AuditSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AuditSettings:
         """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
         ``ValueError`` naming it."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, var in ENV_NAMES.items():
-            text = env.get(var)
-            if text is None:
-                continue
-            try:
-                values[name] = _PARSERS[name](text.strip())
-            except ValueError as exc:
-                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values = read_env(ENV_NAMES, _PARSERS, environ)
         values.update(overrides)
         return cls(**values)
 

@@ -4,13 +4,13 @@ variables."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from acgs import default_bundle_path
+from acgs.services.common.env import read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -94,16 +94,7 @@ class EvolutionSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EvolutionSettings:
         """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
         ``ValueError`` naming it."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, var in ENV_NAMES.items():
-            text = env.get(var)
-            if text is None:
-                continue
-            try:
-                values[name] = _PARSERS[name](text.strip())
-            except ValueError as exc:
-                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values = read_env(ENV_NAMES, _PARSERS, environ)
         values.update(overrides)
         return cls(**values)
 

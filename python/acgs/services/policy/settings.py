@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from acgs import default_bundle_path
+from acgs.services.common.env import read_env
 
 T = TypeVar("T")
 
@@ -134,16 +134,7 @@ class PolicySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PolicySettings:
         """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable raises
         ``ValueError`` naming it."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, var in ENV_NAMES.items():
-            text = env.get(var)
-            if text is None:
-                continue
-            try:
-                values[name] = _PARSERS[name](text.strip())
-            except ValueError as exc:
-                raise ValueError(f"{var}={text!r}: {exc}") from None
+        values = read_env(ENV_NAMES, _PARSERS, environ)
         values.update(overrides)
         return cls(**values)
 
