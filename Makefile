@@ -53,11 +53,11 @@ dev: ## Build the extension (release) into the venv
 	$(PY) -m maturin develop --release --quiet
 
 .PHONY: run
-run: setup dev ## Set everything up, show a real decision, then serve decisions on 127.0.0.1:8004
-	$(VENV)/bin/acgs inspect
+run: setup dev ## Set everything up, show a real decision, then serve all four services (8001-8004)
+	$(VENV)/bin/acgs bundle inspect
 	$(VENV)/bin/acgs decide
-	@echo "policy service on http://127.0.0.1:8004 (Ctrl-C stops it); see README for the others"
-	$(PY) -m acgs.services.policy
+	@echo "starting ACGS: sandbox :8001, evolution :8002, audit :8003, policy :8004 (Ctrl-C stops them)"
+	$(VENV)/bin/acgs serve
 
 .PHONY: test
 test: setup dev test-rust policy-test test-python lint ## Install test dependencies and run every test

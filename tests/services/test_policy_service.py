@@ -712,7 +712,8 @@ def test_acgs_serve_runs_the_service_with_workers() -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
+        # Two workers each import and load the bundle: slow on a busy machine.
+        deadline = time.monotonic() + 90
         while True:
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

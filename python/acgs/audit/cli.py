@@ -1,32 +1,37 @@
-"""``acgs audit ...``: verify the stored log, sign a checkpoint, export a segment, and verify an
-exported segment offline. The first three open the log the audit service's settings describe
-(``ACGS_DATA_DIR``, ``ACGS_AUDIT_DATABASE_URL``, ``ACGS_AUDIT_SIGNING_KEY``); ``verify-export``
-needs only the file."""
+"""The work behind ``acgs audit ...`` (the click commands live in ``acgs.cli``): verify the stored
+log, sign a checkpoint, export a segment, and verify an exported segment offline. The first
+three open the log the configuration's audit section describes (data directory, database URL,
+``ACGS_AUDIT_SIGNING_KEY``); ``verify-export`` needs only the file."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from acgs.audit.export import verify_export
 from acgs.audit.log import AuditLog
 
+if TYPE_CHECKING:
+    from acgs.services.audit.settings import AuditSettings
+
+
+def _settings(args: argparse.Namespace) -> AuditSettings:
+    """The audit settings of the configuration, with the command's store options over them."""
+    from acgs.config import load_config
+
+    overrides = {"data_dir": args.data_dir, "database_url": args.database_url}
+    settings: AuditSettings = load_config(args.config, overrides={"audit": overrides}).audit
+    return settings
+
 
 def _open(args: argparse.Namespace) -> AuditLog:
     from acgs.services.audit.app import open_log
-    from acgs.services.audit.settings import AuditSettings
 
-    overrides: dict[str, Any] = {}
-    if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
-    if args.database_url is not None:
-        overrides["database_url"] = args.database_url
-    return open_log(AuditSettings.from_env(**overrides))
+    return open_log(_settings(args))
 
 
 class _Progress:
@@ -127,14 +132,8 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 async def _archive(args: argparse.Namespace) -> int:
     from acgs.audit.archive import Archiver, target_from_url
-    from acgs.services.audit.settings import AuditSettings
 
-    overrides: dict[str, Any] = {}
-    if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
-    if args.database_url is not None:
-        overrides["database_url"] = args.database_url
-    settings = AuditSettings.from_env(**overrides)
+    settings = _settings(args)
     size = args.segment_size or settings.segment_size
     if size <= 0:
         print("acgs: archiving is off (segment size 0); pass --segment-size", file=sys.stderr)
@@ -148,44 +147,3 @@ async def _archive(args: argparse.Namespace) -> int:
         await log.close()
     print(json.dumps({"archive": target.describe(), "sealed": made}, indent=2))
     return 0
-
-
-def add_audit_commands(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="verify, checkpoint and export the audit log")
-    cmds = audit.add_subparsers(dest="audit_command", required=True)
-
-    def store_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, help="ACGS data directory (default: ACGS_DATA_DIR or .acgs-data)")
-        p.add_argument("--database-url", help="sqlite:///path or postgresql://... (default: ACGS_AUDIT_DATABASE_URL)")
-
-    v = cmds.add_parser("verify", help="re-hash every stored event and check the chain and the latest checkpoint")
-    store_options(v)
-    v.add_argument("--from", dest="from_index", type=int, default=0)
-    v.add_argument("--to", dest="to_index", type=int)
-    v.add_argument("--progress", action="store_true", help="show the progress line even when stderr is not a terminal")
-    v.set_defaults(func=lambda a: asyncio.run(_verify(a)))
-
-    c = cmds.add_parser("checkpoint", help="sign a checkpoint of the whole log (if it grew) and print it")
-    store_options(c)
-    c.add_argument("--no-sign", action="store_true", help="print the latest checkpoint without signing a new one")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=lambda a: asyncio.run(_checkpoint(a)))
-
-    e = cmds.add_parser("export", help="write events [from, to) as a self-contained, offline-verifiable segment")
-    store_options(e)
-    e.add_argument("--from", dest="from_index", type=int, default=0)
-    e.add_argument("--to", dest="to_index", type=int, help="end, exclusive (default: the whole log)")
-    e.add_argument("file", type=Path, help="output file, or - for stdout")
-    e.set_defaults(func=lambda a: asyncio.run(_export(a)))
-
-    a = cmds.add_parser("archive", help="seal complete segments and write them to the archive (directory or s3://)")
-    store_options(a)
-    a.add_argument("--segment-size", type=int, help="events per segment (default: ACGS_AUDIT_SEGMENT_SIZE)")
-    a.add_argument("--to", help="a directory or s3://bucket/prefix (default: ACGS_AUDIT_ARCHIVE or <data_dir>/archive)")
-    a.add_argument("--endpoint", help="S3-compatible endpoint URL (default: ACGS_AUDIT_ARCHIVE_ENDPOINT)")
-    a.set_defaults(func=lambda a: asyncio.run(_archive(a)))
-
-    x = cmds.add_parser("verify-export", help="verify an exported segment offline (no database)")
-    x.add_argument("file", help="the export file (JSON or gzipped JSON, as archived), or - for stdin")
-    x.add_argument("--key", help="the log's verifier key, or @file holding it (default: the key in the file)")
-    x.set_defaults(func=_verify_export)

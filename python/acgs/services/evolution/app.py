@@ -95,6 +95,11 @@ def create_app(
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
     executor = executor or load_executor(settings.rollback_executor)
+    own_sink = None
+    if audit_sink is None and settings.audit_url:
+        from acgs.audit.sink import HttpAuditSink
+
+        audit_sink = own_sink = HttpAuditSink(settings.audit_url)
     workflow = Workflow(
         store, assessor, executor, review_timeout=settings.review_timeout, validity=settings.validity, clock=clock
     )
@@ -118,6 +123,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await store.close()
+            if own_sink is not None:
+                await own_sink.aclose()
 
     app = FastAPI(
         title="ACGS evolution oversight",

@@ -26,6 +26,7 @@ ENV_NAMES: dict[str, str] = {
     "sweep_interval": "ACGS_EVOLUTION_SWEEP_INTERVAL",
     "relay_interval": "ACGS_EVOLUTION_RELAY_INTERVAL",
     "rollback_executor": "ACGS_EVOLUTION_ROLLBACK_EXECUTOR",
+    "audit_url": "ACGS_EVOLUTION_AUDIT_URL",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -60,6 +61,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sweep_interval": _positive_float,
     "relay_interval": _positive_float,
     "rollback_executor": _optional_text,
+    "audit_url": _optional_text,
     "log_level": str,
 }
 
@@ -88,6 +90,9 @@ class EvolutionSettings:
     relay_interval: float = 1.0
     #: ``module:factory`` returning a ``RollbackExecutor``; None: the named-action executor.
     rollback_executor: str | None = None
+    #: The audit service (``http://127.0.0.1:8003``) the outbox is relayed to; None keeps
+    #: events in the outbox until a sink is attached.
+    audit_url: str | None = None
     log_level: str = "info"
 
     @classmethod

@@ -296,6 +296,9 @@ def serve(fd: int) -> None:
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Ctrl-C on a terminal reaches the whole process group; the controller decides when the
+    # fork server stops (it closes the socket), so an interrupt must not kill it mid-run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pending: dict[int, tuple[int, list[bytes]]] = {}  # error pipe -> (pid, what it said)
     while True:
         ready, _, _ = select.select([sock.fileno(), wake_r, *pending], [], [])

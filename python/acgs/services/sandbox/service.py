@@ -19,6 +19,7 @@ from acgs.services.sandbox import workdir
 from acgs.services.sandbox.admission import Admission, admit
 from acgs.services.sandbox.audit import ACTION, EVENT_TYPE, AuditEvent, AuditSink
 from acgs.services.sandbox.queue import ExecutionQueue, QueueFull
+from acgs.services.sandbox.relay import OutboxRelay
 from acgs.services.sandbox.runtimes import Host, Job, Outcome, Runtime, RuntimeStatus, RuntimeUnavailable, all_runtimes
 from acgs.services.sandbox.schemas import ExecuteRequest
 from acgs.services.sandbox.seccomp import Profile, load_profile, notification_available
@@ -66,6 +67,9 @@ class SandboxService:
         self.engine = engine if engine is not None else Engine.load(settings.bundle)
         self.store = ExecutionStore(settings.database_path)
         self.audit: AuditSink = audit if audit is not None else OutboxAuditSink(self.store)
+        self.relay: OutboxRelay | None = None
+        if audit is None and settings.audit_url:
+            self.relay = OutboxRelay(self.store, settings.audit_url)
         self.profile: Profile = load_profile(settings.seccomp_profile)
         self.queue = ExecutionQueue(settings.concurrency, settings.max_queue)
         self.layout = cgroups.detect_layout()
@@ -89,6 +93,8 @@ class SandboxService:
         self.runtimes = all_runtimes(self.host, self.settings.gvisor_platform)
         if probe:
             self.probe()
+        if self.relay is not None:
+            self.relay.start()
 
     def sweep(self) -> list[str]:
         """Unmount and delete the work dirs, and kill and remove the cgroups, of controller
@@ -144,6 +150,8 @@ class SandboxService:
 
     def close(self) -> None:
         self.queue.shutdown()
+        if self.relay is not None:
+            self.relay.close()
         if self.host is not None:
             self.host.forkserver.close()
         if self.instance is not None:
@@ -325,6 +333,8 @@ class SandboxService:
             self.audit.record(event)
         except Exception:
             log.exception("audit sink failed for execution %s", record["execution_id"])
+        if self.relay is not None:
+            self.relay.notify()
         self.store.update(_public(record))
 
     def get(self, execution_id: str) -> dict[str, Any] | None:

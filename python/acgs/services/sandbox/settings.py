@@ -63,6 +63,9 @@ class SandboxSettings:
     monitor_syscalls: bool = True
     #: gVisor platform (this host's runsc: ptrace or kvm).
     gvisor_platform: str = "ptrace"
+    #: The audit service (``http://127.0.0.1:8003``) the outbox of execution events is delivered
+    #: to; None keeps events in the sandbox database's outbox.
+    audit_url: str | None = None
     log_level: str = "info"
 
     @property
@@ -108,6 +111,7 @@ ENV_NAMES: dict[str, str] = {
     "auto_order": "ACGS_SANDBOX_AUTO_ORDER",
     "gvisor_platform": "ACGS_SANDBOX_GVISOR_PLATFORM",
     "monitor_syscalls": "ACGS_SANDBOX_MONITOR_SYSCALLS",
+    "audit_url": "ACGS_SANDBOX_AUDIT_URL",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -162,5 +166,6 @@ _PARSERS: dict[str, Any] = {
     "auto_order": _names,
     "gvisor_platform": str,
     "monitor_syscalls": _flag,
+    "audit_url": lambda text: text or None,
     "log_level": str,
 }
