@@ -23,6 +23,7 @@ from acgs.services.evolution.audit import AuditSink, OutboxRelay
 from acgs.services.evolution.rollback import RollbackExecutor, load_executor
 from acgs.services.evolution.settings import EvolutionSettings
 from acgs.services.evolution.store import EvolutionStore, open_store
+from acgs.services.evolution.webhooks import WebhookRelay
 from acgs.services.evolution.workflow import Workflow, WorkflowError
 
 log = logging.getLogger("acgs.services.evolution")
@@ -114,6 +115,12 @@ def create_app(
         if audit_sink is not None:
             relay = OutboxRelay(store, audit_sink, interval=settings.relay_interval)
             tasks.append(asyncio.create_task(relay.run(), name="acgs-evolution-outbox-relay"))
+        hooks = [
+            WebhookRelay(store, url, settings.webhook_secret or "", interval=settings.relay_interval, timeout=settings.webhook_timeout)
+            for url in settings.webhook_urls
+        ]
+        app.state.webhooks = hooks
+        tasks.extend(asyncio.create_task(hook.run(), name=f"acgs-evolution-webhook-{i}") for i, hook in enumerate(hooks))
         try:
             yield
         finally:
@@ -122,6 +129,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for hook in hooks:
+                await hook.aclose()
             await store.close()
             if own_sink is not None:
                 await own_sink.aclose()

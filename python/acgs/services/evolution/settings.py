@@ -27,6 +27,9 @@ ENV_NAMES: dict[str, str] = {
     "relay_interval": "ACGS_EVOLUTION_RELAY_INTERVAL",
     "rollback_executor": "ACGS_EVOLUTION_ROLLBACK_EXECUTOR",
     "audit_url": "ACGS_EVOLUTION_AUDIT_URL",
+    "webhook_urls": "ACGS_EVOLUTION_WEBHOOK_URLS",
+    "webhook_secret": "ACGS_EVOLUTION_WEBHOOK_SECRET",
+    "webhook_timeout": "ACGS_EVOLUTION_WEBHOOK_TIMEOUT",
     "log_level": "ACGS_LOG_LEVEL",
 }
 
@@ -49,6 +52,14 @@ def _optional_text(text: str) -> str | None:
     return text or None
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in text.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s):// URL")
+    return urls
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "bundle": Path,
     "entrypoint": str,
@@ -62,6 +73,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "relay_interval": _positive_float,
     "rollback_executor": _optional_text,
     "audit_url": _optional_text,
+    "webhook_urls": _urls,
+    "webhook_secret": _optional_text,
+    "webhook_timeout": _positive_float,
     "log_level": str,
 }
 
@@ -93,7 +107,19 @@ class EvolutionSettings:
     #: The audit service (``http://127.0.0.1:8003``) the outbox is relayed to; None keeps
     #: events in the outbox until a sink is attached.
     audit_url: str | None = None
+    #: URLs notified of every state change (signed POSTs, retried until acknowledged).
+    webhook_urls: tuple[str, ...] = ()
+    #: HMAC-SHA256 key of the webhook signatures; required when webhook_urls is set.
+    webhook_secret: str | None = None
+    #: Seconds one webhook delivery may take before it counts as failed.
+    webhook_timeout: float = 10.0
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError("webhook_urls needs webhook_secret (ACGS_EVOLUTION_WEBHOOK_SECRET) to sign the notifications")
+        for url in self.webhook_urls:
+            _urls(url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EvolutionSettings:
@@ -117,6 +143,8 @@ class EvolutionSettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["bundle"] = str(self.bundle)
         out["data_dir"] = str(self.data_dir)
+        out["webhook_urls"] = list(self.webhook_urls)
+        out["webhook_secret"] = "***" if self.webhook_secret else None
         url = self.resolved_database_url()
         scheme, sep, rest = url.partition("://")
         if sep and "@" in rest:

@@ -80,6 +80,14 @@ class EvolutionStore(Protocol):
 
     async def mark_failed(self, ids: Sequence[int], error: str) -> None: ...
 
+    async def webhook_cursor(self, url: str) -> int:
+        """The last outbox id delivered to webhook ``url`` (0 for none)."""
+        ...
+
+    async def set_webhook_cursor(self, url: str, last_id: int) -> None:
+        """Records that every outbox entry up to ``last_id`` reached webhook ``url``."""
+        ...
+
 
 def open_store(url: str) -> EvolutionStore:
     """A store for ``sqlite:///path`` (or a bare path) or ``postgresql://...``; not yet opened."""

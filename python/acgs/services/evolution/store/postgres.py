@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS evolution_audit_outbox (
 );
 CREATE INDEX IF NOT EXISTS evolution_audit_outbox_pending
     ON evolution_audit_outbox (id) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS evolution_webhook_cursors (
+    url TEXT PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
 """
 
 _COLUMNS = "request_id, agent_id, requested_by, status, created_at, updated_at, review_deadline, valid_until, version, doc"
@@ -281,4 +285,18 @@ class PostgresStore:
                 "UPDATE evolution_audit_outbox SET attempts = attempts + 1, last_error = $1 WHERE id = ANY($2::bigint[])",
                 error,
                 list(ids),
+            )
+
+    async def webhook_cursor(self, url: str) -> int:
+        async with self._require_pool().acquire() as conn:
+            value = await conn.fetchval("SELECT last_id FROM evolution_webhook_cursors WHERE url = $1", url)
+            return int(value) if value is not None else 0
+
+    async def set_webhook_cursor(self, url: str, last_id: int) -> None:
+        async with self._require_pool().acquire() as conn:
+            await conn.execute(
+                "INSERT INTO evolution_webhook_cursors (url, last_id) VALUES ($1, $2) "
+                "ON CONFLICT (url) DO UPDATE SET last_id = GREATEST(evolution_webhook_cursors.last_id, EXCLUDED.last_id)",
+                url,
+                last_id,
             )

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS evolution_audit_outbox (
 );
 CREATE INDEX IF NOT EXISTS evolution_audit_outbox_pending
     ON evolution_audit_outbox (id) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS evolution_webhook_cursors (
+    url TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
 """
 
 _COLUMNS = "request_id, agent_id, requested_by, status, created_at, updated_at, review_deadline, valid_until, version, doc"
@@ -362,6 +366,25 @@ class SqliteStore:
                 conn.executemany(
                     "UPDATE evolution_audit_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                     [(error, i) for i in ids],
+                )
+
+        async with self._write_lock:
+            await asyncio.shield(self._on_writer(run))
+
+    async def webhook_cursor(self, url: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT last_id FROM evolution_webhook_cursors WHERE url = ?", (url,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on_reader(run)
+
+    async def set_webhook_cursor(self, url: str, last_id: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                conn.execute(
+                    "INSERT INTO evolution_webhook_cursors (url, last_id) VALUES (?, ?) "
+                    "ON CONFLICT (url) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                    (url, last_id),
                 )
 
         async with self._write_lock:
