@@ -67,10 +67,27 @@ CREATE TABLE IF NOT EXISTS audit_cursors (
 """
 
 _EVENT_COLUMNS = "idx, event_id, ts_us, payload, content_hash, chain_hash"
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO audit_events (idx, event_id, ts_us, event_type, agent_id, decision_id, idempotency_key,"
-    " payload, content_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload, content_hash, chain_hash) VALUES "
 )
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Rows per INSERT statement. One multi-row statement per few hundred events instead of one
+#: step per row: the writer thread gives up and retakes the GIL once per statement, not once
+#: per row, so appends being prepared on the event loop no longer stall it row by row. (Older
+#: SQLite builds allow 999 bound parameters per statement, newer ones 32766.)
+_ROWS_PER_STATEMENT = 500 if sqlite3.sqlite_version_info >= (3, 32, 0) else 99
+_statements: dict[int, str] = {}
+
+
+def _insert_rows(conn: sqlite3.Connection, params: list[Any], rows: int) -> None:
+    """Inserts ``rows`` rows whose parameters are ``params``, flat, ten per row."""
+    for start in range(0, rows, _ROWS_PER_STATEMENT):
+        count = min(_ROWS_PER_STATEMENT, rows - start)
+        sql = _statements.get(count)
+        if sql is None:
+            sql = _statements[count] = _INSERT_HEAD + ", ".join([_ROW] * count)
+        conn.execute(sql, params[start * 10 : (start + count) * 10])
 
 
 class _Pending:
@@ -264,30 +281,33 @@ class SQLiteAuditStore:
         prev = bytes(head[1]) if head else GENESIS
         keys = [e.idempotency_key for g in groups for e in g if e.idempotency_key is not None]
         seen: dict[str, Appended] = self._existing(conn, keys) if keys else {}
-        rows: list[tuple[Any, ...]] = []
+        params: list[Any] = []
+        rows = 0
         results: list[list[Appended]] = []
+        hashes = core.event_hashes
         for group in groups:
             out: list[Appended] = []
             for e in group:
                 if e.idempotency_key is not None and e.idempotency_key in seen:
                     out.append(seen[e.idempotency_key])
                     continue
-                content, chain = core.event_hashes(prev, e.payload)
-                rows.append((
+                content, chain = hashes(prev, e.payload)
+                params += (
                     index, e.event_id, e.ts_us, e.event_type, e.agent_id, e.decision_id, e.idempotency_key,
                     e.payload, content, chain,
-                ))  # fmt: skip
+                )  # fmt: skip
                 appended = Appended(index, e.event_id, e.ts_us, content, chain)
                 if e.idempotency_key is not None:
                     seen[e.idempotency_key] = Appended(index, e.event_id, e.ts_us, content, chain, duplicate=True)
                 out.append(appended)
                 prev = chain
                 index += 1
+                rows += 1
             results.append(out)
-        conn.executemany(_INSERT, rows)
+        _insert_rows(conn, params, rows)
         conn.execute("COMMIT")
         self.commits += 1
-        self.committed_events += len(rows)
+        self.committed_events += rows
         return results
 
     @staticmethod
