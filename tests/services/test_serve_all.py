@@ -58,6 +58,18 @@ def _write_config(path: Path, data: Path, runs: Path, ports: dict[str, int]) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
+def _fresh_config() -> tuple[Path, dict[str, int]]:
+    """A configuration file with free ports and fresh data and runs directories."""
+    problem = host_problem()
+    if problem:
+        skip_or_fail(problem)
+    data, runs = make_dirs()
+    ports = {name: free_port() for name in SERVICES}
+    config = data / "acgs.toml"
+    _write_config(config, data, runs, ports)
+    return config, ports
+
+
 def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "acgs", "--config", str(config), "serve"],
@@ -86,13 +98,7 @@ def _wait_up(proc: subprocess.Popen[bytes], urls: list[str], timeout: float = 12
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    problem = host_problem()
-    if problem:
-        skip_or_fail(problem)
-    data, runs = make_dirs()
-    ports = {name: free_port() for name in SERVICES}
-    config = data / "acgs.toml"
-    _write_config(config, data, runs, ports)
+    config, ports = _fresh_config()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
@@ -179,13 +185,7 @@ def test_sigterm_stops_every_service(stack: Stack) -> None:
 def test_a_busy_port_stops_the_start_with_status_1(tmp_path: Path) -> None:
     import socket
 
-    problem = host_problem()
-    if problem:
-        skip_or_fail(problem)
-    data, runs = make_dirs()
-    ports = {name: free_port() for name in SERVICES}
-    config = data / "acgs.toml"
-    _write_config(config, data, runs, ports)
+    config, ports = _fresh_config()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", ports["audit"]))
