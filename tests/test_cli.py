@@ -144,7 +144,7 @@ def test_config_commands(tmp_path: Path) -> None:
     assert code == 0
     shown = json.loads(out)
     assert shown["source"] == str(path) and shown["policy"]["port"] == 9300
-    assert "secret" not in out and shown["audit"]["database_url"] == "postgresql://acgs:***@db:5432/acgs"
+    assert ":secret@" not in out and shown["audit"]["database_url"] == "postgresql://acgs:***@db:5432/acgs"
     # ACGS_CONFIG names the file too.
     code, out, _ = run("config", "check", env={"ACGS_CONFIG": str(path)})
     assert code == 0 and str(path) in out
