@@ -333,23 +333,23 @@ def test_cleanup_after_the_controller_is_killed(runtime: str) -> None:
         record = _wait_for(running, 30, "the run to start")
         time.sleep(0.5 if runtime == "bwrap" else 1.5)  # let the sandbox come up
         (instance,) = [p.name for p in runs.iterdir() if p.is_dir()]
-        group = f"{cgroup_name(runs, instance)}/{record['execution_id']}"
-        groups = [h / "acgs-sandbox-test" / group for h in detect_layout().hierarchies]
-        assert all(g.is_dir() for g in groups)
+        parents = [h / "acgs-sandbox-test" / cgroup_name(runs, instance) for h in detect_layout().hierarchies]
+        if settings.pool_size and runtime == "bwrap":
+            # The run went into a warm sandbox (a group named warm-*, like the ones still
+            # waiting) or, if none was ready yet, a cold one: every group, the run's and the
+            # waiting ones, must be swept.
+            def busy_groups() -> list[Path] | None:
+                found = [d for p in parents for d in p.iterdir() if d.is_dir()]
+                busy = {d.name for d in found if (d / "cgroup.procs").read_text().split()}
+                return found if len(busy) >= 2 else None
+
+            groups = _wait_for(busy_groups, 60, "the run's and a waiting warm sandbox")
+        else:
+            groups = [p / record["execution_id"] for p in parents]
+            assert all(g.is_dir() for g in groups)
         pids = {int(p) for g in groups for p in (g / "cgroup.procs").read_text().split()}
         assert pids, "the run has processes"
         assert _mounts_under(runs / instance)
-        if settings.pool_size:
-            # The warm pool's waiting sandboxes must be swept too.
-            parents = [h / "acgs-sandbox-test" / cgroup_name(runs, instance) for h in detect_layout().hierarchies]
-
-            def warm_groups() -> list[Path] | None:
-                found = [d for p in parents for d in p.iterdir() if d.name.startswith("warm-")]
-                return found if any((d / "cgroup.procs").read_text().split() for d in found) else None
-
-            warm = _wait_for(warm_groups, 60, "a warm sandbox")
-            groups += warm
-            pids |= {int(p) for g in warm for p in (g / "cgroup.procs").read_text().split()}
 
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
