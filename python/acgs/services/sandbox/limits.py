@@ -299,6 +299,12 @@ class Cgroup:
             return False
         return _keyed(self.paths[lay.pids] / "pids.events").get("max", 0) > 0
 
+    def has_processes(self) -> bool:
+        """Whether any process is left (one hierarchy is enough: a process is in all)."""
+        for p in self.paths.values():
+            return bool(_procs(p))
+        return False
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for p in self.paths.values():

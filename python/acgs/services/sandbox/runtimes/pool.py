@@ -59,10 +59,10 @@ SELF_FD = 7
 MAX_MESSAGE = 512 * 1024
 #: How long a sandbox may take to start before the pool gives up on it.
 WARM_TIMEOUT_S = 20.0
-#: The limits a sandbox has while it waits: enough for bwrap and the launcher, tightened or
-#: raised to the request's at hand-off.
-WAITING_MEMORY_MB = 64
-WAITING_PIDS = 8
+#: The memory and pids limits of the first waiting sandboxes: the constitution's default
+#: limits (later ones take the last run's). Set to the run's at hand-off when they differ.
+WAITING_MEMORY_MB = 512
+WAITING_PIDS = 64
 #: Pause after a failed warm-up, doubling up to the maximum, so a broken host costs little.
 RETRY_S = 0.5
 RETRY_MAX_S = 30.0
@@ -89,6 +89,8 @@ class Warm:
     wd: WorkDir
     started: Started
     control: socket.socket
+    #: The memory and pids limits its cgroup has now.
+    limits: Limits
 
 
 def _message(job: Job, rlimits: Rlimits) -> bytes:
@@ -115,6 +117,11 @@ class WarmPool:
         self._closed = False
         self._busy = False  # the thread is warming or removing
         self._thread: threading.Thread | None = None
+        #: The limits a waiting sandbox's cgroup gets: the constitution's defaults at first,
+        #: then the last run's, so that a run like the one before needs no write at hand-off.
+        self._waiting_limits = Limits(
+            cpu_seconds=1, memory_mb=WAITING_MEMORY_MB, disk_mb=disk_mb, timeout_s=1, pids=WAITING_PIDS, network=False
+        )
         self.served = 0
         self.cold = 0
         self.failures = 0
@@ -191,7 +198,9 @@ class WarmPool:
         handed = False
         try:
             try:
-                w.cg.set_limits(job.limits, cpu_cores=self.host.cpu_cores, extra_pids=EXTRA_PIDS)
+                if (w.limits.memory_mb, w.limits.pids) != (job.limits.memory_mb, job.limits.pids):
+                    w.cg.set_limits(job.limits, cpu_cores=self.host.cpu_cores, extra_pids=EXTRA_PIDS)
+                self._waiting_limits = job.limits
             except OSError as exc:
                 # E.g. a memory limit below what bwrap already uses: the cold path gives
                 # that run the limit from its first byte.
@@ -224,7 +233,7 @@ class WarmPool:
             # Nothing of the run may outlive its result: stop what is left now, remove the
             # empty groups and the tmpfs in the background.
             w.started.close()
-            if w.cg.pids():
+            if w.cg.has_processes():
                 w.cg.kill()
             self._retire(w)
 
@@ -312,8 +321,9 @@ class WarmPool:
     def _warm(self) -> Warm:
         """Start one sandbox and wait until its launcher is ready."""
         name = f"warm-{secrets.token_hex(8)}"
+        last = self._waiting_limits
         waiting = Limits(
-            cpu_seconds=1, memory_mb=WAITING_MEMORY_MB, disk_mb=self.disk_mb, timeout_s=1, pids=WAITING_PIDS, network=False
+            cpu_seconds=1, memory_mb=last.memory_mb, disk_mb=self.disk_mb, timeout_s=1, pids=last.pids, network=False
         )
         host = self.host
         try:
@@ -351,7 +361,7 @@ class WarmPool:
                 for fd in fds:
                     os.close(fd)
             self._wait_ready(started, ours)
-            return Warm(name, cg, wd, started, ours)
+            return Warm(name, cg, wd, started, ours, waiting)
         except BaseException:
             if ours is not None:
                 ours.close()
