@@ -43,6 +43,9 @@ ISOLATION = (
     "no_new_privs; read-only /usr; private tmpfs work dir; seccomp denylist; cgroup limits"
 )
 
+#: bwrap's --json-status-fd in its own descriptor table (the sandbox never sees it: bwrap
+#: closes it in the sandbox's processes). After the warm pool's launcher's 6 and 7.
+STATUS_FD = 8
 #: The host's top-level directories that merged-/usr Debian makes symlinks into /usr.
 _USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 def _memfd(name: str, data: bytes) -> int:
@@ -168,15 +171,20 @@ class BwrapRuntime:
         """bwrap's argv and descriptors for ``command`` in ``wd`` under ``limits``; the warm
         pool starts its launcher through this too, so both paths build the same sandbox."""
         fds: list[int] = []
+        status_r = -1
         try:
             for name, data in (("acgs-seccomp", self._filter), ("acgs-passwd", PASSWD), ("acgs-group", GROUP)):
                 fds.append(_memfd(name, data))
+            # bwrap's monitor writes the command's exit code here as it ends: the watch
+            # loop has it one hand-off sooner than from the fork server's report.
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            fds.append(status_w)
         except OSError:
-            for fd in fds:
+            for fd in fds + ([status_r] if status_r >= 0 else []):
                 os.close(fd)
             raise
         # The numbers these descriptors get in the child, which bwrap's argv names.
-        seccomp_fd, passwd_fd, group_fd = 3, 4, 5
+        seccomp_fd, passwd_fd, group_fd, status_fd = 3, 4, 5, STATUS_FD
         argv = [self.binary or "bwrap", *self._namespace_args(network=limits.network)]
         argv += ["--ro-bind", "/usr", "/usr", *self._usr_links(), "--perms", "0755", "--dir", "/etc"]
         etc = list(ETC_FILES) + (list(ETC_NET_FILES) if limits.network else [])
@@ -215,6 +223,7 @@ class BwrapRuntime:
             # Bytecode caches would only eat the run's disk limit: the work dir dies with it.
             "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--seccomp", str(seccomp_fd),
+            "--json-status-fd", str(status_fd),
             "--",
             *command,
         ]  # fmt: skip
@@ -222,7 +231,8 @@ class BwrapRuntime:
             argv=argv,
             rlimits=rlimits or Rlimits.for_limits(limits, address_space=self.host.layout.memory is None),
             drop_to=(SANDBOX_UID, SANDBOX_GID),
-            pass_fds={**dict(zip((seccomp_fd, passwd_fd, group_fd), fds)), **(extra_fds or {})},
+            pass_fds={**dict(zip((seccomp_fd, passwd_fd, group_fd, status_fd), fds)), **(extra_fds or {})},
             supervise_syscalls=self.mode is Mode.SUPERVISED,
             close_after_spawn=fds,
+            status_read=status_r,
         )

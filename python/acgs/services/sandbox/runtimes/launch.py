@@ -62,6 +62,8 @@ class Launch:
     supervise_syscalls: bool = False
     #: Descriptors the runtime opened for this launch, closed once the child has them.
     close_after_spawn: list[int] = field(default_factory=list)
+    #: Read end of bwrap's --json-status-fd, handed to the Started process (-1: none).
+    status_read: int = -1
 
 
 @contextmanager
@@ -104,6 +106,10 @@ class Started:
     stderr: int
     supervisor: Supervisor | None
     on_kill: Callable[[], None] | None = None
+    #: bwrap's JSON status pipe (the command's exit code as bwrap's monitor sees it), or -1.
+    status: int = -1
+    #: The watch loop saw the process end (no kill needed at close).
+    exited: bool = False
     closed: bool = False
 
     def kill(self) -> None:
@@ -120,13 +126,15 @@ class Started:
         if self.closed:
             return
         self.closed = True
-        if not self.proc.exit.done():
+        if not self.exited and not self.proc.exit.done():
             self.cg.kill()
             try:
                 signal.pidfd_send_signal(self.proc.pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         fds = [self.proc.pidfd, self.stdout, self.stderr]
+        if self.status >= 0:
+            fds.append(self.status)
         if self.supervisor is not None:
             fds.append(self.supervisor.listener)
         for fd in fds:
@@ -169,7 +177,8 @@ def start_process(
         # From here the Started object owns the pidfd and the read ends.
         own.remove(out_r)
         own.remove(err_r)
-        started = Started(proc, cg, out_r, err_r, None, on_kill)
+        started = Started(proc, cg, out_r, err_r, None, on_kill, status=launch.status_read)
+        launch.status_read = -1
         # Only the child may hold the write ends, or the pipes never reach EOF.
         for fd in (out_w, err_w):
             os.close(fd)
@@ -201,6 +210,9 @@ def start_process(
             except OSError:
                 pass
         launch.close_after_spawn.clear()
+        if launch.status_read >= 0:  # never handed to a Started
+            os.close(launch.status_read)
+            launch.status_read = -1
         for s in (parent_sock, child_sock):
             if s is not None:
                 s.close()
@@ -218,7 +230,9 @@ def watch_started(s: Started, job: Job, launch_name: str, *, started: float) -> 
         output_cap=job.output_cap,
         started=started,
         kill=s.kill,
+        status=s.status if s.status >= 0 else None,
     )
+    s.exited = watched.returncode is not None and not watched.killed
     if watched.exit is not None and watched.exit.error is not None:
         raise RuntimeUnavailable(f"cannot start {launch_name}: {watched.exit.error}")
     return watched
