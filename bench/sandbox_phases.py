@@ -121,10 +121,12 @@ def phases(runs: list[list[tuple[str, float]]]) -> list[tuple[str, float, float]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--python", action="store_true", help="time `python3 -c pass` instead of /usr/bin/true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (cgroups, tmpfs work dirs)", file=sys.stderr)
         return 2
+    command = ("/usr/bin/python3", "-c", "pass") if args.python else ("/usr/bin/true",)
     instrument()
     root = Path(tempfile.mkdtemp(prefix="acgs-bench-phases-"))
     os.chmod(root, 0o711)
@@ -145,7 +147,7 @@ def main() -> int:
                         r.pool.settle()
                 marks.clear()
                 mark("call")
-                out = rt.run(Job(f"phase-{i}-{name[0]}", "bench", ("/usr/bin/true",), {}, b"", LIMITS, 4096))
+                out = rt.run(Job(f"phase-{i}-{name[0]}", "bench", command, {}, b"", LIMITS, 4096))
                 mark("returned")
                 if out.status != "completed":
                     raise SystemExit(f"a run failed: {out}")
@@ -156,7 +158,7 @@ def main() -> int:
         limits.remove_instance(layout, "acgs-bench", instance.cgroup_name)
         instance.close()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.runs} runs of /usr/bin/true each; ms")
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.runs} runs of {' '.join(command)} each; ms")
     for name, runs in results.items():
         print(f"\n{name}:\n| phase | median ms | min ms |\n| --- | ---: | ---: |")
         for k, med, low in phases(runs):

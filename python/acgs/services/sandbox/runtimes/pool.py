@@ -116,6 +116,7 @@ class WarmPool:
         self._cond = threading.Condition()
         self._closed = False
         self._busy = False  # the thread is warming or removing
+        self._in_use = 0  # taken and not yet retired
         self._thread: threading.Thread | None = None
         #: The limits a waiting sandbox's cgroup gets: the constitution's defaults at first,
         #: then the last run's, so that a run like the one before needs no write at hand-off.
@@ -152,7 +153,7 @@ class WarmPool:
         """Wait until used sandboxes are removed and the pool is full again (tests)."""
         end = time.monotonic() + timeout
         with self._cond:
-            while not self._closed and (self._used or self._busy or len(self._ready) < self.size):
+            while not self._closed and (self._used or self._busy or self._wanted()):
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
@@ -241,16 +242,23 @@ class WarmPool:
         with self._cond:
             while self._ready:
                 w = self._ready.popleft()
-                self._cond.notify_all()
                 if not w.started.proc.exit.done():
+                    # Not replaced until the run is over: starting a sandbox takes more CPU
+                    # than a short run, and the run would pay for it on a busy host.
+                    self._in_use += 1
                     return w
                 self._used.append((w, None, None))
+                self._cond.notify_all()
             return None
 
     def _retire(self, w: Warm) -> None:
         with self._cond:
+            self._in_use -= 1
             self._used.append((w, None, None))
             self._cond.notify_all()
+
+    def _wanted(self) -> bool:
+        return len(self._ready) + self._in_use < self.size
 
     # -- the background thread -----------------------------------------------------------------
 
@@ -258,7 +266,7 @@ class WarmPool:
         pause = RETRY_S
         while True:
             with self._cond:
-                while not self._closed and not self._used and len(self._ready) >= self.size:
+                while not self._closed and not self._used and not self._wanted():
                     self._cond.wait()
                 if self._closed:
                     return
@@ -266,6 +274,8 @@ class WarmPool:
             try:
                 if self._used:
                     self._remove_used()
+                    continue
+                if not self._wanted():
                     continue
                 try:
                     w = self._warm()
