@@ -54,9 +54,10 @@ LAUNCHER = Path(__file__).resolve().parent.parent / "launcher" / "acgs-launcher"
 #: Descriptor numbers in the sandbox: after bwrap's 3-5 (seccomp filter, passwd, group).
 CONTROL_FD = 6
 SELF_FD = 7
-#: Largest hand-off message (argv and rlimits); larger requests take the cold path. The
-#: launcher's buffer is 1 MiB.
-MAX_MESSAGE = 512 * 1024
+#: Largest hand-off message (argv and rlimits); larger requests take the cold path. Below
+#: a Unix socket's default send buffer (a packet must fit in it whole) and the launcher's
+#: 1 MiB.
+MAX_MESSAGE = 64 * 1024
 #: How long a sandbox may take to start before the pool gives up on it.
 WARM_TIMEOUT_S = 20.0
 #: The memory and pids limits of the first waiting sandboxes: the constitution's default
@@ -180,7 +181,13 @@ class WarmPool:
 
     def serves(self, job: Job) -> bool:
         """Whether a warm sandbox runs ``job`` exactly as the cold path would."""
-        return not job.limits.network and job.limits.disk_mb == self.disk_mb and bool(job.argv)
+        # An argument with a NUL byte cannot be exec'd: the cold path reports that error.
+        return (
+            not job.limits.network
+            and job.limits.disk_mb == self.disk_mb
+            and bool(job.argv)
+            and not any("\0" in a for a in job.argv)
+        )
 
     def run(self, job: Job, started: float) -> Outcome | None:
         """Run ``job`` in a warm sandbox; None when none is ready (the caller goes cold)."""
