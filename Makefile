@@ -49,8 +49,16 @@ policy-test: opa ## opa test on policies/, failing under $(POLICY_COVERAGE_MIN)%
 		sys.exit(c < $(POLICY_COVERAGE_MIN))'
 
 .PHONY: dev
-dev: ## Build the extension (release) into the venv
+dev: sandbox-launcher ## Build the extension (release) into the venv, and the sandbox's launcher
 	$(PY) -m maturin develop --release --quiet
+
+SANDBOX_LAUNCHER := python/acgs/services/sandbox/launcher/acgs-launcher
+
+.PHONY: sandbox-launcher
+sandbox-launcher: $(SANDBOX_LAUNCHER) ## The warm pool's launcher (C, static; runs inside bwrap sandboxes)
+
+$(SANDBOX_LAUNCHER): python/acgs/services/sandbox/launcher/launcher.c
+	$(CC) -O2 -Wall -Wextra -Werror -static -o $@ $<
 
 .PHONY: run
 run: setup dev ## Set everything up, show a real decision, then serve all four services (8001-8004)

@@ -9,6 +9,12 @@ Rows, each timed from the caller's side until the run is over and cleaned up:
   ACGS bwrap      BwrapRuntime.run: cgroup (memory, pids, cpu), rlimits, uid drop, tmpfs work
                   dir, seccomp filter, syscall supervision, output capture, cleanup
   ACGS bwrap, no monitoring   the same with syscall supervision off (refused, not counted)
+  ACGS bwrap, warm pool       BwrapRuntime.run with the warm pool on (2 sandboxes): the same
+                  limits, filters and supervision, applied to a sandbox started beforehand;
+                  timed from the call to the outcome, as the rows above; the used sandbox's
+                  cgroup and tmpfs are removed afterwards in the pool's thread, which also
+                  starts its replacement: the benchmark waits for that, untimed, before the
+                  next variant, so the refill's CPU does not land on another row
   ACGS gVisor     GvisorRuntime.run (runsc, ptrace platform), same limits and cleanup
 
 Needs root, bubblewrap and runsc. Usage (repo venv, extension built):
@@ -46,9 +52,16 @@ BWRAP_ALONE = [
 ]  # fmt: skip
 
 
-def interleaved(variants: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, list[float]]:
+def interleaved(
+    variants: dict[str, Callable[[], object]],
+    runs: int,
+    warmup: int = 3,
+    after: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
     """Round-robin over the variants, so that load from other processes (the project's
-    machines are shared) falls on all of them alike."""
+    machines are shared) falls on all of them alike. ``after[name]`` runs untimed after that
+    variant: the warm pool refills there, so that its work does not land on the next
+    variant's timing."""
     out: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(warmup + runs):
         for name, fn in variants.items():
@@ -56,6 +69,8 @@ def interleaved(variants: dict[str, Callable[[], object]], runs: int, warmup: in
             fn()
             if i >= warmup:
                 out[name].append((time.perf_counter() - t) * 1000)
+            if after and name in after:
+                after[name]()
     return out
 
 
@@ -101,6 +116,12 @@ def main() -> int:
     try:
         bwrap_rt = BwrapRuntime(monitored)
         bwrap_quiet = BwrapRuntime(unmonitored)
+        pooled = BwrapRuntime(monitored)
+        why_not = pooled.start_pool(2, LIMITS.disk_mb)
+        if why_not is not None or pooled.pool is None:
+            raise SystemExit(f"no warm pool: {why_not}")
+        pool = pooled.pool
+        pool.settle()
         gvisor_rt = GvisorRuntime(monitored) if shutil.which("runsc") else None
         for label, argv in COMMANDS.items():
             variants: dict[str, Callable[[], object]] = {
@@ -108,14 +129,18 @@ def main() -> int:
                 "bwrap alone": lambda: subprocess.run(BWRAP_ALONE + list(argv), check=True),
                 "ACGS bwrap": lambda: check(bwrap_rt.run(job(argv))),
                 "ACGS bwrap, no monitoring": lambda: check(bwrap_quiet.run(job(argv))),
+                "ACGS bwrap, warm pool": lambda: check(pooled.run(job(argv))),
             }
-            for name, times in interleaved(variants, args.runs).items():
+            for name, times in interleaved(variants, args.runs, after={"ACGS bwrap, warm pool": pool.settle}).items():
                 rows.append((label, name, times))
             if gvisor_rt is not None:
                 g = gvisor_rt
                 times = interleaved({"gvisor": lambda: check(g.run(job(argv)))}, args.gvisor_runs, 2)["gvisor"]
                 rows.append((label, "ACGS gVisor (ptrace)", times))
+        pool_state = pool.describe()
     finally:
+        if "pooled" in locals():
+            pooled.close_pool()
         limits.remove_instance(layout, "acgs-bench", instance.cgroup_name)
         instance.close()
         shutil.rmtree(runs_root, ignore_errors=True)
@@ -133,6 +158,8 @@ def main() -> int:
         "Every time is the caller's: start, run, wait, and (for ACGS rows) the cleanup of cgroup and work dir.",
         "The bare, bwrap-alone and ACGS bwrap rows run round-robin, so load from other processes falls on",
         "all of them alike; the minimum is the closest to an idle machine.",
+        f"Warm pool: {pool_state['served']} runs served warm, {pool_state['cold_runs']} found it empty and ran cold"
+        " (their times are in the warm-pool row too).",
         "",
         "| command | runtime | runs | median ms | p90 ms | min ms | median over bare ms |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",

@@ -64,6 +64,10 @@ def settings_for(data: Path, runs: Path, **overrides: Any) -> SandboxSettings:
         "output_cap": 4096,
         "cgroup_parent": "acgs-sandbox-test",
     }
+    # The suite runs with the warm pool on (the default) and, with ACGS_SANDBOX_POOL_SIZE=0,
+    # with every run cold.
+    if "ACGS_SANDBOX_POOL_SIZE" in os.environ:
+        values["pool_size"] = int(os.environ["ACGS_SANDBOX_POOL_SIZE"])
     values.update(overrides)
     return SandboxSettings(**values)
 
@@ -126,14 +130,20 @@ def execute(
 
 
 def leftovers(service: SandboxService) -> list[str]:
-    """Anything a finished run left on the host: cgroups or work dir mounts of this
-    controller's runs."""
+    """Anything a finished run left on the host: processes, cgroups or work dir mounts of this
+    controller's runs. The warm pool's waiting sandboxes are not runs; a used one is removed
+    in the background after its result (its processes are gone by then), so this waits for
+    the pool to settle first and counts a used sandbox it did not remove."""
     assert service.instance is not None and service.host is not None
+    assert service.settle(), "the warm pool did not remove its used sandboxes"
+    waiting = {str(name) for name in service.pool_waiting()}
     found: list[str] = []
     for h in service.layout.hierarchies:
         inst = h / service.settings.cgroup_parent / service.instance.cgroup_name
         if inst.is_dir():
-            found += [str(d) for d in inst.iterdir() if d.is_dir()]
-    found += [str(m) for m in _mounts_under(service.instance.dir)]
-    found += [str(p) for p in service.instance.dir.iterdir() if p.name not in ("runsc", "gvisor-rootfs")]
+            found += [str(d) for d in inst.iterdir() if d.is_dir() and d.name not in waiting]
+    found += [str(m) for m in _mounts_under(service.instance.dir) if m.name not in waiting]
+    found += [
+        str(p) for p in service.instance.dir.iterdir() if p.name not in ("runsc", "gvisor-rootfs") and p.name not in waiting
+    ]
     return found

@@ -286,3 +286,12 @@ def test_a_kill_rule_syscall_ends_the_run(client: TestClient, runtime: str) -> N
     assert r["status"] == "killed", r
     assert "before" in r["stdout"] and "AFTER" not in r["stdout"]
     assert violation(r, "reboot") == {"syscall": "reboot", "action": "kill", "count": 1}
+
+
+def test_no_controller_descriptor_reaches_the_code(client: TestClient, runtime: str) -> None:
+    # Only stdin, stdout and stderr (and the descriptor listing the directory): no cgroup
+    # file, socket or pipe of the controller's, fork server's or warm pool's.
+    code = "import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))"
+    r = execute(client, code, runtime=runtime)
+    assert r["status"] == "completed", r
+    assert r["stdout"].strip() == "[0, 1, 2, 3]", r["stdout"]

@@ -149,6 +149,8 @@ class ForkServer:
                 data, fds, _, _ = socket.recv_fds(sock, _PACKET, 1, socket.MSG_CMSG_CLOEXEC)
             except OSError:
                 data, fds = b"", []
+            for f in fds:  # see serve(): the flag is dropped on Python 3.11
+                os.set_inheritable(f, False)
             if not data:
                 break
             msg = json.loads(data)
@@ -331,6 +333,11 @@ def serve(fd: int) -> None:
                 data, fds, _, _ = socket.recv_fds(sock, _PACKET, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
             except OSError:
                 data, fds = b"", []
+            # Python 3.11's recv_fds drops its flags argument, so MSG_CMSG_CLOEXEC does not
+            # take: without this every received descriptor (the run's cgroup.procs files,
+            # the listener socket) would be inherited by bwrap and the agent's code.
+            for f in fds:
+                os.set_inheritable(f, False)
             if not data:
                 return  # the controller is gone
             try:

@@ -197,7 +197,13 @@ class Cgroup:
             raise
         return cg
 
-    def _apply(self, limits: Limits, cpu_cores: float, extra_pids: int) -> None:
+    def set_limits(self, limits: Limits, *, cpu_cores: float, extra_pids: int) -> None:
+        """Set the limits again, on a group that already has some (the warm pool's hand-off).
+        Fails (EBUSY) when the group already uses more memory than the new limit."""
+        # Swappiness and the CPU quota do not depend on the run: set when the group was made.
+        self._apply(limits, cpu_cores, extra_pids, per_run_only=True)
+
+    def _apply(self, limits: Limits, cpu_cores: float, extra_pids: int, *, per_run_only: bool = False) -> None:
         lay = self.layout
         if lay.memory is not None:
             mem = limits.memory_mb * MiB
@@ -207,18 +213,27 @@ class Cgroup:
                 if (p / "memory.swap.max").exists():
                     _write(p / "memory.swap.max", "0")
             else:
-                _write(p / "memory.limit_in_bytes", str(mem))
-                if (p / "memory.memsw.limit_in_bytes").exists():
+                memsw = p / "memory.memsw.limit_in_bytes"
+                try:
+                    _write(p / "memory.limit_in_bytes", str(mem))
+                except OSError as exc:
+                    # v1 keeps limit <= memsw: raising the limit of a group that has one
+                    # (a warm sandbox's, at hand-off) takes memsw first.
+                    if exc.errno != errno.EINVAL or not memsw.exists():
+                        raise
+                    _write(memsw, str(mem))
+                    _write(p / "memory.limit_in_bytes", str(mem))
+                if memsw.exists():
                     # Without this the group swaps instead of reaching its limit.
-                    _write(p / "memory.memsw.limit_in_bytes", str(mem))
-                if (p / "memory.swappiness").exists():
+                    _write(memsw, str(mem))
+                if not per_run_only and (p / "memory.swappiness").exists():
                     try:
                         _write(p / "memory.swappiness", "0")
                     except OSError:
                         pass
         if lay.pids is not None:
             _write(self.paths[lay.pids] / "pids.max", str(limits.pids + extra_pids))
-        if lay.cpu_quota is not None and cpu_cores > 0:
+        if lay.cpu_quota is not None and cpu_cores > 0 and not per_run_only:
             p = self.paths[lay.cpu_quota]
             period = 100_000
             quota = max(1000, int(cpu_cores * period))
@@ -283,6 +298,12 @@ class Cgroup:
         if lay.pids is None:
             return False
         return _keyed(self.paths[lay.pids] / "pids.events").get("max", 0) > 0
+
+    def has_processes(self) -> bool:
+        """Whether any process is left (one hierarchy is enough: a process is in all)."""
+        for p in self.paths.values():
+            return bool(_procs(p))
+        return False
 
     def pids(self) -> set[int]:
         found: set[int] = set()

@@ -62,5 +62,6 @@ async def health(service: Service) -> dict[str, object]:
         "status": "ok" if available else "degraded",
         "runtimes": available,
         "queue": service.queue.stats(),
+        "warm_pool": service.pool_state(),
         "constitutional_hash": service.engine.constitutional_hash,
     }

@@ -20,7 +20,16 @@ from acgs.services.sandbox.admission import Admission, admit
 from acgs.services.sandbox.audit import ACTION, EVENT_TYPE, AuditEvent, AuditSink
 from acgs.services.sandbox.queue import ExecutionQueue, QueueFull
 from acgs.services.sandbox.relay import OutboxRelay
-from acgs.services.sandbox.runtimes import Host, Job, Outcome, Runtime, RuntimeStatus, RuntimeUnavailable, all_runtimes
+from acgs.services.sandbox.runtimes import (
+    BwrapRuntime,
+    Host,
+    Job,
+    Outcome,
+    Runtime,
+    RuntimeStatus,
+    RuntimeUnavailable,
+    all_runtimes,
+)
 from acgs.services.sandbox.schemas import ExecuteRequest
 from acgs.services.sandbox.seccomp import Profile, load_profile, notification_available
 from acgs.services.sandbox.settings import SandboxSettings
@@ -93,8 +102,47 @@ class SandboxService:
         self.runtimes = all_runtimes(self.host, self.settings.gvisor_platform)
         if probe:
             self.probe()
+        self._start_pool()
         if self.relay is not None:
             self.relay.start()
+
+    def _start_pool(self) -> None:
+        """Warm bwrap sandboxes, where bwrap works here (the trial run passed)."""
+        bwrap = self.runtimes.get("bwrap")
+        status = self.statuses.get("bwrap")
+        if not isinstance(bwrap, BwrapRuntime) or status is None or not status.available:
+            return
+        why_not = bwrap.start_pool(self.settings.pool_size, self.settings.pool_disk_mb)
+        if why_not is not None and self.settings.pool_size > 0:
+            log.warning("no warm pool: %s; every bwrap run starts cold", why_not)
+        self.statuses["bwrap"] = RuntimeStatus(
+            status.name,
+            status.available,
+            status.isolation,
+            status.reason,
+            status.version,
+            {**status.details, "warm_pool": why_not or "on"},
+        )
+
+    def pool_state(self) -> dict[str, object] | None:
+        bwrap = self.runtimes.get("bwrap")
+        if isinstance(bwrap, BwrapRuntime) and bwrap.pool is not None:
+            return bwrap.pool.describe()
+        return None
+
+    def pool_waiting(self) -> list[str]:
+        """Names (cgroup and work dir) of the warm sandboxes waiting for a run."""
+        bwrap = self.runtimes.get("bwrap")
+        if isinstance(bwrap, BwrapRuntime) and bwrap.pool is not None:
+            return bwrap.pool.waiting()
+        return []
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the warm pool has removed used sandboxes and refilled (tests)."""
+        bwrap = self.runtimes.get("bwrap")
+        if isinstance(bwrap, BwrapRuntime) and bwrap.pool is not None:
+            return bwrap.pool.settle(timeout)
+        return True
 
     def sweep(self) -> list[str]:
         """Unmount and delete the work dirs, and kill and remove the cgroups, of controller
@@ -152,6 +200,9 @@ class SandboxService:
         self.queue.shutdown()
         if self.relay is not None:
             self.relay.close()
+        bwrap = self.runtimes.get("bwrap")
+        if isinstance(bwrap, BwrapRuntime):
+            bwrap.close_pool()
         if self.host is not None:
             self.host.forkserver.close()
         if self.instance is not None:

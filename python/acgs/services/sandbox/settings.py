@@ -61,6 +61,12 @@ class SandboxSettings:
     #: to the controller per refused call and per mount while bwrap sets up). Off, they are
     #: still refused, but not reported.
     monitor_syscalls: bool = True
+    #: bwrap sandboxes kept started and waiting for a run (``runtimes/pool.py``); 0 turns the
+    #: warm pool off and every run starts cold.
+    pool_size: int = 2
+    #: The disk cap (tmpfs size, MiB) of the warm sandboxes: runs asking for another take the
+    #: cold path. The constitution's default.
+    pool_disk_mb: int = 1024
     #: gVisor platform (this host's runsc: ptrace or kvm).
     gvisor_platform: str = "ptrace"
     #: The audit service (``http://127.0.0.1:8003``) the outbox of execution events is delivered
@@ -91,6 +97,8 @@ class SandboxSettings:
             raise InvalidInputError(f"auto_order names unknown runtimes {bad}")
         if settings.concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
+        if settings.pool_size and settings.pool_disk_mb < 1:
+            raise InvalidInputError("pool_disk_mb must be at least 1")
         return settings
 
 
@@ -111,6 +119,8 @@ ENV_NAMES: dict[str, str] = {
     "auto_order": "ACGS_SANDBOX_AUTO_ORDER",
     "gvisor_platform": "ACGS_SANDBOX_GVISOR_PLATFORM",
     "monitor_syscalls": "ACGS_SANDBOX_MONITOR_SYSCALLS",
+    "pool_size": "ACGS_SANDBOX_POOL_SIZE",
+    "pool_disk_mb": "ACGS_SANDBOX_POOL_DISK_MB",
     "audit_url": "ACGS_SANDBOX_AUDIT_URL",
     "log_level": "ACGS_LOG_LEVEL",
 }
@@ -166,6 +176,8 @@ _PARSERS: dict[str, Any] = {
     "auto_order": _names,
     "gvisor_platform": str,
     "monitor_syscalls": _flag,
+    "pool_size": _non_negative_int,
+    "pool_disk_mb": _non_negative_int,
     "audit_url": lambda text: text or None,
     "log_level": str,
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import os
+import re
 import select
 import time
 from collections.abc import Callable
@@ -67,8 +68,14 @@ def watch(
     output_cap: int,
     started: float,
     kill: Callable[[], None],
+    status: int | None = None,
 ) -> Watched:
+    """``status``: bwrap's --json-status-fd, whose ``exit-code`` gives the exit status as soon
+    as the process ends, without waiting for the fork server's report."""
     out = Watched(Stream(output_cap), Stream(output_cap))
+    status_text = bytearray()
+    if status is not None:
+        os.set_blocking(status, False)
     streams = {stdout: out.stdout, stderr: out.stderr}
     poller = select.poll()
     for fd in streams:
@@ -107,7 +114,11 @@ def watch(
                     out.cpu_exceeded = True
                     do_kill()
         if out.returncode is None:
-            _reap(proc, out, block=exit_seen)
+            code = _status_exit_code(status, status_text) if exit_seen and status is not None else None
+            if code is not None:
+                out.returncode = code
+            else:
+                _reap(proc, out, block=exit_seen)
             if out.returncode is not None:
                 exited_at = time.monotonic()
                 if listener is not None:
@@ -163,6 +174,26 @@ def watch(
     if final is not None:
         out.cpu_s = final
     return out
+
+
+_EXIT_CODE = re.compile(rb'"exit-code"\s*:\s*(\d+)')
+
+
+def _status_exit_code(fd: int, text: bytearray) -> int | None:
+    """The exit code bwrap's monitor wrote before it exited (it writes it just before), or
+    None when it wrote none (it was killed): then the fork server's report is waited for."""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        if not chunk:
+            break
+        text += chunk
+    found = _EXIT_CODE.findall(bytes(text))
+    return int(found[-1]) if found else None
 
 
 def _reap(proc: Spawned, out: Watched, block: bool = False) -> None:

@@ -203,19 +203,7 @@ class WorkDir:
                 d.mkdir()
                 os.chown(d, uid, gid)
             os.chmod(wd.tmp, 0o1777)
-            for rel, content in files.items():
-                target = wd.workspace / rel
-                for parent_dir in reversed(target.relative_to(wd.workspace).parents):
-                    d = wd.workspace / parent_dir
-                    if not d.exists():
-                        d.mkdir()
-                        os.chown(d, uid, gid)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, content)
-                    os.fchown(fd, uid, gid)
-                finally:
-                    os.close(fd)
+            wd._write_files(files, uid, gid)
         except OSError as exc:
             wd.remove()
             if exc.errno == errno.ENOSPC:
@@ -225,6 +213,31 @@ class WorkDir:
             wd.remove()
             raise
         return wd
+
+    def write_files(self, files: Mapping[PurePosixPath, bytes], uid: int, gid: int) -> None:
+        """Put a run's files into a work dir made earlier (the warm pool's): only safe while
+        nothing but the controller has written to it, which is the pool's rule."""
+        try:
+            self._write_files(files, uid, gid)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise InvalidInputError("the request's files do not fit in the disk limit") from exc
+            raise WorkDirError(f"cannot prepare the work dir: {exc}") from exc
+
+    def _write_files(self, files: Mapping[PurePosixPath, bytes], uid: int, gid: int) -> None:
+        for rel, content in files.items():
+            target = self.workspace / rel
+            for parent_dir in reversed(target.relative_to(self.workspace).parents):
+                d = self.workspace / parent_dir
+                if not d.exists():
+                    d.mkdir()
+                    os.chown(d, uid, gid)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, content)
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
 
     def used_bytes(self) -> int:
         st = os.statvfs(self.path)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from acgs.services.sandbox.limits import MiB, Rlimits
+from acgs.services.sandbox.limits import Limits, MiB, Rlimits
 from acgs.services.sandbox.runtimes.base import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -33,6 +34,7 @@ from acgs.services.sandbox.runtimes.base import (
     which,
 )
 from acgs.services.sandbox.runtimes.launch import Host, Launch, outcome, run_resources, spawn_and_watch
+from acgs.services.sandbox.runtimes.pool import WarmPool, launcher_problem
 from acgs.services.sandbox.seccomp import Mode, enforcement_filter
 from acgs.services.sandbox.workdir import WorkDir
 
@@ -41,6 +43,9 @@ ISOLATION = (
     "no_new_privs; read-only /usr; private tmpfs work dir; seccomp denylist; cgroup limits"
 )
 
+#: bwrap's --json-status-fd in its own descriptor table (the sandbox never sees it: bwrap
+#: closes it in the sandbox's processes). After the warm pool's launcher's 6 and 7.
+STATUS_FD = 8
 #: The host's top-level directories that merged-/usr Debian makes symlinks into /usr.
 _USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 def _memfd(name: str, data: bytes) -> int:
@@ -58,6 +63,27 @@ class BwrapRuntime:
         self.binary = binary or which("bwrap")
         self.mode = Mode.STANDALONE if host.notify_unavailable else Mode.SUPERVISED
         self._filter = enforcement_filter(host.profile, self.mode)
+        self.pool: WarmPool | None = None
+
+    def start_pool(self, size: int, disk_mb: int) -> str | None:
+        """Keep ``size`` sandboxes warm for runs with ``disk_mb`` (see ``pool.py``); returns why
+        not when the pool cannot run here."""
+        if size <= 0:
+            return "turned off (pool size 0)"
+        if self.binary is None:
+            return "bwrap is not installed"
+        problem = launcher_problem()
+        if problem is not None:
+            return problem
+        if self.pool is None:
+            self.pool = WarmPool(self, size, disk_mb)
+            self.pool.start()
+        return None
+
+    def close_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def probe(self) -> RuntimeStatus:
         details: dict[str, object] = {
@@ -87,6 +113,10 @@ class BwrapRuntime:
         if self.binary is None:
             raise RuntimeUnavailable("bwrap is not installed")
         started = time.monotonic()
+        if self.pool is not None:
+            warm = self.pool.run(job, started)
+            if warm is not None:
+                return warm
         # bwrap's monitor and the pid-1 reaper count against the pids limit.
         with run_resources(self.host, job, extra_pids=2, memory_overhead_mb=0) as (cg, wd):
             launch = self._launch(job, wd)
@@ -127,19 +157,37 @@ class BwrapRuntime:
         return args
 
     def _launch(self, job: Job, wd: WorkDir) -> Launch:
+        return self.launch_for(job.argv, job.limits, wd)
+
+    def launch_for(
+        self,
+        command: Sequence[str],
+        limits: Limits,
+        wd: WorkDir,
+        *,
+        rlimits: Rlimits | None = None,
+        extra_fds: Mapping[int, int] | None = None,
+    ) -> Launch:
+        """bwrap's argv and descriptors for ``command`` in ``wd`` under ``limits``; the warm
+        pool starts its launcher through this too, so both paths build the same sandbox."""
         fds: list[int] = []
+        status_r = -1
         try:
             for name, data in (("acgs-seccomp", self._filter), ("acgs-passwd", PASSWD), ("acgs-group", GROUP)):
                 fds.append(_memfd(name, data))
+            # bwrap's monitor writes the command's exit code here as it ends: the watch
+            # loop has it one hand-off sooner than from the fork server's report.
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            fds.append(status_w)
         except OSError:
-            for fd in fds:
+            for fd in fds + ([status_r] if status_r >= 0 else []):
                 os.close(fd)
             raise
         # The numbers these descriptors get in the child, which bwrap's argv names.
-        seccomp_fd, passwd_fd, group_fd = 3, 4, 5
-        argv = [self.binary or "bwrap", *self._namespace_args(network=job.limits.network)]
+        seccomp_fd, passwd_fd, group_fd, status_fd = 3, 4, 5, STATUS_FD
+        argv = [self.binary or "bwrap", *self._namespace_args(network=limits.network)]
         argv += ["--ro-bind", "/usr", "/usr", *self._usr_links(), "--perms", "0755", "--dir", "/etc"]
-        etc = list(ETC_FILES) + (list(ETC_NET_FILES) if job.limits.network else [])
+        etc = list(ETC_FILES) + (list(ETC_NET_FILES) if limits.network else [])
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         argv += [
@@ -159,7 +207,7 @@ class BwrapRuntime:
             "--symlink", "/proc/self/fd/1", "/dev/stdout",
             "--symlink", "/proc/self/fd/2", "/dev/stderr",
             # POSIX shared memory (multiprocessing needs it), memory-backed like any tmpfs.
-            "--perms", "1777", "--size", str(min(job.limits.disk_mb, 64) * MiB), "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", str(min(limits.disk_mb, 64) * MiB), "--tmpfs", "/dev/shm",
             "--bind", str(wd.workspace), WORKSPACE,
             "--bind", str(wd.tmp), "/tmp",
             # The root bwrap builds and /dev belong to the sandbox user: make them read-only
@@ -175,14 +223,16 @@ class BwrapRuntime:
             # Bytecode caches would only eat the run's disk limit: the work dir dies with it.
             "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--seccomp", str(seccomp_fd),
+            "--json-status-fd", str(status_fd),
             "--",
-            *job.argv,
+            *command,
         ]  # fmt: skip
         return Launch(
             argv=argv,
-            rlimits=Rlimits.for_limits(job.limits, address_space=self.host.layout.memory is None),
+            rlimits=rlimits or Rlimits.for_limits(limits, address_space=self.host.layout.memory is None),
             drop_to=(SANDBOX_UID, SANDBOX_GID),
-            pass_fds=dict(zip((seccomp_fd, passwd_fd, group_fd), fds)),
+            pass_fds={**dict(zip((seccomp_fd, passwd_fd, group_fd, status_fd), fds)), **(extra_fds or {})},
             supervise_syscalls=self.mode is Mode.SUPERVISED,
             close_after_spawn=fds,
+            status_read=status_r,
         )

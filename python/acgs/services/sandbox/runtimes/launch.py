@@ -62,6 +62,8 @@ class Launch:
     supervise_syscalls: bool = False
     #: Descriptors the runtime opened for this launch, closed once the child has them.
     close_after_spawn: list[int] = field(default_factory=list)
+    #: Read end of bwrap's --json-status-fd, handed to the Started process (-1: none).
+    status_read: int = -1
 
 
 @contextmanager
@@ -93,23 +95,68 @@ def run_resources(host: Host, job: Job, *, extra_pids: int, memory_overhead_mb: 
             wd.remove()
 
 
-def spawn_and_watch(
-    host: Host, job: Job, cg: Cgroup, launch: Launch, *, started: float, on_kill: Callable[[], None] | None = None
-) -> tuple[Watched, Supervisor | None]:
-    """Start ``launch`` inside ``cg`` (through the fork server) and watch it to the end."""
+@dataclass
+class Started:
+    """A runtime process started inside its cgroup: its pidfd, the read ends of its output,
+    and the supervisor of its syscalls. :meth:`close` releases the controller's descriptors."""
+
+    proc: Spawned
+    cg: Cgroup
+    stdout: int
+    stderr: int
+    supervisor: Supervisor | None
+    on_kill: Callable[[], None] | None = None
+    #: bwrap's JSON status pipe (the command's exit code as bwrap's monitor sees it), or -1.
+    status: int = -1
+    #: The watch loop saw the process end (no kill needed at close).
+    exited: bool = False
+    closed: bool = False
+
+    def kill(self) -> None:
+        self.cg.kill()
+        try:
+            signal.pidfd_send_signal(self.proc.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.on_kill is not None:
+            self.on_kill()
+
+    def close(self) -> None:
+        """Kill the process if it still runs, then close the controller's descriptors."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.exited and not self.proc.exit.done():
+            self.cg.kill()
+            try:
+                signal.pidfd_send_signal(self.proc.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        fds = [self.proc.pidfd, self.stdout, self.stderr]
+        if self.status >= 0:
+            fds.append(self.status)
+        if self.supervisor is not None:
+            fds.append(self.supervisor.listener)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def start_process(
+    host: Host, cg: Cgroup, launch: Launch, stdin_fd: int, *, on_kill: Callable[[], None] | None = None
+) -> Started:
+    """Start ``launch`` inside ``cg`` through the fork server, with ``stdin_fd`` as its stdin,
+    and take over its seccomp listener when it supervises syscalls."""
     own: list[int] = []  # descriptors to close on the way out
     parent_sock: socket.socket | None = None
     child_sock: socket.socket | None = None
     proc: Spawned | None = None
-    supervisor: Supervisor | None = None
+    started: Started | None = None
     try:
         procs_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cg.procs_files()]
         own += procs_fds
-        stdin_fd = os.memfd_create("acgs-stdin", os.MFD_CLOEXEC)
-        own.append(stdin_fd)
-        if job.stdin:
-            os.write(stdin_fd, job.stdin)
-            os.lseek(stdin_fd, 0, os.SEEK_SET)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         own += [out_r, out_w, err_r, err_w]
@@ -127,22 +174,15 @@ def spawn_and_watch(
             filter_program=program,
             listener_sock=child_sock.fileno() if child_sock is not None else None,
         )
-        own.append(proc.pidfd)
+        # From here the Started object owns the pidfd and the read ends.
+        own.remove(out_r)
+        own.remove(err_r)
+        started = Started(proc, cg, out_r, err_r, None, on_kill, status=launch.status_read)
+        launch.status_read = -1
         # Only the child may hold the write ends, or the pipes never reach EOF.
         for fd in (out_w, err_w):
             os.close(fd)
             own.remove(fd)
-        spawned = proc
-
-        def kill() -> None:
-            cg.kill()
-            try:
-                signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if on_kill is not None:
-                on_kill()
-
         if parent_sock is not None:
             assert child_sock is not None
             child_sock.close()
@@ -151,46 +191,73 @@ def spawn_and_watch(
             try:
                 _, fds, _, _ = socket.recv_fds(parent_sock, 1, 1)
             except (OSError, TimeoutError) as exc:
-                kill()
                 raise RuntimeUnavailable(f"the sandbox did not hand over its seccomp listener: {exc}") from exc
             if not fds:
-                kill()
                 raise RuntimeUnavailable("the sandbox did not hand over its seccomp listener")
-            supervisor = Supervisor(host.profile, fds[0], kill)
-        watched = watch(
-            proc,
-            out_r,
-            err_r,
-            limits=job.limits,
-            cgroup=cg,
-            supervisor=supervisor,
-            output_cap=job.output_cap,
-            started=started,
-            kill=kill,
-        )
-        if watched.exit is not None and watched.exit.error is not None:
-            raise RuntimeUnavailable(f"cannot start {os.path.basename(launch.argv[0])}: {watched.exit.error}")
-        return watched, supervisor
+            os.set_inheritable(fds[0], False)
+            started.supervisor = Supervisor(host.profile, fds[0], started.kill)
+        return started
     except ForkServerError as exc:
         raise RuntimeUnavailable(f"cannot start {os.path.basename(launch.argv[0])}: {exc}") from exc
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
     finally:
-        if proc is not None and not proc.exit.done():
-            cg.kill()
-            try:
-                signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for fd in own + launch.close_after_spawn:
             try:
                 os.close(fd)
             except OSError:
                 pass
         launch.close_after_spawn.clear()
+        if launch.status_read >= 0:  # never handed to a Started
+            os.close(launch.status_read)
+            launch.status_read = -1
         for s in (parent_sock, child_sock):
             if s is not None:
                 s.close()
-        if supervisor is not None:
-            os.close(supervisor.listener)
+
+
+def watch_started(s: Started, job: Job, launch_name: str, *, started: float) -> Watched:
+    """Watch a started process to its end (output, deadline, CPU budget, notifications)."""
+    watched = watch(
+        s.proc,
+        s.stdout,
+        s.stderr,
+        limits=job.limits,
+        cgroup=s.cg,
+        supervisor=s.supervisor,
+        output_cap=job.output_cap,
+        started=started,
+        kill=s.kill,
+        status=s.status if s.status >= 0 else None,
+    )
+    s.exited = watched.returncode is not None and not watched.killed
+    if watched.exit is not None and watched.exit.error is not None:
+        raise RuntimeUnavailable(f"cannot start {launch_name}: {watched.exit.error}")
+    return watched
+
+
+def spawn_and_watch(
+    host: Host, job: Job, cg: Cgroup, launch: Launch, *, started: float, on_kill: Callable[[], None] | None = None
+) -> tuple[Watched, Supervisor | None]:
+    """Start ``launch`` inside ``cg`` (through the fork server) and watch it to the end."""
+    stdin_fd = os.memfd_create("acgs-stdin", os.MFD_CLOEXEC)
+    s: Started | None = None
+    try:
+        if job.stdin:
+            os.write(stdin_fd, job.stdin)
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
+        s = start_process(host, cg, launch, stdin_fd, on_kill=on_kill)
+        os.close(stdin_fd)
+        stdin_fd = -1
+        watched = watch_started(s, job, os.path.basename(launch.argv[0]), started=started)
+        return watched, s.supervisor
+    finally:
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
+        if s is not None:
+            s.close()
 
 
 def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: Supervisor | None) -> Outcome:
