@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,69 @@ def test_full_queue_applies_backpressure_and_failures_are_retried(tmp_path: Path
     assert dlog.written == 200 and dlog.dropped == 0
     events = asyncio.run(_all_events(url))
     assert sorted(e["decision_id"] for e in events) == sorted(f"d-{i}" for i in range(200))
+
+
+def test_sync_mode_answers_only_decisions_already_in_the_log(tmp_path: Path) -> None:
+    """``decision_log_mode = sync``: when a client holds a 200, its decision's event is already
+    committed, while the service is still running (nothing is left to drain)."""
+    settings = PolicySettings(data_dir=tmp_path, decision_log="local", decision_log_mode="sync", cache_size=0)
+    app = create_app(settings)
+    answered: list[str] = []
+    with ServerThread(app) as server:
+        base = f"http://127.0.0.1:{server.port}"
+
+        async def load() -> list[dict[str, Any]]:
+            async with httpx.AsyncClient(timeout=60) as client:
+
+                async def one(i: int) -> None:
+                    r = await client.post(f"{base}/v1/data/acgs/main/decision", json=_request(i))
+                    assert r.status_code == 200, r.text
+                    answered.append(r.json()["decision_id"])
+
+                await asyncio.gather(*(one(i) for i in range(300)))
+                inputs = [_request(i) for i in range(300, 400)]
+                r = await client.post(f"{base}/v1/batch/data/acgs/main/decision", json={"inputs": inputs})
+                assert r.status_code == 200, r.text
+                answered.extend(entry["decision_id"] for entry in r.json()["results"])
+                r = await client.post(f"{base}/v1/data/acgs/main/decision", json={"input": _request(400)})
+                assert r.status_code == 200, r.text
+                answered.append(r.json()["decision_id"])
+            # Read while the service still runs: acknowledged means already stored.
+            return await _all_events(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+
+        events = asyncio.run(load())
+    logged = {e["decision_id"] for e in events}
+    assert len(answered) == 401
+    assert set(answered) <= logged
+    dlog = app.policy.decision_log
+    assert dlog is not None and dlog.durable and dlog.unacknowledged == 0
+    assert dlog.written == len(events) == 401
+
+
+def test_sync_mode_refuses_a_decision_the_audit_log_did_not_take(tmp_path: Path) -> None:
+    """With the audit service unreachable, a sync-mode decision is a 503, never an answer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    app = create_app(PolicySettings(data_dir=tmp_path, decision_log=dead, decision_log_mode="sync"))
+    with ServerThread(app) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        flat = httpx.post(f"{base}/v1/data/acgs/main/decision", json=_request(1), timeout=30)
+        opa = httpx.post(f"{base}/v1/data/acgs/main/decision", json={"input": _request(2)}, timeout=30)
+        batch = httpx.post(
+            f"{base}/v1/batch/data/acgs/main/decision", json={"inputs": [_request(3), _request(4)]}, timeout=30
+        )
+        metrics = httpx.get(f"{base}/metrics").text
+    for r in (flat, opa, batch):
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert "result" not in body and "allow" not in body and "results" not in body
+        assert body["errors"][0]["code"] == "decision_log_unavailable"
+    assert "acgs_decision_logs_unacknowledged_total 4.0" in metrics
+
+
+def test_decision_log_mode_setting() -> None:
+    assert PolicySettings().decision_log_mode == "async"
+    assert PolicySettings.from_env({"ACGS_POLICY_DECISION_LOG_MODE": "SYNC"}).decision_log_mode == "sync"
+    with pytest.raises(ValueError, match="ACGS_POLICY_DECISION_LOG_MODE"):
+        PolicySettings.from_env({"ACGS_POLICY_DECISION_LOG_MODE": "later"})

@@ -1,12 +1,21 @@
-"""Decision logs: one audit event per policy decision, written off the hot path.
+"""Decision logs: one audit event per policy decision, appended in batches by a background task.
 
-A request handler hands ``DecisionLog.offer`` a small tuple (no hashing, no JSON) and goes on;
-a background task turns queued entries into audit events (decision id, bundle digest,
-constitutional hash, SHA-256 of the canonical input and, if configured, the input itself, the
-result) and appends them in batches. The queue is bounded: when it is full the handler waits
-for room (backpressure) rather than dropping the log. A failed append is retried with backoff,
-never skipped. Only entries still queued when the service stops past its drain deadline are
-lost, and those are counted in ``dropped`` (``acgs_decision_logs_dropped_total``).
+A request handler hands ``DecisionLog.offer`` a small tuple (no hashing, no JSON); the task
+turns queued entries into audit events (decision id, bundle digest, constitutional hash, SHA-256
+of the canonical input and, if configured, the input itself, the result) and appends everything
+queued in one batch. The queue is bounded: when it is full the handler waits for room
+(backpressure) rather than dropping the log.
+
+Two modes (``ACGS_POLICY_DECISION_LOG_MODE``):
+
+- ``async`` (the default): ``offer`` returns once the entry is queued, so the decision is
+  answered before its event is durable. A failed append is retried with backoff, never skipped;
+  entries still queued when the service stops past its drain deadline are counted in
+  ``dropped``, and a process that dies (kill -9, power loss) loses whatever was queued.
+- ``sync``: ``offer`` returns only once the audit store acknowledged the event as durable, so
+  every decision a client received is in the audit log. Decisions that arrive while a batch is
+  being appended share the next batch (group commit). A failed append is not retried: the
+  waiting handlers get ``DecisionLogUnavailable`` and answer an error instead of the decision.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import orjson
 
 from acgs import _acgs as core
 from acgs.audit.events import GENESIS
-from acgs.errors import CanonicalJsonError
+from acgs.errors import AuditError, CanonicalJsonError
 
 log = logging.getLogger("acgs.audit")
 
@@ -30,6 +39,16 @@ EVENT_TYPE = "policy_decision"
 #: ``input`` setting values.
 INPUT_DIGEST = "digest"
 INPUT_FULL = "full"
+#: ``mode`` setting values.
+MODE_ASYNC = "async"
+MODE_SYNC = "sync"
+
+
+class DecisionLogUnavailable(AuditError):
+    """In ``sync`` mode: the decision's audit event was not acknowledged, so the decision must
+    not be answered."""
+
+    code = "decision_log_unavailable"
 
 
 class BatchSink(Protocol):
@@ -62,6 +81,7 @@ class DecisionLog:
         bundle_digest: str = "",
         constitutional_hash: str | None = None,
         include_input: str = INPUT_DIGEST,
+        mode: str = MODE_ASYNC,
         capacity: int = 10_000,
         batch: int = 512,
         max_backoff: float = 5.0,
@@ -70,10 +90,14 @@ class DecisionLog:
     ) -> None:
         if include_input not in (INPUT_DIGEST, INPUT_FULL):
             raise ValueError(f"decision log input must be {INPUT_DIGEST!r} or {INPUT_FULL!r}, not {include_input!r}")
+        if mode not in (MODE_ASYNC, MODE_SYNC):
+            raise ValueError(f"decision log mode must be {MODE_ASYNC!r} or {MODE_SYNC!r}, not {mode!r}")
         self.sink = sink
         self.bundle_digest = bundle_digest
         self.constitutional_hash = constitutional_hash
         self.include_input = include_input
+        self.mode = mode
+        self.durable = mode == MODE_SYNC
         self.capacity = capacity
         self.batch = batch
         self.max_backoff = max_backoff
@@ -86,7 +110,9 @@ class DecisionLog:
         self.dropped = 0
         self.waits = 0
         self.failures = 0
-        self._inflight = 0
+        #: ``sync`` mode: decisions refused because their event was not acknowledged.
+        self.unacknowledged = 0
+        self._inflight: Sequence[tuple[Any, ...]] = ()
 
     @property
     def depth(self) -> int:
@@ -100,11 +126,44 @@ class DecisionLog:
     async def offer(
         self, decision_id: str, path: str, raw_input: bytes | None, result: Any, outcome: str | None
     ) -> None:
-        """Queues one decision; waits only while the queue is full."""
+        """Queues one decision; waits while the queue is full and, in ``sync`` mode, until the
+        event is durable (raising ``DecisionLogUnavailable`` if it is not)."""
         if self._task is None:
             self.start()
         assert self._queue is not None
-        entry = (decision_id, path, raw_input, result, outcome, time.time())
+        if self.durable:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._put((decision_id, path, raw_input, result, outcome, time.time(), done))
+            await done
+        else:
+            await self._put((decision_id, path, raw_input, result, outcome, time.time()))
+
+    async def offer_many(self, entries: Sequence[tuple[str, str, bytes | None, Any, str | None]]) -> None:
+        """``offer`` for the decisions of one batch request: in ``sync`` mode they are queued
+        together and awaited together, so they share appends instead of taking one each."""
+        if not self.durable:
+            for entry in entries:
+                await self.offer(*entry)
+            return
+        if self._task is None:
+            self.start()
+        loop = asyncio.get_running_loop()
+        waiting: list[asyncio.Future[None]] = []
+        for entry in entries:
+            done: asyncio.Future[None] = loop.create_future()
+            waiting.append(done)
+            await self._put((*entry, time.time(), done))
+        failed: BaseException | None = None
+        for done in waiting:
+            try:
+                await done
+            except DecisionLogUnavailable as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    async def _put(self, entry: tuple[Any, ...]) -> None:
+        assert self._queue is not None
         self.offered += 1
         try:
             self._queue.put_nowait(entry)
@@ -113,7 +172,7 @@ class DecisionLog:
             await self._queue.put(entry)
 
     def event_of(self, entry: tuple[Any, ...]) -> dict[str, Any]:
-        decision_id, path, raw_input, result, outcome, at = entry
+        decision_id, path, raw_input, result, outcome, at = entry[:6]
         metadata: dict[str, Any] = {"path": path, "bundle_digest": self.bundle_digest, "decided_at": at}
         value: Any = None
         if raw_input is not None:
@@ -153,12 +212,18 @@ class DecisionLog:
 
     async def _write(self, entries: Sequence[tuple[Any, ...]]) -> None:
         events: list[Mapping[str, Any]] = []
+        logged: list[tuple[Any, ...]] = []
         for entry in entries:
             try:
                 events.append(self.event_of(entry))
+                logged.append(entry)
             except Exception:
                 log.exception("decision log entry %s could not be made into an event", entry[0])
                 self.dropped += 1
+                _settle(entry, f"decision {entry[0]} could not be made into an audit event")
+        if self.durable:
+            await self._write_once(events, logged)
+            return
         delay = 0.05
         while events:
             try:
@@ -173,6 +238,28 @@ class DecisionLog:
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff, delay * 2)
 
+    async def _write_once(self, events: list[Mapping[str, Any]], entries: list[tuple[Any, ...]]) -> None:
+        """``sync`` mode: one attempt; the waiting handlers learn its outcome. No retry here:
+        a handler that waited through retries would hold its client past any sensible deadline,
+        and the client can ask again."""
+        if not events:
+            return
+        try:
+            await self.sink.record_many(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            self.unacknowledged += len(entries)
+            log.warning("decision log append failed; %d decision(s) refused", len(entries), exc_info=True)
+            failure = f"the audit log did not acknowledge the decision: {type(exc).__name__}: {exc}"
+            for entry in entries:
+                _settle(entry, failure)
+            return
+        self.written += len(events)
+        for entry in entries:
+            _settle(entry, None)
+
     async def _run(self) -> None:
         assert self._queue is not None
         q = self._queue
@@ -183,28 +270,48 @@ class DecisionLog:
             entries = [first]
             while len(entries) < self.batch and not q.empty():
                 entries.append(q.get_nowait())
-            self._inflight = len(entries)
+            self._inflight = entries
             try:
                 await self._write(entries)
             finally:
-                self._inflight = 0
+                self._inflight = ()
                 for _ in entries:
                     q.task_done()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Waits up to ``timeout`` for the queue to drain, then stops the writer; what is still
-        queued then is counted as dropped."""
+        queued then is counted as dropped (and, in ``sync`` mode, its handlers are refused)."""
         if self._task is None or self._queue is None:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
-        inflight = self._inflight
+        inflight = list(self._inflight)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self.dropped += self._queue.qsize() + inflight
+        left = inflight
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        self.dropped += len(left)
+        stopped = "the policy service is stopping; the decision was not logged"
+        for entry in left:
+            _settle(entry, stopped)
         if self.dropped:
             log.error("decision log: %d decision(s) not written before shutdown", self.dropped)
         self._task = None
         if self._on_close is not None:
             await self._on_close()
+
+
+def _settle(entry: tuple[Any, ...], failure: str | None) -> None:
+    """Wakes the handler waiting on a ``sync`` entry (async entries have no waiter), with
+    ``DecisionLogUnavailable(failure)`` unless ``failure`` is None."""
+    if len(entry) < 7:
+        return
+    done: asyncio.Future[None] = entry[6]
+    if done.done():
+        return
+    if failure is None:
+        done.set_result(None)
+    else:
+        done.set_exception(DecisionLogUnavailable(failure))

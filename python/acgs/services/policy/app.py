@@ -125,6 +125,7 @@ def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> D
         "bundle_digest": pipeline.bundle_digest if pipeline.loaded else "",
         "constitutional_hash": pipeline.constitutional_hash,
         "include_input": settings.decision_log_input,
+        "mode": settings.decision_log_mode,
         "capacity": settings.decision_log_queue,
     }
     if target.startswith(("http://", "https://")):

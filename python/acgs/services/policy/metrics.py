@@ -119,7 +119,14 @@ class PolicyMetrics(Collector):
             yield CounterMetricFamily(
                 "acgs_decision_logs_backpressure_waits", "Decisions that waited for room in the full log queue", value=dlog.waits
             )
-            yield CounterMetricFamily("acgs_decision_logs_failures", "Failed decision log appends (retried)", value=dlog.failures)
+            yield CounterMetricFamily(
+                "acgs_decision_logs_failures", "Failed decision log appends (retried in async mode)", value=dlog.failures
+            )
+            yield CounterMetricFamily(
+                "acgs_decision_logs_unacknowledged",
+                "Decisions refused (503) in sync mode because the audit log did not acknowledge their event",
+                value=dlog.unacknowledged,
+            )
             yield GaugeMetricFamily("acgs_decision_logs_queued", "Decision logs waiting to be written", value=dlog.depth)
 
         pipeline = self.pipeline

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from acgs.errors import AcgsError, ConstitutionalHashMismatch, InvalidInputError
+from acgs.errors import AcgsError, AuditError, ConstitutionalHashMismatch, InvalidInputError
 from acgs.services.common.errors import (
     INTERNAL_ERROR,
     INVALID_OPERATION,
@@ -81,6 +81,13 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 def _rejected(exc: AcgsError) -> ServiceError:
     """Input the service refuses to evaluate: a 400, never a decision."""
     return ServiceError(400, INVALID_PARAMETER, exc.message, detail_code=exc.code)
+
+
+def _unlogged(exc: AuditError) -> ServiceError:
+    """``sync`` decision logs: a decision whose audit event was not acknowledged
+    (``DecisionLogUnavailable``, the only error ``offer`` raises) is never answered; the client
+    may ask again."""
+    return ServiceError(503, INTERNAL_ERROR, exc.message, detail_code=exc.code)
 
 
 def _fault_error(fault: AcgsError) -> ServiceError:
@@ -240,7 +247,10 @@ async def _respond_logged(
         return _respond(service, answer, flags, started, "data")
     decision_id = service.pipeline.next_decision_id()
     reply = _respond(service, answer, flags, started, "data", decision_id)
-    await dlog.offer(decision_id, path, raw, answer.result, answer.outcome)
+    try:
+        await dlog.offer(decision_id, path, raw, answer.result, answer.outcome)
+    except AuditError as exc:
+        raise _unlogged(exc) from None
     return reply
 
 
@@ -262,7 +272,10 @@ async def _decide_flat(
         metrics.outcomes["allow" if decided.decision["allow"] else "deny"] += 1
     dlog = service.decision_log
     if dlog is not None:
-        await dlog.offer(decided.decision["decision_id"], target.entrypoint, raw_body, dict(decided.decision), None)
+        try:
+            await dlog.offer(decided.decision["decision_id"], target.entrypoint, raw_body, dict(decided.decision), None)
+        except AuditError as exc:
+            raise _unlogged(exc) from None
     if flags.provenance:
         decided.decision["provenance"] = service.provenance()
     return json_reply(decided.decision, decided.status, flags.pretty)
@@ -477,8 +490,12 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                 continue
             entries[i] = _entry(pipeline, answer)
     if logged and service.decision_log is not None:
-        for decision_id, raw_item, result_value, outcome in logged:
-            await service.decision_log.offer(decision_id, path, raw_item, result_value, outcome)
+        try:
+            await service.decision_log.offer_many(
+                [(decision_id, path, raw_item, result_value, outcome) for decision_id, raw_item, result_value, outcome in logged]
+            )
+        except AuditError as exc:
+            raise _unlogged(exc) from None
     out: dict[str, Any] = {"batch_decision_id": pipeline.next_decision_id()}
     if keys is None:
         out["results"] = entries

@@ -36,6 +36,7 @@ ENV_NAMES: dict[str, str] = {
     "decision_log": "ACGS_POLICY_DECISION_LOG",
     "decision_log_input": "ACGS_POLICY_DECISION_LOG_INPUT",
     "decision_log_queue": "ACGS_POLICY_DECISION_LOG_QUEUE",
+    "decision_log_mode": "ACGS_POLICY_DECISION_LOG_MODE",
 }
 
 
@@ -61,6 +62,13 @@ def _optional_int(text: str) -> int | None:
     return _positive_int(text) if text else None
 
 
+def _decision_log_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("async", "sync"):
+        raise ValueError("must be async or sync")
+    return mode
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "bundle": Path,
     "host": str,
@@ -82,6 +90,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "decision_log": _optional_text,
     "decision_log_input": str,
     "decision_log_queue": _positive_int,
+    "decision_log_mode": _decision_log_mode,
 }
 
 
@@ -129,6 +138,11 @@ class PolicySettings:
     decision_log_input: str = "digest"
     #: Decisions queued for the log before request handlers wait for room (backpressure).
     decision_log_queue: int = 10_000
+    #: ``async``: a decision is answered once its log entry is queued (a crash loses what is
+    #: queued). ``sync``: answered only once the audit log acknowledged its event as durable
+    #: (concurrent decisions share one append); if it does not, the answer is a 503, never the
+    #: decision.
+    decision_log_mode: str = "async"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PolicySettings:
