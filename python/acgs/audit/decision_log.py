@@ -112,7 +112,10 @@ class DecisionLog:
         self.failures = 0
         #: ``sync`` mode: decisions refused because their event was not acknowledged.
         self.unacknowledged = 0
-        self._inflight: Sequence[tuple[Any, ...]] = ()
+        #: Batches being appended; ``sync`` mode keeps two in flight.
+        self.appends_in_flight = 2 if self.durable else 1
+        self._inflight: dict[int, list[tuple[Any, ...]]] = {}
+        self._writers: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -265,18 +268,35 @@ class DecisionLog:
         q = self._queue
         if self._on_open is not None:
             await self._on_open()
+        lanes = asyncio.Semaphore(self.appends_in_flight)
         while True:
+            await lanes.acquire()
             first = await q.get()
             entries = [first]
             while len(entries) < self.batch and not q.empty():
                 entries.append(q.get_nowait())
-            self._inflight = entries
-            try:
-                await self._write(entries)
-            finally:
-                self._inflight = ()
-                for _ in entries:
-                    q.task_done()
+            if self.appends_in_flight == 1:
+                try:
+                    await self._write_tracked(entries)
+                finally:
+                    lanes.release()
+                continue
+            # sync mode: the next batch is built and sent while this one is being committed,
+            # so the policy service and the audit store work at the same time.
+            writer = asyncio.create_task(self._write_tracked(entries))
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+            writer.add_done_callback(lambda _: lanes.release())
+
+    async def _write_tracked(self, entries: list[tuple[Any, ...]]) -> None:
+        assert self._queue is not None
+        self._inflight[id(entries)] = entries
+        try:
+            await self._write(entries)
+        finally:
+            del self._inflight[id(entries)]
+            for _ in entries:
+                self._queue.task_done()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Waits up to ``timeout`` for the queue to drain, then stops the writer; what is still
@@ -285,11 +305,12 @@ class DecisionLog:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
-        inflight = list(self._inflight)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        left = inflight
+        left = [entry for entries in self._inflight.values() for entry in entries]
+        for task in (self._task, *self._writers):
+            task.cancel()
+        for task in (self._task, *self._writers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
         self.dropped += len(left)
