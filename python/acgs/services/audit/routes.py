@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 import acgs
 from acgs.audit.events import EventFilter, StoredCheckpoint, StoredEvent, parse_timestamp
@@ -15,10 +15,12 @@ from acgs.errors import InvalidAuditEvent
 from acgs.services.audit.deps import LogDep, MetricsDep, SettingsDep
 from acgs.services.audit.metrics import AuditMetrics
 from acgs.services.audit.schemas import (
+    MAX_INDEX,
     CheckpointOut,
     ConsistencyOut,
     EventIn,
     EventPage,
+    ErrorOut,
     EventWithProof,
     Receipt,
     Receipts,
@@ -27,6 +29,11 @@ from acgs.services.audit.schemas import (
 )
 
 router = APIRouter()
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents, besides FastAPI's 422 for a malformed request."""
+    return {status: {"model": ErrorOut} for status in statuses}
 
 
 class EventRejected(Exception):
@@ -59,14 +66,14 @@ async def _append(log: AuditLog, metrics: AuditMetrics, events: list[dict[str, A
     return [a.receipt() for a in appended]
 
 
-@router.post("/audit/event", response_model=Receipt, tags=["audit"])
+@router.post("/audit/event", response_model=Receipt, tags=["audit"], responses=_errors(400, 422))
 async def post_event(event: EventIn, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
     """Appends one event; answers only after it is durable."""
     receipts = await _append(log, metrics, [event.fields()])
     return receipts[0]
 
 
-@router.post("/audit/events", response_model=Receipts, tags=["audit"])
+@router.post("/audit/events", response_model=Receipts, tags=["audit"], responses=_errors(400, 422))
 async def post_events(events: list[EventIn], log: LogDep, metrics: MetricsDep, settings: SettingsDep) -> dict[str, Any]:
     """Appends a batch in order, all or none; answers only after all are durable."""
     if not events:
@@ -91,7 +98,7 @@ def _view(e: StoredEvent) -> dict[str, Any]:
     return e.view()
 
 
-@router.get("/audit/events", response_model=EventPage, tags=["audit"])
+@router.get("/audit/events", response_model=EventPage, tags=["audit"], responses=_errors(422))
 async def list_events(
     log: LogDep,
     settings: SettingsDep,
@@ -100,7 +107,7 @@ async def list_events(
     decision_id: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339 time or epoch seconds, inclusive")] = None,
     until: Annotated[str | None, Query(description="RFC 3339 time or epoch seconds, exclusive")] = None,
-    after: Annotated[int, Query(ge=-1, description="index cursor: events after this index")] = -1,
+    after: Annotated[int, Query(ge=-1, le=MAX_INDEX, description="index cursor: events after this index")] = -1,
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> dict[str, Any]:
     """Events by index, filtered; page with ``after=<next_after>``."""
@@ -115,7 +122,7 @@ async def list_events(
     return {"events": [_view(r) for r in rows], "next_after": rows[-1].index if len(rows) == limit else None}
 
 
-@router.get("/audit/events/{event_id}", response_model=EventWithProof, tags=["audit"])
+@router.get("/audit/events/{event_id}", response_model=EventWithProof, tags=["audit"], responses=_errors(404))
 async def get_event(event_id: str, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
     """One event with its inclusion proof against the latest checkpoint (signed now if the
     event is newer than it)."""
@@ -141,7 +148,7 @@ async def get_event(event_id: str, log: LogDep, metrics: MetricsDep) -> dict[str
     return out
 
 
-@router.get("/audit/checkpoint", response_model=CheckpointOut, tags=["audit"])
+@router.get("/audit/checkpoint", response_model=CheckpointOut, tags=["audit"], responses=_errors(404))
 async def get_checkpoint(log: LogDep, metrics: MetricsDep, refresh: bool = True) -> dict[str, Any]:
     """The latest signed checkpoint; a new one is signed first if the log grew."""
     before = await log.checkpoint(refresh=False)
@@ -154,18 +161,18 @@ async def get_checkpoint(log: LogDep, metrics: MetricsDep, refresh: bool = True)
     return _checkpoint_out(log, cp)
 
 
-@router.get("/audit/consistency", response_model=ConsistencyOut, tags=["audit"])
+@router.get("/audit/consistency", response_model=ConsistencyOut, tags=["audit"], responses=_errors(400))
 async def get_consistency(
     log: LogDep,
-    from_size: Annotated[int, Query(alias="from", ge=0)],
-    to_size: Annotated[int, Query(alias="to", ge=0)],
+    from_size: Annotated[int, Query(alias="from", ge=0, le=MAX_INDEX)],
+    to_size: Annotated[int, Query(alias="to", ge=0, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     """The RFC 9162 consistency proof between the trees of two sizes."""
     proof, root_m, root_n = await log.consistency(from_size, to_size)
     return {"from": from_size, "to": to_size, "root_from": root_m.hex(), "root_to": root_n.hex(), "hashes": [h.hex() for h in proof]}
 
 
-@router.post("/audit/verify", tags=["audit"])
+@router.post("/audit/verify", tags=["audit"], responses=_errors(400))
 async def post_verify(log: LogDep, metrics: MetricsDep, body: Annotated[VerifyIn | None, Body()] = None) -> dict[str, Any]:
     """Re-hashes every stored payload of the range (default: the whole log) and reports the
     first bad index and why."""
@@ -194,7 +201,7 @@ async def health(log: LogDep, metrics: MetricsDep) -> Response:
     return JSONResponse({"status": "ok", "store": log.store.kind, "size": size, "origin": log.origin, "verifier_key": log.verifier_key})
 
 
-@router.get("/metrics", tags=["ops"])
+@router.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
 async def get_metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

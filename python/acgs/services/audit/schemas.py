@@ -84,8 +84,21 @@ class ConsistencyOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+#: Largest index or size a request may name: the stores keep them as 64-bit signed integers.
+MAX_INDEX = (1 << 63) - 1
+
+
 class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_index: int = Field(default=0, ge=0, alias="from")
-    to_index: int | None = Field(default=None, ge=0, alias="to")
+    from_index: int = Field(default=0, ge=0, le=MAX_INDEX, alias="from")
+    to_index: int | None = Field(default=None, ge=0, le=MAX_INDEX, alias="to")
+
+
+class ErrorOut(BaseModel):
+    """Every error the service answers: 400 (malformed body or range), 404, 413, 422
+    (an event or query the log refuses), 500."""
+
+    code: str
+    message: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)

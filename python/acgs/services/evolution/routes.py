@@ -50,7 +50,8 @@ async def list_requests(
     status: Status | None = None,
     agent_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # The stores take offsets as 64-bit signed integers; a larger one is a 422, not a 500.
+    offset: Annotated[int, Query(ge=0, le=(1 << 63) - 1)] = 0,
 ) -> EvolutionRequestPage:
     records, total = await workflow.list_requests(status=status, agent_id=agent_id, limit=limit, offset=offset)
     return EvolutionRequestPage(

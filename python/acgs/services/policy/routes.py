@@ -26,7 +26,7 @@ import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope
 
 from acgs.errors import AcgsError, AuditError, ConstitutionalHashMismatch, InvalidInputError
@@ -544,7 +544,7 @@ async def health(service: ServiceDep) -> Response:
     return json_response(body, 200 if pipeline.loaded else 503)
 
 
-@router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+@router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from acgs.services.sandbox.routes import router
@@ -93,6 +94,14 @@ def create_app(settings: SandboxSettings | None = None, service: SandboxService 
         assert isinstance(exc, RequestValidationError)
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
         return JSONResponse({"code": "invalid_request", "message": "invalid request", "errors": errors}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own errors (a body that is not JSON, an unknown path) in the service's
+        # error shape rather than Starlette's {"detail": ...}.
+        assert isinstance(exc, StarletteHTTPException)
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
@@ -10,11 +12,16 @@ from acgs.services.sandbox.schemas import ErrorBody, ExecuteRequest, Execution, 
 
 router = APIRouter()
 
+#: A malformed request is a 400 here (the app's validation handler), not FastAPI's 422.
+_INVALID: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "malformed request"}}
+
 
 @router.post(
     "/execute",
     response_model=Execution,
     responses={
+        **_INVALID,
+        413: {"model": ErrorBody, "description": "request body over the configured limit"},
         403: {"model": Execution, "description": "denied by the constitution (status denied, reasons)"},
         422: {"model": Execution, "description": "allowed, but no runtime or interpreter for it here (status error)"},
         429: {"model": Execution, "description": "the run queue is full (status error)"},
@@ -37,7 +44,7 @@ async def get_execution(execution_id: str, service: Service) -> JSONResponse:
     return JSONResponse(Execution.model_validate(record).model_dump())
 
 
-@router.get("/executions", response_model=list[Execution])
+@router.get("/executions", response_model=list[Execution], responses=_INVALID)
 async def list_executions(
     service: Service, agent_id: str | None = None, limit: int = Query(50, ge=1, le=1000)
 ) -> list[Execution]:
