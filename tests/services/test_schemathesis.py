@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -43,7 +44,7 @@ from tests.services.sandbox_fixtures import host_problem, make_dirs, settings_fo
 
 #: Generated requests per operation and phase: enough to find the crashes of malformed input,
 #: few enough for the whole file to stay well under two minutes on a busy 2-core machine.
-EXAMPLES = 12
+EXAMPLES = 10
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: What a generated sandbox run may use at most.
 RUN_LIMITS = {"timeout_s": 2, "cpu_seconds": 1, "memory_mb": 64, "disk_mb": 8, "pids": 16}
@@ -139,3 +140,40 @@ def test_evolution(case: Any, evolution_url: str) -> None:
 def test_sandbox(case: Any, sandbox_url: str) -> None:
     _bounded(case)
     case.call_and_validate(base_url=sandbox_url, checks=CHECKS, timeout=30)
+
+
+# -- what Schemathesis found, pinned ----------------------------------------------------------
+
+TOO_BIG = 1 << 63  # one past the largest 64-bit signed integer the stores take
+
+
+def test_offsets_and_indices_past_64_bits_are_refused_not_crashed_on(audit_url: str, evolution_url: str) -> None:
+    for url in (
+        f"{evolution_url}/evolution/requests?offset={TOO_BIG}",
+        f"{audit_url}/audit/events?after={TOO_BIG}",
+        f"{audit_url}/audit/consistency?from=0&to={TOO_BIG}",
+    ):
+        r = httpx.get(url)
+        assert r.status_code == 422, (url, r.text)
+        assert "less than or equal to" in r.json()["message"]
+    r = httpx.post(f"{audit_url}/audit/verify", json={"from": TOO_BIG})
+    assert r.status_code == 422, r.text
+    # The largest value that fits is still served.
+    assert httpx.get(f"{evolution_url}/evolution/requests?offset={TOO_BIG - 1}").json()["items"] == []
+    assert httpx.get(f"{audit_url}/audit/events?after={TOO_BIG - 1}").json()["events"] == []
+
+
+def test_sandbox_answers_a_body_that_is_not_json_in_its_error_shape(sandbox_url: str) -> None:
+    r = httpx.post(f"{sandbox_url}/execute", content=b"\xff\x00 not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_request" and r.json()["message"]
+    r = httpx.get(f"{sandbox_url}/no/such/path")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_metrics_are_documented_as_text(policy_url: str, audit_url: str) -> None:
+    for name in ("policy", "audit"):
+        content = APPS[name].openapi()["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        assert list(content) == ["text/plain"], (name, content)
+    for url in (policy_url, audit_url):
+        assert httpx.get(f"{url}/metrics").headers["content-type"].startswith("text/plain")
