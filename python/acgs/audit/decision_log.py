@@ -223,7 +223,9 @@ class DecisionLog:
             except Exception:
                 log.exception("decision log entry %s could not be made into an event", entry[0])
                 self.dropped += 1
-                _settle(entry, f"decision {entry[0]} could not be made into an audit event")
+                if self.durable:
+                    self.unacknowledged += 1
+                    _settle(entry, f"decision {entry[0]} could not be made into an audit event")
         if self.durable:
             await self._write_once(events, logged)
             return

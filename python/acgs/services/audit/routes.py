@@ -32,8 +32,9 @@ router = APIRouter()
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route documents, besides FastAPI's 422 for a malformed request."""
-    return {status: {"model": ErrorOut} for status in statuses}
+    """The error answers a route documents: these, and 422 (a malformed request or an event
+    the log refuses), all in the service's error shape."""
+    return {status: {"model": ErrorOut} for status in (*statuses, 422)}
 
 
 class EventRejected(Exception):
@@ -66,14 +67,14 @@ async def _append(log: AuditLog, metrics: AuditMetrics, events: list[dict[str, A
     return [a.receipt() for a in appended]
 
 
-@router.post("/audit/event", response_model=Receipt, tags=["audit"], responses=_errors(400, 422))
+@router.post("/audit/event", response_model=Receipt, tags=["audit"], responses=_errors(400))
 async def post_event(event: EventIn, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
     """Appends one event; answers only after it is durable."""
     receipts = await _append(log, metrics, [event.fields()])
     return receipts[0]
 
 
-@router.post("/audit/events", response_model=Receipts, tags=["audit"], responses=_errors(400, 422))
+@router.post("/audit/events", response_model=Receipts, tags=["audit"], responses=_errors(400))
 async def post_events(events: list[EventIn], log: LogDep, metrics: MetricsDep, settings: SettingsDep) -> dict[str, Any]:
     """Appends a batch in order, all or none; answers only after all are durable."""
     if not events:
@@ -98,7 +99,7 @@ def _view(e: StoredEvent) -> dict[str, Any]:
     return e.view()
 
 
-@router.get("/audit/events", response_model=EventPage, tags=["audit"], responses=_errors(422))
+@router.get("/audit/events", response_model=EventPage, tags=["audit"], responses=_errors())
 async def list_events(
     log: LogDep,
     settings: SettingsDep,
