@@ -14,5 +14,14 @@ def serve(settings: AuditSettings | None = None) -> None:
     """Runs the service under uvicorn until stopped."""
     import uvicorn
 
+    from acgs.security import SecuritySettings, uvicorn_tls_options
+
     settings = settings or AuditSettings.from_env()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    security = SecuritySettings.from_env()
+    uvicorn.run(
+        create_app(settings, security=security),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        **uvicorn_tls_options(security),
+    )

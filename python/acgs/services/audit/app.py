@@ -21,7 +21,9 @@ from acgs.audit.archive import Archiver, target_from_url
 from acgs.audit.log import AuditLog
 from acgs.audit.store import open_store
 from acgs.errors import AcgsError, AuditArgumentError, AuditIntegrityError
+from acgs.security import OPA_ERRORS, SecuritySettings, install_security
 from acgs.services.audit import routes
+from acgs.services.audit.access import ACCESS
 from acgs.services.audit.metrics import AuditMetrics
 from acgs.services.audit.settings import AuditSettings
 
@@ -120,9 +122,12 @@ def open_log(settings: AuditSettings) -> AuditLog:
     return AuditLog(open_store(settings.resolved_database_url()), private_key, origin=settings.origin)
 
 
-def create_app(settings: AuditSettings | None = None, *, audit_log: AuditLog | None = None) -> FastAPI:
+def create_app(
+    settings: AuditSettings | None = None, *, audit_log: AuditLog | None = None, security: SecuritySettings | None = None
+) -> FastAPI:
     """The service. The log is built from ``settings`` unless given; it is opened and closed
-    with the app's lifespan."""
+    with the app's lifespan. ``security`` (default: from the environment) turns on
+    authentication and rate limits."""
     settings = settings or AuditSettings.from_env()
     audit_log = audit_log or open_log(settings)
     metrics = AuditMetrics()
@@ -171,6 +176,7 @@ def create_app(settings: AuditSettings | None = None, *, audit_log: AuditLog | N
     app.state.metrics = metrics
     _install_error_handlers(app, metrics)
     app.include_router(routes.router)
+    install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)
     return app
 
 

@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import acgs
+from acgs.security import SecuritySettings, install_security
 from acgs.services.evolution import routes
+from acgs.services.evolution.access import ACCESS
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import AuditSink, OutboxRelay
 from acgs.services.evolution.rollback import RollbackExecutor, load_executor
@@ -88,10 +90,12 @@ def create_app(
     executor: RollbackExecutor | None = None,
     audit_sink: AuditSink | None = None,
     clock: Callable[[], float] = time.time,
+    security: SecuritySettings | None = None,
 ) -> FastAPI:
     """The service. Anything not passed is built from ``settings``: the assessor from the
     bundle, the store from the database URL, the rollback executor from its factory. With an
-    ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox."""
+    ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox.
+    ``security`` (default: from the environment) turns on authentication and rate limits."""
     settings = settings or EvolutionSettings.from_env()
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
@@ -145,6 +149,7 @@ def create_app(
     app.state.workflow = workflow
     _install_error_handlers(app)
     app.include_router(routes.router)
+    install_security(app, ACCESS, security=security)
     return app
 
 

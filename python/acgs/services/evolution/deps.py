@@ -1,9 +1,9 @@
 """Dependencies of the evolution routes: the workflow, and who is calling.
 
-Identity is read from headers for now: ``X-ACGS-Identity`` (``X-ACGS-Reviewer`` is accepted as
-the same thing) names the caller and ``X-ACGS-Role`` lists its roles, comma-separated. Real
-authentication (API keys, JWT) replaces ``caller_from_headers`` and ``reviewer_from_form`` and
-nothing else.
+With authentication on (``ACGS_AUTH``), the caller is the principal the API key or JWT stands
+for, with its roles; identity headers and the review form's name field are ignored, so nobody
+acts under another name. With it off, ``X-ACGS-Identity`` (``X-ACGS-Reviewer`` is accepted as
+the same thing) names the caller and ``X-ACGS-Role`` lists its roles, comma-separated.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from acgs.security import principal_of
 from acgs.services.evolution.workflow import Principal, Workflow, WorkflowError
 
 IDENTITY_HEADERS = ("x-acgs-identity", "x-acgs-reviewer")
@@ -44,10 +45,21 @@ def caller_from_headers(headers: Mapping[str, str]) -> Principal | None:
     return None
 
 
-def reviewer_from_form(headers: Mapping[str, str], fields: Mapping[str, str]) -> Principal:
-    """The reviewer behind a form on the review page: the header identity when there is one,
-    else the name typed into the form, in the reviewer role (the page is the reviewers' tool)."""
-    found = caller_from_headers(headers)
+def authenticated(request: Request) -> Principal | None:
+    """The principal the gate authenticated, or None when authentication is off."""
+    found = principal_of(request.scope)
+    return None if found is None else Principal(identity=found.subject, roles=found.roles)
+
+
+def caller_of(request: Request) -> Principal | None:
+    return authenticated(request) or caller_from_headers(request.headers)
+
+
+def reviewer_from_form(request: Request, fields: Mapping[str, str]) -> Principal:
+    """The reviewer behind a form on the review page: the authenticated principal, else the
+    header identity when there is one, else the name typed into the form, in the reviewer role
+    (the page is the reviewers' tool)."""
+    found = caller_of(request)
     if found is not None:
         return require_role(found, REVIEWER)
     name = (fields.get("reviewer") or "").strip()
@@ -68,11 +80,11 @@ def get_workflow(request: Request) -> Workflow:
 
 
 def optional_caller(request: Request) -> Principal | None:
-    return caller_from_headers(request.headers)
+    return caller_of(request)
 
 
 def required_caller(request: Request) -> Principal:
-    found = caller_from_headers(request.headers)
+    found = caller_of(request)
     if found is None:
         raise Unauthenticated("identify yourself with the X-ACGS-Identity header")
     return found

@@ -142,7 +142,7 @@ async def review_form(request_id: str, verdict: str, request: Request, workflow:
     try:
         if verdict not in ("approve", "reject"):
             raise InvalidRequest(f"unknown verdict {verdict!r}")
-        reviewer = reviewer_from_form(request.headers, fields)
+        reviewer = reviewer_from_form(request, fields)
         reason = (fields.get("reason") or "").strip()
         if not reason:
             raise InvalidRequest("a reason is required")

@@ -15,7 +15,10 @@ def serve(settings: PolicySettings | None = None) -> None:
 
     import uvicorn
 
+    from acgs.security import SecuritySettings, uvicorn_tls_options
+
     settings = settings or PolicySettings.from_env()
+    security = SecuritySettings.from_env()
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -23,6 +26,7 @@ def serve(settings: PolicySettings | None = None) -> None:
         "access_log": False,
         "loop": "auto",
         "http": "auto",
+        **uvicorn_tls_options(security),
     }
     if settings.workers > 1:
         # Worker processes build the app themselves, from the environment: hand them the
@@ -33,7 +37,7 @@ def serve(settings: PolicySettings | None = None) -> None:
             value = getattr(settings, name)
             os.environ[var] = "" if value is None else str(value)
         uvicorn.run(
-            "acgs.services.policy.app:app_from_env", factory=True, workers=settings.workers, **common  # type: ignore[arg-type]
+            "acgs.services.policy.app:app_from_env", factory=True, workers=settings.workers, **common
         )
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, security=security), **common)

@@ -13,9 +13,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 import acgs
 from acgs.cache import L2Cache
+from acgs.security import OPA_ERRORS, Gate, SecuritySettings, install_security
 from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
 from acgs.services.common.http import Reply
 from acgs.services.policy import routes
+from acgs.services.policy.access import ACCESS
 from acgs.services.policy.deps import PolicyService
 from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
@@ -55,6 +57,8 @@ class PolicyApp(FastAPI):
     Every HTTP response, the fast ones included, is counted in ``acgs_http_requests_total``."""
 
     policy: PolicyService
+    #: Authentication, roles and rate limits; None when off (installed by ``create_app``).
+    gate: Gate | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,7 +69,9 @@ class PolicyApp(FastAPI):
         service = self.policy
         reply: Reply | None = None
         try:
-            if method == "POST":
+            if self.gate is not None and (denial := await self.gate.admit(scope)) is not None:
+                reply = Reply(denial.body, denial.status, headers=denial.headers)
+            elif method == "POST":
                 if path.startswith(_DATA):
                     reply = await routes.data_post(service, scope, receive, path[len(_DATA) :])
                 elif path.startswith(_BATCH):
@@ -146,10 +152,11 @@ def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> D
     return DecisionLog(LocalAuditSink(audit_log), on_open=audit_log.open, on_close=audit_log.close, **common)
 
 
-def create_app(settings: PolicySettings | None = None) -> PolicyApp:
-    """The policy service for ``settings`` (default: from the environment). The bundle is
-    loaded here, so the app answers without a lifespan run (ASGI test transports); a bundle
-    that fails to load leaves the app up, unhealthy (503), denying every decision."""
+def create_app(settings: PolicySettings | None = None, *, security: SecuritySettings | None = None) -> PolicyApp:
+    """The policy service for ``settings`` and ``security`` (default: from the environment).
+    The bundle is loaded here, so the app answers without a lifespan run (ASGI test
+    transports); a bundle that fails to load leaves the app up, unhealthy (503), denying every
+    decision."""
     settings = settings or PolicySettings.from_env()
     pipeline = DecisionPipeline.load(
         settings.bundle,
@@ -188,6 +195,7 @@ def create_app(settings: PolicySettings | None = None) -> PolicyApp:
     app.state.policy = service
     app.include_router(routes.router)
     install_error_handlers(app, metrics.error)
+    app.gate = install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)
     return app
 
 

@@ -18,6 +18,15 @@ def serve(settings: SandboxSettings | None = None) -> None:
     dirs belong to one process)."""
     import uvicorn
 
+    from acgs.security import SecuritySettings, uvicorn_tls_options
+
     settings = settings or SandboxSettings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    security = SecuritySettings.from_env()
+    uvicorn.run(
+        create_app(settings, security=security),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        **uvicorn_tls_options(security),
+    )

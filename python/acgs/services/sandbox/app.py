@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from acgs.security import SecuritySettings, install_security
+from acgs.services.sandbox.access import ACCESS
 from acgs.services.sandbox.routes import router
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
@@ -61,8 +63,14 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: SandboxSettings | None = None, service: SandboxService | None = None) -> FastAPI:
-    """The app; ``service`` (already started) replaces the one the lifespan would build."""
+def create_app(
+    settings: SandboxSettings | None = None,
+    service: SandboxService | None = None,
+    *,
+    security: SecuritySettings | None = None,
+) -> FastAPI:
+    """The app; ``service`` (already started) replaces the one the lifespan would build.
+    ``security`` (default: from the environment) turns on authentication and rate limits."""
     settings = settings or SandboxSettings.from_env()
 
     @asynccontextmanager
@@ -104,4 +112,5 @@ def create_app(settings: SandboxSettings | None = None, service: SandboxService 
         return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    install_security(app, ACCESS, security=security)
     return app

@@ -1,0 +1,219 @@
+"""Settings of identity, roles, rate limits and TLS, shared by the four services: one frozen
+object, read from ``ACGS_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from acgs.security.principal import ROLES
+from acgs.services.common.env import read_env
+
+#: Environment variable for each setting. The data directory and Redis are shared by every
+#: service, so their names carry no prefix of their own.
+ENV_NAMES: dict[str, str] = {
+    "auth": "ACGS_AUTH",
+    "data_dir": "ACGS_DATA_DIR",
+    "key_store": "ACGS_AUTH_KEY_STORE",
+    "key_refresh": "ACGS_AUTH_KEY_REFRESH",
+    "public_metrics": "ACGS_AUTH_PUBLIC_METRICS",
+    "jwt_algorithms": "ACGS_JWT_ALGORITHMS",
+    "jwt_secret": "ACGS_JWT_SECRET",
+    "jwt_secret_file": "ACGS_JWT_SECRET_FILE",
+    "jwt_public_key_file": "ACGS_JWT_PUBLIC_KEY_FILE",
+    "jwt_issuer": "ACGS_JWT_ISSUER",
+    "jwt_audience": "ACGS_JWT_AUDIENCE",
+    "jwt_roles_claim": "ACGS_JWT_ROLES_CLAIM",
+    "jwt_leeway": "ACGS_JWT_LEEWAY",
+    "rate_limit": "ACGS_RATE_LIMIT",
+    "rate_burst": "ACGS_RATE_BURST",
+    "rate_limit_roles": "ACGS_RATE_LIMIT_ROLES",
+    "redis_url": "ACGS_REDIS_URL",
+    "redis_timeout_ms": "ACGS_REDIS_TIMEOUT_MS",
+    "redis_retry_after": "ACGS_REDIS_RETRY_AFTER",
+    "tls_cert_file": "ACGS_TLS_CERT_FILE",
+    "tls_key_file": "ACGS_TLS_KEY_FILE",
+    "tls_client_ca_file": "ACGS_TLS_CLIENT_CA_FILE",
+}
+
+JWT_ALGORITHMS = ("HS256", "RS256")
+
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off", ""))
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("use true or false")
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError("must be a non-negative number")
+    return value
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _algorithms(text: str) -> tuple[str, ...]:
+    found = tuple(a.strip().upper() for a in text.split(",") if a.strip())
+    unknown = [a for a in found if a not in JWT_ALGORITHMS]
+    if unknown:
+        raise ValueError(f"unsupported JWT algorithm(s) {', '.join(unknown)}; use {' and/or '.join(JWT_ALGORITHMS)}")
+    return found
+
+
+def parse_role_limits(text: str) -> dict[str, tuple[float, float]]:
+    """``agent=1000:2000,reviewer=5:10`` -> role -> (tokens per second, burst)."""
+    out: dict[str, tuple[float, float]] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        role, sep, spec = item.partition("=")
+        role = role.strip().lower()
+        if not sep or role not in ROLES:
+            raise ValueError(f"{item!r}: use role=rate[:burst] with a role among {', '.join(ROLES)}")
+        rate_text, _, burst_text = spec.partition(":")
+        rate = _non_negative(rate_text.strip())
+        burst = _non_negative(burst_text.strip()) if burst_text.strip() else max(1.0, rate)
+        out[role] = (rate, burst)
+    return out
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "auth": _flag,
+    "data_dir": Path,
+    "key_store": _optional_text,
+    "key_refresh": _non_negative,
+    "public_metrics": _flag,
+    "jwt_algorithms": _algorithms,
+    "jwt_secret": _optional_text,
+    "jwt_secret_file": _optional_path,
+    "jwt_public_key_file": _optional_path,
+    "jwt_issuer": _optional_text,
+    "jwt_audience": _optional_text,
+    "jwt_roles_claim": str,
+    "jwt_leeway": _non_negative,
+    "rate_limit": _non_negative,
+    "rate_burst": _non_negative,
+    "rate_limit_roles": parse_role_limits,
+    "redis_url": _optional_text,
+    "redis_timeout_ms": _non_negative,
+    "redis_retry_after": _non_negative,
+    "tls_cert_file": _optional_path,
+    "tls_key_file": _optional_path,
+    "tls_client_ca_file": _optional_path,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may call the services, how often, and over what transport. Defaults: no
+    authentication (like OPA), no rate limit, plain HTTP, which suits one node on loopback."""
+
+    #: Require credentials (API key or JWT) on every route but health checks.
+    auth: bool = False
+    #: Where the default key store lives (``keys.sqlite3``).
+    data_dir: Path = Path(".acgs-data")
+    #: ``sqlite:///path`` or ``postgresql://...`` (share keys between nodes); None: SQLite
+    #: under ``data_dir``.
+    key_store: str | None = None
+    #: Seconds between reloads of the key store into memory; a revocation takes effect on
+    #: every node within this time. 0 reloads before every request (tests only).
+    key_refresh: float = 5.0
+    #: Serve ``/metrics`` without credentials when auth is on (default: role auditor).
+    public_metrics: bool = False
+    #: JWT algorithms accepted: HS256 and/or RS256; empty: JWTs are refused.
+    jwt_algorithms: tuple[str, ...] = ()
+    #: Shared secret for HS256 (prefer ``jwt_secret_file``).
+    jwt_secret: str | None = None
+    jwt_secret_file: Path | None = None
+    #: PEM public key verifying RS256 tokens.
+    jwt_public_key_file: Path | None = None
+    #: Required ``iss`` and ``aud`` when set.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: Claim holding the roles: a list or a space/comma separated string; dots walk into
+    #: objects (``realm_access.roles``).
+    jwt_roles_claim: str = "roles"
+    #: Clock skew tolerated on ``exp``/``nbf``/``iat``, seconds.
+    jwt_leeway: float = 30.0
+    #: Requests per second per principal (token bucket refill); 0: no limit.
+    rate_limit: float = 0.0
+    #: Bucket size (requests allowed at once); 0: max(1, rate_limit).
+    rate_burst: float = 0.0
+    #: Per-role (rate, burst) overriding the defaults; a principal with several roles gets the
+    #: most generous of its roles' limits.
+    rate_limit_roles: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: Shared buckets in Redis when set (the same variable as the policy service's L2 cache).
+    redis_url: str | None = None
+    redis_timeout_ms: float = 50.0
+    #: After a Redis failure, seconds during which buckets are kept in process.
+    redis_retry_after: float = 1.0
+    #: TLS: certificate chain and key (PEM); mutual TLS when a client CA is set.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SecuritySettings:
+        """Defaults, then ``ACGS_*`` variables, then ``overrides``. A malformed variable or an
+        incomplete combination raises ``ValueError`` naming it."""
+        values = read_env(ENV_NAMES, _PARSERS, environ)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> SecuritySettings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Refuses combinations that could not work, naming the variables to set."""
+        if "HS256" in self.jwt_algorithms and not (self.jwt_secret or self.jwt_secret_file):
+            raise ValueError("ACGS_JWT_ALGORITHMS includes HS256: set ACGS_JWT_SECRET_FILE (or ACGS_JWT_SECRET)")
+        if "RS256" in self.jwt_algorithms and self.jwt_public_key_file is None:
+            raise ValueError("ACGS_JWT_ALGORITHMS includes RS256: set ACGS_JWT_PUBLIC_KEY_FILE to a PEM public key")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("ACGS_TLS_KEY_FILE is set without ACGS_TLS_CERT_FILE")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("ACGS_TLS_CLIENT_CA_FILE (mutual TLS) needs ACGS_TLS_CERT_FILE and ACGS_TLS_KEY_FILE")
+        if self.key_store and not self.key_store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"ACGS_AUTH_KEY_STORE={self.key_store!r}: use sqlite:///path or postgresql://...")
+
+    def resolved_key_store(self) -> str:
+        return self.key_store or f"sqlite:///{self.data_dir / 'keys.sqlite3'}"
+
+    def hs256_secret(self) -> bytes | None:
+        if self.jwt_secret_file is not None:
+            return self.jwt_secret_file.read_bytes().strip()
+        return self.jwt_secret.encode() if self.jwt_secret else None
+
+    def limit_for(self, roles: frozenset[str]) -> tuple[float, float]:
+        """(tokens per second, burst) for a principal with ``roles``; rate 0 means unlimited."""
+        overrides = [self.rate_limit_roles[r] for r in roles if r in self.rate_limit_roles]
+        if overrides:
+            # Unlimited (0) beats any finite rate.
+            rate, burst = max(overrides, key=lambda rb: (rb[0] == 0, rb[0], rb[1]))
+            return rate, burst or max(1.0, rate)
+        return self.rate_limit, self.rate_burst or max(1.0, self.rate_limit)
+
+    @property
+    def enforcing(self) -> bool:
+        """Whether a request needs looking at at all (credentials or a rate limit)."""
+        return self.auth or self.rate_limit > 0 or bool(self.rate_limit_roles)
