@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from acgs.security import principal_of
-from acgs.services.evolution.workflow import Principal, Workflow, WorkflowError
+from acgs.services.evolution.workflow import NotPermitted, Principal, Workflow, WorkflowError
 
 IDENTITY_HEADERS = ("x-acgs-identity", "x-acgs-reviewer")
 ROLE_HEADER = "x-acgs-role"
@@ -53,6 +53,14 @@ def authenticated(request: Request) -> Principal | None:
 
 def caller_of(request: Request) -> Principal | None:
     return authenticated(request) or caller_from_headers(request.headers)
+
+
+def check_requester(request: Request, requested_by: str | None) -> None:
+    """With authentication on, a change is requested by the caller itself (an admin may name
+    someone else): otherwise an agent could name another requester and review its own change."""
+    caller = authenticated(request)
+    if caller is not None and requested_by not in (None, caller.identity) and not caller.has("admin"):
+        raise NotPermitted(f"requested_by must be the caller ({caller.identity}) or left out")
 
 
 def reviewer_from_form(request: Request, fields: Mapping[str, str]) -> Principal:

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from acgs.services.evolution import review
-from acgs.services.evolution.deps import CallerDep, PrincipalDep, ReviewerDep, WorkflowDep, reviewer_from_form
+from acgs.services.evolution.deps import (
+    CallerDep,
+    PrincipalDep,
+    ReviewerDep,
+    WorkflowDep,
+    check_requester,
+    reviewer_from_form,
+)
 from acgs.services.evolution.records import Status
 from acgs.services.evolution.schemas import (
     CancelIn,
@@ -40,7 +47,8 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     responses=_ERRORS,
     summary="Submit a change for assessment and review",
 )
-async def submit(body: EvolutionRequestIn, workflow: WorkflowDep, caller: CallerDep) -> EvolutionRequestOut:
+async def submit(body: EvolutionRequestIn, request: Request, workflow: WorkflowDep, caller: CallerDep) -> EvolutionRequestOut:
+    check_requester(request, body.requester)
     return EvolutionRequestOut.of(await workflow.submit(body, caller))
 
 
