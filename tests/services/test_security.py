@@ -673,3 +673,39 @@ def test_plain_tls_serves_https(creds: Credentials, pki: Pki, tmp_path: Path, re
     with TlsServer(app, security) as server, httpx.Client(verify=_client_context(pki)) as client:
         r = client.post(f"https://127.0.0.1:{server.port}/v1/data/acgs/example/allow", json={"input": GOOD})
         assert r.status_code == 200 and r.json()["result"] is True
+
+
+# -- services writing to an audit service that requires credentials ---------------------------
+
+
+def test_http_audit_sinks_send_their_api_key(creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acgs.audit.sink import AuditDeliveryError, BlockingHttpAuditSink, HttpAuditSink
+    from tests.services.conftest import ServerThread
+
+    writer = asyncio.run(creds.key("policy-node-1", "agent"))
+    event = {"event_type": "constitutional_validation", "agent_id": "agent-42", "action": "data.read_public", "result": "allowed"}
+    app = audit_app(AuditSettings(data_dir=tmp_path / "audit", checkpoint_interval=0), security=creds.settings())
+    with ServerThread(app) as server:
+        url = f"http://127.0.0.1:{server.port}"
+
+        async def deliver() -> None:
+            sink = HttpAuditSink(url, api_key=writer)
+            try:
+                receipt = await sink.record_receipt(event)
+                assert receipt["ingested"] is True
+            finally:
+                await sink.aclose()
+            anonymous = HttpAuditSink(url, api_key="")
+            try:
+                with pytest.raises(AuditDeliveryError, match="401"):
+                    await anonymous.record(event)
+            finally:
+                await anonymous.aclose()
+
+        asyncio.run(deliver())
+        monkeypatch.setenv("ACGS_AUDIT_API_KEY", writer)
+        blocking = BlockingHttpAuditSink(url)
+        try:
+            blocking.record(event)
+        finally:
+            blocking.close()

@@ -6,10 +6,14 @@ raise otherwise, so an outbox relay keeps the event and retries. ``record`` is a
 the evolution service's ``AuditSink`` protocol has it; ``BlockingHttpAuditSink`` serves callers
 with a synchronous ``record`` (the sandbox controller's protocol). Events that carry
 ``metadata.idempotency_key`` are stored once however often they are delivered.
+
+When the audit service requires credentials (``ACGS_AUTH``), the HTTP sinks send the API key
+or JWT in ``ACGS_AUDIT_API_KEY`` (or the ``api_key`` argument) as a bearer token.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,11 @@ class AuditDeliveryError(AuditError):
     code = "audit_delivery_failed"
 
 
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    token = api_key if api_key is not None else os.environ.get("ACGS_AUDIT_API_KEY", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _check(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != 200:
         raise AuditDeliveryError(f"audit service answered {response.status_code}: {response.text[:500]}")
@@ -38,9 +47,11 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 class HttpAuditSink:
     """Records events through the audit service at ``url`` (e.g. ``http://127.0.0.1:8003``)."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None, api_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._client = client or httpx.AsyncClient(timeout=timeout, headers=_auth_headers(api_key))
         self._own_client = client is None
 
     async def record(self, event: Mapping[str, Any]) -> None:
@@ -72,9 +83,9 @@ class HttpAuditSink:
 class BlockingHttpAuditSink:
     """``HttpAuditSink`` with a synchronous ``record``."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout)
+        self._client = httpx.Client(timeout=timeout, headers=_auth_headers(api_key))
 
     def record(self, event: Mapping[str, Any]) -> None:
         try:
