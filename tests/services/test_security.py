@@ -709,3 +709,32 @@ def test_http_audit_sinks_send_their_api_key(creds: Credentials, tmp_path: Path,
             blocking.record(event)
         finally:
             blocking.close()
+
+
+# -- limits without authentication, and per role ------------------------------------------------
+
+
+async def test_without_auth_a_rate_limit_counts_per_client_address(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    target = TARGETS[0]
+    app = build_app("policy", SecuritySettings(data_dir=tmp_path, rate_limit=0.2, rate_burst=2), tmp_path, request)
+    async with running(app) as client:
+        for _ in range(2):
+            assert (await call(client, target)).status_code == 200
+        body = refusal(await call(client, target), 429, "rate_limited", "rate_limited")
+        assert "127.0.0.1" in body["message"]
+    # No limit and no auth: no gate at all.
+    assert not hasattr(build_app("policy", SecuritySettings(), tmp_path, request).state, "security_gate")
+
+
+async def test_per_role_limits_override_the_default(creds: Credentials, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    target = TARGETS[0]
+    agent = await creds.key("bulk-agent", "agent")
+    admin = await creds.key("operator", "admin")
+    security = creds.settings(rate_limit=0.2, rate_burst=1, rate_limit_roles={"agent": (0.2, 4.0), "admin": (0.0, 0.0)})
+    app = build_app("policy", security, tmp_path, request)
+    async with running(app) as client:
+        for _ in range(4):
+            assert (await call(client, target, bearer(agent))).status_code == 200
+        refusal(await call(client, target, bearer(agent)), 429, "rate_limited", "rate_limited")
+        for _ in range(10):  # unlimited
+            assert (await call(client, target, bearer(admin))).status_code == 200

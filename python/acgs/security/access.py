@@ -42,6 +42,9 @@ class Rule:
     methods: frozenset[str]
     path: str
     pattern: re.Pattern[str]
+    #: The roles with ``admin``.
+    accepted: frozenset[str]
+    public: bool
 
     def __init__(self, route: str, *roles: str) -> None:
         method_text, _, path = route.partition(" ")
@@ -58,14 +61,8 @@ class Rule:
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "pattern", _compile(path))
-
-    @property
-    def public(self) -> bool:
-        return PUBLIC in self.roles
-
-    @property
-    def accepted(self) -> frozenset[str]:
-        return frozenset(self.roles) | {"admin"}
+        object.__setattr__(self, "accepted", frozenset(roles) | {"admin"})
+        object.__setattr__(self, "public", PUBLIC in roles)
 
     def matches(self, method: str, path: str) -> bool:
         return method in self.methods and self.pattern.match(path) is not None

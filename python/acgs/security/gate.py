@@ -122,6 +122,8 @@ class Gate:
         self.limited = settings.rate_limit > 0 or bool(settings.rate_limit_roles)
         #: Active keys by hash; None until first loaded.
         self.keys: dict[str, ApiKey] | None = None
+        #: The principal of each active key, by hash (built with ``keys``).
+        self._principals: dict[str, Principal] = {}
         self._next_refresh = 0.0
         self._refreshing: asyncio.Task[None] | None = None
         self.counts: dict[str, int] = dict.fromkeys(SecurityMetrics.OUTCOMES, 0)
@@ -135,7 +137,9 @@ class Gate:
         if self.store is None:
             return
         try:
-            self.keys = await self.store.active()
+            keys = await self.store.active()
+            self._principals = {h: Principal(k.name, k.roles, "api_key", k.id) for h, k in keys.items()}
+            self.keys = keys
             self._next_refresh = time.monotonic() + self.settings.key_refresh
         except Exception as exc:
             log.error("security: cannot load API keys (%s: %s); keeping %d known key(s)", type(exc).__name__, exc, len(self.keys or {}))
@@ -212,10 +216,10 @@ class Gate:
                 self.counts["unavailable"] += 1
                 message = "the API key store cannot be read; try again shortly"
                 return Denial(503, _body(self.style.unavailable, "key_store_unavailable", message), {"Retry-After": "1"})
-            key = keys.get(hash_token(token))
-            if key is None:
+            principal = self._principals.get(hash_token(token))
+            if principal is None:
                 return self._unauthenticated(path, "invalid_api_key", "unknown or revoked API key")
-            return Principal(key.name, key.roles, "api_key", key.id)
+            return principal
         if self.jwt is None:
             return self._unauthenticated(path, "invalid_token", "not an ACGS API key, and JWTs are not accepted here")
         try:
