@@ -126,6 +126,8 @@ class Gate:
         self._principals: dict[str, Principal] = {}
         self._next_refresh = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        #: (rate, burst) by a principal's roles.
+        self._limits: dict[frozenset[str], tuple[float, float]] = {}
         self.counts: dict[str, int] = dict.fromkeys(SecurityMetrics.OUTCOMES, 0)
         self.metrics = SecurityMetrics(self)
 
@@ -145,13 +147,15 @@ class Gate:
             log.error("security: cannot load API keys (%s: %s); keeping %d known key(s)", type(exc).__name__, exc, len(self.keys or {}))
             self._next_refresh = time.monotonic() + min(1.0, self.settings.key_refresh)
 
-    async def _keys_now(self) -> dict[str, ApiKey] | None:
+    def _keys_ready(self) -> bool:
+        """Whether the keys in memory may answer now; schedules a background reload when due.
+        False: the caller must await ``refresh`` first (nothing loaded yet, or refresh 0)."""
         if self.keys is None or self.settings.key_refresh == 0:
-            await self.refresh()
-        elif time.monotonic() >= self._next_refresh and (self._refreshing is None or self._refreshing.done()):
+            return False
+        if time.monotonic() >= self._next_refresh and (self._refreshing is None or self._refreshing.done()):
             self._next_refresh = time.monotonic() + self.settings.key_refresh
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh(), name="acgs-security-keys")
-        return self.keys
+        return True
 
     # -- the gate -----------------------------------------------------------------------------
 
@@ -167,9 +171,13 @@ class Gate:
             scope[ADMITTED] = True
             return None
         if self.auth:
-            outcome = await self._authenticate(scope, path)
+            outcome = self._authenticate(scope, path)
+            if outcome is None:
+                await self.refresh()
+                outcome = self._authenticate(scope, path, loaded=True)
             if isinstance(outcome, Denial):
                 return outcome
+            assert outcome is not None
             principal = outcome
             if not principal.accepted(rule.accepted):
                 self.counts["forbidden"] += 1
@@ -182,9 +190,15 @@ class Gate:
             client = scope.get("client")
             principal = Principal(client[0] if client else "unknown", frozenset(), "address")
         if self.limited:
-            rate, burst = self.settings.limit_for(principal.roles)
+            limit = self._limits.get(principal.roles)
+            if limit is None:
+                limit = self._limits[principal.roles] = self.settings.limit_for(principal.roles)
+            rate, burst = limit
             if rate > 0:
-                wait = await self.limiter.take(principal.bucket, rate, burst)
+                if self.limiter.shared:
+                    wait = await self.limiter.take(principal.bucket, rate, burst)
+                else:
+                    wait = self.limiter.local.take(principal.bucket, rate, burst)
                 if wait > 0:
                     self.counts["rate_limited"] += 1
                     message = f"rate limit of {rate:g} requests/s (burst {burst:g}) exceeded for {principal.subject}; retry in {wait:.2f}s"
@@ -204,15 +218,18 @@ class Gate:
             challenge += ', Basic realm="acgs"'
         return Denial(401, _body(self.style.unauthenticated, reason, message), {"WWW-Authenticate": challenge})
 
-    async def _authenticate(self, scope: MutableMapping[str, Any], path: str) -> Principal | Denial:
+    def _authenticate(self, scope: MutableMapping[str, Any], path: str, *, loaded: bool = False) -> Principal | Denial | None:
+        """The caller's principal, or the refusal; None when an API key was sent and the keys
+        must be (re)loaded first. Synchronous, so the common case costs no coroutine."""
         token = _credential(scope)
         if not token:
             return self._unauthenticated(
                 path, "missing_credentials", "credentials required: send Authorization: Bearer <API key or JWT>"
             )
         if looks_like_key(token):
-            keys = await self._keys_now()
-            if keys is None:
+            if not loaded and not self._keys_ready():
+                return None
+            if self.keys is None:
                 self.counts["unavailable"] += 1
                 message = "the API key store cannot be read; try again shortly"
                 return Denial(503, _body(self.style.unavailable, "key_store_unavailable", message), {"Retry-After": "1"})
@@ -238,17 +255,16 @@ def _credential(scope: MutableMapping[str, Any]) -> str | None:
     (any user name, the API key as password: what a browser sends for the review page)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, rest = value.decode("latin-1").partition(" ")
-            scheme = scheme.lower()
-            if scheme == "bearer":
-                return rest.strip() or None
-            if scheme == "basic":
+            scheme = value[:7].lower()
+            if scheme == b"bearer ":
+                return value[7:].strip().decode("latin-1") or None
+            if scheme[:6] == b"basic ":
                 try:
-                    decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+                    decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
                 except (binascii.Error, UnicodeDecodeError):
                     return None
                 return decoded.partition(":")[2] or None
             return None
         if name == b"x-api-key":
-            return value.decode("latin-1").strip() or None
+            return value.strip().decode("latin-1") or None
     return None
