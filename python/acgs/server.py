@@ -41,7 +41,7 @@ def audit_url(config: AcgsConfig) -> str:
 
 def _tls_enabled(config: AcgsConfig) -> bool:
     security = config.sections.get("security")
-    return bool(security is not None and getattr(security, "tls_certfile", None))
+    return bool(security is not None and getattr(security, "tls_cert_file", None))
 
 
 def wire(config: AcgsConfig) -> AcgsConfig:

@@ -738,3 +738,17 @@ async def test_per_role_limits_override_the_default(creds: Credentials, tmp_path
         refusal(await call(client, target, bearer(agent)), 429, "rate_limited", "rate_limited")
         for _ in range(10):  # unlimited
             assert (await call(client, target, bearer(admin))).status_code == 200
+
+
+def test_acgs_keys_reads_the_key_store_from_the_configuration_file(tmp_path: Path) -> None:
+    from acgs.cli import cli
+
+    store = tmp_path / "elsewhere" / "keys.sqlite3"
+    config = tmp_path / "acgs.toml"
+    config.write_text(f'[security]\nkey_store = "sqlite:///{store}"\n')
+    runner = CliRunner()
+    created = runner.invoke(cli, ["--config", str(config), "keys", "create", "--name", "n", "--role", "reviewer", "--json"])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output)["roles"] == ["reviewer"] and store.is_file()
+    listed = runner.invoke(cli, ["--config", str(config), "keys", "list", "--json"], env={"ACGS_CONFIG": ""})
+    assert json.loads(listed.output)["name"] == "n"

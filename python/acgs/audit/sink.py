@@ -30,7 +30,8 @@ class AuditDeliveryError(AuditError):
     code = "audit_delivery_failed"
 
 
-def _auth_headers(api_key: str | None) -> dict[str, str]:
+def audit_auth_headers(api_key: str | None = None) -> dict[str, str]:
+    """The bearer header for ``api_key``, else ``ACGS_AUDIT_API_KEY``; none when neither is set."""
     token = api_key if api_key is not None else os.environ.get("ACGS_AUDIT_API_KEY", "")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -51,7 +52,7 @@ class HttpAuditSink:
         self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None, api_key: str | None = None
     ) -> None:
         self.url = url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=timeout, headers=_auth_headers(api_key))
+        self._client = client or httpx.AsyncClient(timeout=timeout, headers=audit_auth_headers(api_key))
         self._own_client = client is None
 
     async def record(self, event: Mapping[str, Any]) -> None:
@@ -85,7 +86,7 @@ class BlockingHttpAuditSink:
 
     def __init__(self, url: str, *, timeout: float = 10.0, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout, headers=_auth_headers(api_key))
+        self._client = httpx.Client(timeout=timeout, headers=audit_auth_headers(api_key))
 
     def record(self, event: Mapping[str, Any]) -> None:
         try:

@@ -13,6 +13,9 @@ from acgs.security.principal import ADMIN, AGENT, AUDITOR, REVIEWER, ROLES, Prin
 from acgs.security.settings import SecuritySettings
 from acgs.security.tls import uvicorn_tls_options
 
+#: The name ``acgs serve`` imports.
+tls_options = uvicorn_tls_options
+
 __all__ = [
     "ACGS_ERRORS",
     "ADMIN",
@@ -38,5 +41,6 @@ __all__ = [
     "open_key_store",
     "principal_of",
     "revoke_key",
+    "tls_options",
     "uvicorn_tls_options",
 ]

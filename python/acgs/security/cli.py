@@ -14,9 +14,16 @@ from acgs.security.settings import SecuritySettings
 
 
 def _store(store_url: str | None) -> KeyStore:
+    """``--store``, else the key store of the configuration (``acgs --config FILE`` or
+    ``ACGS_CONFIG``, then ``ACGS_*`` variables), else SQLite under the data directory."""
     if store_url:
         return open_key_store(store_url)
+    config_file = click.get_current_context().find_root().params.get("config_file")
     try:
+        from acgs.config import load_config
+
+        settings: SecuritySettings = load_config(config_file).security
+    except ImportError:
         settings = SecuritySettings.from_env()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

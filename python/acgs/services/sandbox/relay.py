@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from acgs.audit.sink import audit_auth_headers
+
 from acgs.services.sandbox.store import ExecutionStore
 
 log = logging.getLogger("acgs.services.sandbox")
@@ -60,7 +62,7 @@ class OutboxRelay:
 
     def _run(self) -> None:
         backoff = self.interval
-        with httpx.Client(timeout=10.0) as client:
+        with httpx.Client(timeout=10.0, headers=audit_auth_headers()) as client:
             while not self._stop.is_set():
                 try:
                     while self.deliver_once(client) and not self._stop.is_set():
