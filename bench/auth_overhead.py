@@ -117,7 +117,7 @@ async def main(requests: int, rounds: int) -> None:
     public = work / "pub.pem"
     public.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     base = SecuritySettings(
-        auth=True, data_dir=work, jwt_algorithms=("HS256", "RS256"), jwt_secret_file=secret, jwt_public_key_file=public
+        auth=True, data_dir=work, jwt_algorithms=("HS256", "RS256"), jwt_hs256_key_file=secret, jwt_public_key_file=public
     )
     _, key = await create_key(open_key_store(base.resolved_key_store()), "bench", ["agent"])
     claims = {"sub": "bench", "roles": ["agent"], "exp": int(time.time()) + 3600}

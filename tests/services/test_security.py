@@ -80,7 +80,7 @@ class Credentials:
             "data_dir": self.data_dir,
             "key_refresh": 60.0,
             "jwt_algorithms": ("HS256", "RS256"),
-            "jwt_secret_file": self.secret_file,
+            "jwt_hs256_key_file": self.secret_file,
             "jwt_public_key_file": self.public_key_file,
             "jwt_issuer": ISSUER,
             "jwt_audience": AUDIENCE,
@@ -521,7 +521,7 @@ def test_settings_from_env_and_their_errors(tmp_path: Path) -> None:
         "ACGS_AUTH": "true",
         "ACGS_DATA_DIR": str(tmp_path),
         "ACGS_JWT_ALGORITHMS": "hs256",
-        "ACGS_JWT_SECRET": "s3cret",
+        "ACGS_JWT_HS256_KEY": "s3cret",
         "ACGS_RATE_LIMIT": "100",
         "ACGS_RATE_LIMIT_ROLES": "reviewer=5:10, admin=0",
         "ACGS_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -533,11 +533,13 @@ def test_settings_from_env_and_their_errors(tmp_path: Path) -> None:
     assert settings.limit_for(frozenset({"reviewer"})) == (5.0, 10.0)
     assert settings.limit_for(frozenset({"admin", "reviewer"}))[0] == 0  # unlimited wins
     assert SecuritySettings.from_env({}).enforcing is False
+    shown = json.dumps(settings.replace(redis_url="redis://u:pw@h:6379/0").public())
+    assert "s3cret" not in shown and "pw@" not in shown
     for bad, words in [
         ({"ACGS_AUTH": "maybe"}, "ACGS_AUTH"),
         ({"ACGS_JWT_ALGORITHMS": "ES256"}, "ES256"),
         ({"ACGS_JWT_ALGORITHMS": "RS256"}, "ACGS_JWT_PUBLIC_KEY_FILE"),
-        ({"ACGS_JWT_ALGORITHMS": "HS256"}, "ACGS_JWT_SECRET"),
+        ({"ACGS_JWT_ALGORITHMS": "HS256"}, "ACGS_JWT_HS256_KEY"),
         ({"ACGS_RATE_LIMIT_ROLES": "root=5"}, "ACGS_RATE_LIMIT_ROLES"),
         ({"ACGS_RATE_LIMIT": "-1"}, "ACGS_RATE_LIMIT"),
         ({"ACGS_TLS_CLIENT_CA_FILE": "/ca.pem"}, "ACGS_TLS_CERT_FILE"),
@@ -730,7 +732,7 @@ async def test_per_role_limits_override_the_default(creds: Credentials, tmp_path
     target = TARGETS[0]
     agent = await creds.key("bulk-agent", "agent")
     admin = await creds.key("operator", "admin")
-    security = creds.settings(rate_limit=0.2, rate_burst=1, rate_limit_roles={"agent": (0.2, 4.0), "admin": (0.0, 0.0)})
+    security = creds.settings(rate_limit=0.2, rate_burst=1, rate_limit_roles="agent=0.2:4,admin=0")
     app = build_app("policy", security, tmp_path, request)
     async with running(app) as client:
         for _ in range(4):
@@ -752,3 +754,66 @@ def test_acgs_keys_reads_the_key_store_from_the_configuration_file(tmp_path: Pat
     assert json.loads(created.output)["roles"] == ["reviewer"] and store.is_file()
     listed = runner.invoke(cli, ["--config", str(config), "keys", "list", "--json"], env={"ACGS_CONFIG": ""})
     assert json.loads(listed.output)["name"] == "n"
+
+
+# -- acgs serve with authentication on ----------------------------------------------------------
+
+
+def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path: Path) -> None:
+    """All four services in one process from a configuration file with ``[security] auth``:
+    health stays open, every API needs a key, and decisions still reach the audit log because
+    the services deliver with the key in ACGS_AUDIT_API_KEY."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.services.test_serve_all import SERVICES, _fresh_config, _start, _wait_up
+
+    config, ports = _fresh_config()
+    with config.open("a") as f:
+        f.write("\n[security]\nauth = true\nkey_refresh = 1.0\n")
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("ACGS_") and not k.endswith("_REQUIRED"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])
+
+    def acgs(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "acgs", "--config", str(config), *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    agent = json.loads(acgs("keys", "create", "--name", "agent-serve", "--role", "agent", "--json"))["token"]
+    auditor = json.loads(acgs("keys", "create", "--name", "ops", "--role", "auditor", "--json"))["token"]
+    writer = json.loads(acgs("keys", "create", "--name", "acgs-services", "--role", "agent", "--json"))["token"]
+    proc = _start(config, {**env, "ACGS_AUDIT_API_KEY": writer})
+    try:
+        urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+        _wait_up(proc, list(urls.values()))
+        probes = {
+            "policy": ("POST", "/v1/data/acgs/main/decision"),
+            "evolution": ("GET", "/evolution/requests"),
+            "audit": ("GET", "/audit/events"),
+            "sandbox": ("GET", "/runtimes"),
+        }
+        for name, (method, path) in probes.items():
+            r = httpx.request(method, urls[name] + path, json={"input": {}} if method == "POST" else None, timeout=10)
+            assert r.status_code == 401 and r.json()["errors"][0]["code"] == "missing_credentials", (name, r.text)
+        import acgs as acgs_module
+
+        r = httpx.post(urls["policy"] + "/v1/data/acgs/main/decision", json={"input": acgs_module.SEED_REQUEST}, headers=bearer(agent), timeout=10)
+        assert r.status_code == 200 and r.json()["result"]["allow"] is True, r.text
+        decision_id = r.json()["decision_id"]
+        deadline = time.monotonic() + 30
+        while True:
+            events = httpx.get(urls["audit"] + "/audit/events", params={"decision_id": decision_id}, headers=bearer(auditor), timeout=10)
+            assert events.status_code == 200, events.text
+            if events.json()["events"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert events.json()["events"][0]["event"]["event_type"] == "policy_decision"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ ENV_NAMES: dict[str, str] = {
     "key_refresh": "ACGS_AUTH_KEY_REFRESH",
     "public_metrics": "ACGS_AUTH_PUBLIC_METRICS",
     "jwt_algorithms": "ACGS_JWT_ALGORITHMS",
-    "jwt_secret": "ACGS_JWT_SECRET",
-    "jwt_secret_file": "ACGS_JWT_SECRET_FILE",
+    "jwt_hs256_key": "ACGS_JWT_HS256_KEY",
+    "jwt_hs256_key_file": "ACGS_JWT_HS256_KEY_FILE",
     "jwt_public_key_file": "ACGS_JWT_PUBLIC_KEY_FILE",
     "jwt_issuer": "ACGS_JWT_ISSUER",
     "jwt_audience": "ACGS_JWT_AUDIENCE",
@@ -95,6 +95,11 @@ def parse_role_limits(text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _role_limits_text(text: str) -> str:
+    parse_role_limits(text)
+    return text
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth": _flag,
     "data_dir": Path,
@@ -102,8 +107,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "key_refresh": _non_negative,
     "public_metrics": _flag,
     "jwt_algorithms": _algorithms,
-    "jwt_secret": _optional_text,
-    "jwt_secret_file": _optional_path,
+    "jwt_hs256_key": _optional_text,
+    "jwt_hs256_key_file": _optional_path,
     "jwt_public_key_file": _optional_path,
     "jwt_issuer": _optional_text,
     "jwt_audience": _optional_text,
@@ -111,7 +116,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwt_leeway": _non_negative,
     "rate_limit": _non_negative,
     "rate_burst": _non_negative,
-    "rate_limit_roles": parse_role_limits,
+    "rate_limit_roles": _role_limits_text,
     "redis_url": _optional_text,
     "redis_timeout_ms": _non_negative,
     "redis_retry_after": _non_negative,
@@ -140,9 +145,10 @@ class SecuritySettings:
     public_metrics: bool = False
     #: JWT algorithms accepted: HS256 and/or RS256; empty: JWTs are refused.
     jwt_algorithms: tuple[str, ...] = ()
-    #: Shared secret for HS256 (prefer ``jwt_secret_file``).
-    jwt_secret: str | None = None
-    jwt_secret_file: Path | None = None
+    #: Shared key for HS256 (prefer ``jwt_hs256_key_file``: variables leak into process
+    #: listings and crash reports).
+    jwt_hs256_key: str | None = None
+    jwt_hs256_key_file: Path | None = None
     #: PEM public key verifying RS256 tokens.
     jwt_public_key_file: Path | None = None
     #: Required ``iss`` and ``aud`` when set.
@@ -157,9 +163,9 @@ class SecuritySettings:
     rate_limit: float = 0.0
     #: Bucket size (requests allowed at once); 0: max(1, rate_limit).
     rate_burst: float = 0.0
-    #: Per-role (rate, burst) overriding the defaults; a principal with several roles gets the
-    #: most generous of its roles' limits.
-    rate_limit_roles: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: Per-role limits overriding the defaults, ``role=rate[:burst],...`` (``agent=1000:2000,
+    #: admin=0``; 0 is unlimited); a principal with several roles gets its most generous.
+    rate_limit_roles: str = ""
     #: Shared buckets in Redis when set (the same variable as the policy service's L2 cache).
     redis_url: str | None = None
     redis_timeout_ms: float = 50.0
@@ -185,8 +191,8 @@ class SecuritySettings:
 
     def validate(self) -> None:
         """Refuses combinations that could not work, naming the variables to set."""
-        if "HS256" in self.jwt_algorithms and not (self.jwt_secret or self.jwt_secret_file):
-            raise ValueError("ACGS_JWT_ALGORITHMS includes HS256: set ACGS_JWT_SECRET_FILE (or ACGS_JWT_SECRET)")
+        if "HS256" in self.jwt_algorithms and not (self.jwt_hs256_key or self.jwt_hs256_key_file):
+            raise ValueError("ACGS_JWT_ALGORITHMS includes HS256: set ACGS_JWT_HS256_KEY_FILE (or ACGS_JWT_HS256_KEY)")
         if "RS256" in self.jwt_algorithms and self.jwt_public_key_file is None:
             raise ValueError("ACGS_JWT_ALGORITHMS includes RS256: set ACGS_JWT_PUBLIC_KEY_FILE to a PEM public key")
         if self.tls_key_file is not None and self.tls_cert_file is None:
@@ -195,23 +201,43 @@ class SecuritySettings:
             raise ValueError("ACGS_TLS_CLIENT_CA_FILE (mutual TLS) needs ACGS_TLS_CERT_FILE and ACGS_TLS_KEY_FILE")
         if self.key_store and not self.key_store.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError(f"ACGS_AUTH_KEY_STORE={self.key_store!r}: use sqlite:///path or postgresql://...")
+        try:
+            parse_role_limits(self.rate_limit_roles)
+        except ValueError as exc:
+            raise ValueError(f"ACGS_RATE_LIMIT_ROLES={self.rate_limit_roles!r}: {exc}") from None
 
     def resolved_key_store(self) -> str:
         return self.key_store or f"sqlite:///{self.data_dir / 'keys.sqlite3'}"
 
-    def hs256_secret(self) -> bytes | None:
-        if self.jwt_secret_file is not None:
-            return self.jwt_secret_file.read_bytes().strip()
-        return self.jwt_secret.encode() if self.jwt_secret else None
+    def hs256_key(self) -> bytes | None:
+        if self.jwt_hs256_key_file is not None:
+            return self.jwt_hs256_key_file.read_bytes().strip()
+        return self.jwt_hs256_key.encode() if self.jwt_hs256_key else None
 
     def limit_for(self, roles: frozenset[str]) -> tuple[float, float]:
         """(tokens per second, burst) for a principal with ``roles``; rate 0 means unlimited."""
-        overrides = [self.rate_limit_roles[r] for r in roles if r in self.rate_limit_roles]
+        by_role = parse_role_limits(self.rate_limit_roles)
+        overrides = [by_role[r] for r in roles if r in by_role]
         if overrides:
             # Unlimited (0) beats any finite rate.
             rate, burst = max(overrides, key=lambda rb: (rb[0] == 0, rb[0], rb[1]))
             return rate, burst or max(1.0, rate)
         return self.rate_limit, self.rate_burst or max(1.0, self.rate_limit)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, the HS256 key and Redis credentials masked."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+        if self.jwt_hs256_key:
+            out["jwt_hs256_key"] = "***"
+        for name in ("redis_url", "key_store"):
+            url = out[name]
+            if url and "@" in url:
+                scheme, _, rest = url.partition("://")
+                out[name] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return out
 
     @property
     def enforcing(self) -> bool:

@@ -52,7 +52,7 @@ class JwtVerifier:
     def __init__(self, settings: SecuritySettings) -> None:
         self._keys: dict[str, Any] = {}
         if "HS256" in settings.jwt_algorithms:
-            self._keys["HS256"] = settings.hs256_secret()
+            self._keys["HS256"] = settings.hs256_key()
         if "RS256" in settings.jwt_algorithms and settings.jwt_public_key_file is not None:
             from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
