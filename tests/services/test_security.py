@@ -817,3 +817,16 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_an_unreadable_key_store_answers_503_for_keys_and_jwts_still_work(
+    creds: Credentials, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    target = TARGETS[0]
+    nowhere = f"postgresql://acgs@127.0.0.1:{free_port()}/acgs"
+    app = build_app("policy", creds.settings(key_store=nowhere), tmp_path, request)
+    async with running(app) as client:
+        r = await call(client, target, bearer("acgs_0123456789ab_" + "x" * 43))
+        refusal(r, 503, "unavailable", "key_store_unavailable")
+        assert r.headers["retry-after"] == "1"
+        assert (await call(client, target, bearer(creds.jwt("RS256", ["agent"])))).status_code == 200

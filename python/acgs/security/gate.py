@@ -175,9 +175,8 @@ class Gate:
             if outcome is None:
                 await self.refresh()
                 outcome = self._authenticate(scope, path, loaded=True)
-            if isinstance(outcome, Denial):
-                return outcome
-            assert outcome is not None
+            if outcome is None or isinstance(outcome, Denial):
+                return outcome or self._unavailable()
             principal = outcome
             if not principal.accepted(rule.accepted):
                 self.counts["forbidden"] += 1
@@ -207,6 +206,11 @@ class Gate:
         scope[ADMITTED] = True
         return None
 
+    def _unavailable(self) -> Denial:
+        self.counts["unavailable"] += 1
+        message = "the API key store cannot be read; try again shortly"
+        return Denial(503, _body(self.style.unavailable, "key_store_unavailable", message), {"Retry-After": "1"})
+
     def _unauthenticated(self, path: str, reason: str, message: str) -> Denial:
         self.counts["unauthenticated"] += 1
         challenge = 'Bearer realm="acgs"'
@@ -230,9 +234,7 @@ class Gate:
             if not loaded and not self._keys_ready():
                 return None
             if self.keys is None:
-                self.counts["unavailable"] += 1
-                message = "the API key store cannot be read; try again shortly"
-                return Denial(503, _body(self.style.unavailable, "key_store_unavailable", message), {"Retry-After": "1"})
+                return self._unavailable()
             principal = self._principals.get(hash_token(token))
             if principal is None:
                 return self._unauthenticated(path, "invalid_api_key", "unknown or revoked API key")
