@@ -58,6 +58,9 @@ def test_help_lists_every_command_the_issue_names() -> None:
         ("evolution", "list"),
         ("evolution", "approve"),
         ("sandbox", "run"),
+        ("keys", "create"),
+        ("keys", "list"),
+        ("keys", "revoke"),
     ]:
         assert path in names, path
 

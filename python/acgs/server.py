@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -124,7 +126,37 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def _internal_credential(config: AcgsConfig) -> Callable[[], Awaitable[None]] | None:
+    """With authentication on and no ``ACGS_AUDIT_API_KEY`` given, a key of the ``agent`` role
+    for this process's own deliveries to its audit service (decision logs, evolution and sandbox
+    events), created now and revoked at shutdown. Returns the revocation, or None."""
+    security = config.sections.get("security")
+    if security is None or not getattr(security, "auth", False) or os.environ.get("ACGS_AUDIT_API_KEY"):
+        return None
+    from acgs.security.keys import create_key, open_key_store, revoke_key
+
+    store = open_key_store(security.resolved_key_store())
+    key, token = await create_key(store, f"acgs-serve-{socket.gethostname()}-{os.getpid()}", ("agent",))
+    os.environ["ACGS_AUDIT_API_KEY"] = token
+    log.info("created key %s (role agent) for deliveries to the audit service; revoked at shutdown", key.id)
+
+    async def revoke() -> None:
+        os.environ.pop("ACGS_AUDIT_API_KEY", None)
+        await revoke_key(store, key.id)
+
+    return revoke
+
+
 async def _serve_all(config: AcgsConfig, names: tuple[str, ...], ready: Callable[[], None] | None = None) -> int:
+    revoke = await _internal_credential(config)
+    try:
+        return await _serve_all_apps(config, names, ready)
+    finally:
+        if revoke is not None:
+            await revoke()
+
+
+async def _serve_all_apps(config: AcgsConfig, names: tuple[str, ...], ready: Callable[[], None] | None) -> int:
     servers: dict[str, Any] = {}
     for i, name in enumerate(names):
         app = create_app(name, config)

@@ -762,7 +762,8 @@ def test_acgs_keys_reads_the_key_store_from_the_configuration_file(tmp_path: Pat
 def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path: Path) -> None:
     """All four services in one process from a configuration file with ``[security] auth``:
     health stays open, every API needs a key, and decisions still reach the audit log because
-    the services deliver with the key in ACGS_AUDIT_API_KEY."""
+    the services deliver with a key ``acgs serve`` makes for itself (no ACGS_AUDIT_API_KEY given)
+    and revokes when it stops."""
     import os
     import signal
     import subprocess
@@ -783,8 +784,7 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
 
     agent = json.loads(acgs("keys", "create", "--name", "agent-serve", "--role", "agent", "--json"))["token"]
     auditor = json.loads(acgs("keys", "create", "--name", "ops", "--role", "auditor", "--json"))["token"]
-    writer = json.loads(acgs("keys", "create", "--name", "acgs-services", "--role", "agent", "--json"))["token"]
-    proc = _start(config, {**env, "ACGS_AUDIT_API_KEY": writer})
+    proc = _start(config, env)
     try:
         urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
         _wait_up(proc, list(urls.values()))
@@ -817,6 +817,9 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    listed = [json.loads(line) for line in acgs("keys", "list", "--all", "--json").splitlines() if line.strip()]
+    internal = [k for k in listed if k["name"].startswith("acgs-serve-")]
+    assert len(internal) == 1 and internal[0]["roles"] == ["agent"] and internal[0]["revoked_at"], internal
 
 
 async def test_an_unreadable_key_store_answers_503_for_keys_and_jwts_still_work(
