@@ -90,8 +90,32 @@ lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built mod
 	$(PY) -m mypy.stubtest acgs._acgs
 
 .PHONY: bench
-bench: dev ## Benchmarks vs other OPA hosts (criterion, pytest-benchmark, opa bench), not tests; writes bench/results/latest.md
+bench: setup dev ## Every benchmark (hosts, quick suite, HTTP, audit, sandbox if root); writes bench/results/*.json, chart.png, the README table
+	bash scripts/setup.sh --bench
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/run.py
+	$(PY) bench/gate.py --no-gate --json bench/results/quick.json
+	$(PY) bench/http/run.py
+	$(PY) bench/http/run.py --policy constitution
+	$(PY) bench/audit/run.py
+	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sandbox_startup.py; else echo "bench: sandbox start-up skipped (needs root)"; fi
+	$(PY) bench/report.py --readme
+
+.PHONY: bench-hosts
+bench-hosts: dev ## Wasm hosts and opa bench only (criterion, pytest-benchmark); writes bench/results/latest.md and hosts.json
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+.PHONY: bench-report
+bench-report: ## Table and chart (bench/results/chart.png) from bench/results/*.json, table into the README
+	$(PY) bench/report.py --readme
+
+.PHONY: bench-gate
+bench-gate: setup dev ## CI performance gate: quick-suite ratios ACGS/peer vs bench/reference.json, fails on a drop > 20%
+	$(PY) bench/gate.py $(BENCH_ARGS)
+
+.PHONY: bench-reference
+bench-reference: setup dev ## Re-measure the gate's reference ratios into bench/reference.json (then commit it)
+	$(PY) bench/gate.py --update $(BENCH_ARGS)
 
 .PHONY: serve-policy
 serve-policy: dev ## Run the policy service on 127.0.0.1:8004 (settings from ACGS_* variables)

@@ -6,9 +6,13 @@ Hosts, all on the same policy.wasm (bench/bundles/*.tar.gz) and the same input b
   Python  ACGS's Python API and opa-py-wasm, pytest-benchmark (bench/test_bench_python.py)
   Go      OPA's own evaluator, `opa bench` on the same Rego, data and input
 
+Also ACGS's own decision benchmarks on the shipped constitution (criterion bench `decide`,
+bench/test_bench_decide.py), which have no peer.
+
 Usage: python bench/run.py [--quick] [--skip-rust] [--skip-python] [--skip-opa]
 Run it from the repo venv (`make bench` does) so the built `acgs` module is importable.
-Only the standard library is used here; peers come from bench/requirements.txt.
+Besides results/latest.md it writes results/hosts.json (the schema of acgs.perf.results).
+Peers come from bench/requirements.txt.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ Get = Callable[[str], Optional[float]]
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+from acgs.perf.results import Results, Role, run_metadata  # noqa: E402
+
 CASES = {"small": "bench/small/allow", "medium": "bench/medium/decision"}
 THREADS = 2
 OPA = Path(os.environ.get("OPA", Path.home() / ".local/bin/opa"))
@@ -127,7 +135,8 @@ def run_rust(quick: bool) -> dict[str, float]:
     crit = TARGET / "criterion"
     shutil.rmtree(crit, ignore_errors=True)
     subprocess.run(
-        ["cargo", "bench", "--quiet", "--manifest-path", str(BENCH / "rust/Cargo.toml"), "--bench", "hosts"],
+        ["cargo", "bench", "--quiet", "--manifest-path", str(BENCH / "rust/Cargo.toml"),
+         "--bench", "hosts", "--bench", "decide"],
         env=env,
         check=True,
     )
@@ -143,25 +152,31 @@ def run_rust(quick: bool) -> dict[str, float]:
 # ---- Python (pytest-benchmark) -----------------------------------------------------------------
 
 
+def pytest_benchmark(test_file: Path, report: Path, quick: bool) -> list[dict]:  # type: ignore[type-arg]
+    cmd = [
+        sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider",
+        "--benchmark-only", f"--benchmark-json={report}", "--benchmark-columns=median,mean,ops,rounds",
+    ]
+    if quick:
+        cmd.append("--benchmark-max-time=0.2")
+    else:
+        cmd += ["--benchmark-min-rounds=20", "--benchmark-max-time=3"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return json.loads(report.read_text())["benchmarks"]  # type: ignore[no-any-return]
+
+
 def run_python(quick: bool) -> dict[str, float]:
     sh([sys.executable, "-m", "pip", "install", "-q", "-r", str(BENCH / "requirements.txt")])
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "python.json"
-        cmd = [
-            sys.executable, "-m", "pytest", str(BENCH / "test_bench_python.py"), "-q", "-p", "no:cacheprovider",
-            "--benchmark-only", f"--benchmark-json={report}", "--benchmark-columns=median,mean,ops,rounds",
-        ]
-        if quick:
-            cmd.append("--benchmark-max-time=0.2")
-        else:
-            cmd += ["--benchmark-min-rounds=20", "--benchmark-max-time=3"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        data = json.loads(report.read_text())
+        hosts = pytest_benchmark(BENCH / "test_bench_python.py", Path(tmp) / "python.json", quick)
+        decide = pytest_benchmark(BENCH / "test_bench_decide.py", Path(tmp) / "decide.json", quick)
     out: dict[str, float] = {}
-    for b in data["benchmarks"]:
+    for b in hosts:
         # Median: Python timings have a long tail (GC, the GIL); batch figures become per eval.
         ns = b["stats"]["median"] * 1e9 / b.get("extra_info", {}).get("batch", 1)
         out[f"{b['group']}/{b['name'].split('[')[0].removeprefix('test_')}"] = ns
+    for b in decide:
+        out[f"{b['group']}/{b['param']}"] = b["stats"]["median"] * 1e9
     return out
 
 
@@ -308,6 +323,51 @@ def report(facts: dict[str, str], versions: dict[str, str], rust: dict[str, floa
     return "\n".join(lines), verdicts
 
 
+def hosts_results(rust: dict[str, float], py: dict[str, float], opa: dict[str, float], run: dict[str, object]) -> Results:
+    """The same figures in the schema every benchmark writes (bench/results/*.json)."""
+    res = Results("hosts", run)
+    per_eval, rate = "time per evaluation", "evaluations per second, 2 threads"
+
+    def put(table: dict[str, float], key: str, benchmark: str, subject: str, role: Role = "acgs",
+            throughput: bool = False) -> None:
+        v = table.get(key)
+        if v is None:
+            return
+        if throughput:
+            res.add(benchmark, subject, rate, 1e9 / v, "evals/s", role=role, better="higher")
+        else:
+            res.add(benchmark, subject, per_eval, v, "ns", role=role)
+
+    for n in CASES:
+        b = f"{n} policy, Rust API"
+        put(rust, f"single/{n}/acgs", b, "acgs")
+        put(rust, f"single/{n}/acgs-no-deadline", b, "acgs, no deadline")
+        put(rust, f"single/{n}/acgs-cache-hit", b, "acgs, cache hit")
+        put(rust, f"single/{n}/opa-wasm", b, "rust-opa-wasm", "peer")
+        put(opa, n, b, "opa bench", "peer")
+        b = f"{n} policy, Python evaluate(dict)"
+        put(py, f"{n}/evaluate/acgs_evaluate", b, "acgs")
+        put(py, f"{n}/evaluate/acgs_evaluate_cache_hit", b, "acgs, cache hit")
+        put(py, f"{n}/evaluate/opa_py_wasm_evaluate", b, "opa-py-wasm", "peer")
+        put(opa, n, b, "opa bench", "peer")
+        b = f"{n} policy, Python evaluate_json(bytes)"
+        put(py, f"{n}/raw/acgs_evaluate_json", b, "acgs")
+        put(py, f"{n}/raw/opa_py_wasm_evaluate_bytes", b, "opa-py-wasm", "peer")
+        b = f"{n} policy, Rust API, 2 threads"
+        put(rust, f"threads2/{n}/acgs", b, "acgs", throughput=True)
+        put(rust, f"threads2/{n}/acgs-evaluate_many", b, "acgs evaluate_many", throughput=True)
+        put(rust, f"threads2/{n}/opa-wasm", b, "rust-opa-wasm", "peer", throughput=True)
+        b = f"{n} policy, Python, 2 threads"
+        put(py, f"{n}/threads2/acgs_evaluate_many", b, "acgs", throughput=True)
+        put(py, f"{n}/threads2/acgs_evaluate_in_threads", b, "acgs evaluate from 2 threads", throughput=True)
+        put(py, f"{n}/threads2/opa_py_wasm_evaluate_in_threads", b, "opa-py-wasm", "peer", throughput=True)
+    for variant in ("cache-hit", "fast-path", "full-evaluation"):
+        put(rust, f"decide/constitution/{variant}", f"constitution decide, {variant}, Rust API", "acgs")
+        put(py, f"decide(dict)/{variant}", f"constitution decide(dict), {variant}, Python", "acgs")
+        put(py, f"decide_json(bytes)/{variant}", f"constitution decide_json(bytes), {variant}, Python", "acgs")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
@@ -315,6 +375,8 @@ def main() -> None:
     ap.add_argument("--skip-python", action="store_true")
     ap.add_argument("--skip-opa", action="store_true")
     ap.add_argument("--out", type=Path, default=BENCH / "results/latest.md")
+    ap.add_argument("--json", type=Path, default=BENCH / "results/hosts.json",
+                    help="the same figures in the benchmarks' JSON schema")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the machine to be idle (other builds skew 2-thread figures)")
     args = ap.parse_args()
@@ -354,6 +416,8 @@ def main() -> None:
         text = text.replace("# Host benchmarks", "# Host benchmarks (QUICK RUN, not for comparison)", 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    meta = {**run_metadata(ROOT), "others_cores": round(others, 2), "quick": args.quick, "versions": versions}
+    hosts_results(rust, py, opa, meta).write(args.json)
     print()
     print(text)
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Start-up overhead of the sandbox runtimes over a bare process, for `/usr/bin/true` and
-`python3 -c pass`, written to bench/results/sandbox.md.
+`python3 -c pass`, written to bench/results/sandbox.md (and sandbox.json in the benchmarks'
+JSON schema).
 
 Rows, each timed from the caller's side until the run is over and cleaned up:
   bare            the command itself (subprocess.run)
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
 from acgs.services.sandbox import limits, seccomp, workdir  # noqa: E402
+from acgs.perf.results import Results, run_metadata  # noqa: E402
 from acgs.services.sandbox.runtimes import BwrapRuntime, GvisorRuntime, Host, Job  # noqa: E402
 
 COMMANDS = {"/usr/bin/true": ("/usr/bin/true",), "python3 -c pass": ("/usr/bin/python3", "-c", "pass")}
@@ -175,6 +177,15 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
+    res = Results("sandbox", {**run_metadata(ROOT), "runs": args.runs, "gvisor_runs": args.gvisor_runs})
+    subjects = {"ACGS bwrap": "acgs", "ACGS bwrap, no monitoring": "acgs, no syscall monitoring",
+                "ACGS gVisor (ptrace)": "acgs, gVisor (ptrace)"}
+    for label, name, t in rows:
+        # The bare process and bwrap alone are floors to read ACGS's overhead against, not peers.
+        res.add(f"sandbox start-up, {label}", subjects.get(name, name), "median start-up to clean-up",
+                statistics.median(t), "ms", role="acgs" if name in subjects else "baseline")
+    res.write(args.out.with_suffix(".json"))
+    print(f"wrote {args.out.with_suffix('.json')}")
     return 0
 
 

@@ -98,6 +98,9 @@ def test_a_pair_keeps_the_median_round() -> None:
     pair.peer_ns = [100.0, 120.0, 100.0, 90.0, 100.0]
     assert pair.ratios == [10.0, 12.0, 2.5, 9.0, 10.0]
     assert pair.ratio == 10.0
+    # The figures reported for each side are the median round's own, so they divide to the ratio.
+    i = pair.median_round
+    assert i is not None and pair.peer_ns[i] / pair.acgs_ns[i] == pair.ratio
 
 
 def test_the_slowdown_makes_each_measured_call_several_real_calls() -> None:

@@ -5,6 +5,9 @@ store and in memory).
 
     .venv/bin/python bench/audit/run.py [--events 50000] [--writers 256] [--skip-postgres]
 
+The tables are printed; the figures also go to bench/results/audit.json (the benchmarks' JSON
+schema, ``--json`` elsewhere).
+
 Appends are made through ``AuditLog.append`` as the service makes them: each call prepares
 (validates, stamps, canonicalises) its events and awaits the durable commit of its group.
 ``--writers`` coroutines append concurrently, one event per call (``single``) or ``--batch``
@@ -30,6 +33,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 from acgs import _acgs as core  # noqa: E402
 from acgs.audit import AuditLog, open_store  # noqa: E402
 from acgs.audit.events import GENESIS  # noqa: E402
+from acgs.perf.results import Results, run_metadata  # noqa: E402
 
 PRIVATE_KEY, _ = core.generate_signing_key("bench.acgs/audit")
 
@@ -108,6 +112,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--dir", type=Path, help="where the SQLite file goes (default: a temporary directory on disk)")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "audit.json")
     args = ap.parse_args()
 
     rows: list[tuple[str, str, float, int, float]] = []
@@ -161,6 +166,16 @@ def main() -> None:
     print("| --- | ---: |")
     for what, rate in verify_rows:
         print(f"| {what} | {rate:,.0f} |")
+
+    res = Results("audit", {**run_metadata(ROOT), "events": args.events, "writers": args.writers, "batch": args.batch})
+    for store, mode, rate, commits, _s in rows:
+        label = f"1 event per call, {args.writers} writers" if mode == "single" else f"{args.batch} per call, {max(1, args.writers // 16)} writers"
+        res.add(f"audit append, {store}, {label}", "acgs", "durable appends per second", rate, "events/s", better="higher")
+        res.add(f"audit append, {store}, {label}", "acgs", "events per commit", args.events / max(commits, 1), "events", better="higher")
+    for what, rate in verify_rows:
+        res.add(f"audit verification, {what}", "acgs", "events verified per second", rate, "events/s", better="higher")
+    res.write(args.json)
+    print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

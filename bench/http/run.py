@@ -14,7 +14,8 @@ Workloads:
 ACGS runs under uvicorn with 1 and 2 worker processes; OPA with its defaults (GOMAXPROCS = all
 cores). Each configuration is measured `--rounds` times, interleaved with the others so drift
 in machine load hits all alike; the median round is reported. Results go to
-bench/results/http.md. This is a measurement, not a test.
+bench/results/http.md and, in the benchmarks' JSON schema, bench/results/http.json. This is a
+measurement, not a test.
 
 Usage: python bench/http/run.py [--duration S] [--rounds N] [--connections C] [--quick]
 Run from the repo venv with the extension built (`make bench-http` does both).
@@ -395,6 +396,30 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    json_results(args, series, facts).write(args.out.with_suffix(".json"))
+    print(f"wrote {args.out.with_suffix('.json')}")
+
+
+def json_results(args: argparse.Namespace, series: dict[tuple[str, str], Series], facts: dict[str, str]) -> Any:
+    """The median rounds in the schema every benchmark writes. ACGS with 2 workers is the
+    subject compared with OPA's server, which uses every core."""
+    sys.path.insert(0, str(ROOT / "python"))
+    from acgs.perf.results import Results, run_metadata
+
+    res = Results(args.out.stem, {**run_metadata(ROOT), **facts, "rounds": args.rounds, "duration_s": args.duration,
+                                  "connections": args.connections, "quick": args.quick})
+    titles = {"hit": "same input (cache hits)", "vary": "every input differs"}
+    for (name, workload), s in series.items():
+        m = s.median()
+        benchmark = f"HTTP {args.policy}, {titles[workload]}"
+        if name == "OPA server":
+            subject, role = "OPA server", "peer"
+        else:
+            subject = "acgs" if name == "ACGS (2 workers)" else "acgs, " + name.removeprefix("ACGS (").rstrip(")")
+            role = "acgs"
+        res.add(benchmark, subject, "requests per second", m.requests_per_s, "req/s", role=role, better="higher")
+        res.add(benchmark, subject, "p99 latency", m.p99_ms, "ms", role=role)
+    return res
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import os
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import tarfile
 import time
@@ -186,9 +185,18 @@ class Pair:
         return [p / a for a, p in zip(self.acgs_ns, self.peer_ns, strict=True) if a > 0]
 
     @property
-    def ratio(self) -> float | None:
+    def median_round(self) -> int | None:
+        """The round whose ratio is the median (the upper middle one for an even count), so the
+        figures reported for each side are a real round's and divide to the ratio."""
         r = self.ratios
-        return statistics.median(r) if r else None
+        if not r:
+            return None
+        return sorted(range(len(r)), key=r.__getitem__)[len(r) // 2]
+
+    @property
+    def ratio(self) -> float | None:
+        i = self.median_round
+        return None if i is None else self.ratios[i]
 
     def step(self, round_no: int, batch_seconds: float) -> None:
         """One round: both sides once, ACGS first on even rounds and second on odd ones."""
@@ -321,9 +329,10 @@ def ratios(pairs: Iterable[Pair]) -> dict[str, float]:
 def to_results(pairs: Iterable[Pair], run: dict[str, Any]) -> Results:
     res = Results("quick", run)
     for p in pairs:
-        if p.ratio is None:
+        i = p.median_round
+        if i is None:
             continue
         metric = f"time per evaluation ({p.clock} time, median round)"
-        res.add(p.name, "acgs", metric, statistics.median(p.acgs_ns), "ns")
-        res.add(p.name, p.peer, metric, statistics.median(p.peer_ns), "ns", role="peer")
+        res.add(p.name, "acgs", metric, p.acgs_ns[i], "ns")
+        res.add(p.name, p.peer, metric, p.peer_ns[i], "ns", role="peer")
     return res
