@@ -160,3 +160,46 @@ def test_the_gate_fails_on_a_slowed_build(reference: Path) -> None:
         assert float(m.group(1)) == pytest.approx(ratio, abs=1e-3)
         # Three calls for one: the ratio falls to about a third of the reference.
         assert float(m.group(3)) > 40, line
+
+
+# ---- `acgs bench` and the results schema --------------------------------------------------------
+
+
+def test_acgs_bench_prints_the_table_and_writes_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from acgs.benchcli import bench
+    from acgs.perf.results import Results
+
+    # Outside a checkout `opa bench` has no Rego sources: that pair is reported skipped, with why.
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(bench, ["--workload", "example", "--rounds", "1", "--batch-seconds", "0.01",
+                                     "--no-progress", "--json", str(tmp_path / "quick.json")])
+    assert out.exit_code == 0, out.output
+    assert "| example/opa-py-wasm | cpu |" in out.output
+    assert "| example/opa bench | cpu | | | skipped: the Rego sources are not here" in out.output
+    res = Results.read(tmp_path / "quick.json")
+    assert res.suite == "quick" and res.run["cores"] and res.run["date"]
+    assert [(r.benchmark, r.subject, r.role) for r in res.records] == [
+        ("example/opa-py-wasm", "acgs", "acgs"), ("example/opa-py-wasm", "opa-py-wasm", "peer"),
+    ]
+    # Under the gate a referenced pair that could not run fails it.
+    gate.Reference({"example/opa bench": 6.0}).write(tmp_path / "ref.json")
+    out = CliRunner().invoke(bench, ["--workload", "example", "--peer", "opa bench", "--no-progress", "--gate",
+                                     "--reference", str(tmp_path / "ref.json")])
+    assert out.exit_code == 1, out.output
+    assert "FAIL  example/opa bench: not measured: the Rego sources are not here" in out.output
+
+
+def test_the_advantage_is_oriented_so_that_above_one_favours_acgs() -> None:
+    from acgs.perf.results import Results, comparisons
+
+    res = Results("t", {})
+    res.add("latency", "acgs", "time", 10, "ns")
+    res.add("latency", "peer", "time", 30, "ns", role="peer")
+    res.add("rate", "acgs, 1 worker", "req/s", 50, "req/s", better="higher")
+    res.add("rate", "acgs", "req/s", 100, "req/s", better="higher")
+    res.add("rate", "OPA server", "req/s", 40, "req/s", role="peer", better="higher")
+    res.add("rate", "bare", "req/s", 1000, "req/s", role="baseline", better="higher")
+    got = {(ours.benchmark, ours.subject, peer.subject): adv for _, ours, peer, adv in comparisons([res])}
+    assert got == {("latency", "acgs", "peer"): 3.0, ("rate", "acgs", "OPA server"): 2.5}
