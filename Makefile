@@ -115,7 +115,7 @@ bench-gate: setup dev ## CI performance gate: quick-suite ratios ACGS/peer vs be
 
 .PHONY: bench-reference
 bench-reference: setup dev ## Re-measure the gate's reference ratios into bench/reference.json (then commit it)
-	$(PY) bench/gate.py --update $(BENCH_ARGS)
+	$(PY) bench/gate.py --update --rounds 15 $(BENCH_ARGS)
 
 .PHONY: serve-policy
 serve-policy: dev ## Run the policy service on 127.0.0.1:8004 (settings from ACGS_* variables)

@@ -182,7 +182,7 @@ class Pair:
 
     @property
     def ratios(self) -> list[float]:
-        return [p / a for a, p in zip(self.acgs_ns, self.peer_ns, strict=True) if a > 0]
+        return [p / max(a, 1e-9) for a, p in zip(self.acgs_ns, self.peer_ns, strict=True)]
 
     @property
     def median_round(self) -> int | None:
