@@ -23,7 +23,7 @@ from acgs.perf import gate, quick
 ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / "bench" / "gate.py"
 # The in-process pair: both sides in this machine's CPU time, no subprocesses per round.
-FAST = ["--peer", quick.PEER_WASM, "--rounds", "3", "--batch-seconds", "0.05", "--no-progress"]
+FAST = ["--peer", quick.PEER_WASM, "--rounds", "5", "--batch-seconds", "0.05", "--no-progress"]
 
 
 # ---- the ratio and threshold logic -------------------------------------------------------------
@@ -134,7 +134,7 @@ def run_gate(*args: str, slowdown: int | None = None) -> subprocess.CompletedPro
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Reference ratios recorded on this machine, by the gate's own --update."""
     path = tmp_path_factory.mktemp("gate") / "reference.json"
-    out = run_gate("--update", "--reference", str(path))
+    out = run_gate("--update", "--reference", str(path), "--rounds", "9")  # a steadier reference
     assert out.returncode == 0, out.stdout + out.stderr
     ratios = gate.Reference.read(path).ratios
     assert set(ratios) == {f"{w.name}/{quick.PEER_WASM}" for w in quick.workloads()}
