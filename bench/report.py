@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "python"))
 
-from acgs.perf.results import Results, comparisons, comparison_table, markdown_table  # noqa: E402
+from acgs.perf.results import Record, Results, comparison_table, comparisons, markdown_table  # noqa: E402
 
 # Suites in the order the table and chart show them.
 ORDER = ["quick", "hosts", "http", "http-constitution", "audit", "sandbox"]
@@ -47,6 +48,13 @@ def provenance(results: list[Results]) -> str:
     return "; ".join(parts)
 
 
+def label(suite: str, ours: Record, peer: Record) -> str:
+    if suite == "quick":
+        return f"quick suite: {ours.benchmark.split('/')[0]} policy, vs {peer.subject}"
+    metric = f", {ours.metric}" if suite.startswith("http") else ""
+    return f"{ours.benchmark}{metric}, vs {peer.subject}"
+
+
 def chart(results: list[Results], out: Path) -> None:
     import matplotlib
 
@@ -57,8 +65,7 @@ def chart(results: list[Results], out: Path) -> None:
     rows = comparisons(results)
     if not rows:
         raise SystemExit("no ACGS-versus-peer results in bench/results/*.json: run `make bench` first")
-    labels = [f"{suite}: {ours.benchmark}" + (f" ({ours.metric})" if suite.startswith("http") else "")
-              + f"  vs {peer.subject}" for suite, ours, peer, _ in rows]
+    labels = [label(suite, ours, peer) for suite, ours, peer, _ in rows]
     values = [adv for *_, adv in rows]
     colours = [PEER_COLOURS.get(peer.subject, "#7f7f7f") for _, _, peer, _ in rows]
     fig, ax = plt.subplots(figsize=(11, 0.34 * len(rows) + 1.6))
@@ -73,10 +80,12 @@ def chart(results: list[Results], out: Path) -> None:
     ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 3)
     ax.set_xlabel("ACGS advantage over the peer (×, log scale; right of the line: ACGS faster)")
     ax.set_title("ACGS against its peers: same policies, same inputs, same machine", fontsize=11)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PEER_COLOURS.values()]
-    ax.legend(handles, list(PEER_COLOURS), loc="lower right", fontsize=8)
-    fig.text(0.01, 0.005, provenance(results), fontsize=6, color="#555555")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    present = [p for p in PEER_COLOURS if any(peer.subject == p for _, _, peer, _ in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PEER_COLOURS[p]) for p in present]
+    ax.legend(handles, present, loc="lower right", fontsize=8)
+    footer = textwrap.fill("Runs: " + provenance(results), 200)
+    fig.text(0.01, 0.005, footer, fontsize=6, color="#555555", va="bottom")
+    fig.tight_layout(rect=(0, 0.015 * (footer.count("\n") + 2), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
