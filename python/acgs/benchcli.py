@@ -69,12 +69,14 @@ def _checkout(path: Path) -> Path | None:
               help="Also write the results in the benchmark JSON schema to this file.")
 @click.option("--opa", type=click.Path(dir_okay=False), envvar="OPA", default=None,
               help="The OPA CLI for the `opa bench` peer [default: $OPA, `opa` on PATH, ~/.local/bin/opa].")
+@click.option("--checkout", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A clone of the ACGS repository, whose policies/ `opa bench` evaluates [default: the one the current directory is in].")
 @click.option("--slowdown", type=click.IntRange(1), envvar="ACGS_BENCH_SLOWDOWN", default=1, show_default=True,
               help="Make each measured ACGS call N calls (for testing that the gate catches a slower ACGS).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
 def bench(rounds: int, batch_seconds: float, peers: tuple[str, ...], names: tuple[str, ...], run_gate: bool,
           reference: Path, update: bool, max_drop: float | None, json_out: Path | None, opa: str | None,
-          slowdown: int, progress: bool) -> None:
+          checkout: Path | None, slowdown: int, progress: bool) -> None:
     """Run the quick benchmark suite: ACGS against peers on the same bundles and inputs.
 
     Each pair's figure is a ratio, peer time / ACGS time (above 1: ACGS is faster), measured in
@@ -90,7 +92,7 @@ def bench(rounds: int, batch_seconds: float, peers: tuple[str, ...], names: tupl
             ref = gate.Reference.read(reference)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise click.ClickException(str(exc)) from exc
-    checkout = _checkout(Path.cwd())
+    checkout = checkout or _checkout(Path.cwd())
     pairs = quick.plan(peers or quick.PEERS, names or None, opa=opa, slowdown=slowdown, checkout=checkout)
     active = [p for p in pairs if p.skipped is None]
     if progress:
