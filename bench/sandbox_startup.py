@@ -179,6 +179,7 @@ def main() -> int:
     print(text)
     res = Results("sandbox", {**run_metadata(ROOT), "runs": args.runs, "gvisor_runs": args.gvisor_runs})
     subjects = {"ACGS bwrap": "acgs", "ACGS bwrap, no monitoring": "acgs, no syscall monitoring",
+                "ACGS bwrap, warm pool": "acgs, warm pool",
                 "ACGS gVisor (ptrace)": "acgs, gVisor (ptrace)"}
     for label, name, t in rows:
         # The bare process and bwrap alone are floors to read ACGS's overhead against, not peers.
