@@ -68,7 +68,7 @@ run: setup dev ## Set everything up, show a real decision, then serve all four s
 	$(VENV)/bin/acgs serve
 
 .PHONY: test
-test: setup dev test-rust policy-test test-python lint ## Install test dependencies and run every test
+test: setup dev test-rust policy-test test-python lint bench-gate ## Install test dependencies and run every test
 
 .PHONY: test-rust
 test-rust: ## Rust unit and integration tests
