@@ -26,6 +26,7 @@ from acgs.services.audit import routes
 from acgs.services.audit.access import ACCESS
 from acgs.services.audit.metrics import AuditMetrics
 from acgs.services.audit.settings import AuditSettings
+from acgs.services.common.observability import ObservabilitySettings, install_observability
 
 log = logging.getLogger("acgs.services.audit")
 
@@ -88,9 +89,10 @@ async def _checkpoints(audit_log: AuditLog, metrics: AuditMetrics, interval: flo
         try:
             before = await audit_log.checkpoint(refresh=False)
             cp = await audit_log.checkpoint()
-            if cp is not None and (before is None or before.size != cp.size):
-                metrics.checkpoints_signed += 1
-                metrics.checkpoint_size = cp.size
+            if cp is not None:
+                if before is None or before.size != cp.size:
+                    metrics.checkpoints_signed += 1
+                metrics.checkpoint_seen(cp)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -123,11 +125,16 @@ def open_log(settings: AuditSettings) -> AuditLog:
 
 
 def create_app(
-    settings: AuditSettings | None = None, *, audit_log: AuditLog | None = None, security: SecuritySettings | None = None
+    settings: AuditSettings | None = None,
+    *,
+    audit_log: AuditLog | None = None,
+    security: SecuritySettings | None = None,
+    observability: ObservabilitySettings | None = None,
 ) -> FastAPI:
     """The service. The log is built from ``settings`` unless given; it is opened and closed
     with the app's lifespan. ``security`` (default: from the environment) turns on
-    authentication and rate limits."""
+    authentication and rate limits; ``observability`` (default: from the environment) sets
+    request logging and tracing."""
     settings = settings or AuditSettings.from_env()
     audit_log = audit_log or open_log(settings)
     metrics = AuditMetrics()
@@ -177,6 +184,7 @@ def create_app(
     _install_error_handlers(app, metrics)
     app.include_router(routes.router)
     install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)
+    install_observability(app, "audit", metrics.registry, observability)
     return app
 
 

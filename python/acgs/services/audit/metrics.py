@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from acgs.audit.events import StoredCheckpoint
     from acgs.audit.log import AuditLog
 
 #: Durable append latency buckets, seconds: one fsync takes a millisecond or more.
@@ -27,6 +28,7 @@ class AuditMetrics(Collector):
         self.verified_events = 0
         self.log_size = 0
         self.checkpoint_size = 0
+        self.checkpoint_time = 0.0
         self.checkpoints_signed = 0
         self.audit_log: AuditLog | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -36,6 +38,11 @@ class AuditMetrics(Collector):
         self.append_counts[bisect_left(APPEND_BUCKETS, seconds)] += 1
         self.append_sum += seconds
         self.log_size = max(self.log_size, last_index + 1)
+
+    def checkpoint_seen(self, cp: StoredCheckpoint) -> None:
+        """Notes the latest signed checkpoint: its size and when it was signed."""
+        self.checkpoint_size = max(self.checkpoint_size, cp.size)
+        self.checkpoint_time = max(self.checkpoint_time, cp.created_us / 1e6)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -68,6 +75,11 @@ class AuditMetrics(Collector):
         yield hist
         yield GaugeMetricFamily("acgs_audit_log_size", "Events in the log (as last seen by this process)", value=self.log_size)
         yield GaugeMetricFamily("acgs_audit_checkpoint_size", "Tree size of the latest signed checkpoint", value=self.checkpoint_size)
+        yield GaugeMetricFamily(
+            "acgs_audit_checkpoint_timestamp_seconds",
+            "When the latest signed checkpoint this process has seen was signed, Unix time (0: none yet)",
+            value=self.checkpoint_time,
+        )
         yield CounterMetricFamily("acgs_audit_checkpoints_signed", "Checkpoints signed by this process", value=self.checkpoints_signed)
         yield CounterMetricFamily("acgs_audit_verify_runs", "Verifications run", value=self.verify_runs)
         yield CounterMetricFamily("acgs_audit_verify_failures", "Verifications that found a bad event", value=self.verify_failures)

@@ -137,7 +137,7 @@ async def get_event(event_id: str, log: LogDep, metrics: MetricsDep) -> dict[str
     out = _view(row)
     out["proof"] = None
     if cp is not None and row.index < cp.size:
-        metrics.checkpoint_size = max(metrics.checkpoint_size, cp.size)
+        metrics.checkpoint_seen(cp)
         hashes = await log.inclusion(row.index, cp)
         out["proof"] = {
             "leaf_index": row.index,
@@ -158,7 +158,7 @@ async def get_checkpoint(log: LogDep, metrics: MetricsDep, refresh: bool = True)
         raise HTTPException(404, "the log is empty; no checkpoint yet")
     if before is None or before.size != cp.size:
         metrics.checkpoints_signed += 1
-    metrics.checkpoint_size = max(metrics.checkpoint_size, cp.size)
+    metrics.checkpoint_seen(cp)
     return _checkpoint_out(log, cp)
 
 

@@ -138,13 +138,16 @@ class Reply:
     def response(self) -> Response:
         return Response(self.body, self.status, headers=self.headers, media_type=self.content_type)
 
-    async def send(self, send: Send) -> None:
+    async def send(self, send: Send, extra: tuple[bytes, bytes] | None = None) -> None:
+        """Sends the response; ``extra`` is one more header (the request id)."""
         headers = [
             (b"content-type", _JSON_BYTES if self.content_type is JSON else self.content_type.encode("latin-1")),
             (b"content-length", str(len(self.body)).encode("latin-1")),
         ]
         if self.headers:
             headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items())
+        if extra is not None:
+            headers.append(extra)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 

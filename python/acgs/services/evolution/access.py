@@ -23,6 +23,7 @@ ACCESS = Access(
         Rule("POST /evolution/review/{request_id}/{verdict}", REVIEWER),
         Rule("GET /evolution/static/review.js", REVIEWER, AUDITOR),
         Rule("GET /health", PUBLIC),
+        Rule("GET /metrics", AUDITOR),
     ],
     browser=["/evolution/review", "/evolution/static/"],
 )

@@ -18,10 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import acgs
 from acgs.security import SecuritySettings, install_security
+from acgs.services.common.observability import ObservabilitySettings, install_observability
 from acgs.services.evolution import routes
 from acgs.services.evolution.access import ACCESS
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import AuditSink, OutboxRelay
+from acgs.services.evolution.metrics import EvolutionMetrics
 from acgs.services.evolution.rollback import RollbackExecutor, load_executor
 from acgs.services.evolution.settings import EvolutionSettings
 from acgs.services.evolution.store import EvolutionStore, open_store
@@ -76,6 +78,7 @@ async def _sweep(workflow: Workflow, interval: float) -> None:
             expired = await workflow.expire_due()
             if expired:
                 log.info("expired %d overdue evolution request(s)", expired)
+            await workflow.count_by_status()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -91,11 +94,13 @@ def create_app(
     audit_sink: AuditSink | None = None,
     clock: Callable[[], float] = time.time,
     security: SecuritySettings | None = None,
+    observability: ObservabilitySettings | None = None,
 ) -> FastAPI:
     """The service. Anything not passed is built from ``settings``: the assessor from the
     bundle, the store from the database URL, the rollback executor from its factory. With an
     ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox.
-    ``security`` (default: from the environment) turns on authentication and rate limits."""
+    ``security`` (default: from the environment) turns on authentication and rate limits;
+    ``observability`` (default: from the environment) sets request logging and tracing."""
     settings = settings or EvolutionSettings.from_env()
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
@@ -105,8 +110,15 @@ def create_app(
         from acgs.audit.sink import HttpAuditSink
 
         audit_sink = own_sink = HttpAuditSink(settings.audit_url)
+    metrics = EvolutionMetrics()
     workflow = Workflow(
-        store, assessor, executor, review_timeout=settings.review_timeout, validity=settings.validity, clock=clock
+        store,
+        assessor,
+        executor,
+        review_timeout=settings.review_timeout,
+        validity=settings.validity,
+        clock=clock,
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -115,6 +127,10 @@ def create_app(
         problem = assessor.problem()
         if problem:
             log.error("evolution: %s; every request will be rejected until this is fixed", problem)
+        try:
+            await workflow.count_by_status()
+        except Exception:
+            log.exception("counting evolution requests by state failed; the sweep tries again")
         tasks = [asyncio.create_task(_sweep(workflow, settings.sweep_interval), name="acgs-evolution-sweep")]
         if audit_sink is not None:
             relay = OutboxRelay(store, audit_sink, interval=settings.relay_interval)
@@ -147,9 +163,11 @@ def create_app(
     )
     app.state.settings = settings
     app.state.workflow = workflow
+    app.state.metrics = metrics
     _install_error_handlers(app)
     app.include_router(routes.router)
-    install_security(app, ACCESS, security=security)
+    install_security(app, ACCESS, security=security, registry=metrics.registry)
+    install_observability(app, "evolution", metrics.registry, observability)
     return app
 
 

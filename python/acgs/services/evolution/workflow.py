@@ -27,6 +27,7 @@ from typing import Any
 
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import audit_event
+from acgs.services.evolution.metrics import EvolutionMetrics
 from acgs.services.evolution.records import Approval, EvolutionRecord, Status, iso
 from acgs.services.evolution.rollback import RollbackExecutor, RollbackStep
 from acgs.services.evolution.schemas import EvolutionRequestIn, policy_input
@@ -168,8 +169,10 @@ class Workflow:
         validity: float,
         step_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
+        metrics: EvolutionMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or EvolutionMetrics()
         self.assessor = assessor
         self.executor = executor
         self.review_timeout = review_timeout
@@ -202,6 +205,10 @@ class Workflow:
         await tx.audit(
             audit_event(saved, action, actor=actor, previous=previous.value, at=saved.updated_at, reason=reason, details=details)
         )
+        if saved.status is not previous:
+            self.metrics.transition(previous, saved.status)
+            if previous is P and saved.status in (A, R) and actor not in (CONSTITUTION, SERVICE):
+                self.metrics.reviewed("approved" if saved.status is A else "rejected", saved.updated_at - saved.created_at)
         return saved
 
     async def _expire(self, tx: RequestTransaction, now: float, why: str) -> EvolutionRecord:
@@ -278,6 +285,10 @@ class Workflow:
             record.rejection = {"by": actor, "reason": reason, "at": iso(now)}
             events.append(audit_event(record, "evolution.reject", actor=actor, previous=P.value, at=now, reason=reason))
         await self.store.insert(record, events)
+        self.metrics.submission(route, assessment.engine_fault is not None)
+        self.metrics.transition(None, P)
+        if record.status is not P:
+            self.metrics.transition(P, record.status)
         return record
 
     # -- reads (which expire lazily) --------------------------------------------------------
@@ -298,6 +309,15 @@ class Workflow:
     ) -> tuple[list[EvolutionRecord], int]:
         await self.expire_due()
         return await self.store.list_requests(status=status, agent_id=agent_id, limit=limit, offset=offset)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many requests are in each state (for the ``acgs_evolution_requests`` gauge)."""
+        counts: dict[str, int] = {}
+        for status in Status:
+            _, total = await self.store.list_requests(status=status, agent_id=None, limit=1, offset=0)
+            counts[status.value] = total
+        self.metrics.by_status = counts
+        return counts
 
     async def expire_due(self) -> int:
         """Expires every overdue request; returns how many."""

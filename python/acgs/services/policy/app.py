@@ -9,13 +9,16 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 import acgs
 from acgs.cache import L2Cache
 from acgs.security import OPA_ERRORS, Gate, SecuritySettings, install_security
 from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
 from acgs.services.common.http import Reply
+from acgs.services.common.observability import ObservabilitySettings, observer_for
+from acgs.services.common.observability.http import RequestObserver, route_of, with_request_id
+from acgs.services.common.observability.metrics import UNMATCHED
 from acgs.services.policy import routes
 from acgs.services.policy.access import ACCESS
 from acgs.services.policy.deps import PolicyService
@@ -29,23 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("acgs.services.policy")
 
 
-def _endpoint_of(path: str) -> str:
-    """The ``endpoint`` label of ``acgs_http_requests_total``: a fixed, small set."""
-    if path.startswith("/v1/data"):
-        return "data"
-    if path.startswith("/v1/batch/"):
-        return "batch"
-    if path.startswith("/health"):
-        return "health"
-    if path == "/metrics":
-        return "metrics"
-    if path == "/":
-        return "default"
-    return "other"
-
-
 _DATA = "/v1/data/"
 _BATCH = "/v1/batch/data/"
+#: ``route`` labels of the decision paths, the templates of the FastAPI routes they stand for.
+_DATA_ROUTE = "/v1/data/{path}"
+_BATCH_ROUTE = "/v1/batch/data/{path}"
+_DEFAULT_ROUTE = "/"
 
 
 class PolicyApp(FastAPI):
@@ -54,11 +46,13 @@ class PolicyApp(FastAPI):
     ones the FastAPI routes call, which stay for the OpenAPI document). On a decision that takes
     microseconds, FastAPI's per-request machinery would cost more than the decision.
 
-    Every HTTP response, the fast ones included, is counted in ``acgs_http_requests_total``."""
+    Every HTTP request, the fast ones included, goes through the service's ``RequestObserver``
+    (request id, log context, ``acgs_http_*`` metrics, optional span)."""
 
     policy: PolicyService
     #: Authentication, roles and rate limits; None when off (installed by ``create_app``).
     gate: Gate | None = None
+    observer: RequestObserver
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +61,16 @@ class PolicyApp(FastAPI):
         path: str = scope["path"]
         method: str = scope["method"]
         service = self.policy
+        observer = self.observer
+        obs = observer.start(scope)
         reply: Reply | None = None
+        # A request refused before routing (by the gate) has no route: "unmatched".
+        if path.startswith(_DATA):
+            route = _DATA_ROUTE
+        elif path.startswith(_BATCH):
+            route = _BATCH_ROUTE
+        else:
+            route = _DEFAULT_ROUTE if path == "/" else UNMATCHED
         try:
             if self.gate is not None and (denial := await self.gate.admit(scope)) is not None:
                 reply = Reply(denial.body, denial.status, headers=denial.headers)
@@ -88,21 +91,16 @@ class PolicyApp(FastAPI):
             service.metrics.error(INTERNAL_ERROR)
             reply = Reply(ServiceError(500, INTERNAL_ERROR, "internal error").payload(), 500)
         if reply is not None:
-            await reply.send(send)
-            service.metrics.request(_endpoint_of(path), method, reply.status)
+            await reply.send(send, obs.header)
+            observer.finish(obs, scope, route, reply.status)
             return
-        status = 500
-
-        async def counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = [500]
         try:
-            await super().__call__(scope, receive, counted)
-        finally:
-            service.metrics.request(_endpoint_of(path), method, status)
+            await super().__call__(scope, receive, with_request_id(send, obs, status))
+        except BaseException:
+            observer.finish(obs, scope, route_of(scope), status[0], failed=True)
+            raise
+        observer.finish(obs, scope, route_of(scope), status[0])
 
 
 def _l2_for(settings: PolicySettings) -> L2Cache | None:
@@ -152,11 +150,17 @@ def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> D
     return DecisionLog(LocalAuditSink(audit_log), on_open=audit_log.open, on_close=audit_log.close, **common)
 
 
-def create_app(settings: PolicySettings | None = None, *, security: SecuritySettings | None = None) -> PolicyApp:
+def create_app(
+    settings: PolicySettings | None = None,
+    *,
+    security: SecuritySettings | None = None,
+    observability: ObservabilitySettings | None = None,
+) -> PolicyApp:
     """The policy service for ``settings`` and ``security`` (default: from the environment).
     The bundle is loaded here, so the app answers without a lifespan run (ASGI test
     transports); a bundle that fails to load leaves the app up, unhealthy (503), denying every
-    decision."""
+    decision. ``observability`` (default: from the environment) sets request logging and
+    tracing."""
     settings = settings or PolicySettings.from_env()
     pipeline = DecisionPipeline.load(
         settings.bundle,
@@ -193,6 +197,8 @@ def create_app(settings: PolicySettings | None = None, *, security: SecuritySett
     )
     app.policy = service
     app.state.policy = service
+    app.observer = observer_for("policy", metrics.registry, observability)
+    app.state.observer = app.observer
     app.include_router(routes.router)
     install_error_handlers(app, metrics.error)
     app.gate = install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)

@@ -63,7 +63,6 @@ class PolicyMetrics(Collector):
         self.durations = {name: LatencyHistogram() for name in ENDPOINTS}
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.errors: dict[str, int] = {}
-        self.http: dict[tuple[str, str, int], int] = {}
         self.pipeline: DecisionPipeline | None = None
         self.decision_log: DecisionLog | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -71,10 +70,6 @@ class PolicyMetrics(Collector):
 
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
-
-    def request(self, endpoint: str, method: str, status: int) -> None:
-        key = (endpoint, method, status)
-        self.http[key] = self.http.get(key, 0) + 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -100,13 +95,6 @@ class PolicyMetrics(Collector):
         for code, n in sorted(self.errors.items()):
             errors.add_metric([code], n)
         yield errors
-
-        http = CounterMetricFamily(
-            "acgs_http_requests", "HTTP requests by endpoint, method and status", labels=["endpoint", "method", "status"]
-        )
-        for (endpoint, method, status), n in sorted(self.http.items()):
-            http.add_metric([endpoint, method, str(status)], n)
-        yield http
 
         dlog = self.decision_log
         yield CounterMetricFamily(

@@ -48,6 +48,7 @@ from acgs.services.common.http import (
     query_flags,
     read_body,
 )
+from acgs.services.common.observability import note_decision
 from acgs.services.policy import schemas
 from acgs.services.policy.deps import PolicyService, ServiceDep
 from acgs.services.policy.pipeline import (
@@ -216,7 +217,9 @@ def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answe
 def _respond(
     service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str, decision_id: str | None = None
 ) -> Reply:
-    out: dict[str, Any] = {"decision_id": decision_id or service.pipeline.next_decision_id()}
+    decision_id = decision_id or service.pipeline.next_decision_id()
+    note_decision(decision_id)
+    out: dict[str, Any] = {"decision_id": decision_id}
     if answer.defined:
         out["result"] = answer.result
     if answer.warning is not None:
@@ -263,6 +266,7 @@ async def _decide_flat(
         decided = await service.pipeline.decide(target.entrypoint, raw_body, body)
     except (ConstitutionalHashMismatch, InvalidInputError) as exc:
         raise _rejected(exc) from None
+    note_decision(decided.decision["decision_id"])
     metrics = service.metrics
     metrics.durations["decision"].observe((time.perf_counter_ns() - started) / 1e9)
     if decided.fault is not None:
@@ -497,6 +501,7 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
         except AuditError as exc:
             raise _unlogged(exc) from None
     out: dict[str, Any] = {"batch_decision_id": pipeline.next_decision_id()}
+    note_decision(out["batch_decision_id"])
     if keys is None:
         out["results"] = entries
     else:

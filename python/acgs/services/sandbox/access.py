@@ -12,5 +12,6 @@ ACCESS = Access(
         Rule("GET /executions", AGENT, AUDITOR),
         Rule("GET /runtimes", AGENT, AUDITOR),
         Rule("GET /health", PUBLIC),
+        Rule("GET /metrics", AUDITOR),
     ],
 )

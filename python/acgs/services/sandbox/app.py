@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from acgs.security import SecuritySettings, install_security
+from acgs.services.common.observability import ObservabilitySettings, install_observability
 from acgs.services.sandbox.access import ACCESS
+from acgs.services.sandbox.metrics import SandboxMetrics
 from acgs.services.sandbox.routes import router
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
@@ -68,15 +70,18 @@ def create_app(
     service: SandboxService | None = None,
     *,
     security: SecuritySettings | None = None,
+    observability: ObservabilitySettings | None = None,
 ) -> FastAPI:
     """The app; ``service`` (already started) replaces the one the lifespan would build.
-    ``security`` (default: from the environment) turns on authentication and rate limits."""
+    ``security`` (default: from the environment) turns on authentication and rate limits;
+    ``observability`` (default: from the environment) sets request logging and tracing."""
     settings = settings or SandboxSettings.from_env()
+    metrics = service.metrics if service is not None else SandboxMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = service is None
-        svc = service or SandboxService(settings)
+        svc = service or SandboxService(settings, metrics=metrics)
         if own:
             await asyncio.to_thread(svc.start)
         app.state.sandbox = svc
@@ -112,5 +117,6 @@ def create_app(
         return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
-    install_security(app, ACCESS, security=security)
+    install_security(app, ACCESS, security=security, registry=metrics.registry)
+    install_observability(app, "sandbox", metrics.registry, observability)
     return app

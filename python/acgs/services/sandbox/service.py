@@ -14,10 +14,12 @@ from typing import Any
 
 from acgs import Engine
 from acgs.errors import AcgsError, InvalidInputError
+from acgs.services.common.observability import note_decision
 from acgs.services.sandbox import limits as cgroups
 from acgs.services.sandbox import workdir
 from acgs.services.sandbox.admission import Admission, admit
 from acgs.services.sandbox.audit import ACTION, EVENT_TYPE, AuditEvent, AuditSink
+from acgs.services.sandbox.metrics import SandboxMetrics
 from acgs.services.sandbox.queue import ExecutionQueue, QueueFull
 from acgs.services.sandbox.relay import OutboxRelay
 from acgs.services.sandbox.runtimes import (
@@ -71,8 +73,17 @@ class Result:
 
 
 class SandboxService:
-    def __init__(self, settings: SandboxSettings, *, engine: Engine | None = None, audit: AuditSink | None = None) -> None:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        *,
+        engine: Engine | None = None,
+        audit: AuditSink | None = None,
+        metrics: SandboxMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or SandboxMetrics()
+        self.metrics.service = self
         self.engine = engine if engine is not None else Engine.load(settings.bundle)
         self.store = ExecutionStore(settings.database_path)
         self.audit: AuditSink = audit if audit is not None else OutboxAuditSink(self.store)
@@ -217,6 +228,7 @@ class SandboxService:
         now = time.time()
         execution_id = uuid.uuid4().hex
         decision_id = req.decision_id or str(uuid.uuid4())
+        note_decision(decision_id)
         policy_input = {
             "agent_id": req.agent_id,
             "agent": req.agent,
@@ -387,6 +399,7 @@ class SandboxService:
         if self.relay is not None:
             self.relay.notify()
         self.store.update(_public(record))
+        self.metrics.finished(record)
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
         return self.store.get(execution_id)
