@@ -473,8 +473,8 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     assert _sample(text, 'acgs_cache_requests_total{level="l1",result="hit"}') == 2  # decision again, GOOD/LOW in batch
     assert _sample(text, 'acgs_cache_requests_total{level="l2",result="hit"}') == 0
     assert _sample(text, 'acgs_errors_total{code="invalid_parameter"}') == 1
-    assert _sample(text, 'acgs_http_requests_total{service="policy",route="/v1/data/{path}",method="POST",code="200"}') == 4
-    assert _sample(text, 'acgs_http_requests_total{service="policy",route="/v1/data/{path}",method="POST",code="400"}') == 1
+    assert _sample(text, 'acgs_http_requests_total{code="200",method="POST",route="/v1/data/{path}",service="policy"}') == 4
+    assert _sample(text, 'acgs_http_requests_total{code="400",method="POST",route="/v1/data/{path}",service="policy"}') == 1
     assert "acgs_fast_path_total" in text and "acgs_bundle_info{" in text
 
 
