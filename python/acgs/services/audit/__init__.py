@@ -4,6 +4,7 @@ event, with Merkle proofs and signed checkpoints a third party can verify offlin
 
 from __future__ import annotations
 
+from acgs.services.common.observability import ObservabilitySettings, configure_logging
 from acgs.services.audit.app import create_app
 from acgs.services.audit.settings import AuditSettings
 
@@ -18,10 +19,14 @@ def serve(settings: AuditSettings | None = None) -> None:
 
     settings = settings or AuditSettings.from_env()
     security = SecuritySettings.from_env()
+    observability = ObservabilitySettings.from_env()
+    configure_logging(observability)
     uvicorn.run(
-        create_app(settings, security=security),
+        create_app(settings, security=security, observability=observability),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
         **uvicorn_tls_options(security),
     )

@@ -5,6 +5,7 @@ changes are deployed and rolled back, every step audited. ``create_app(settings)
 
 from __future__ import annotations
 
+from acgs.services.common.observability import ObservabilitySettings, configure_logging
 from acgs.services.evolution.app import create_app
 from acgs.services.evolution.settings import EvolutionSettings
 
@@ -19,10 +20,14 @@ def serve(settings: EvolutionSettings | None = None) -> None:
 
     settings = settings or EvolutionSettings.from_env()
     security = SecuritySettings.from_env()
+    observability = ObservabilitySettings.from_env()
+    configure_logging(observability)
     uvicorn.run(
-        create_app(settings, security=security),
+        create_app(settings, security=security, observability=observability),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
         **uvicorn_tls_options(security),
     )

@@ -3,6 +3,7 @@ the constitution bundle. ``create_app(settings)`` builds it; ``serve(settings)``
 
 from __future__ import annotations
 
+from acgs.services.common.observability import ObservabilitySettings, configure_logging
 from acgs.services.policy.app import create_app
 from acgs.services.policy.settings import PolicySettings
 
@@ -19,10 +20,13 @@ def serve(settings: PolicySettings | None = None) -> None:
 
     settings = settings or PolicySettings.from_env()
     security = SecuritySettings.from_env()
+    observability = ObservabilitySettings.from_env()
+    configure_logging(observability)
     common = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        "log_config": None,
         "access_log": False,
         "loop": "auto",
         "http": "auto",
@@ -40,4 +44,4 @@ def serve(settings: PolicySettings | None = None) -> None:
             "acgs.services.policy.app:app_from_env", factory=True, workers=settings.workers, **common
         )
     else:
-        uvicorn.run(create_app(settings, security=security), **common)
+        uvicorn.run(create_app(settings, security=security, observability=observability), **common)

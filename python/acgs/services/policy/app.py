@@ -16,7 +16,7 @@ from acgs.cache import L2Cache
 from acgs.security import OPA_ERRORS, Gate, SecuritySettings, install_security
 from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
 from acgs.services.common.http import Reply
-from acgs.services.common.observability import ObservabilitySettings, observer_for
+from acgs.services.common.observability import ObservabilitySettings, configure_logging, observer_for
 from acgs.services.common.observability.http import RequestObserver, route_of, with_request_id
 from acgs.services.common.observability.metrics import UNMATCHED
 from acgs.services.policy import routes
@@ -206,5 +206,8 @@ def create_app(
 
 
 def app_from_env() -> PolicyApp:
-    """Factory for ``uvicorn --factory`` and worker processes: settings from ``ACGS_*``."""
-    return create_app(PolicySettings.from_env())
+    """Factory for ``uvicorn --factory`` and worker processes: settings from ``ACGS_*``. Each
+    worker process configures its own logging here, as ``serve`` did in the parent."""
+    observability = ObservabilitySettings.from_env()
+    configure_logging(observability)
+    return create_app(PolicySettings.from_env(), observability=observability)

@@ -4,8 +4,7 @@ it refused, and audits every run under its decision id."""
 
 from __future__ import annotations
 
-import logging
-
+from acgs.services.common.observability import ObservabilitySettings, configure_logging
 from acgs.services.sandbox.app import create_app
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
@@ -21,12 +20,15 @@ def serve(settings: SandboxSettings | None = None) -> None:
     from acgs.security import SecuritySettings, uvicorn_tls_options
 
     settings = settings or SandboxSettings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     security = SecuritySettings.from_env()
+    observability = ObservabilitySettings.from_env()
+    configure_logging(observability)
     uvicorn.run(
-        create_app(settings, security=security),
+        create_app(settings, security=security, observability=observability),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
         **uvicorn_tls_options(security),
     )
