@@ -30,6 +30,18 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# promtool checks deploy/prometheus's alert rules in the tests; it ships in Debian's prometheus
+# package. No recommends (node-exporter), and where systemd started the Prometheus daemon on
+# install, it is stopped and disabled: the tests want the tool, not a server on :9090.
+if ! command -v promtool >/dev/null; then
+    echo "setup: installing prometheus (for promtool)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+fi
+
 # Toolchains: Rust and Go must exist; rustup/go are preinstalled on the project's machines.
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)"; exit 1; }
 command -v go >/dev/null || { echo "setup: go not found (needed to install the OPA CLI)"; exit 1; }
