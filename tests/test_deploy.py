@@ -1,0 +1,306 @@
+"""deploy/ checked without Docker: the compose file's services, ports, volumes, dependencies
+and ``ACGS_*`` settings; Prometheus's scrape targets and mounts; the alert rules through
+``promtool``; Alertmanager's routes; Grafana's provisioning. (That every metric the rules and
+the dashboard name is exported is checked against the running services in
+tests/services/test_observability.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from acgs.services.audit.settings import ENV_NAMES as AUDIT_ENV
+from acgs.services.audit.settings import AuditSettings
+from acgs.services.common.observability.settings import ENV_NAMES as OBSERVABILITY_ENV
+from acgs.services.common.observability.settings import ObservabilitySettings
+from acgs.services.evolution.settings import ENV_NAMES as EVOLUTION_ENV
+from acgs.services.evolution.settings import EvolutionSettings
+from acgs.services.policy.settings import ENV_NAMES as POLICY_ENV
+from acgs.services.policy.settings import PolicySettings
+from acgs.services.sandbox.settings import ENV_NAMES as SANDBOX_ENV
+from acgs.services.sandbox.settings import SandboxSettings
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+REPO = DEPLOY.parent
+
+#: The ACGS services, their ports (DESIGN.md) and the settings that read their environment.
+ACGS: dict[str, tuple[int, Callable[..., Any], Mapping[str, str]]] = {
+    "policy": (8004, PolicySettings.from_env, POLICY_ENV),
+    "evolution": (8002, EvolutionSettings.from_env, EVOLUTION_ENV),
+    "audit": (8003, AuditSettings.from_env, AUDIT_ENV),
+    "sandbox": (8001, SandboxSettings.from_env, SANDBOX_ENV),
+}
+#: The rest of the seed's stack and the port each listens on inside the network.
+BACKING = {
+    "postgres": 5432,
+    "redis": 6379,
+    "redpanda": 9092,
+    "minio": 9000,
+    "prometheus": 9090,
+    "grafana": 3000,
+    "alertmanager": 9093,
+}
+KNOWN_ACGS_VARS = {*POLICY_ENV.values(), *EVOLUTION_ENV.values(), *AUDIT_ENV.values(), *SANDBOX_ENV.values(), *OBSERVABILITY_ENV.values()}
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = _yaml(DEPLOY / "docker-compose.yml")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = compose["services"]
+    return out
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
+    out = []
+    for spec in service.get("ports", []):
+        host, _, container = str(spec).rpartition(":")
+        out.append((int(host), int(container)))
+    return out
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for spec in service.get("volumes", []):
+        source, target = str(spec).split(":")[:2]
+        out.append((source, target))
+    return out
+
+
+def test_every_service_of_the_stack_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert set(ACGS) | set(BACKING) <= set(services)
+    for name, service in services.items():
+        assert service.get("image"), f"{name} has no image"
+
+
+def test_the_acgs_services_share_one_image_built_from_deploy(services: dict[str, dict[str, Any]]) -> None:
+    images = {services[name]["image"] for name in ACGS}
+    assert len(images) == 1
+    for name in ACGS:
+        build = services[name]["build"]
+        assert (DEPLOY / build["context"]).resolve() == REPO
+        assert (REPO / build["dockerfile"]).is_file()
+        command = services[name]["command"]
+        assert command == [f"acgs.services.{name}"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m"]' in dockerfile and "maturin build" in dockerfile
+
+
+def test_ports(services: dict[str, dict[str, Any]]) -> None:
+    published = [host for service in services.values() for host, _ in _ports(service)]
+    assert len(published) == len(set(published)), "a host port is published twice"
+    for name, (port, _, _) in ACGS.items():
+        assert (port, port) in _ports(services[name]), f"{name} must publish {port}"
+    for name, port in BACKING.items():
+        containers = {c for _, c in _ports(services[name])}
+        if name == "redpanda":
+            # The broker's internal listener stays inside the network; 19092 is for the host.
+            assert 19092 in containers
+            assert f"0.0.0.0:{port}" in " ".join(services[name]["command"])
+        else:
+            assert port in containers, f"{name} must publish {port}"
+
+
+def test_volumes_are_declared_and_mounted(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used: set[str] = set()
+    for name, service in services.items():
+        targets = [t for _, t in _mounts(service)]
+        assert len(targets) == len(set(targets)), f"{name} mounts two things at one path"
+        for source, target in _mounts(service):
+            assert target.startswith("/"), f"{name}: {target}"
+            if source.startswith((".", "/")):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+                used.add(source)
+    assert used == declared, f"declared but never mounted: {declared - used}"
+    # Every stateful service keeps its state on a named volume.
+    stateful = {
+        "postgres": "/var/lib/postgresql/data",
+        "redis": "/data",
+        "redpanda": "/var/lib/redpanda/data",
+        "minio": "/data",
+        "prometheus": "/prometheus",
+        "grafana": "/var/lib/grafana",
+        "alertmanager": "/alertmanager",
+        **{name: "/var/lib/acgs" for name in ACGS},
+    }
+    for name, path in stateful.items():
+        assert any(t == path and s in declared for s, t in _mounts(services[name])), f"{name}: no volume at {path}"
+
+
+def test_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        for target, spec in (depends.items() if isinstance(depends, dict) else ((d, {}) for d in depends)):
+            assert target in services and target != name, f"{name} depends on unknown {target}"
+            condition = (spec or {}).get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target} to be healthy; it has no healthcheck"
+            elif condition == "service_completed_successfully":
+                assert services[target].get("restart") == "no", f"{target} is a one-shot job"
+    # What each service is configured to reach, it waits for.
+    assert {"redis", "audit"} <= set(services["policy"]["depends_on"])
+    assert {"postgres", "redpanda", "minio-buckets"} <= set(services["audit"]["depends_on"])
+    assert "postgres" in services["evolution"]["depends_on"]
+
+
+def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if service.get("restart") == "no":
+            continue
+        check = service.get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+    for name, (port, _, _) in ACGS.items():
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/health" in test
+
+
+def test_acgs_environment_is_real_settings(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        env = _env(service)
+        unknown = sorted(k for k in env if k.startswith("ACGS_") and k not in KNOWN_ACGS_VARS)
+        assert not unknown, f"{name} sets variables no ACGS settings read: {unknown}"
+    for name, (port, from_env, names) in ACGS.items():
+        env = _env(services[name])
+        settings = from_env(env)  # raises ValueError naming any malformed variable
+        assert settings.host == "0.0.0.0" and settings.port == port
+        ObservabilitySettings.from_env(env)
+        assert env["ACGS_DATA_DIR"] == "/var/lib/acgs" and env["ACGS_LOG_FORMAT"] == "json"
+        own = [k for k in env if k.startswith(f"ACGS_{name.upper()}_")]
+        assert own and set(own) <= set(names.values())
+    policy = PolicySettings.from_env(_env(services["policy"]))
+    assert policy.redis_url == "redis://redis:6379/0" and policy.decision_log == "http://audit:8003"
+    audit = AuditSettings.from_env(_env(services["audit"]))
+    assert audit.database_url is not None and "@postgres:5432/" in audit.database_url
+    assert audit.kafka_bootstrap == "redpanda:9092" and audit.archive_endpoint == "http://minio:9000"
+    assert audit.archive is not None and audit.archive.startswith("s3://acgs-audit/")
+    evolution = EvolutionSettings.from_env(_env(services["evolution"]))
+    assert evolution.database_url is not None and "@postgres:5432/" in evolution.database_url
+    # The databases the services name exist: the image's own and the one init.sql creates.
+    pg = _env(services["postgres"])
+    init = (DEPLOY / "postgres" / "init.sql").read_text()
+    for url in (audit.database_url, evolution.database_url):
+        db = url.rsplit("/", 1)[1]
+        assert db == pg["POSTGRES_DB"] or f"CREATE DATABASE {db} " in init
+        assert url.startswith(f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@")
+
+
+def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
+    config = _yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name, (port, _, _) in ACGS.items():
+        job = jobs[f"acgs-{name}"]
+        targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+        assert targets == [f"{name}:{port}"]
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        assert job["static_configs"][0]["labels"]["service"] == name
+        assert job["honor_labels"] is True
+    alertmanagers = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    assert alertmanagers == [f"alertmanager:{BACKING['alertmanager']}"]
+    # The rule file Prometheus loads is the one mounted next to its config.
+    mounts = dict(_mounts(services["prometheus"]))
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    for rule_file in config["rule_files"]:
+        assert mounts[f"./prometheus/{rule_file}"] == f"/etc/prometheus/{rule_file}"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is not installed (scripts/setup.sh installs Debian's prometheus package for it)")
+    return found
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(args, cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = _promtool()
+    assert "SUCCESS" in _run(promtool, "check", "rules", "alerts.yml")
+    assert "SUCCESS" in _run(promtool, "check", "config", "prometheus.yml")
+    # Unit tests of the rules: each watched failure fires its alert, and quiet series do not.
+    assert "SUCCESS" in _run(promtool, "test", "rules", "alerts_test.yml")
+
+
+def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:
+    promtool = _promtool()
+    broken = (DEPLOY / "prometheus" / "alerts.yml").read_text().replace("increase(acgs_audit_verify_failures_total[15m])", "increase(acgs_audit_verify_failures_total[15m]")
+    (tmp_path / "alerts.yml").write_text(broken)
+    done = subprocess.run([promtool, "check", "rules", str(tmp_path / "alerts.yml")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+
+
+def test_alert_rules_cover_the_brief() -> None:
+    rules = {r["alert"]: r for g in _yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"] for r in g["rules"]}
+    for alert in (
+        "ACGSServiceDown",
+        "ACGSDecisionLatencySLO",
+        "ACGSAuditChainVerificationFailed",
+        "ACGSSandboxSyscallViolations",
+        "ACGSSandboxSeccompKill",
+        "ACGSDecisionLogsDropped",
+    ):
+        assert alert in rules
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+
+
+def test_alertmanager_routes_every_severity() -> None:
+    config = _yaml(DEPLOY / "alertmanager" / "alertmanager.yml")
+    receivers = {r["name"] for r in config["receivers"]}
+    route = config["route"]
+    assert route["receiver"] in receivers
+    assert all(sub["receiver"] in receivers for sub in route.get("routes", []))
+    assert any('severity="critical"' in m for sub in route["routes"] for m in sub["matchers"])
+
+
+def test_grafana_provisioning(services: dict[str, dict[str, Any]]) -> None:
+    mounts = dict(_mounts(services["grafana"]))
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    datasource = _yaml(provisioning / "datasources" / "prometheus.yml")["datasources"][0]
+    assert datasource["url"] == f"http://prometheus:{BACKING['prometheus']}"
+    provider = _yaml(provisioning / "dashboards" / "acgs.yml")["providers"][0]
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    dashboards = list((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] and dashboard["title"]
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in dashboard["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+            assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
