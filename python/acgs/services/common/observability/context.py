@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar, Token
-from typing import Final
+from typing import Any, Final
 
 from acgs.services.common.ids import DecisionIds
 
@@ -20,17 +20,28 @@ _HEADER: Final = b"x-request-id"
 
 
 class RequestContext:
-    __slots__ = ("decision_id", "request_id", "service", "trace_id")
+    """One request in flight: what its log lines carry, and what its observer needs at the end
+    (one object per request, not two)."""
+
+    __slots__ = ("decision_id", "header", "otel_token", "request_id", "service", "span", "started", "token", "trace_id")
 
     def __init__(self, service: str, request_id: str) -> None:
         self.service = service
         self.request_id = request_id
         self.decision_id: str | None = None
         self.trace_id: str | None = None
+        #: When the request arrived (``time.perf_counter``), set by the observer.
+        self.started = 0.0
+        #: The response header that echoes the request id.
+        self.header = (_HEADER, request_id.encode("ascii"))
+        self.token: Token[RequestContext | None] | None = None
+        self.span: Any = None
+        self.otel_token: object = None
 
 
 _CURRENT: ContextVar[RequestContext | None] = ContextVar("acgs_request", default=None)
 _ids = DecisionIds()
+_next_id = _ids.next
 
 
 def current() -> RequestContext | None:
@@ -54,7 +65,7 @@ def note_decision(decision_id: str) -> None:
 
 
 def new_request_id() -> str:
-    return _ids.next()
+    return _next_id()
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -66,4 +77,4 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
             if _VALID_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return _ids.next()
+    return _next_id()

@@ -8,8 +8,8 @@ decision path bypasses FastAPI's middleware stack, calls ``RequestObserver.start
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Final
+from time import perf_counter
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,13 +17,8 @@ from acgs.services.common.observability.context import RequestContext, enter, le
 from acgs.services.common.observability.metrics import UNMATCHED, HttpMetrics
 
 if TYPE_CHECKING:
-    from contextvars import Token
-
-    from opentelemetry.trace import Span
-
     from acgs.services.common.observability.tracing import Tracing
 
-REQUEST_ID_HEADER: Final = b"x-request-id"
 access_log = logging.getLogger("acgs.access")
 
 
@@ -32,21 +27,6 @@ def route_of(scope: Scope) -> str:
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) and template else UNMATCHED
-
-
-class Observation:
-    """One request in flight."""
-
-    __slots__ = ("ctx", "header", "otel_token", "span", "started", "token")
-
-    def __init__(self, ctx: RequestContext, token: Token[RequestContext | None]) -> None:
-        self.ctx = ctx
-        self.token = token
-        self.started = time.perf_counter()
-        #: The response header echoing the request id.
-        self.header = (REQUEST_ID_HEADER, ctx.request_id.encode("ascii"))
-        self.span: Span | None = None
-        self.otel_token: object = None
 
 
 class RequestObserver:
@@ -58,23 +38,24 @@ class RequestObserver:
         self.access_log = access_log
         self.tracing = tracing
 
-    def start(self, scope: Scope) -> Observation:
-        ctx = RequestContext(self.service, request_id_of(scope["headers"]))
-        obs = Observation(ctx, enter(ctx))
+    def start(self, scope: Scope) -> RequestContext:
+        obs = RequestContext(self.service, request_id_of(scope["headers"]))
+        obs.token = enter(obs)
+        obs.started = perf_counter()
         if self.tracing is not None:
-            obs.span, obs.otel_token = self.tracing.start(scope, ctx.request_id)
-            ctx.trace_id = self.tracing.trace_id(obs.span)
+            obs.span, obs.otel_token = self.tracing.start(scope, obs.request_id)
+            obs.trace_id = self.tracing.trace_id(obs.span)
         return obs
 
-    def finish(self, obs: Observation, scope: Scope, route: str, status: int, *, failed: bool = False) -> None:
+    def finish(self, obs: RequestContext, scope: Scope, route: str, status: int, *, failed: bool = False) -> None:
         """Records the request. After a failure (an exception on its way to the server's error
         handler) the log context stays set, so the handler's log line still names the request;
         each request runs in a task of its own, so it ends there."""
-        seconds = time.perf_counter() - obs.started
+        seconds = perf_counter() - obs.started
         method: str = scope["method"]
         self.metrics.observe(route, method, status, seconds)
         if obs.span is not None and self.tracing is not None:
-            self.tracing.end(obs.span, obs.otel_token, method, route, status, obs.ctx.decision_id)
+            self.tracing.end(obs.span, obs.otel_token, method, route, status, obs.decision_id)
         if self.access_log:
             path: str = scope["path"]
             ms = round(seconds * 1000.0, 3)
@@ -86,7 +67,7 @@ class RequestObserver:
                 ms,
                 extra={"fields": {"method": method, "path": path, "route": route, "status": status, "duration_ms": ms}},
             )
-        if not failed:
+        if not failed and obs.token is not None:
             leave(obs.token)
 
 
@@ -112,7 +93,7 @@ class ObservedApp:
         observer.finish(obs, scope, route_of(scope), status[0])
 
 
-def with_request_id(send: Send, obs: Observation, status_box: list[int]) -> Send:
+def with_request_id(send: Send, obs: RequestContext, status_box: list[int]) -> Send:
     """``send`` that adds the request id header and notes the status in ``status_box[0]``."""
 
     async def observed(message: Message) -> None:
@@ -124,4 +105,4 @@ def with_request_id(send: Send, obs: Observation, status_box: list[int]) -> Send
     return observed
 
 
-__all__ = ["ObservedApp", "Observation", "RequestObserver", "route_of", "with_request_id"]
+__all__ = ["ObservedApp", "RequestObserver", "route_of", "with_request_id"]

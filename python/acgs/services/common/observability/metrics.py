@@ -54,23 +54,42 @@ class Histogram:
         return out
 
 
+class RouteStats:
+    """Requests of one route and method: a count per status code and a latency histogram."""
+
+    __slots__ = ("codes", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.counts = [0] * (len(HTTP_BUCKETS) + 1)
+        self.sum = 0.0
+
+
 class HttpMetrics(Collector):
-    """One service's HTTP counters."""
+    """One service's HTTP counters. ``observe`` is on every request's path: one dict lookup
+    for the route and method, one for the status, one bisect."""
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.routes: dict[tuple[str, str], RouteStats] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        stats = self.routes.get((route, method))
+        if stats is None:
+            stats = self._stats(route, method)
+        codes = stats.codes
+        codes[status] = codes.get(status, 0) + 1
+        stats.counts[bisect_left(HTTP_BUCKETS, seconds)] += 1
+        stats.sum += seconds
+
+    def _stats(self, route: str, method: str) -> RouteStats:
+        # A method outside the usual verbs is counted as "other" and never becomes a key.
         if method not in _METHODS:
             method = "other"
-        key = (route, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.durations.get((route, method))
-        if hist is None:
-            hist = self.durations[(route, method)] = Histogram(HTTP_BUCKETS)
-        hist.observe(seconds)
+        stats = self.routes.get((route, method))
+        if stats is None:
+            stats = self.routes[(route, method)] = RouteStats()
+        return stats
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -78,16 +97,22 @@ class HttpMetrics(Collector):
             "HTTP requests answered, by route template, method and status code",
             labels=["service", "route", "method", "code"],
         )
-        for (route, method, code), n in sorted(self.requests.items()):
-            requests.add_metric([self.service, route, method, str(code)], n)
-        yield requests
         durations = HistogramMetricFamily(
             "acgs_http_request_duration_seconds",
             "Time from a request's arrival to the end of its response, by route template and method",
             labels=["service", "route", "method"],
         )
-        for (route, method), hist in sorted(self.durations.items()):
-            durations.add_metric([self.service, route, method], hist.buckets(), hist.sum)
+        for (route, method), stats in sorted(self.routes.items()):
+            for code, n in sorted(stats.codes.items()):
+                requests.add_metric([self.service, route, method, str(code)], n)
+            buckets: list[tuple[str, float]] = []
+            total = 0
+            for bound, count in zip(HTTP_BUCKETS, stats.counts, strict=False):
+                total += count
+                buckets.append((repr(bound), total))
+            buckets.append(("+Inf", total + stats.counts[-1]))
+            durations.add_metric([self.service, route, method], buckets, stats.sum)
+        yield requests
         yield durations
 
 
