@@ -18,7 +18,7 @@ from acgs.services.common.observability.context import current, note_decision
 from acgs.services.common.observability.http import ObservedApp, RequestObserver, route_of
 from acgs.services.common.observability.logs import JsonFormatter, TextFormatter, configure_logging
 from acgs.services.common.observability.metrics import HttpMetrics, Histogram, service_registry
-from acgs.services.common.observability.settings import ObservabilitySettings
+from acgs.services.common.observability.settings import ENV_NAMES, PARSERS, ObservabilitySettings
 from acgs.services.common.observability.tracing import tracing_for
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def install_observability(
 
 
 __all__ = [
+    "ENV_NAMES",
+    "PARSERS",
     "Histogram",
     "HttpMetrics",
     "JsonFormatter",

@@ -23,7 +23,9 @@ ENV_NAMES: dict[str, str] = {
 }
 
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+#: uvicorn's level below debug, which ``logging`` knows only once uvicorn has named it.
+TRACE = 5
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("", "0", "false", "no", "off"))
 
@@ -107,4 +109,6 @@ class ObservabilitySettings:
     @property
     def level(self) -> int:
         """The log level as the ``logging`` module's number."""
+        if self.log_level == "trace":
+            return TRACE
         return logging.getLevelNamesMapping()[self.log_level.upper()]
