@@ -165,7 +165,8 @@ def test_dependencies(services: dict[str, dict[str, Any]]) -> None:
     # What each service is configured to reach, it waits for.
     assert {"redis", "audit"} <= set(services["policy"]["depends_on"])
     assert {"postgres", "redpanda", "minio-buckets"} <= set(services["audit"]["depends_on"])
-    assert "postgres" in services["evolution"]["depends_on"]
+    assert {"postgres", "audit"} <= set(services["evolution"]["depends_on"])
+    assert "audit" in services["sandbox"]["depends_on"]
 
 
 def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
@@ -200,6 +201,9 @@ def test_acgs_environment_is_real_settings(services: dict[str, dict[str, Any]]) 
     assert audit.archive is not None and audit.archive.startswith("s3://acgs-audit/")
     evolution = EvolutionSettings.from_env(_env(services["evolution"]))
     assert evolution.database_url is not None and "@postgres:5432/" in evolution.database_url
+    # Every decision, change request and execution lands in the one audit log.
+    assert evolution.audit_url == "http://audit:8003"
+    assert SandboxSettings.from_env(_env(services["sandbox"])).audit_url == "http://audit:8003"
     # The databases the services name exist: the image's own and the one init.sql creates.
     pg = _env(services["postgres"])
     init = (DEPLOY / "postgres" / "init.sql").read_text()
