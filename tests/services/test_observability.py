@@ -215,12 +215,61 @@ def test_domain_metrics_count_what_happened(exercised: Stack) -> None:
     evolution_metrics = _scrape(exercised, "evolution")
     assert sum(s.value for s in evolution_metrics["acgs_evolution_requests_submitted"].samples) >= 1
     assert _count(evolution_metrics, "acgs_evolution_transitions", **{"from": "new", "to": "pending"}) >= 1
+    # A configuration change takes the fast track: one reviewer's approval ends the review.
+    approvals_before = _count(evolution_metrics, "acgs_evolution_transitions", **{"from": "pending", "to": "approved"})
+    fast = exercised.post("evolution", "/evolution/request", json={**EVOLUTION_REQUEST, "type": "configuration"})
+    assert fast.status_code == 201 and fast.json()["status"] == "pending", fast.text
+    approved = exercised.post(
+        "evolution",
+        f"/evolution/requests/{fast.json()['request_id']}/approve",
+        json={"reason": "config only"},
+        headers={"X-ACGS-Identity": "rita", "X-ACGS-Role": "reviewer"},
+    )
+    assert approved.status_code == 200 and approved.json()["status"] == "approved", approved.text
+    evolution_metrics = _scrape(exercised, "evolution")
+    assert _count(evolution_metrics, "acgs_evolution_requests_submitted", approval_type="fast_track") == 1
+    assert _count(evolution_metrics, "acgs_evolution_transitions", **{"from": "pending", "to": "approved"}) == approvals_before + 1
+    reviews = {s.labels["verdict"]: s.value for s in evolution_metrics["acgs_evolution_review_duration_seconds"].samples if s.name.endswith("_count")}
+    assert reviews == {"approved": 1, "rejected": 0}
     sandbox_metrics = _scrape(exercised, "sandbox")
     assert _count(sandbox_metrics, "acgs_sandbox_runs", runtime="bwrap", status="completed") >= 1
     assert _count(sandbox_metrics, "acgs_sandbox_runtime_available", runtime="bwrap") == 1
     assert _count(sandbox_metrics, "acgs_sandbox_runtime_startup_seconds", runtime="bwrap") > 0
     run_count = [s for s in sandbox_metrics["acgs_sandbox_run_duration_seconds"].samples if s.name.endswith("_count")]
     assert run_count and run_count[0].value >= 1
+
+
+SYSCALLS = r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.syscall(101, 2, 0, 0, 0), flush=True)  # ptrace: a deny rule
+libc.syscall(169, 0xfee1dead, 672274793, 0, 0)  # reboot: a kill rule
+"""
+
+
+def test_sandbox_violations_and_limits_are_counted_as_reported(exercised: Stack) -> None:
+    before = _scrape(exercised, "sandbox")
+    base = {"language": "python", "agent_id": "agent-7", "agent": {"trust_level": 0.9}, "runtime": "bwrap"}
+    runs = [
+        exercised.post("sandbox", "/execute", json={**base, "code": "import time\ntime.sleep(30)\n", "limits": {"timeout_s": 1}}).json(),
+        exercised.post("sandbox", "/execute", json={**base, "code": SYSCALLS}).json(),
+    ]
+    assert runs[0]["status"] == "timeout" and runs[0]["limits_hit"] == ["timeout_s"], runs[0]
+    assert runs[1]["status"] == "killed", runs[1]
+    after = _scrape(exercised, "sandbox")
+
+    def delta(family: str, **labels: str) -> float:
+        return _count(after, family, **labels) - _count(before, family, **labels)
+
+    assert delta("acgs_sandbox_runs", runtime="bwrap", status="timeout") == 1
+    assert delta("acgs_sandbox_runs", runtime="bwrap", status="killed") == 1
+    assert delta("acgs_sandbox_limits_hit", runtime="bwrap", limit="timeout_s") == 1
+    reported: dict[str, int] = {}
+    for run in runs:
+        for v in run["violations"]:
+            reported[v["action"]] = reported.get(v["action"], 0) + v["count"]
+    for action in ("deny", "kill", "enosys"):
+        assert delta("acgs_sandbox_syscall_violations", runtime="bwrap", action=action) == reported.get(action, 0)
 
 
 _METRIC = re.compile(r"\b((?:acgs|process)_[a-z0-9_]+)\b")
