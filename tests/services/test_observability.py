@@ -334,6 +334,12 @@ def test_json_logs_carry_request_and_decision_ids(exercised: Stack) -> None:
     (line,) = [x for x in exercised.log_lines() if x.get("request_id") == "req-obs-3"]
     assert line["service"] == "audit" and line["route"] == "/health" and "decision_id" not in line
 
+    # Evolution tags its log lines with the change request's decision id.
+    r = exercised.post("evolution", "/evolution/request", json=EVOLUTION_REQUEST, headers={"X-Request-ID": "req-obs-5"})
+    assert r.status_code == 201
+    (line,) = [x for x in exercised.log_lines() if x.get("request_id") == "req-obs-5"]
+    assert line["decision_id"] == r.json()["decision_id"] and line["service"] == "evolution"
+
     # The sandbox tags its log lines with the decision the run belongs to.
     run = {"language": "python", "code": "print(1)", "agent_id": "agent-7", "agent": {"trust_level": 0.9}, "decision_id": "dec-obs-4"}
     r = exercised.post("sandbox", "/execute", json=run, headers={"X-Request-ID": "req-obs-4"})

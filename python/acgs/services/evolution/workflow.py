@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from acgs.services.common.observability import note_decision
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import audit_event
 from acgs.services.evolution.metrics import EvolutionMetrics
@@ -202,6 +203,7 @@ class Workflow:
         details: dict[str, Any] | None = None,
     ) -> EvolutionRecord:
         saved = await tx.save(record)
+        note_decision(saved.decision_id)
         await tx.audit(
             audit_event(saved, action, actor=actor, previous=previous.value, at=saved.updated_at, reason=reason, details=details)
         )
@@ -285,6 +287,7 @@ class Workflow:
             record.rejection = {"by": actor, "reason": reason, "at": iso(now)}
             events.append(audit_event(record, "evolution.reject", actor=actor, previous=P.value, at=now, reason=reason))
         await self.store.insert(record, events)
+        note_decision(record.decision_id)
         self.metrics.submission(route, assessment.engine_fault is not None)
         self.metrics.transition(None, P)
         if record.status is not P:
