@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from acgs.services.common.observability.context import current, note_decision
 from acgs.services.common.observability.http import ObservedApp, RequestObserver, route_of
@@ -61,7 +61,14 @@ def install_observability(
         async def metrics() -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-        app.add_api_route("/metrics", metrics, methods=["GET"], tags=["operations"], summary="Prometheus metrics")
+        app.add_api_route(
+            "/metrics",
+            metrics,
+            methods=["GET"],
+            tags=["operations"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+        )
     app.state.observer = observer
     return observer
 
