@@ -114,8 +114,9 @@ def serve_one(name: str, config: AcgsConfig) -> None:
 
         serve(config.policy)
         return
+    _configure_logging(config)
     options = uvicorn_options(name, config)
-    uvicorn.run(create_app(name, config), access_log=False, **options)
+    uvicorn.run(create_app(name, config), access_log=False, log_config=None, **options)
 
 
 class _Server(uvicorn.Server):
@@ -158,15 +159,10 @@ async def _serve_all(config: AcgsConfig, names: tuple[str, ...], ready: Callable
 
 async def _serve_all_apps(config: AcgsConfig, names: tuple[str, ...], ready: Callable[[], None] | None) -> int:
     servers: dict[str, Any] = {}
-    for i, name in enumerate(names):
+    for name in names:
         app = create_app(name, config)
-        uv = uvicorn.Config(
-            app,
-            access_log=False,
-            # The first server sets logging up for the process; the others leave it alone.
-            log_config=uvicorn.config.LOGGING_CONFIG if i == 0 else None,
-            **uvicorn_options(name, config),
-        )
+        # Logging is set up once for the process (configure_logging); uvicorn leaves it alone.
+        uv = uvicorn.Config(app, access_log=False, log_config=None, **uvicorn_options(name, config))
         servers[name] = _Server(uv)
 
     loop = asyncio.get_running_loop()
@@ -212,9 +208,17 @@ async def _serve_all_apps(config: AcgsConfig, names: tuple[str, ...], ready: Cal
     return 1 if failed else 0
 
 
+def _configure_logging(config: AcgsConfig) -> None:
+    """One handler for every logger of the process, in the configured format (text or JSON)."""
+    from acgs.services.common.observability import configure_logging
+
+    configure_logging(config.sections.get("observability"))
+
+
 def serve_all(config: AcgsConfig, names: tuple[str, ...] = ORDER) -> None:
     """Runs the services in ``names`` in this process until SIGINT/SIGTERM; exits 1 if one of
     them failed to start."""
+    _configure_logging(config)
     if config.policy.workers > 1:
         log.warning("policy workers = %d ignored: all services share one process", config.policy.workers)
     config = wire(config)

@@ -92,7 +92,9 @@ def test_every_transition_is_notified_signed_in_order_after_failures(
             await svc.act(rid, "approve", reviewer("sam@example.com"), {"reason": "reviewed the tool"})
             await svc.act(rid, "deploy", who("dev@example.com"), {"note": "10%"})
             await svc.act(rid, "rollback", who("dev@example.com"), {"reason": "error rate up", "attest_manual": True})
-            await _until(lambda: len(receiver.accepted) >= 5)
+            hook = svc.app.state.webhooks[0]
+            # The receiver has the last event before the relay has recorded its answer.
+            await _until(lambda: len(receiver.accepted) >= 5 and hook.delivered >= 5)
             # The first two attempts were refused (503); the same event was sent again.
             assert receiver.attempts >= 7
             outbox = await svc.events(rid)
@@ -114,7 +116,6 @@ def test_every_transition_is_notified_signed_in_order_after_failures(
                 assert not verify_signature(SECRET, headers["x-acgs-signature"], body + b" ")
                 assert headers["x-acgs-delivery"] == json.loads(body)["id"]
                 assert headers["x-acgs-event"] == json.loads(body)["type"]
-            hook = svc.app.state.webhooks[0]
             assert hook.delivered == 5 and hook.failures == 2
             assert await svc.store.webhook_cursor(receiver.url) == sequences[-1]
 
