@@ -952,7 +952,19 @@ def test_review_page_lists_pending_requests_and_its_forms_work(sqlite_url: str, 
             r = await svc.client.post(approve_url, data={"reviewer": "", "reason": "x"})
             assert r.status_code == 401
 
-            r = await svc.client.post(approve_url, data={"reviewer": "sam", "reason": "fine"})
+            # A form another site makes the reviewer's browser post is refused, whatever it says.
+            for headers in (
+                {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+                {"Origin": "https://evil.example"},
+                {"Origin": "null"},
+                {"Sec-Fetch-Site": "same-site"},
+            ):
+                r = await svc.client.post(approve_url, data={"reviewer": "sam", "reason": "fine"}, headers=headers)
+                assert r.status_code == 403 and "refused" in r.text, headers
+            assert (await svc.get(seed["request_id"]))["status"] == "pending"
+            # The page's own post, as a browser sends it.
+            same = {"Sec-Fetch-Site": "same-origin", "Origin": "http://evolution.test"}
+            r = await svc.client.post(approve_url, data={"reviewer": "sam", "reason": "fine"}, headers=same)
             assert r.status_code == 303
             assert (await svc.get(seed["request_id"]))["status"] == "approved"
 

@@ -142,12 +142,35 @@ async def review_detail(request_id: str, workflow: WorkflowDep) -> HTMLResponse:
     return HTMLResponse(review.detail(record))
 
 
+class CrossSiteForm(WorkflowError):
+    status = 403
+    code = "cross_site_request"
+
+
+def _check_same_origin(request: Request) -> None:
+    """Refuses a form post another site made the browser send. A browser carries the reviewer's
+    credentials (Basic auth, once entered) on any post to this host, so without this check any
+    page the reviewer visits could approve a change in their name. Browsers say where a post
+    comes from (``Sec-Fetch-Site``, ``Origin``); clients that send neither are not browsers and
+    carry no ambient credentials."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise CrossSiteForm(f"a review form posted from another site ({site}) is refused")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        if origin == "null" or origin.split("://", 1)[-1] != host:
+            raise CrossSiteForm(f"a review form posted from {origin} is refused; post it from this service's page")
+
+
 @router.post("/evolution/review/{request_id}/{verdict}", include_in_schema=False)
 async def review_form(request_id: str, verdict: str, request: Request, workflow: WorkflowDep) -> Response:
     """The page's forms post here (``application/x-www-form-urlencoded``) and are sent back to
-    the page; a refused review re-renders the page with the reason and the refusal's status."""
+    the page; a refused review re-renders the page with the reason and the refusal's status.
+    Posts another site makes a browser send are refused (403)."""
     fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     try:
+        _check_same_origin(request)
         if verdict not in ("approve", "reject"):
             raise InvalidRequest(f"unknown verdict {verdict!r}")
         reviewer = reviewer_from_form(request, fields)
