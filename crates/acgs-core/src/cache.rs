@@ -30,6 +30,11 @@ pub enum KeyInput<'a> {
     Raw(&'a [u8]),
     /// No input document.
     None,
+    /// The exact bytes of a decision request that `decide` has already checked (a JSON
+    /// object naming this constitution's hash, or none): an alias of the canonical entry, so
+    /// a repeated request is answered without parsing. A domain of its own, since only
+    /// `decide` vouches for these bytes.
+    Request(&'a [u8]),
 }
 
 impl CacheKey {
@@ -50,8 +55,33 @@ impl CacheKey {
                 h.update(bytes);
             }
             KeyInput::None => h.update(b"-"),
+            KeyInput::Request(bytes) => {
+                h.update(b"D");
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
         }
         CacheKey(h.digest128())
+    }
+
+    /// [`CacheKey::new`] for [`KeyInput::Request`] in one call over a contiguous buffer:
+    /// the same key, without the streaming hasher's per-call set-up (the hit path's cost).
+    pub fn for_request(
+        bundle_digest: &str,
+        entrypoint: i32,
+        format: u8,
+        request: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> CacheKey {
+        scratch.clear();
+        scratch.extend_from_slice(&(bundle_digest.len() as u64).to_le_bytes());
+        scratch.extend_from_slice(bundle_digest.as_bytes());
+        scratch.extend_from_slice(&entrypoint.to_le_bytes());
+        scratch.push(format);
+        scratch.push(b'D');
+        scratch.extend_from_slice(&(request.len() as u64).to_le_bytes());
+        scratch.extend_from_slice(request);
+        CacheKey(xxhash_rust::xxh3::xxh3_128(scratch))
     }
 
     pub fn to_bytes(self) -> [u8; 16] {
@@ -85,6 +115,9 @@ struct Entry {
     value: Arc<[u8]>,
     expires: Option<Instant>,
 }
+
+/// A cached value and when it expires.
+pub(crate) type CachedEntry = (Arc<[u8]>, Option<Instant>);
 
 type Shard = LruCache<CacheKey, Entry, BuildHasherDefault<KeyHasher>>;
 
@@ -140,10 +173,18 @@ impl DecisionCache {
     }
 
     pub fn get(&self, key: CacheKey) -> Option<Arc<[u8]>> {
+        self.get_entry(key, true).map(|(value, _)| value)
+    }
+
+    /// A live entry and its expiry. With `count_miss` false a miss is not counted: for alias
+    /// look-ups that fall back to the canonical key, which counts the request once.
+    pub(crate) fn get_entry(&self, key: CacheKey, count_miss: bool) -> Option<CachedEntry> {
         let found = self.shard(key).and_then(|s| {
             let mut shard = s.lock();
             match shard.get(&key) {
-                Some(e) if e.expires.is_none_or(|t| Instant::now() < t) => Some(e.value.clone()),
+                Some(e) if e.expires.is_none_or(|t| Instant::now() < t) => {
+                    Some((e.value.clone(), e.expires))
+                }
                 Some(_) => {
                     shard.pop(&key);
                     self.expirations.fetch_add(1, Ordering::Relaxed);
@@ -152,17 +193,21 @@ impl DecisionCache {
                 None => None,
             }
         });
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else if count_miss {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
     pub fn put(&self, key: CacheKey, value: Arc<[u8]>) {
         let expires = self.ttl.map(|t| Instant::now() + t);
+        self.put_until(key, value, expires);
+    }
+
+    /// Stores an entry that expires at `expires` (an alias living as long as its original).
+    pub(crate) fn put_until(&self, key: CacheKey, value: Arc<[u8]>, expires: Option<Instant>) {
         if let Some(s) = self.shard(key) {
             let pushed = s.lock().push(key, Entry { value, expires });
             if matches!(pushed, Some((old, _)) if old != key) {
@@ -270,5 +315,39 @@ mod tests {
         let same = Json::parse(br#" { "a" : 1 } "#).unwrap();
         assert_eq!(base, CacheKey::new("d1", 0, 0, KeyInput::Json(&same)));
         assert_eq!(CacheKey::from_bytes(base.to_bytes()), base);
+    }
+
+    #[test]
+    fn request_aliases_have_a_domain_of_their_own() {
+        let bytes = br#"{"a":1}"#;
+        let alias = CacheKey::new("d1", 0, 0, KeyInput::Request(bytes));
+        let mut scratch = Vec::new();
+        assert_eq!(
+            alias,
+            CacheKey::for_request("d1", 0, 0, bytes, &mut scratch)
+        );
+        let doc = Json::parse(bytes).unwrap();
+        assert_ne!(alias, CacheKey::new("d1", 0, 0, KeyInput::Json(&doc)));
+        assert_ne!(alias, CacheKey::new("d1", 0, 0, KeyInput::Raw(bytes)));
+        assert_ne!(
+            alias,
+            CacheKey::for_request("d2", 0, 0, bytes, &mut scratch)
+        );
+        assert_ne!(
+            alias,
+            CacheKey::for_request("d1", 0, 0, br#"{"a": 1}"#, &mut scratch)
+        );
+    }
+
+    #[test]
+    fn alias_lookups_count_hits_but_not_misses() {
+        let c = DecisionCache::new(100, Some(Duration::from_secs(60)));
+        assert!(c.get_entry(k(1), false).is_none());
+        assert_eq!((c.stats().hits, c.stats().misses), (0, 0));
+        c.put(k(1), v("a"));
+        let (_, expires) = c.get_entry(k(1), false).unwrap();
+        c.put_until(k(2), v("a"), expires);
+        assert_eq!(c.get_entry(k(2), true).unwrap().1, expires);
+        assert_eq!((c.stats().hits, c.stats().misses), (2, 0));
     }
 }

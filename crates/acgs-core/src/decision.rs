@@ -5,8 +5,10 @@
 
 use std::cell::Cell;
 use std::io::Write;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cache::CacheKey;
 use crate::canon::Json;
 use crate::engine::{result_value, Engine, InputCheck, Source, DECISION_ENTRYPOINT};
 use crate::error::{Error, Result};
@@ -79,6 +81,25 @@ impl Engine {
     fn decide_inner(&self, request: &[u8], run: bool) -> Result<Option<Decision>> {
         let start = Instant::now();
         let loaded = self.current.load();
+        let hash = loaded.constitutional_hash.as_deref();
+        let meta = |cache_hit: bool, fast_path: bool| Meta {
+            digest: &loaded.bundle_digest,
+            cache_hit,
+            fast_path,
+            start,
+        };
+        let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
+        let alias = match (cache, loaded.decision_entrypoint) {
+            (Some(_), Some(ep)) => Some(request_key(&loaded.bundle_digest, ep, request)),
+            _ => None,
+        };
+        if let (Some(c), Some(k)) = (cache, alias) {
+            if let Some((set, _)) = c.get_entry(k, false) {
+                // These exact bytes passed the checks below against this very bundle (the
+                // key covers its digest) before the alias was stored, so they pass again.
+                return Ok(Some(respond(hash, &set, meta(true, false))));
+            }
+        }
         let parsed = Json::parse(request);
         let doc = match &parsed {
             Ok(d @ Json::Obj(_)) => d,
@@ -105,13 +126,6 @@ impl Engine {
                 }
             }
         }
-        let hash = loaded.constitutional_hash.as_deref();
-        let meta = |cache_hit: bool, fast_path: bool| Meta {
-            digest: &loaded.bundle_digest,
-            cache_hit,
-            fast_path,
-            start,
-        };
         let Some(ep) = loaded.decision_entrypoint else {
             let fault = Error::UnknownEntrypoint(DECISION_ENTRYPOINT.into());
             return Ok(Some(deny(hash, &fault, meta(false, false))));
@@ -131,37 +145,66 @@ impl Engine {
             Err(e @ Error::InvalidInput(_)) => return Err(e),
             Err(e) => return Ok(Some(deny(hash, &e, meta(false, false)))),
         };
-        let m = meta(source == Source::Cache, source == Source::FastPath);
-        let Some(value) = result_value(&set) else {
-            let fault = Error::Evaluation("the policy returned no decision".into());
-            return Ok(Some(deny(hash, &fault, m)));
-        };
-        let allow = match decision_allow(value) {
-            Ok(a) => a,
-            Err(why) => return Ok(Some(deny(hash, &Error::Evaluation(why), m))),
-        };
-        let decision_id = new_decision_id();
-        let mut body = Vec::with_capacity(value.len() + 200);
-        // `value` is a JSON object (checked above): reopen it to append ACGS's keys.
-        let inner = value
-            .strip_suffix(b"}")
-            .unwrap_or(value)
-            .strip_prefix(b"{")
-            .unwrap_or_default();
-        body.push(b'{');
-        body.extend_from_slice(inner);
-        if !inner.iter().all(u8::is_ascii_whitespace) {
-            body.push(b',');
+        if let (Some(c), Some(k), Source::Cache(expires)) = (cache, alias, source) {
+            // Asked for a second time: remember these bytes too, so the next time skips the
+            // parse and the canonical hash. Only repeated requests take a second entry.
+            c.put_until(k, Arc::from(set.as_slice()), expires);
         }
-        write_meta(&mut body, &decision_id, &m);
-        Ok(Some(Decision {
-            body,
-            allow,
-            decision_id,
-            cache_hit: m.cache_hit,
-            fast_path: m.fast_path,
-            fault: None,
-        }))
+        let m = meta(
+            matches!(source, Source::Cache(_)),
+            source == Source::FastPath,
+        );
+        Ok(Some(respond(hash, &set, m)))
+    }
+}
+
+/// The alias key of a decision request's exact bytes (see [`crate::cache::KeyInput::Request`]).
+fn request_key(digest: &str, ep: i32, request: &[u8]) -> CacheKey {
+    thread_local! {
+        static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.take();
+        let key = CacheKey::for_request(digest, ep, 0, request, &mut scratch);
+        if scratch.capacity() <= 64 * 1024 {
+            cell.set(scratch);
+        }
+        key
+    })
+}
+
+/// The response to a result set: the policy's decision with ACGS's keys added, or a deny
+/// when the policy gave no usable decision.
+fn respond(hash: Option<&str>, set: &[u8], m: Meta<'_>) -> Decision {
+    let Some(value) = result_value(set) else {
+        let fault = Error::Evaluation("the policy returned no decision".into());
+        return deny(hash, &fault, m);
+    };
+    let allow = match decision_allow(value) {
+        Ok(a) => a,
+        Err(why) => return deny(hash, &Error::Evaluation(why), m),
+    };
+    let decision_id = new_decision_id();
+    let mut body = Vec::with_capacity(value.len() + 200);
+    // `value` is a JSON object (checked above): reopen it to append ACGS's keys.
+    let inner = value
+        .strip_suffix(b"}")
+        .unwrap_or(value)
+        .strip_prefix(b"{")
+        .unwrap_or_default();
+    body.push(b'{');
+    body.extend_from_slice(inner);
+    if !inner.iter().all(u8::is_ascii_whitespace) {
+        body.push(b',');
+    }
+    write_meta(&mut body, &decision_id, &m);
+    Decision {
+        body,
+        allow,
+        decision_id,
+        cache_hit: m.cache_hit,
+        fast_path: m.fast_path,
+        fault: None,
     }
 }
 
@@ -169,18 +212,20 @@ impl Engine {
 /// none of the keys ACGS adds. OPA writes objects compactly with sorted keys, so `allow` usually
 /// leads and a byte check suffices; anything else is parsed.
 fn decision_allow(value: &[u8]) -> std::result::Result<bool, String> {
-    const QUOTED: [&str; 5] = [
-        "\"decision_id\":",
-        "\"bundle_digest\":",
-        "\"cache_hit\":",
-        "\"fast_path\":",
-        "\"evaluation_time_ms\":",
-    ];
-    let has_meta = |v: &[u8]| {
-        QUOTED
-            .iter()
-            .any(|k| memchr::memmem::find(v, k.as_bytes()).is_some())
-    };
+    static QUOTED: OnceLock<Vec<memchr::memmem::Finder<'static>>> = OnceLock::new();
+    let finders = QUOTED.get_or_init(|| {
+        [
+            "\"decision_id\":",
+            "\"bundle_digest\":",
+            "\"cache_hit\":",
+            "\"fast_path\":",
+            "\"evaluation_time_ms\":",
+        ]
+        .iter()
+        .map(|k| memchr::memmem::Finder::new(k.as_bytes()))
+        .collect()
+    });
+    let has_meta = |v: &[u8]| finders.iter().any(|f| f.find(v).is_some());
     let quick = if value.starts_with(br#"{"allow":true,"#) {
         Some(true)
     } else if value.starts_with(br#"{"allow":false,"#) {
@@ -210,13 +255,32 @@ struct Meta<'a> {
 }
 
 fn write_meta(body: &mut Vec<u8>, decision_id: &str, m: &Meta<'_>) {
-    let ms = m.start.elapsed().as_secs_f64() * 1000.0;
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        body,
-        r#""decision_id":"{decision_id}","bundle_digest":"{}","cache_hit":{},"fast_path":{},"evaluation_time_ms":{ms:.4}}}"#,
-        m.digest, m.cache_hit, m.fast_path
-    );
+    body.extend_from_slice(br#""decision_id":""#);
+    body.extend_from_slice(decision_id.as_bytes());
+    body.extend_from_slice(br#"","bundle_digest":""#);
+    body.extend_from_slice(m.digest.as_bytes());
+    body.extend_from_slice(br#"","cache_hit":"#);
+    body.extend_from_slice(if m.cache_hit { b"true" } else { b"false" });
+    body.extend_from_slice(br#","fast_path":"#);
+    body.extend_from_slice(if m.fast_path { b"true" } else { b"false" });
+    body.extend_from_slice(br#","evaluation_time_ms":"#);
+    write_millis(body, m.start.elapsed());
+    body.push(b'}');
+}
+
+/// A duration in milliseconds with four decimals (`0.0123`), written without the float
+/// formatter, which costs more than a whole cache hit.
+fn write_millis(body: &mut Vec<u8>, elapsed: std::time::Duration) {
+    // Tenths of a microsecond, rounded half up.
+    let units = (elapsed.as_nanos().saturating_add(50) / 100).min(u128::from(u64::MAX)) as u64;
+    let _ = write!(body, "{}.", units / 10_000);
+    let frac = units % 10_000;
+    body.extend_from_slice(&[
+        b'0' + (frac / 1000) as u8,
+        b'0' + (frac / 100 % 10) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// The fail-closed answer: deny, score 0, the fault as the reason.
@@ -281,6 +345,7 @@ fn random_u64() -> u64 {
 
 /// A UUIDv7: milliseconds since the epoch, then random bits, so ids sort by time.
 pub fn new_decision_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -288,14 +353,19 @@ pub fn new_decision_id() -> String {
     let r2 = random_u64();
     let hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);
     let lo = (r2 & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    // 32 hex digits of hi then lo, with dashes after the 8th, 12th, 16th and 20th.
+    let mut out = String::with_capacity(36);
+    for i in 0..32u32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        let word = if i < 16 { hi } else { lo };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        out.push(char::from(
+            HEX.get(nibble as usize).copied().unwrap_or(b'0'),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -188,7 +188,7 @@ impl Loaded {
 pub struct Engine {
     pub(crate) current: ArcSwap<Loaded>,
     options: EngineOptions,
-    cache: Option<DecisionCache>,
+    pub(crate) cache: Option<DecisionCache>,
     fast_path_hits: AtomicU64,
 }
 
@@ -363,8 +363,8 @@ impl Engine {
         }
         let key = cache.map(|_| key_for(&loaded.bundle_digest, ep, format, input, parsed));
         if let (Some(c), Some(k)) = (cache, key) {
-            if let Some(hit) = c.get(k) {
-                return Ok(Some((hit.to_vec(), Source::Cache)));
+            if let Some((hit, expires)) = c.get_entry(k, true) {
+                return Ok(Some((hit.to_vec(), Source::Cache(expires))));
             }
         }
         if let (Some(fp), Some(Ok(doc)), Format::Json) = (&loaded.fast_path, parsed, format) {
@@ -452,7 +452,8 @@ fn validate_input(bytes: &[u8]) -> Result<()> {
 /// How the pipeline found an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
-    Cache,
+    /// From the L1 cache; the entry's expiry, so an alias can share it.
+    Cache(Option<Instant>),
     FastPath,
     Evaluated,
 }

@@ -52,6 +52,11 @@ fn wasm_engine(deadline: bool) -> Result<&'static WasmEngine> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(deadline);
         cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if std::env::var_os("ACGS_WASM_PERFMAP").is_some() {
+            // Names the guest's functions in /tmp/perf-<pid>.map, so `perf report` can tell
+            // the policy's own code from the host's when profiling evaluations.
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = std::env::var_os("ACGS_WASM_CACHE_DIR") {
             // Conformance runs load thousands of modules; caching machine code makes
             // the second run cheap. Off unless asked for, so a library never writes to $HOME.
