@@ -183,6 +183,46 @@ fn decide_adds_ids_and_uses_the_cache() {
 }
 
 #[test]
+fn repeated_requests_hit_the_alias_with_the_same_decision() {
+    let e = engine("pipeline.tar.gz", opts(100, true));
+    let req = request("report.generate", 0.85, true);
+    let bytes = serde_json::to_vec(&req).unwrap();
+    let strip = |mut v: Value| {
+        for k in ["decision_id", "evaluation_time_ms", "cache_hit"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    let run = |b: &[u8]| {
+        let d = e.decide(b).unwrap();
+        let v: Value = serde_json::from_slice(&d.body).unwrap();
+        (v, d)
+    };
+    let (first, d1) = run(&bytes);
+    assert!(!d1.cache_hit);
+    // The second asks the canonical key and stores the alias; the third and later hit it.
+    for _ in 0..3 {
+        let (again, d) = run(&bytes);
+        assert!(d.cache_hit && !d.fast_path && d.allow == d1.allow);
+        assert_eq!(strip(again.clone()), strip(first.clone()));
+        assert_eq!(again["cache_hit"], json!(true));
+    }
+    let s = e.stats().cache;
+    // One miss (the first), and every later request counted once as a hit.
+    assert_eq!((s.misses, s.hits, s.size), (1, 3, 2));
+    // The same document written differently is still one canonical entry.
+    let spaced = serde_json::to_vec_pretty(&req).unwrap();
+    assert!(run(&spaced).1.cache_hit);
+    // A bad request is refused even right after a good one with the same meaning.
+    let mut wrong = req.clone();
+    wrong["constitutional_hash"] = json!("0000000000000000");
+    assert!(e.decide(&serde_json::to_vec(&wrong).unwrap()).is_err());
+    // Reloading drops aliases with every other entry.
+    e.reload(fixture("pipeline.tar.gz")).unwrap();
+    assert!(!run(&bytes).1.cache_hit);
+}
+
+#[test]
 fn bad_requests_are_errors_and_are_never_evaluated() {
     let e = engine("pipeline.tar.gz", opts(100, true));
     let mut req = request("data.read_public", 1.0, true);
