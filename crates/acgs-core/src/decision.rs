@@ -94,10 +94,13 @@ impl Engine {
             _ => None,
         };
         if let (Some(c), Some(k)) = (cache, alias) {
-            if let Some((set, _)) = c.get_entry(k, false) {
+            if let Some((entry, _)) = c.get_entry(k, false) {
                 // These exact bytes passed the checks below against this very bundle (the
-                // key covers its digest) before the alias was stored, so they pass again.
-                return Ok(Some(respond(hash, &set, meta(true, false))));
+                // key covers its digest) before the alias was stored, so they pass again; the
+                // entry is the checked decision behind its allow flag.
+                if let Some((&flag, value)) = entry.split_first() {
+                    return Ok(Some(build(value, flag == 1, meta(true, false))));
+                }
             }
         }
         let parsed = Json::parse(request);
@@ -145,16 +148,24 @@ impl Engine {
             Err(e @ Error::InvalidInput(_)) => return Err(e),
             Err(e) => return Ok(Some(deny(hash, &e, meta(false, false)))),
         };
-        if let (Some(c), Some(k), Source::Cache(expires)) = (cache, alias, source) {
-            // Asked for a second time: remember these bytes too, so the next time skips the
-            // parse and the canonical hash. Only repeated requests take a second entry.
-            c.put_until(k, Arc::from(set.as_slice()), expires);
-        }
         let m = meta(
             matches!(source, Source::Cache(_)),
             source == Source::FastPath,
         );
-        Ok(Some(respond(hash, &set, m)))
+        let (value, allow) = match checked_decision(&set) {
+            Ok(found) => found,
+            Err(fault) => return Ok(Some(deny(hash, &fault, m))),
+        };
+        if let (Some(c), Some(k), Source::Cache(expires)) = (cache, alias, source) {
+            // Asked for a second time: remember these bytes too, so the next time skips the
+            // parse, the canonical hash and the decision check. Only repeated requests take a
+            // second entry. The alias holds the allow flag, then the checked decision.
+            let mut entry = Vec::with_capacity(value.len() + 1);
+            entry.push(u8::from(allow));
+            entry.extend_from_slice(value);
+            c.put_until(k, Arc::from(entry), expires);
+        }
+        Ok(Some(build(value, allow, m)))
     }
 }
 
@@ -173,20 +184,19 @@ fn request_key(digest: &str, ep: i32, request: &[u8]) -> CacheKey {
     })
 }
 
-/// The response to a result set: the policy's decision with ACGS's keys added, or a deny
-/// when the policy gave no usable decision.
-fn respond(hash: Option<&str>, set: &[u8], m: Meta<'_>) -> Decision {
-    let Some(value) = result_value(set) else {
-        let fault = Error::Evaluation("the policy returned no decision".into());
-        return deny(hash, &fault, m);
-    };
-    let allow = match decision_allow(value) {
-        Ok(a) => a,
-        Err(why) => return deny(hash, &Error::Evaluation(why), m),
-    };
+/// The policy's decision in a result set and its `allow`, or the fault that makes it a deny.
+fn checked_decision(set: &[u8]) -> std::result::Result<(&[u8], bool), Error> {
+    let value = result_value(set)
+        .ok_or_else(|| Error::Evaluation("the policy returned no decision".into()))?;
+    let allow = decision_allow(value).map_err(Error::Evaluation)?;
+    Ok((value, allow))
+}
+
+/// The response: the policy's decision (a checked JSON object) with ACGS's keys added.
+fn build(value: &[u8], allow: bool, m: Meta<'_>) -> Decision {
     let decision_id = new_decision_id();
     let mut body = Vec::with_capacity(value.len() + 200);
-    // `value` is a JSON object (checked above): reopen it to append ACGS's keys.
+    // `value` is a JSON object (checked): reopen it to append ACGS's keys.
     let inner = value
         .strip_suffix(b"}")
         .unwrap_or(value)
@@ -210,7 +220,8 @@ fn respond(hash: Option<&str>, set: &[u8], m: Meta<'_>) -> Decision {
 
 /// The decision's `allow`, checking that the decision is an object with a boolean `allow` and
 /// none of the keys ACGS adds. OPA writes objects compactly with sorted keys, so `allow` usually
-/// leads and a byte check suffices; anything else is parsed.
+/// leads and a byte check suffices; anything else is parsed (OPA's Wasm does not sort keys, so
+/// the constitution's decisions are parsed: once per canonical entry, never on alias hits).
 fn decision_allow(value: &[u8]) -> std::result::Result<bool, String> {
     static QUOTED: OnceLock<Vec<memchr::memmem::Finder<'static>>> = OnceLock::new();
     let finders = QUOTED.get_or_init(|| {
