@@ -4,7 +4,7 @@ event, with Merkle proofs and signed checkpoints a third party can verify offlin
 
 from __future__ import annotations
 
-from acgs.services.common.observability import ObservabilitySettings, configure_logging
+from acgs.services.common.serving import run_service
 from acgs.services.audit.app import create_app
 from acgs.services.audit.settings import AuditSettings
 
@@ -13,20 +13,4 @@ __all__ = ["AuditSettings", "create_app", "serve"]
 
 def serve(settings: AuditSettings | None = None) -> None:
     """Runs the service under uvicorn until stopped."""
-    import uvicorn
-
-    from acgs.security import SecuritySettings, uvicorn_tls_options
-
-    settings = settings or AuditSettings.from_env()
-    security = SecuritySettings.from_env()
-    observability = ObservabilitySettings.from_env()
-    configure_logging(observability)
-    uvicorn.run(
-        create_app(settings, security=security, observability=observability),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-        **uvicorn_tls_options(security),
-    )
+    run_service(create_app, settings or AuditSettings.from_env())

@@ -4,7 +4,7 @@ it refused, and audits every run under its decision id."""
 
 from __future__ import annotations
 
-from acgs.services.common.observability import ObservabilitySettings, configure_logging
+from acgs.services.common.serving import run_service
 from acgs.services.sandbox.app import create_app
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
@@ -15,20 +15,4 @@ __all__ = ["SandboxService", "SandboxSettings", "create_app", "serve"]
 def serve(settings: SandboxSettings | None = None) -> None:
     """Runs the controller under uvicorn until stopped (one worker: runs, cgroups and work
     dirs belong to one process)."""
-    import uvicorn
-
-    from acgs.security import SecuritySettings, uvicorn_tls_options
-
-    settings = settings or SandboxSettings.from_env()
-    security = SecuritySettings.from_env()
-    observability = ObservabilitySettings.from_env()
-    configure_logging(observability)
-    uvicorn.run(
-        create_app(settings, security=security, observability=observability),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-        **uvicorn_tls_options(security),
-    )
+    run_service(create_app, settings or SandboxSettings.from_env())
