@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acgs.services.common.env import read_env
+from acgs.services.common.env import non_negative_float, non_negative_int, optional_text, positive_int, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -31,45 +31,20 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also refuses NaN
-        raise ValueError("must be a non-negative number of seconds")
-    return value
-
-
-def _optional_text(text: str) -> str | None:
-    return text or None
-
-
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
-    "port": _non_negative_int,
+    "port": non_negative_int,
     "data_dir": Path,
-    "database_url": _optional_text,
-    "origin": _optional_text,
-    "checkpoint_interval": _non_negative_float,
-    "max_batch": _positive_int,
-    "max_page": _positive_int,
-    "segment_size": _non_negative_int,
-    "archive": _optional_text,
-    "archive_endpoint": _optional_text,
-    "archive_interval": _non_negative_float,
-    "kafka_bootstrap": _optional_text,
+    "database_url": optional_text,
+    "origin": optional_text,
+    "checkpoint_interval": non_negative_float,
+    "max_batch": positive_int,
+    "max_page": positive_int,
+    "segment_size": non_negative_int,
+    "archive": optional_text,
+    "archive_endpoint": optional_text,
+    "archive_interval": non_negative_float,
+    "kafka_bootstrap": optional_text,
     "kafka_topic": str,
     "log_level": str,
 }

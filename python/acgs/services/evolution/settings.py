@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs import default_bundle_path
-from acgs.services.common.env import read_env
+from acgs.services.common.env import non_negative_int, optional_text, positive_float, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -34,24 +34,6 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # also refuses NaN
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _optional_text(text: str) -> str | None:
-    return text or None
-
-
 def _urls(text: str) -> tuple[str, ...]:
     urls = tuple(u.strip() for u in text.split(",") if u.strip())
     for url in urls:
@@ -64,18 +46,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bundle": Path,
     "entrypoint": str,
     "host": str,
-    "port": _non_negative_int,
+    "port": non_negative_int,
     "data_dir": Path,
-    "database_url": _optional_text,
-    "review_timeout": _positive_float,
-    "validity": _positive_float,
-    "sweep_interval": _positive_float,
-    "relay_interval": _positive_float,
-    "rollback_executor": _optional_text,
-    "audit_url": _optional_text,
+    "database_url": optional_text,
+    "review_timeout": positive_float,
+    "validity": positive_float,
+    "sweep_interval": positive_float,
+    "relay_interval": positive_float,
+    "rollback_executor": optional_text,
+    "audit_url": optional_text,
     "webhook_urls": _urls,
-    "webhook_secret": _optional_text,
-    "webhook_timeout": _positive_float,
+    "webhook_secret": optional_text,
+    "webhook_timeout": positive_float,
     "log_level": str,
 }
 

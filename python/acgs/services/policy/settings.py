@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from acgs import default_bundle_path
-from acgs.services.common.env import read_env
+from acgs.services.common.env import non_negative_float, non_negative_int, optional_non_negative_int, optional_text, read_env
 
 T = TypeVar("T")
 
@@ -40,28 +40,6 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also refuses NaN
-        raise ValueError("must not be negative")
-    return value
-
-
-def _optional_text(text: str) -> str | None:
-    return text or None
-
-
-def _optional_int(text: str) -> int | None:
-    return _positive_int(text) if text else None
-
-
 def _decision_log_mode(text: str) -> str:
     mode = text.strip().lower()
     if mode not in ("async", "sync"):
@@ -72,24 +50,24 @@ def _decision_log_mode(text: str) -> str:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "bundle": Path,
     "host": str,
-    "port": _positive_int,
-    "workers": _positive_int,
-    "cache_size": _positive_int,
-    "cache_ttl": _positive_float,
-    "redis_url": _optional_text,
-    "redis_timeout_ms": _positive_float,
-    "redis_retry_after": _positive_float,
-    "l2_ttl": _positive_float,
-    "max_body_bytes": _positive_int,
-    "max_batch": _positive_int,
-    "timeout_ms": _optional_int,
-    "memory_limit": _optional_int,
+    "port": non_negative_int,
+    "workers": non_negative_int,
+    "cache_size": non_negative_int,
+    "cache_ttl": non_negative_float,
+    "redis_url": optional_text,
+    "redis_timeout_ms": non_negative_float,
+    "redis_retry_after": non_negative_float,
+    "l2_ttl": non_negative_float,
+    "max_body_bytes": non_negative_int,
+    "max_batch": non_negative_int,
+    "timeout_ms": optional_non_negative_int,
+    "memory_limit": optional_non_negative_int,
     "default_decision": str,
     "log_level": str,
     "data_dir": Path,
-    "decision_log": _optional_text,
+    "decision_log": optional_text,
     "decision_log_input": str,
-    "decision_log_queue": _positive_int,
+    "decision_log_queue": non_negative_int,
     "decision_log_mode": _decision_log_mode,
 }
 

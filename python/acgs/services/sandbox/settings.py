@@ -12,6 +12,7 @@ from typing import Any
 
 from acgs import default_bundle_path
 from acgs.errors import InvalidInputError
+from acgs.services.common.env import flag, names, non_negative_int, positive_float
 from acgs.services.sandbox.seccomp import DEFAULT_PROFILE
 
 RUNTIME_NAMES = ("bwrap", "gvisor", "firecracker", "docker")
@@ -126,32 +127,6 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # also refuses NaN
-        raise ValueError("must be positive")
-    return value
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
 def _cgroup_name(text: str) -> str:
     parts = [p for p in text.strip("/").split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
@@ -161,23 +136,23 @@ def _cgroup_name(text: str) -> str:
 
 _PARSERS: dict[str, Any] = {
     "host": str,
-    "port": _non_negative_int,
+    "port": non_negative_int,
     "data_dir": Path,
     "database": Path,
     "runs_dir": Path,
     "bundle": Path,
     "seccomp_profile": Path,
-    "concurrency": _non_negative_int,
-    "max_queue": _non_negative_int,
-    "output_cap": _non_negative_int,
-    "max_body_bytes": _non_negative_int,
-    "cpu_cores": _positive_float,
+    "concurrency": non_negative_int,
+    "max_queue": non_negative_int,
+    "output_cap": non_negative_int,
+    "max_body_bytes": non_negative_int,
+    "cpu_cores": positive_float,
     "cgroup_parent": _cgroup_name,
-    "auto_order": _names,
+    "auto_order": names,
     "gvisor_platform": str,
-    "monitor_syscalls": _flag,
-    "pool_size": _non_negative_int,
-    "pool_disk_mb": _non_negative_int,
+    "monitor_syscalls": flag,
+    "pool_size": non_negative_int,
+    "pool_disk_mb": non_negative_int,
     "audit_url": lambda text: text or None,
     "log_level": str,
 }
