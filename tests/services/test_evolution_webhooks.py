@@ -129,13 +129,17 @@ def test_a_restarted_service_resumes_from_its_cursor(sqlite_url: str, tmp_path: 
         async def first() -> str:
             async with service(sqlite_url, tmp_path, settings=settings) as svc:
                 created = await svc.submit(SEED)
-                await _until(lambda: len(receiver.accepted) >= 1)
+                hook = svc.app.state.webhooks[0]
+                # Stop only once the relay has recorded the delivery: stopping between the
+                # receiver's answer and the cursor's update is the at-least-once case.
+                await _until(lambda: len(receiver.accepted) >= 1 and hook.delivered >= 1)
                 return str(created["request_id"])
 
         async def second(rid: str) -> None:
             async with service(sqlite_url, tmp_path, settings=settings) as svc:
                 await svc.act(rid, "cancel", who("dev@example.com"), {"reason": "not needed"})
-                await _until(lambda: len(receiver.accepted) >= 2)
+                hook = svc.app.state.webhooks[0]
+                await _until(lambda: len(receiver.accepted) >= 2 and hook.delivered >= 1)
                 await asyncio.sleep(0.3)
 
         rid = asyncio.run(first())
