@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acgs.services.common.env import non_negative_float, non_negative_int, optional_text, positive_int, read_env
+from acgs.services.common.env import mask_password, non_negative_float, non_negative_int, optional_text, positive_int, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -107,11 +107,5 @@ class AuditSettings:
         """The settings as JSON-ready values, with any password in the database URL masked."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["data_dir"] = str(self.data_dir)
-        url = self.resolved_database_url()
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            userinfo, _, host = rest.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
-        out["database_url"] = url
+        out["database_url"] = mask_password(self.resolved_database_url())
         return out

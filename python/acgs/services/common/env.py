@@ -83,3 +83,13 @@ def flag(text: str) -> bool:
 def names(text: str) -> tuple[str, ...]:
     """A comma-separated list, blanks dropped."""
     return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (the user stays)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        if ":" in userinfo:
+            return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return url

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs import default_bundle_path
-from acgs.services.common.env import non_negative_int, optional_text, positive_float, read_env
+from acgs.services.common.env import mask_password, non_negative_int, optional_text, positive_float, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
 #: name carries no service prefix.
@@ -127,11 +127,5 @@ class EvolutionSettings:
         out["data_dir"] = str(self.data_dir)
         out["webhook_urls"] = list(self.webhook_urls)
         out["webhook_secret"] = "***" if self.webhook_secret else None
-        url = self.resolved_database_url()
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            userinfo, _, host = rest.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
-        out["database_url"] = url
+        out["database_url"] = mask_password(self.resolved_database_url())
         return out
