@@ -361,10 +361,12 @@ def hosts_results(rust: dict[str, float], py: dict[str, float], opa: dict[str, f
         put(py, f"{n}/threads2/acgs_evaluate_many", b, "acgs", throughput=True)
         put(py, f"{n}/threads2/acgs_evaluate_in_threads", b, "acgs evaluate from 2 threads", throughput=True)
         put(py, f"{n}/threads2/opa_py_wasm_evaluate_in_threads", b, "opa-py-wasm", "peer", throughput=True)
-    for variant in ("cache-hit", "fast-path", "full-evaluation"):
-        put(rust, f"decide/constitution/{variant}", f"constitution decide, {variant}, Rust API", "acgs")
-        put(py, f"decide(dict)/{variant}", f"constitution decide(dict), {variant}, Python", "acgs")
-        put(py, f"decide_json(bytes)/{variant}", f"constitution decide_json(bytes), {variant}, Python", "acgs")
+    for variant in ("cache-hit", "fast-path", "full-evaluation/native", "full-evaluation/wasm"):
+        name = variant.replace("/", ", ")
+        py_variant = variant.replace("/", "-")
+        put(rust, f"decide/constitution/{variant}", f"constitution decide, {name}, Rust API", "acgs")
+        put(py, f"decide(dict)/{py_variant}", f"constitution decide(dict), {name}, Python", "acgs")
+        put(py, f"decide_json(bytes)/{py_variant}", f"constitution decide_json(bytes), {name}, Python", "acgs")
     return res
 
 

@@ -1,5 +1,5 @@
 """In-process decisions on the shipped constitution through the Python API: a decision-cache
-hit, the fast path and a full evaluation, with dicts (``decide``) and bytes (``decide_json``).
+hit, the fast path and a full evaluation (by the native evaluator and by the Wasm), with dicts (``decide``) and bytes (``decide_json``).
 Run with ``pytest bench/test_bench_decide.py`` (``make bench`` runs it too)."""
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ BUNDLE = acgs.default_bundle_path()
 CACHED = acgs.Engine.load(BUNDLE)
 FAST = acgs.Engine.load(BUNDLE, cache_size=0)
 FULL = acgs.Engine.load(BUNDLE, cache_size=0, fast_path=False)
+WASM = acgs.Engine.load(BUNDLE, cache_size=0, fast_path=False, native=False)
 
 CASES = {
     "cache-hit": (CACHED, ASSESSED, (True, False)),
     "fast-path": (FAST, SEED, (False, True)),
-    "full-evaluation": (FULL, SEED, (False, False)),
+    "full-evaluation-native": (FULL, SEED, (False, False)),
+    "full-evaluation-wasm": (WASM, SEED, (False, False)),
 }
 
 

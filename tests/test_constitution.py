@@ -50,9 +50,14 @@ SEED: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def engine() -> acgs.Engine:
-    return acgs.Engine.load(BUNDLE)
+@pytest.fixture(scope="module", params=["native", "wasm"])
+def engine(request: pytest.FixtureRequest) -> acgs.Engine:
+    """The shipped bundle with acgs/main/decision evaluated by the native evaluator, and by the
+    Wasm alone: every test here (OPA's own answers included) holds for both."""
+    native = request.param == "native"
+    engine = acgs.Engine.load(BUNDLE, native=native)
+    assert (engine.native is not None) == native
+    return engine
 
 
 def test_entrypoints(engine: acgs.Engine) -> None:

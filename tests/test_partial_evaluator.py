@@ -1,7 +1,7 @@
 """The partial evaluator (the fast path in the Rust core) against full evaluation of the real
 constitution: on 100,000 generated requests it must serve exactly the requests the contract in
 the constitution's data says it may (checked against the Python reading of that contract) and
-answer each with exactly the decision full evaluation gives."""
+answer each with exactly the decision full evaluation (the Wasm) gives."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ META = {"decision_id", "bundle_digest", "cache_hit", "fast_path", "evaluation_ti
 
 def test_fast_path_equals_full_evaluation() -> None:
     fast = acgs.Engine.load(BUNDLE, cache_size=0)
-    full = acgs.Engine.load(BUNDLE, cache_size=0, fast_path=False)
+    full = acgs.Engine.load(BUNDLE, cache_size=0, fast_path=False, native=False)
     info = fast.fast_path
     assert info is not None and info["error"] is None and info["skipped"] == [], info
     assert info["deny_actions"] == len(CONSTITUTION["fast_path"]["deny_actions"])

@@ -165,6 +165,7 @@ def _inspect(bundle: Path | None) -> None:
             "constitutional_hash": engine.constitutional_hash,
             "cacheable": engine.cacheable,
             "fast_path": engine.fast_path,
+            "native": engine.native,
         }
     )
 
@@ -247,6 +248,7 @@ def bundle_build(
             "entrypoints": engine.entrypoints,
             "constitutional_hash": engine.constitutional_hash,
             "fast_path": engine.fast_path,
+            "native": engine.native,
         }
     )
 

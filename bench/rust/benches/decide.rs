@@ -1,5 +1,5 @@
 //! `Engine::decide` on the shipped constitution, in-process: a decision-cache hit, the fast
-//! path (the partial evaluator), and a full Wasm evaluation. Each request is the seed request
+//! path (the partial evaluator), and a full evaluation by the native evaluator and by the Wasm. Each request is the seed request
 //! from the original ACGS API documentation (resources inside the limits) or a variant of it
 //! that the fast path must leave to full evaluation.
 
@@ -48,6 +48,8 @@ fn decide(c: &mut Criterion) {
     let cached = engine(EngineOptions::default());
     let fast = engine(EngineOptions { cache_capacity: 0, ..EngineOptions::default() });
     let full = engine(EngineOptions { cache_capacity: 0, fast_path: false, ..EngineOptions::default() });
+    let wasm = engine(EngineOptions { cache_capacity: 0, fast_path: false, native: false, ..EngineOptions::default() });
+    assert!(full.loaded().native.is_some() && wasm.loaded().native.is_none());
 
     let check = |e: &Engine, req: &[u8], want_cache: bool, want_fast: bool| {
         let d = e.decide(req).unwrap_or_else(|err| panic!("{err}"));
@@ -57,12 +59,14 @@ fn decide(c: &mut Criterion) {
     check(&cached, &assessed, true, false);
     check(&fast, &seed_bytes, false, true);
     check(&full, &seed_bytes, false, false);
+    check(&wasm, &seed_bytes, false, false);
 
     let mut g = c.benchmark_group("decide/constitution");
     g.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(4));
     g.bench_function("cache-hit", |b| b.iter(|| cached.decide(black_box(&assessed))));
     g.bench_function("fast-path", |b| b.iter(|| fast.decide(black_box(&seed_bytes))));
-    g.bench_function("full-evaluation", |b| b.iter(|| full.decide(black_box(&seed_bytes))));
+    g.bench_function("full-evaluation/native", |b| b.iter(|| full.decide(black_box(&seed_bytes))));
+    g.bench_function("full-evaluation/wasm", |b| b.iter(|| wasm.decide(black_box(&seed_bytes))));
     g.finish();
 }
 

@@ -44,6 +44,8 @@ pub struct Bundle {
     pub data: serde_json::Value,
     /// SHA-256 over the bundle's files (see [`digest_files`]), hex.
     pub digest: String,
+    /// SHA-256 (hex) of each Rego module the bundle carries, sorted.
+    pub rego_digests: Vec<String>,
 }
 
 impl Bundle {
@@ -128,8 +130,15 @@ impl Bundle {
                 .map_err(|why| Error::Bundle(format!("/{path}: {why}")))?;
         }
 
+        let mut rego_digests: Vec<String> = files
+            .iter()
+            .filter(|(path, _)| path.ends_with(".rego"))
+            .map(|(_, raw)| hex::encode(Sha256::digest(raw)))
+            .collect();
+        rego_digests.sort();
         Ok(Bundle {
             digest: digest_files(&files),
+            rego_digests,
             manifest,
             wasm,
             data,

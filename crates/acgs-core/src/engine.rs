@@ -12,6 +12,7 @@ use crate::cache::{CacheKey, CacheStats, DecisionCache, KeyInput};
 use crate::canon::{Json, ParseError};
 use crate::error::{Error, Result};
 use crate::fastpath::FastPath;
+use crate::native::Native;
 use crate::value::Value;
 use crate::wasm::{Format, Instance, Limits, Policy};
 
@@ -31,6 +32,9 @@ pub struct EngineOptions {
     pub cache_ttl: Option<Duration>,
     /// Serve constitution decisions from the fast path where its data allows.
     pub fast_path: bool,
+    /// Evaluate the shipped constitution's decisions natively (see [`crate::native`]) instead
+    /// of in its Wasm, when the bundle carries its exact rules and the load-time check agrees.
+    pub native: bool,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +46,7 @@ impl Default for EngineOptions {
             cache_capacity: 10_000,
             cache_ttl: Some(Duration::from_secs(300)),
             fast_path: true,
+            native: true,
         }
     }
 }
@@ -65,6 +70,10 @@ pub struct Loaded {
     pub fast_path: Option<FastPath>,
     /// Why the constitution's fast-path spec could not be used, if it could not.
     pub fast_path_error: Option<String>,
+    /// The native evaluator of `acgs/main/decision`, when it applies to this bundle.
+    pub native: Option<Native>,
+    /// Why the native evaluator is not used (`None` when it is, or was not asked for).
+    pub native_error: Option<String>,
 }
 
 impl Loaded {
@@ -94,11 +103,7 @@ impl Loaded {
         let spec = constitution.and_then(|c| c.get("fast_path"));
         let (fast_path, fast_path_error) = match (spec, decision_entrypoint) {
             (Some(spec), Some(ep)) if options.fast_path && cacheable => {
-                let built = FastPath::build(spec, |input| {
-                    let bytes = serde_json::to_vec(input).ok()?;
-                    let set = first.eval(ep, Some(&bytes), Format::Json).ok()?;
-                    result_value(&set).map(<[u8]>::to_vec)
-                });
+                let built = FastPath::build(spec, |input| wasm_decision(&mut first, ep, input));
                 if first.is_poisoned() {
                     first = Instance::new(&policy)?;
                 }
@@ -119,6 +124,21 @@ impl Loaded {
             ),
             _ => (None, None),
         };
+        let (native, native_error) = match (constitution, decision_entrypoint) {
+            (Some(c), Some(ep)) if options.native => {
+                let checked = Native::for_bundle(c, &bundle.rego_digests, |input| {
+                    wasm_decision(&mut first, ep, input)
+                });
+                if first.is_poisoned() {
+                    first = Instance::new(&policy)?;
+                }
+                match checked {
+                    Ok(n) => (Some(n), None),
+                    Err(e) => (None, Some(e.0)),
+                }
+            }
+            _ => (None, None),
+        };
         Ok(Loaded {
             bundle_digest: bundle.digest,
             revision: bundle.manifest.revision,
@@ -132,6 +152,8 @@ impl Loaded {
             decision_entrypoint,
             fast_path,
             fast_path_error,
+            native,
+            native_error,
         })
     }
 
@@ -190,6 +212,7 @@ pub struct Engine {
     options: EngineOptions,
     pub(crate) cache: Option<DecisionCache>,
     fast_path_hits: AtomicU64,
+    native_decisions: AtomicU64,
 }
 
 /// How far the engine trusts input bytes.
@@ -207,6 +230,8 @@ pub struct PipelineStats {
     pub cache: CacheStats,
     /// Decisions answered by the fast path.
     pub fast_path: u64,
+    /// Decisions evaluated by the native evaluator (the rest of the misses ran the Wasm).
+    pub native: u64,
 }
 
 impl Engine {
@@ -219,6 +244,7 @@ impl Engine {
             options,
             cache,
             fast_path_hits: AtomicU64::new(0),
+            native_decisions: AtomicU64::new(0),
         })
     }
 
@@ -252,6 +278,7 @@ impl Engine {
                 .map(DecisionCache::stats)
                 .unwrap_or_default(),
             fast_path: self.fast_path_hits.load(Ordering::Relaxed),
+            native: self.native_decisions.load(Ordering::Relaxed),
         }
     }
 
@@ -324,7 +351,9 @@ impl Engine {
 
     /// Whether the pipeline needs the input parsed (for a cache key or the fast path).
     pub(crate) fn wants_parse(&self, loaded: &Loaded) -> bool {
-        (self.cache.is_some() && loaded.cacheable) || loaded.fast_path.is_some()
+        (self.cache.is_some() && loaded.cacheable)
+            || loaded.fast_path.is_some()
+            || loaded.native.is_some()
     }
 
     /// The evaluation pipeline on one loaded bundle: L1 cache, fast path, full evaluation
@@ -342,7 +371,7 @@ impl Engine {
         run: bool,
     ) -> Result<Option<(Vec<u8>, Source)>> {
         let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
-        if cache.is_none() && loaded.fast_path.is_none() {
+        if cache.is_none() && loaded.fast_path.is_none() && loaded.native.is_none() {
             if check == InputCheck::Validate {
                 if let Some(bytes) = input {
                     validate_input(bytes)?;
@@ -382,7 +411,23 @@ impl Engine {
         if !run {
             return Ok(None);
         }
-        let out = loaded.with_instance(|inst| inst.eval(ep, input, format))?;
+        let native = match (&loaded.native, parsed, format) {
+            (Some(n), Some(Ok(doc)), Format::Json) if Some(ep) == loaded.decision_entrypoint => {
+                n.decide(doc).map(|decision| {
+                    self.native_decisions.fetch_add(1, Ordering::Relaxed);
+                    let mut out = Vec::with_capacity(decision.len() + 14);
+                    out.extend_from_slice(b"[{\"result\":");
+                    out.extend_from_slice(&decision);
+                    out.extend_from_slice(b"}]");
+                    out
+                })
+            }
+            _ => None,
+        };
+        let out = match native {
+            Some(out) => out,
+            None => loaded.with_instance(|inst| inst.eval(ep, input, format))?,
+        };
         if let (Some(c), Some(k)) = (cache, key) {
             c.put(k, Arc::from(out.as_slice()));
         }
@@ -472,6 +517,14 @@ fn key_for(
         (None, _) => KeyInput::None,
     };
     CacheKey::new(digest, ep, fmt, key_input)
+}
+
+/// The decision the bundle's Wasm gives for `input` (used at load to check the fast path and
+/// the native evaluator against it).
+fn wasm_decision(inst: &mut Instance, ep: i32, input: &serde_json::Value) -> Option<Vec<u8>> {
+    let bytes = serde_json::to_vec(input).ok()?;
+    let set = inst.eval(ep, Some(&bytes), Format::Json).ok()?;
+    result_value(&set).map(<[u8]>::to_vec)
 }
 
 /// The `result` of a one-entry result set as OPA's Wasm writes it (`[{"result":X}]`).

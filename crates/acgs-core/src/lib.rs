@@ -7,6 +7,7 @@ pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod fastpath;
+pub mod native;
 pub mod wasm;
 
 pub use acgs_rego::{builtins, value, Number, Value};

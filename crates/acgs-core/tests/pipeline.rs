@@ -379,3 +379,69 @@ fn the_shipped_constitution_loads_and_builds_its_fast_path() {
     assert!(fp.skipped.is_empty(), "{:?}", fp.skipped);
     assert!(fp.deny_actions() > 0 && fp.allow_actions() > 0);
 }
+
+fn shipped_constitution() -> Bundle {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../python/acgs/bundles/constitution.tar.gz");
+    Bundle::from_path(&p).unwrap()
+}
+
+/// The native evaluator applies to the shipped bundle only while its rules are the ones it
+/// implements: when main.rego or lib.rego change, this fails until native/ is brought in line
+/// (and its digests updated) or the change is confirmed to need no native change.
+#[test]
+fn the_shipped_constitution_is_evaluated_natively() {
+    let e = Engine::new(shipped_constitution(), opts(0, false)).unwrap();
+    let loaded = e.loaded();
+    assert!(
+        loaded.native.is_some(),
+        "native evaluator off: {:?}",
+        loaded.native_error
+    );
+    let seed = json!({
+        "type": "constitutional_evaluation",
+        "constitutional_hash": HASH,
+        "action": "data.read_public",
+        "context": {
+            "environment": {"sandbox_enabled": true, "audit_enabled": true},
+            "agent": {"trust_level": 0.9, "requested_resources": {"cpu_cores": 1, "network_mbps": 100}},
+            "responsible_party": "ops@example.com",
+            "explanation": "Reading public data for a daily report",
+        },
+    });
+    let (got, d) = decide(&e, &seed);
+    assert!(!d.fast_path && !d.cache_hit);
+    assert_eq!(e.stats().native, 1);
+    let wasm = Engine::new(
+        shipped_constitution(),
+        EngineOptions {
+            native: false,
+            ..opts(0, false)
+        },
+    )
+    .unwrap();
+    assert!(wasm.loaded().native.is_none());
+    let (want, _) = decide(&wasm, &seed);
+    for k in [
+        "allow",
+        "compliance_score",
+        "reasons",
+        "conditions",
+        "evaluation_details",
+        "constitutional_hash",
+    ] {
+        assert_eq!(got[k], want[k], "{k}");
+    }
+    assert_eq!(wasm.stats().native, 0);
+}
+
+/// A bundle whose data the native evaluator cannot read is evaluated by its Wasm, and says why.
+#[test]
+fn native_evaluator_stays_off_for_other_rules() {
+    let e = engine("pipeline.tar.gz", opts(0, false));
+    let why = e.loaded().native_error.clone().unwrap();
+    assert!(
+        why.contains("differ from the ones the native evaluator implements"),
+        "{why}"
+    );
+}

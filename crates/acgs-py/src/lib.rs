@@ -127,12 +127,14 @@ impl Engine {
     ///
     /// ``cache_size`` is the L1 decision cache's capacity (0 turns it off); ``cache_ttl`` how
     /// long an entry lives, in seconds (``None``: until evicted); ``fast_path`` serves
-    /// constitution decisions the constitution's data marks as decidable without evaluation.
+    /// constitution decisions the constitution's data marks as decidable without evaluation;
+    /// ``native`` evaluates the shipped constitution's decisions in Rust rather than in its Wasm
+    /// (only for a bundle with exactly those rules; see ``Engine.native``).
     #[staticmethod]
     #[pyo3(signature = (source, *, timeout_ms=None, memory_limit=None, max_idle=None,
-                        cache_size=10_000, cache_ttl=Some(300.0), fast_path=true),
+                        cache_size=10_000, cache_ttl=Some(300.0), fast_path=true, native=true),
            text_signature = "(source, *, timeout_ms=None, memory_limit=None, max_idle=None, \
-                             cache_size=10000, cache_ttl=300.0, fast_path=True)")]
+                             cache_size=10000, cache_ttl=300.0, fast_path=True, native=True)")]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn load(
         py: Python<'_>,
@@ -143,6 +145,7 @@ impl Engine {
         cache_size: usize,
         cache_ttl: Option<f64>,
         fast_path: bool,
+        native: bool,
     ) -> PyResult<Engine> {
         let cache_ttl = match cache_ttl {
             None => None,
@@ -165,6 +168,7 @@ impl Engine {
             cache_capacity: cache_size,
             cache_ttl,
             fast_path,
+            native,
         };
         let engine = py
             .detach(|| acgs_core::Engine::new(bundle, options))
@@ -426,8 +430,8 @@ impl Engine {
         Ok(())
     }
 
-    /// L1 cache and fast-path counters: hits, misses, evictions, expirations, size, capacity,
-    /// fast_path.
+    /// L1 cache and pipeline counters: hits, misses, evictions, expirations, size, capacity,
+    /// fast_path, native (decisions the native evaluator made).
     fn cache_stats(&self) -> std::collections::BTreeMap<&'static str, u64> {
         let s = self.inner.stats();
         std::collections::BTreeMap::from([
@@ -438,6 +442,7 @@ impl Engine {
             ("size", s.cache.size),
             ("capacity", s.cache.capacity),
             ("fast_path", s.fast_path),
+            ("native", s.native),
         ])
     }
 
@@ -464,6 +469,20 @@ impl Engine {
             (None, Some(err)) => serde_json::json!({
                 "deny_actions": 0, "allow_actions": 0, "skipped": [], "error": err,
             }),
+            (None, None) => return Ok(py.None()),
+        };
+        json_to_py(py, &info)
+    }
+
+    /// Whether decisions are evaluated natively: ``{"enabled": bool, "error": str | None}``
+    /// (``error`` says why not), or ``None`` for a bundle that is no constitution or when the
+    /// engine was loaded with ``native=False``.
+    #[getter]
+    fn native(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let loaded = self.inner.loaded();
+        let info = match (&loaded.native, &loaded.native_error) {
+            (Some(_), _) => serde_json::json!({"enabled": true, "error": null}),
+            (None, Some(err)) => serde_json::json!({"enabled": false, "error": err}),
             (None, None) => return Ok(py.None()),
         };
         json_to_py(py, &info)

@@ -168,6 +168,7 @@ def create_app(
         memory_limit=settings.memory_limit,
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl,
+        native=settings.native,
         l2=_l2_for(settings),
     )
     if pipeline.load_error is not None:

@@ -139,6 +139,11 @@ class PolicyMetrics(Collector):
         yield CounterMetricFamily(
             "acgs_fast_path", "Decisions answered by the partial evaluator's fast path", value=stats["fast_path"]
         )
+        yield CounterMetricFamily(
+            "acgs_native_evaluations",
+            "Decisions evaluated by the native evaluator of the constitution instead of its Wasm",
+            value=stats.get("native", 0),
+        )
         l2 = pipeline.l2
         if l2 is not None:
             cache_errors = CounterMetricFamily(

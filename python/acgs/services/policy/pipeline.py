@@ -168,6 +168,7 @@ class DecisionPipeline:
             self._hash: str | None = None
             self._cacheable = False
             self._native_decision = False
+            self._evaluator: str | None = None
             return
         self._ordered_entrypoints = engine.entrypoints
         self._entrypoints = frozenset(self._ordered_entrypoints)
@@ -179,6 +180,8 @@ class DecisionPipeline:
             NONDETERMINISTIC_BUILTINS & set(engine.builtins)
         )
         self._native_decision = MAIN_DECISION in self._entrypoints
+        native = engine.native
+        self._evaluator = "native" if native is not None and native["enabled"] else "wasm"
 
     @classmethod
     def load(
@@ -189,13 +192,19 @@ class DecisionPipeline:
         memory_limit: int | None = None,
         cache_size: int = 10_000,
         cache_ttl: float | None = 300.0,
+        native: bool = True,
         l2: L2Cache | None = None,
     ) -> DecisionPipeline:
         """Loads the bundle; a bundle that fails to load gives a pipeline that denies
         everything and reports the fault (the service stays up, unhealthy, and fails closed)."""
         try:
             engine = Engine.load(
-                bundle, timeout_ms=timeout_ms, memory_limit=memory_limit, cache_size=cache_size, cache_ttl=cache_ttl
+                bundle,
+                timeout_ms=timeout_ms,
+                memory_limit=memory_limit,
+                cache_size=cache_size,
+                cache_ttl=cache_ttl,
+                native=native,
             )
         except AcgsError as exc:
             fault = BundleNotLoaded(f"no policy bundle is loaded: {exc.code}: {exc.message}")
@@ -241,10 +250,25 @@ class DecisionPipeline:
         """Whether ``acgs/main/decision`` goes through the engine's decision pipeline."""
         return self._native_decision
 
+    @property
+    def evaluator(self) -> str | None:
+        """What evaluates ``acgs/main/decision`` misses: ``native`` (the Rust evaluator of the
+        shipped constitution) or ``wasm``; None without a bundle."""
+        return self._evaluator
+
     def cache_stats(self) -> dict[str, int]:
-        """The engine's L1 and fast-path counters."""
+        """The engine's L1, fast-path and native-evaluation counters."""
         if self._engine is None:
-            return {"hits": 0, "misses": 0, "evictions": 0, "expirations": 0, "size": 0, "capacity": 0, "fast_path": 0}
+            return {
+                "hits": 0,
+                "misses": 0,
+                "evictions": 0,
+                "expirations": 0,
+                "size": 0,
+                "capacity": 0,
+                "fast_path": 0,
+                "native": 0,
+            }
         return self._engine.cache_stats()
 
     def l1_hits(self) -> int:

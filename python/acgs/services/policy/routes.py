@@ -541,6 +541,7 @@ async def health(service: ServiceDep) -> Response:
         "revision": pipeline.revision if pipeline.loaded else None,
         "constitutional_hash": pipeline.constitutional_hash,
         "entrypoints": pipeline.entrypoints,
+        "evaluator": pipeline.evaluator,
         "l2": "disabled" if l2 is None else ("up" if l2.available else "down"),
     }
     fault = pipeline.load_error

@@ -103,5 +103,10 @@ class Health(BaseModel):
     revision: str | None
     constitutional_hash: str | None
     entrypoints: list[str]
+    evaluator: str | None = Field(
+        default=None,
+        description="What evaluates acgs/main/decision on a cache miss: native (the Rust evaluator of the "
+        "shipped constitution) or wasm",
+    )
     l2: str = Field(description="disabled, up, or down (decisions go on with L1 only)")
     error: str | None = None

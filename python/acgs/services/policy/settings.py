@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from acgs import default_bundle_path
-from acgs.services.common.env import non_negative_float, non_negative_int, optional_non_negative_int, optional_text, read_env
+from acgs.services.common.env import flag, non_negative_float, non_negative_int, optional_non_negative_int, optional_text, read_env
 
 T = TypeVar("T")
 
@@ -22,6 +22,7 @@ ENV_NAMES: dict[str, str] = {
     "workers": "ACGS_POLICY_WORKERS",
     "cache_size": "ACGS_POLICY_CACHE_SIZE",
     "cache_ttl": "ACGS_POLICY_CACHE_TTL",
+    "native": "ACGS_POLICY_NATIVE",
     "redis_url": "ACGS_REDIS_URL",
     "redis_timeout_ms": "ACGS_REDIS_TIMEOUT_MS",
     "redis_retry_after": "ACGS_REDIS_RETRY_AFTER",
@@ -54,6 +55,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "workers": non_negative_int,
     "cache_size": non_negative_int,
     "cache_ttl": non_negative_float,
+    "native": flag,
     "redis_url": optional_text,
     "redis_timeout_ms": non_negative_float,
     "redis_retry_after": non_negative_float,
@@ -86,6 +88,10 @@ class PolicySettings:
     cache_size: int = 10_000
     #: L1 entry lifetime, seconds.
     cache_ttl: float = 300.0
+    #: Evaluate the shipped constitution's decisions in Rust instead of its Wasm (used only
+    #: for a bundle with exactly the shipped rules, after a load-time check against the Wasm;
+    #: ``/health`` says which evaluator runs).
+    native: bool = True
     #: ``redis://host:port/db`` for the L2 decision cache shared by nodes; None disables L2.
     redis_url: str | None = None
     #: Per-command Redis deadline; past it the decision goes on without L2.

@@ -1,0 +1,317 @@
+//! Decimal numbers with the arithmetic OPA's Wasm runtime uses for Rego numbers: exact sums,
+//! differences and products, quotients rounded to 18 significant digits (half up), `round` to
+//! an integer half away from zero, and exact comparisons. Anything that would not fit the
+//! fixed-width representation is `None`, which sends the request back to the Wasm evaluator.
+
+use std::cmp::Ordering;
+
+/// Coefficients stay below 10^36, so a coefficient times ten still fits an `i128`.
+const MAX_COEF: i128 = 1_000_000_000_000_000_000_000_000_000_000_000_000;
+/// Exponents beyond this are left to the Wasm evaluator.
+const MAX_EXP: i32 = 400;
+/// Significant digits of a quotient (OPA's Wasm runtime divides in libmpdec's default
+/// context: 18 digits on its 32-bit build, rounding half up).
+const DIV_DIGITS: u32 = 18;
+
+/// `coef * 10^exp`, normalised: no trailing zeros in `coef`, and zero is `0 * 10^0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dec {
+    coef: i128,
+    exp: i32,
+}
+
+fn pow10(n: u32) -> Option<i128> {
+    10i128.checked_pow(n)
+}
+
+fn digits(mut x: i128) -> u32 {
+    let mut n = 1;
+    while x >= 10 {
+        x /= 10;
+        n += 1;
+    }
+    n
+}
+
+impl Dec {
+    pub const ZERO: Dec = Dec { coef: 0, exp: 0 };
+    pub const ONE: Dec = Dec { coef: 1, exp: 0 };
+
+    fn new(mut coef: i128, mut exp: i32) -> Option<Dec> {
+        if coef == 0 {
+            return Some(Dec::ZERO);
+        }
+        if let Ok(mut small) = i64::try_from(coef) {
+            // 64-bit division is several times cheaper than 128-bit; most values are small.
+            while small % 10 == 0 {
+                small /= 10;
+                exp = exp.checked_add(1)?;
+            }
+            coef = i128::from(small);
+        }
+        while coef % 10 == 0 {
+            coef /= 10;
+            exp = exp.checked_add(1)?;
+        }
+        (coef.abs() < MAX_COEF && exp.abs() <= MAX_EXP).then_some(Dec { coef, exp })
+    }
+
+    pub fn int(i: i64) -> Dec {
+        Dec::new(i128::from(i), 0).unwrap_or(Dec::ZERO)
+    }
+
+    /// A JSON number's literal text.
+    pub fn parse(text: &str) -> Option<Dec> {
+        let (neg, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?.parse::<i32>().ok()?),
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut coef: i128 = 0;
+        let mut exp = exponent.checked_sub(i32::try_from(frac.len()).ok()?)?;
+        for b in int.bytes().chain(frac.bytes()) {
+            if coef == 0 && b == b'0' {
+                continue;
+            }
+            if coef >= MAX_COEF / 10 {
+                // More digits than the representation holds: exact only if the rest are zeros.
+                exp = exp.checked_add(1)?;
+                if b != b'0' {
+                    return None;
+                }
+                continue;
+            }
+            coef = coef * 10 + i128::from(b - b'0');
+        }
+        if coef == 0 {
+            return Some(Dec::ZERO);
+        }
+        Dec::new(if neg { -coef } else { coef }, exp)
+    }
+
+    /// Both coefficients at the smaller exponent.
+    fn aligned(self, o: Dec) -> Option<(i128, i128, i32)> {
+        let e = self.exp.min(o.exp);
+        let a = self
+            .coef
+            .checked_mul(pow10(u32::try_from(self.exp - e).ok()?)?)?;
+        let b = o.coef.checked_mul(pow10(u32::try_from(o.exp - e).ok()?)?)?;
+        Some((a, b, e))
+    }
+
+    pub fn plus(self, o: Dec) -> Option<Dec> {
+        if o.coef == 0 {
+            return Some(self);
+        }
+        if self.coef == 0 {
+            return Some(o);
+        }
+        let (a, b, e) = self.aligned(o)?;
+        Dec::new(a.checked_add(b)?, e)
+    }
+
+    pub fn minus(self, o: Dec) -> Option<Dec> {
+        self.plus(Dec {
+            coef: -o.coef,
+            exp: o.exp,
+        })
+    }
+
+    pub fn times(self, o: Dec) -> Option<Dec> {
+        Dec::new(self.coef.checked_mul(o.coef)?, self.exp.checked_add(o.exp)?)
+    }
+
+    pub fn compare(self, o: Dec) -> Option<Ordering> {
+        let (sa, sb) = (self.coef.signum(), o.coef.signum());
+        if sa != sb {
+            return Some(sa.cmp(&sb));
+        }
+        let (a, b, _) = self.aligned(o)?;
+        Some(a.cmp(&b))
+    }
+
+    pub fn lt(self, o: Dec) -> Option<bool> {
+        Some(self.compare(o)? == Ordering::Less)
+    }
+
+    pub fn gt(self, o: Dec) -> Option<bool> {
+        Some(self.compare(o)? == Ordering::Greater)
+    }
+
+    /// Rego's `min([a, b])` and `max([a, b])` by value.
+    pub fn min(self, o: Dec) -> Option<Dec> {
+        Some(if o.lt(self)? { o } else { self })
+    }
+
+    pub fn max(self, o: Dec) -> Option<Dec> {
+        Some(if o.gt(self)? { o } else { self })
+    }
+
+    /// `self / o` to 18 significant digits, half up; `None` for division by zero.
+    pub fn quotient(self, o: Dec) -> Option<Dec> {
+        if o.coef == 0 {
+            return None;
+        }
+        if self.coef == 0 {
+            return Some(Dec::ZERO);
+        }
+        let neg = (self.coef < 0) != (o.coef < 0);
+        let (a, b) = (self.coef.abs(), o.coef.abs());
+        let mut exp = self.exp.checked_sub(o.exp)?;
+        let mut q = a / b;
+        let mut r = a % b;
+        // Long division: one more digit than kept, then the remainder says whether any
+        // further digit is non-zero.
+        while (q == 0 || digits(q) <= DIV_DIGITS) && r != 0 {
+            let next = r.checked_mul(10)?;
+            q = q.checked_mul(10)?.checked_add(next / b)?;
+            r = next % b;
+            exp = exp.checked_sub(1)?;
+        }
+        let extra = if q == 0 {
+            0
+        } else {
+            digits(q).saturating_sub(DIV_DIGITS)
+        };
+        if extra > 0 {
+            let unit = pow10(extra)?;
+            let (kept, dropped) = (q / unit, q % unit);
+            // Half up: a dropped part of at least half the unit rounds away from zero.
+            q = if dropped.checked_mul(2)? >= unit {
+                kept + 1
+            } else {
+                kept
+            };
+            exp = exp.checked_add(i32::try_from(extra).ok()?)?;
+        }
+        Dec::new(if neg { -q } else { q }, exp)
+    }
+
+    /// Rego's `round`: to an integer, half away from zero.
+    pub fn round(self) -> Option<Dec> {
+        if self.exp >= 0 {
+            return Some(self);
+        }
+        let unit = pow10(u32::try_from(-self.exp).ok()?)?;
+        let (kept, dropped) = (self.coef / unit, self.coef % unit);
+        let away = dropped.abs().checked_mul(2)? >= unit;
+        let q = match (away, self.coef < 0) {
+            (true, false) => kept + 1,
+            (true, true) => kept - 1,
+            _ => kept,
+        };
+        Dec::new(q, 0)
+    }
+
+    /// The integer value, when this is an integer that fits.
+    pub fn as_i64(self) -> Option<i64> {
+        if self.exp < 0 {
+            return None;
+        }
+        i64::try_from(
+            self.coef
+                .checked_mul(pow10(u32::try_from(self.exp).ok()?)?)?,
+        )
+        .ok()
+    }
+
+    /// `n / 10^places` as OPA's Wasm runtime writes the quotient of an integer by a power of
+    /// ten: an integer when it is one, else plain decimal notation without trailing zeros.
+    pub fn scaled_text(n: i64, places: u32) -> Option<String> {
+        let unit = 10i64.checked_pow(places)?;
+        let (int, frac) = (n / unit, (n % unit).unsigned_abs());
+        if frac == 0 {
+            // OPA's runtime keeps integers that fit 32 bits as integers.
+            i32::try_from(int).ok()?;
+            return Some(int.to_string());
+        }
+        let mut out = String::with_capacity(24);
+        if n < 0 {
+            out.push('-');
+        }
+        out.push_str(&int.unsigned_abs().to_string());
+        out.push('.');
+        // The fraction's digits, most significant first, without trailing zeros.
+        let mut digits = [b'0'; 20];
+        let mut f = frac;
+        let width = places as usize;
+        for d in digits.iter_mut().take(width).rev() {
+            *d = b'0' + (f % 10) as u8;
+            f /= 10;
+        }
+        let used = digits.get(..width)?;
+        let end = used.iter().rposition(|&d| d != b'0')? + 1;
+        out.push_str(std::str::from_utf8(used.get(..end)?).ok()?);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn d(s: &str) -> Dec {
+        Dec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_json_literals_by_value() {
+        assert_eq!(d("1.50"), d("1.5"));
+        assert_eq!(d("5E-1"), d("0.5"));
+        assert_eq!(d("-0"), Dec::ZERO);
+        assert_eq!(d("1e2"), Dec::int(100));
+        assert_eq!(d("100000000000000000000000000000000000000000"), d("1e41"));
+        assert!(Dec::parse("1e999999").is_none());
+        assert!(Dec::parse("1.000000000000000000000000000000000000001").is_none());
+        assert!(Dec::parse("abc").is_none());
+    }
+
+    #[test]
+    fn divides_like_opas_wasm_runtime() {
+        // Figures read from OPA-compiled Wasm: 2/3, 1/7, and a tie in the 19th digit.
+        let q = d("2").quotient(d("3")).unwrap();
+        assert_eq!(q, d("0.666666666666666667"));
+        assert_eq!(d("1").quotient(d("7")).unwrap(), d("0.142857142857142857"));
+        let tie = d("1234567890123456785")
+            .quotient(d("10000000000000000000"))
+            .unwrap();
+        assert_eq!(tie, d("0.123456789012345679"));
+        let big = d("123456789012345678901").quotient(Dec::ONE).unwrap();
+        assert_eq!(big, d("1.23456789012345679e20"));
+        assert_eq!(d("960").quotient(d("10000")).unwrap(), d("0.096"));
+        assert!(Dec::ONE.quotient(Dec::ZERO).is_none());
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero() {
+        assert_eq!(d("2.5").round(), Some(Dec::int(3)));
+        assert_eq!(d("0.5").round(), Some(Dec::ONE));
+        assert_eq!(d("-2.5").round(), Some(Dec::int(-3)));
+        assert_eq!(d("2.4999").round(), Some(Dec::int(2)));
+    }
+
+    #[test]
+    fn compares_exactly() {
+        assert_eq!(d("0.30000000000000001").gt(d("0.3")), Some(true));
+        assert_eq!(d("1e400").lt(d("2e400")), Some(true));
+        assert_eq!(d("-1").lt(d("0")), Some(true));
+        assert_eq!(d("0.1").plus(d("0.2")), Some(d("0.3")));
+    }
+
+    #[test]
+    fn writes_scores_as_the_runtime_does() {
+        assert_eq!(Dec::scaled_text(9600, 4).as_deref(), Some("0.96"));
+        assert_eq!(Dec::scaled_text(10000, 4).as_deref(), Some("1"));
+        assert_eq!(Dec::scaled_text(0, 4).as_deref(), Some("0"));
+        assert_eq!(Dec::scaled_text(5, 4).as_deref(), Some("0.0005"));
+        assert_eq!(Dec::scaled_text(12345, 4).as_deref(), Some("1.2345"));
+    }
+}
