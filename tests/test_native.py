@@ -110,10 +110,15 @@ def test_native_evaluation_equals_the_wasm() -> None:
         counts["allowed"] += got["allow"] is True
         if got != want:
             mismatches.append((data, got, want))
+        if counts["decided"] % 10 == 0:
+            # acgs/main/allow (decision.allow) answered natively as well.
+            allow = native.evaluate_json(data, "acgs/main/allow")
+            if allow != wasm.evaluate_json(data, "acgs/main/allow"):
+                mismatches.append((data, allow, want["allow"]))
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[0]}"
     # Most decisions were the native evaluator's own (the rest it left to the Wasm), and the
     # generator reached allows, denies and refusals.
-    assert native.cache_stats()["native"] > counts["decided"] * 0.95, (native.cache_stats(), counts)
+    assert native.cache_stats()["native"] > counts["decided"] * 1.05, (native.cache_stats(), counts)
     assert counts["allowed"] > REQUESTS // 50 and counts["decided"] - counts["allowed"] > REQUESTS // 2, counts
     assert counts["refused"] > REQUESTS // 100 and counts["respelled"] > REQUESTS // 10, counts
 

@@ -610,6 +610,29 @@ async def test_l2_hits_across_nodes(redis_server: RedisServer) -> None:
         await node_b.state.policy.pipeline.close()
 
 
+async def test_native_evaluations_skip_l2(redis_server: RedisServer) -> None:
+    """With the native evaluator the constitution's misses are decided without asking Redis
+    (a round trip costs more than the evaluation); with it off, L2 is in the path."""
+    import redis
+
+    request = {**acgs.SEED_REQUEST, "context": {**acgs.SEED_REQUEST["context"], "benefit_assessment": 0.9}}
+    for native in (True, False):
+        with redis.Redis.from_url(redis_server.url) as r:
+            r.flushall()
+        app = make_app(CONSTITUTION, redis_url=redis_server.url, native=native)
+        try:
+            async for c in client_for(app):
+                body = (await c.post("/v1/data/acgs/main/decision", json=request)).json()
+                assert body["allow"] is True and body["cache_hit"] is False
+                await _flush_l2(app)
+                text = (await c.get("/metrics")).text
+                assert _sample(text, 'acgs_cache_requests_total{level="l2",result="miss"}') == (0 if native else 1)
+                with redis.Redis.from_url(redis_server.url) as r:
+                    assert len(r.keys("acgs:l2:*")) == (0 if native else 1)
+        finally:
+            await app.state.policy.pipeline.close()
+
+
 async def test_l2_values_are_checked_before_use(redis_server: RedisServer) -> None:
     import redis
 

@@ -127,6 +127,9 @@ def cluster(tmp_path: Path, postgres_database: str, redis_server: RedisServer) -
             "ACGS_REDIS_TIMEOUT_MS": "1000",
             "ACGS_POLICY_DECISION_LOG": audit.url,
             "ACGS_POLICY_DECISION_LOG_MODE": "sync",
+            # The native evaluator decides faster than Redis answers, so with it on the
+            # engines skip L2; the Wasm keeps L2 in the path this test is about.
+            "ACGS_POLICY_NATIVE": "false",
         }
     )
     engines = [PolicyProcess(engine_env, tmp_path / f"policy-{i}.log") for i in range(ENGINES)]

@@ -19,6 +19,8 @@ use crate::wasm::{Format, Instance, Limits, Policy};
 /// Where a constitution bundle keeps its declarations, and the entrypoint of its decisions.
 const CONSTITUTION_PATH: [&str; 2] = ["acgs", "constitution"];
 pub const DECISION_ENTRYPOINT: &str = "acgs/main/decision";
+/// `allow := decision.allow`, which the native evaluator answers too.
+pub const ALLOW_ENTRYPOINT: &str = "acgs/main/allow";
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -67,6 +69,8 @@ pub struct Loaded {
     pub constitutional_hash: Option<String>,
     /// The id of `acgs/main/decision`, when the bundle has it.
     pub decision_entrypoint: Option<i32>,
+    /// The id of `acgs/main/allow`, when the bundle has it.
+    pub allow_entrypoint: Option<i32>,
     pub fast_path: Option<FastPath>,
     /// Why the constitution's fast-path spec could not be used, if it could not.
     pub fast_path_error: Option<String>,
@@ -100,6 +104,7 @@ impl Loaded {
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned);
         let decision_entrypoint = policy.entrypoints().get(DECISION_ENTRYPOINT).copied();
+        let allow_entrypoint = policy.entrypoints().get(ALLOW_ENTRYPOINT).copied();
         let spec = constitution.and_then(|c| c.get("fast_path"));
         let (fast_path, fast_path_error) = match (spec, decision_entrypoint) {
             (Some(spec), Some(ep)) if options.fast_path && cacheable => {
@@ -150,6 +155,7 @@ impl Loaded {
             cacheable,
             constitutional_hash,
             decision_entrypoint,
+            allow_entrypoint,
             fast_path,
             fast_path_error,
             native,
@@ -420,6 +426,17 @@ impl Engine {
                     out.extend_from_slice(&decision);
                     out.extend_from_slice(b"}]");
                     out
+                })
+            }
+            (Some(n), Some(Ok(doc)), Format::Json) if Some(ep) == loaded.allow_entrypoint => {
+                // The native decision object always starts with its allow flag.
+                n.decide(doc).map(|decision| {
+                    self.native_decisions.fetch_add(1, Ordering::Relaxed);
+                    if decision.starts_with(b"{\"allow\":true") {
+                        b"[{\"result\":true}]".to_vec()
+                    } else {
+                        b"[{\"result\":false}]".to_vec()
+                    }
                 })
             }
             _ => None,

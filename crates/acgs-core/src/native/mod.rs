@@ -15,8 +15,9 @@
 //!   the Wasm (compared as JSON values);
 //! - `tests/test_native.py` compares both on 100,000 generated requests in the test command.
 //!
-//! Whatever it cannot represent exactly (numbers beyond 36 digits, `\u` escapes, requests with a
-//! foreign constitutional hash) it leaves to the Wasm by answering `None`.
+//! Whatever it cannot represent exactly (numbers beyond 36 digits or with huge exponents,
+//! requests with another or a non-string constitutional hash, non-object inputs) it leaves to
+//! the Wasm by answering `None`.
 
 mod number;
 
@@ -333,6 +334,8 @@ impl Native {
             }
             _ => return Err(NativeError("resource_limits is not an object".into())),
         }
+        // Sorted by name as `sort(object.keys(...))` in the "unknown resource" reason.
+        limits.sort_by(|a, b| a.0.cmp(&b.0));
         if limits.iter().any(|(k, _)| k.contains('.')) {
             return Err(NativeError("a resource name contains a dot".into()));
         }

@@ -436,12 +436,13 @@ class DecisionPipeline:
 
     async def _decide_native(self, raw: bytes) -> Decided:
         """``acgs/main/decision`` through the engine's pipeline, with L2 between its L1 (and
-        fast path) and evaluation."""
+        fast path) and evaluation. When the native evaluator decides (the shipped constitution),
+        L2 is skipped: a Redis round trip costs more than the evaluation it would save."""
         engine = self._engine_or_fault()
         body = engine.decide_cached_json(raw)
         l2 = self._l2
         l2_key: bytes | None = None
-        if body is None and l2 is not None and self._cacheable and l2.available:
+        if body is None and l2 is not None and self._cacheable and l2.available and self._evaluator != "native":
             l2_key = engine.cache_key(raw, MAIN_DECISION)
             found = await l2.get(l2_key)
             if found is not None and _valid_result_set(found):
