@@ -792,6 +792,13 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
         self.violations.insert(msg);
     }
 
+    /// A hard-rule violation with a formatted reason (`sprintf` as the Rego calls it).
+    fn violate(&mut self, format: &str, args: Vec<Rego>) -> Option<()> {
+        let msg = self.n.fmt(format, args)?;
+        self.violations.insert(msg);
+        Some(())
+    }
+
     fn run(&mut self) -> Option<()> {
         let n = self.n;
         let input = self.input;
@@ -956,32 +963,29 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             if let Some(v) = member(parent(p), key) {
                 let got = type_name(v);
                 if got != want {
-                    let msg = n.fmt(
+                    self.violate(
                         "%s must be of type %s, not %s",
                         vec![Rego::str(path), Rego::str(want), Rego::str(got)],
                     )?;
-                    self.violation(msg);
                 }
             }
         }
         for (p, key, path) in UNIT_FIELDS {
             if let Some((v, text)) = number(member(parent(p), key)) {
                 if v.lt(Dec::ZERO)? || v.gt(Dec::ONE)? {
-                    let msg = n.fmt(
+                    self.violate(
                         "%s must be within [0, 1], got %v",
                         vec![Rego::str(path), number_value(text)],
                     )?;
-                    self.violation(msg);
                 }
             }
         }
         if let Some((v, text)) = number(count) {
             if v.lt(Dec::ZERO)? {
-                let msg = n.fmt(
+                self.violate(
                     "%s must not be negative, got %v",
                     vec![Rego::str("trusted.request_count_1m"), number_value(text)],
                 )?;
-                self.violation(msg);
             }
         }
         match action {
@@ -993,11 +997,10 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             let listed =
                 matches!(t, Json::Str(s) if n.request_types.iter().any(|x| x == s.as_ref()));
             if !listed {
-                let msg = n.fmt(
+                self.violate(
                     "type %v is not one of: %s",
                     vec![rego_of(t), Rego::str(n.request_types_joined.as_str())],
                 )?;
-                self.violation(msg);
             }
         }
         let trust = member(agent, "trust_level");
@@ -1006,11 +1009,10 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
         }
         if let Some((t, text)) = number(trust) {
             if t.lt(n.t_trust.dec)? {
-                let msg = n.fmt(
+                self.violate(
                     "trust level %v is below the minimum %v",
                     vec![number_value(text), n.t_trust.rego()],
                 )?;
-                self.violation(msg);
             }
         }
         if let Some(a) = action_str {
@@ -1018,11 +1020,10 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             for (p, category, name) in &n.action_patterns {
                 let has = |i: &usize| found.get(*i).copied().unwrap_or(false);
                 if has(category) && has(name) {
-                    let msg = n.fmt(
+                    self.violate(
                         "action %s matches the critical safety pattern %s",
                         vec![Rego::str(a), Rego::str(p.as_str())],
                     )?;
-                    self.violation(msg);
                 }
             }
         }
@@ -1037,11 +1038,10 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             };
             let found = found_patterns(&n.text_search, n.text_patterns.len(), text);
             for (p, _) in n.text_patterns.iter().zip(found).filter(|(_, f)| *f) {
-                let msg = n.fmt(
+                self.violate(
                     "%s contains the critical safety pattern: %s",
                     vec![Rego::str(field), Rego::str(p.as_str())],
                 )?;
-                self.violation(msg);
             }
         }
         if let Some(Json::Obj(members)) = requested {
@@ -1052,34 +1052,30 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
                     .find(|(name, _)| name == k.as_ref())
                     .map(|(_, l)| l);
                 let Some(limit) = limit else {
-                    let msg = n.fmt(
+                    self.violate(
                         "unknown resource %s (known: %s)",
                         vec![Rego::str(k.as_ref()), Rego::str(n.known_resources.as_str())],
                     )?;
-                    self.violation(msg);
                     continue;
                 };
                 let Some((value, text)) = number(Some(v)) else {
-                    let msg = n.fmt(
+                    self.violate(
                         "requested resource %s must be a number, not %s",
                         vec![Rego::str(k.as_ref()), Rego::str(type_name(v))],
                     )?;
-                    self.violation(msg);
                     continue;
                 };
                 if value.lt(Dec::ZERO)? {
-                    let msg = n.fmt(
+                    self.violate(
                         "requested resource %s must not be negative, got %v",
                         vec![Rego::str(k.as_ref()), number_value(text)],
                     )?;
-                    self.violation(msg);
                 }
                 if value.gt(limit.dec)? {
-                    let msg = n.fmt(
+                    self.violate(
                         "requested resource %s %v exceeds the limit %v",
                         vec![Rego::str(k.as_ref()), number_value(text), limit.rego()],
                     )?;
-                    self.violation(msg);
                 }
             }
         }
@@ -1096,36 +1092,32 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             self.violation(msg);
         }
         if harm.gt(n.t_max_harm.dec)? {
-            let msg = n.fmt(
+            self.violate(
                 "harm risk %v exceeds the maximum %v",
                 vec![harm_v, n.t_max_harm.rego()],
             )?;
-            self.violation(msg);
         }
         if benefit.lt(n.t_min_benefit.dec)? {
-            let msg = n.fmt(
+            self.violate(
                 "benefit %v is below the minimum %v",
                 vec![benefit_v, n.t_min_benefit.rego()],
             )?;
-            self.violation(msg);
         }
         if overrides && !consented {
             self.violation("overrides the user's preference without consent".into());
         }
         if is_true(member(ctx, "affects_protected_groups")) && fairness.lt(n.t_min_fairness.dec)? {
-            let msg = n.fmt(
+            self.violate(
                 "fairness %v for protected groups is below the minimum %v",
                 vec![fairness_v, n.t_min_fairness.rego()],
             )?;
-            self.violation(msg);
         }
         let constitutional_dec = self.scaled(constitutional)?;
         if constitutional_dec.lt(n.t_constitutional.dec)? {
-            let msg = n.fmt(
+            self.violate(
                 "constitutional principles score %v is below the minimum %v",
                 vec![self.score_value(constitutional)?, n.t_constitutional.rego()],
             )?;
-            self.violation(msg);
         }
 
         // Verdict.
