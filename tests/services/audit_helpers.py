@@ -81,6 +81,22 @@ def service_env(data_dir: Path, url: str) -> dict[str, str]:
     return env
 
 
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, what: str, timeout: float) -> None:
+    """Waits until a service process started by a test answers GET /health with 200; raises
+    with the tail of its log if it exits or does not get there in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become healthy:\n{log_path.read_text()[-3000:]}")
+
+
 class AuditProcess:
     """``python -m acgs.services.audit`` on a loopback port, started, killed and restarted."""
 
@@ -104,17 +120,7 @@ class AuditProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"audit service exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("audit service did not become healthy")
+        wait_healthy(self.proc, self.url, self.log_path, "audit service", timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -31,7 +31,7 @@ import redis
 
 from acgs import SEED_REQUEST
 from acgs import _acgs as core
-from tests.services.audit_helpers import REPO, AuditProcess, service_env
+from tests.services.audit_helpers import REPO, AuditProcess, service_env, wait_healthy
 from tests.services.conftest import RedisServer, free_port
 
 ENGINES = 3
@@ -79,17 +79,7 @@ class PolicyProcess:
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"policy engine exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"policy engine did not become healthy:\n{self.log_path.read_text()[-3000:]}")
+        wait_healthy(self.proc, self.url, self.log_path, "policy engine", timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None
