@@ -118,10 +118,10 @@ fn deadline_and_memory_cap_give_specific_errors_and_the_engine_recovers() {
         timeout_ms: 50,
         memory_bytes: 64 * 1024 * 1024,
     });
-    let t = eval(&e, "stress/spin", r#"{"n": 1000000000}"#);
+    let t = eval(&e, "stress/spin", &spin_input(2000));
     assert!(matches!(t, Err(Error::Timeout(50))), "{t:?}");
     assert_eq!(
-        eval(&e, "stress/spin", r#"{"n": 10}"#).unwrap(),
+        eval(&e, "stress/spin", &spin_input(10)).unwrap(),
         r#"[{"result":10}]"#
     );
 
@@ -129,11 +129,32 @@ fn deadline_and_memory_cap_give_specific_errors_and_the_engine_recovers() {
         timeout_ms: 60_000,
         memory_bytes: 64 * 1024 * 1024,
     });
-    let m = eval(&e, "stress/hog", r#"{"n": 10000000}"#);
+    let m = eval(&e, "stress/hog", r#"{"n": 100000000}"#);
     assert!(matches!(m, Err(Error::MemoryLimit(_))), "{m:?}");
     assert_eq!(
         eval(&e, "stress/hog", r#"{"n": 2}"#).unwrap(),
-        r#"[{"result":64}]"#
+        r#"[{"result":2}]"#
+    );
+}
+
+/// `{"items": [0, 1, ..., n-1], "stop": -1}`: stress/spin visits n^3 triples.
+fn spin_input(n: usize) -> String {
+    let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    format!(r#"{{"items":[{}],"stop":-1}}"#, items.join(","))
+}
+
+#[test]
+fn the_deadline_policy_allocates_nothing_per_step() {
+    // 300^3 = 27 million steps under a cap of 8 MiB and no deadline worth the name: a loop that
+    // allocated even a few bytes per step would exhaust the cap, so the deadline test above can
+    // only ever hit the deadline, however fast or slow the machine.
+    let e = stress(Limits {
+        timeout_ms: 600_000,
+        memory_bytes: 8 * 1024 * 1024,
+    });
+    assert_eq!(
+        eval(&e, "stress/spin", &spin_input(300)).unwrap(),
+        r#"[{"result":300}]"#
     );
 }
 
