@@ -12,7 +12,7 @@ bench/test_bench_decide.py), which have no peer.
 Usage: python bench/run.py [--quick] [--skip-rust] [--skip-python] [--skip-opa]
 Run it from the repo venv (`make bench` does) so the built `acgs` module is importable.
 Besides results/latest.md it writes results/hosts.json (the schema of acgs.perf.results).
-Peers come from bench/requirements.txt.
+Peers come from requirements.lock (the `bench` extra), which `make setup` installs.
 """
 
 from __future__ import annotations
@@ -166,7 +166,6 @@ def pytest_benchmark(test_file: Path, report: Path, quick: bool) -> list[dict]: 
 
 
 def run_python(quick: bool) -> dict[str, float]:
-    sh([sys.executable, "-m", "pip", "install", "-q", "-r", str(BENCH / "requirements.txt")])
     with tempfile.TemporaryDirectory() as tmp:
         hosts = pytest_benchmark(BENCH / "test_bench_python.py", Path(tmp) / "python.json", quick)
         decide = pytest_benchmark(BENCH / "test_bench_decide.py", Path(tmp) / "decide.json", quick)

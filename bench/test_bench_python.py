@@ -34,10 +34,10 @@ THREADS = 2
 
 try:
     import opapywasm
-except ImportError:  # the peer is optional: bench/requirements.txt installs it
+except ImportError:  # the peer is optional: the `bench` extra installs it
     opapywasm = None
 
-needs_peer = pytest.mark.skipif(opapywasm is None, reason="opa-py-wasm is not installed (bench/requirements.txt)")
+needs_peer = pytest.mark.skipif(opapywasm is None, reason="opa-py-wasm is not installed (the bench extra)")
 
 
 class Case:

@@ -57,26 +57,13 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
+# Exactly the versions requirements.lock pins (`make lock` refreshes it on purpose), so a fresh
+# machine tests what CI tested. Not `pip install -e .`: that would build the extension, which
+# `make dev` does.
 stamp="$VENV/.acgs-deps"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(sha256sum requirements.lock | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    # The build requirements, runtime dependencies and test extras named in pyproject.toml.
-    # Not `pip install -e .[test]`: that would build the extension, which `make dev` does.
-    mapfile -t deps < <("$VENV/bin/python" - <<'PY'
-import tomllib
-
-with open("pyproject.toml", "rb") as f:
-    project = tomllib.load(f)
-for dep in (
-    project["build-system"]["requires"]
-    + project["project"]["dependencies"]
-    + project["project"]["optional-dependencies"]["test"]
-):
-    print(dep)
-PY
-)
-    "$VENV/bin/python" -m pip install -q "${deps[@]}"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.lock
     echo "$want" > "$stamp"
 fi
 echo "setup: ok (opa $("$GOBIN/opa" version | head -1 | awk '{print $2}'), $("$VENV/bin/python" --version))"

@@ -29,7 +29,9 @@ def fresh_venv(path: Path) -> Path:
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # The locked versions, also in pip's isolated build environment (maturin): the test checks
+    # the package, not whatever the index holds today.
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CONSTRAINT": str(ROOT / "requirements.lock")}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

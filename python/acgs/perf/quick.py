@@ -238,7 +238,7 @@ def _opa_py_wasm(workload: Workload, expected: Any) -> Callable[[], object]:
     try:
         import opapywasm  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError as exc:
-        raise PeerUnavailable("opa-py-wasm is not installed (pip install -r bench/requirements.txt)") from exc
+        raise PeerUnavailable("opa-py-wasm is not installed (pip install 'acgs[bench]', or `make setup` in a checkout)") from exc
     files = workload.files()
     # It warns on every instance whose module asks for more than its default initial memory,
     # which OPA's modules do; the warning says nothing about the measurement.
