@@ -25,6 +25,10 @@ help: ## List the targets
 setup: ## Install system packages, the pinned OPA CLI and the Python venv (idempotent)
 	bash scripts/setup.sh
 
+.PHONY: lock
+lock: ## Re-resolve requirements.lock from pyproject.toml's ranges (on purpose; commit the result)
+	bash scripts/lock.sh
+
 .PHONY: opa
 opa: ## Install the pinned OPA CLI ($(OPA_VERSION)) into $(GOBIN)
 	@if $(OPA) version 2>/dev/null | grep -q "Version: $(OPA_VERSION:v%=%)"; then \
@@ -92,9 +96,8 @@ lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built mod
 .PHONY: bench
 bench: setup dev ## Every benchmark (hosts, quick suite, HTTP, audit, sandbox if root); writes bench/results/*.json, chart.png, the README table
 	bash scripts/setup.sh --bench
-	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run.py
-	$(PY) bench/gate.py --no-gate --json bench/results/quick.json
+	$(PY) -m acgs bench --json bench/results/quick.json
 	$(PY) bench/http/run.py
 	$(PY) bench/http/run.py --policy constitution
 	$(PY) bench/audit/run.py
@@ -110,12 +113,8 @@ bench-report: ## Table and chart (bench/results/chart.png) from bench/results/*.
 	$(PY) bench/report.py --readme
 
 .PHONY: bench-gate
-bench-gate: setup dev ## CI performance gate: quick-suite ratios ACGS/peer vs bench/reference.json, fails on a drop > 20%
+bench-gate: setup ## CI performance gate: this checkout against the base commit (bench/gate-base), both built and timed here
 	$(PY) bench/gate.py $(BENCH_ARGS)
-
-.PHONY: bench-reference
-bench-reference: setup dev ## Re-measure the gate's reference ratios into bench/reference.json (then commit it)
-	$(PY) bench/gate.py --update --rounds 15 $(BENCH_ARGS)
 
 .PHONY: serve-policy
 serve-policy: dev ## Run the policy service on 127.0.0.1:8004 (settings from ACGS_* variables)

@@ -1,21 +1,22 @@
-"""Performance measurement shipped with the package: the quick suite that `acgs bench` and the
-CI gate run (ACGS next to a peer on the same bundle and input, as ratios), the regression check
-against reference ratios, and the one JSON schema every benchmark of the project writes."""
+"""Performance measurement shipped with the package: the quick suite that `acgs bench` runs
+(ACGS next to a peer on the same bundle and input, as ratios: a report), the verdicts of the CI
+gate that compares a candidate build with a base build (bench/gate.py), and the one JSON schema
+every benchmark of the project writes."""
 
-from acgs.perf.gate import Reference, Verdict, compare
+from acgs.perf.gate import Comparison, Verdict, median_band
 from acgs.perf.quick import PEERS, Pair, Workload, measure, plan
 from acgs.perf.results import Record, Results, run_metadata
 
 __all__ = [
     "PEERS",
+    "Comparison",
     "Pair",
     "Record",
-    "Reference",
     "Results",
     "Verdict",
     "Workload",
-    "compare",
     "measure",
+    "median_band",
     "plan",
     "run_metadata",
 ]

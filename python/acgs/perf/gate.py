@@ -1,101 +1,122 @@
-"""The regression gate: measured ratios (peer time / ACGS time) against reference ratios, failing
-when one drops by more than the allowed share (20% by default).
+"""The performance gate's verdicts: a candidate build of ACGS against a base build, both measured
+in the same run on the same machine and inputs (bench/gate.py drives them).
 
-A drop is ``1 - measured / reference``: ACGS getting slower relative to its peer lowers the
-ratio. Improvements (a negative drop) always pass. Every reference ratio must be measured, and
-every measured ratio must have a reference, so that a peer silently missing from a run, or a
-new pair nobody recorded, fails the gate instead of passing it unseen.
+Each benchmark gives one ratio per round, candidate time / base time (above 1: the candidate is
+slower), the two sides timed back to back in alternating order. The noise band is the
+distribution-free confidence interval of the median ratio (order statistics of the rounds, no
+assumption about the shape of the noise), so a busy machine widens the band instead of failing
+the gate, and a quiet one narrows it. A benchmark fails when the whole band lies above
+``1 + tolerance``: the candidate is slower beyond what the rounds themselves can explain.
+
+Instruction counts, where valgrind measured them, are a second signal that load does not move:
+a benchmark also fails when the candidate executes more than ``1 + instruction_tolerance`` times
+the base's instructions per call.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import math
+import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-DEFAULT_MAX_DROP = 0.20
-SCHEMA = "acgs-bench-reference/1"
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_INSTRUCTION_TOLERANCE = 0.03
+DEFAULT_CONFIDENCE = 0.95
+
+
+def median_band(values: list[float], confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values``: the k-th smallest
+    and k-th largest value, for the largest k whose binomial tail leaves ``confidence`` between
+    them. With too few values for that confidence it is their whole range."""
+    if not values:
+        raise ValueError("no values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    xs = sorted(values)
+    n = len(xs)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) <= k - 1)
+    while k < n // 2:
+        nxt = below + math.comb(n, k) / 2**n
+        if nxt > tail:
+            break
+        below, k = nxt, k + 1
+    if k == 0:
+        return xs[0], xs[-1]
+    return xs[k - 1], xs[n - k]
+
+
+@dataclass
+class Comparison:
+    """One benchmark: the base's and the candidate's time per call in each round (ns), and their
+    instructions per call when counted."""
+
+    name: str
+    base_ns: list[float] = field(default_factory=list)
+    candidate_ns: list[float] = field(default_factory=list)
+    base_instructions: float | None = None
+    candidate_instructions: float | None = None
+
+    @property
+    def ratios(self) -> list[float]:
+        return [c / max(b, 1e-9) for b, c in zip(self.base_ns, self.candidate_ns, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def band(self, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+        return median_band(self.ratios, confidence)
+
+    @property
+    def instruction_ratio(self) -> float | None:
+        if self.base_instructions is None or self.candidate_instructions is None or self.base_instructions <= 0:
+            return None
+        return self.candidate_instructions / self.base_instructions
 
 
 @dataclass(frozen=True)
 class Verdict:
-    benchmark: str
-    reference: float | None
-    measured: float | None
-    max_drop: float
-    missing: str | None = None  # why a referenced pair was not measured
+    comparison: Comparison
+    tolerance: float = DEFAULT_TOLERANCE
+    instruction_tolerance: float = DEFAULT_INSTRUCTION_TOLERANCE
+    confidence: float = DEFAULT_CONFIDENCE
 
     @property
-    def drop(self) -> float | None:
-        if self.reference is None or self.measured is None or self.reference <= 0:
-            return None
-        return 1.0 - self.measured / self.reference
+    def slower_in_time(self) -> bool:
+        lo, _ = self.comparison.band(self.confidence)
+        return lo > 1 + self.tolerance
+
+    @property
+    def unsettled(self) -> bool:
+        """The median says slower but the band does not rule out noise: worth more rounds."""
+        return not self.slower_in_time and self.comparison.ratio > 1 + self.tolerance
+
+    @property
+    def more_instructions(self) -> bool:
+        r = self.comparison.instruction_ratio
+        return r is not None and r > 1 + self.instruction_tolerance
 
     @property
     def ok(self) -> bool:
-        drop = self.drop
-        return drop is not None and drop <= self.max_drop
+        return not (self.slower_in_time or self.more_instructions)
 
     def message(self) -> str:
-        if self.reference is None:
-            return (f"{self.benchmark}: measured ratio {self.measured:.3f} has no reference ratio "
-                    "(refresh the reference: `make bench-reference`)")
-        if self.measured is None:
-            why = f": {self.missing}" if self.missing else ""
-            return f"{self.benchmark}: not measured{why} (reference ratio {self.reference:.3f})"
-        drop = self.drop
-        assert drop is not None  # both ratios are known here
-        change = f"a drop of {drop:.1%}" if drop > 0 else f"an improvement of {-drop:.1%}"
-        verdict = f"{'within' if self.ok else 'more than'} the allowed {self.max_drop:.0%}"
-        return (f"{self.benchmark}: reference ratio {self.reference:.3f}, measured {self.measured:.3f}, "
-                f"{change}: {verdict}")
+        c = self.comparison
+        lo, hi = c.band(self.confidence)
+        text = (f"{c.name}: candidate/base time {c.ratio:.3f} over {len(c.ratios)} rounds "
+                f"({self.confidence:.0%} band {lo:.3f}-{hi:.3f}; fails above {1 + self.tolerance:.3f})")
+        r = c.instruction_ratio
+        if r is not None:
+            text += (f"; instructions per call {c.base_instructions:,.0f} -> {c.candidate_instructions:,.0f} "
+                     f"({r - 1:+.2%}; fails above {self.instruction_tolerance:+.0%})")
+        if self.slower_in_time:
+            text += ": SLOWER beyond the noise band"
+        if self.more_instructions:
+            text += ": MORE INSTRUCTIONS beyond the tolerance"
+        return text
 
 
-def compare(
-    measured: Mapping[str, float],
-    reference: Mapping[str, float],
-    max_drop: float = DEFAULT_MAX_DROP,
-    missing: Mapping[str, str] | None = None,
-) -> list[Verdict]:
-    """One verdict per benchmark named in either mapping, in reference order."""
-    if not 0 <= max_drop < 1:
-        raise ValueError(f"max_drop must be in [0, 1), got {max_drop}")
-    names = list(reference) + [n for n in measured if n not in reference]
-    why = missing or {}
-    return [Verdict(n, reference.get(n), measured.get(n), max_drop, why.get(n)) for n in names]
-
-
-@dataclass
-class Reference:
-    """bench/reference.json: the ratios a run is held to, and the run they came from."""
-
-    ratios: dict[str, float]
-    max_drop: float = DEFAULT_MAX_DROP
-    run: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: Path) -> Reference:
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no reference ratios at {path} (create them with --update)") from None
-        if doc.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not an {SCHEMA} document")
-        ratios = {str(k): float(v) for k, v in doc["ratios"].items()}
-        if any(v <= 0 for v in ratios.values()):
-            raise ValueError(f"{path}: reference ratios must be positive")
-        return cls(ratios, float(doc.get("max_drop", DEFAULT_MAX_DROP)), dict(doc.get("run", {})))
-
-    def write(self, path: Path) -> None:
-        doc = {
-            "schema": SCHEMA,
-            "about": "peer time / ACGS time per pair of the quick suite (acgs bench); the gate fails "
-                     "when a measured ratio is more than max_drop below its reference",
-            "max_drop": self.max_drop,
-            "ratios": {k: round(v, 4) for k, v in sorted(self.ratios.items())},
-            "run": self.run,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+def percent(ratio: float) -> str:
+    """A ratio as a signed change: 1.07 -> '+7.0%'."""
+    return f"{ratio - 1:+.1%}"
