@@ -54,7 +54,8 @@ policy-test: opa ## opa test on policies/, failing under $(POLICY_COVERAGE_MIN)%
 
 .PHONY: dev
 dev: sandbox-launcher ## Build the extension (release) into the venv, and the sandbox's launcher
-	$(PY) -m maturin develop --release --quiet
+	@# maturin installs the package's dependencies with pip: held to the lock, like setup's.
+	PIP_CONSTRAINT=requirements.lock $(PY) -m maturin develop --release --quiet
 
 SANDBOX_LAUNCHER := python/acgs/services/sandbox/launcher/acgs-launcher
 
