@@ -27,28 +27,20 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from acgs.perf.gate import Comparison, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "python") not in sys.path:
-    sys.path.insert(0, str(ROOT / "python"))
-
-import acgs  # noqa: E402  (the candidate's, for the requests both sides are timed on)
-from acgs.perf.gate import (  # noqa: E402
-    DEFAULT_CONFIDENCE,
-    DEFAULT_INSTRUCTION_TOLERANCE,
-    DEFAULT_TOLERANCE,
-    Comparison,
-    Verdict,
-    percent,
-)
-from acgs.perf.results import format_value, run_metadata  # noqa: E402
 
 WORKER = ROOT / "bench" / "gate_worker.py"
 BASE_FILE = ROOT / "bench" / "gate-base"
@@ -225,8 +217,7 @@ class Side:
             raise RuntimeError(f"callgrind wrote no totals in {part.name}")
 
 
-def inputs_file(directory: Path) -> Path:
-    seed = dict(acgs.SEED_REQUEST)
+def inputs_file(directory: Path, seed: dict[str, Any]) -> Path:
     path = directory / "inputs.json"
     path.write_text(json.dumps({
         "seed": seed,
@@ -234,6 +225,14 @@ def inputs_file(directory: Path) -> Path:
         "example": {k: seed[k] for k in ("action", "context")},
     }))
     return path
+
+
+def fmt_ns(ns: float) -> str:
+    return f"{ns / 1000:,.2f} µs" if ns >= 1000 else f"{ns:,.0f} ns"
+
+
+def percent(ratio: float) -> str:
+    return f"{ratio - 1:+.1%}"
 
 
 def table(verdicts: list[Verdict]) -> str:
@@ -250,7 +249,7 @@ def table(verdicts: list[Verdict]) -> str:
         r = c.instruction_ratio
         instr = (f"{c.base_instructions:,.0f} → {c.candidate_instructions:,.0f} ({percent(r)})"
                  if r is not None else "not counted")
-        lines.append(f"| {c.name} | {format_value(base, 'ns')} | {format_value(cand, 'ns')} | {percent(c.ratio)} | "
+        lines.append(f"| {c.name} | {fmt_ns(base)} | {fmt_ns(cand)} | {percent(c.ratio)} | "
                      f"{percent(lo)} to {percent(hi)} | {instr} | {'ok' if v.ok else 'FAIL'} |")
     return "\n".join(lines)
 
@@ -272,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="the base revision (default: see the module's docstring)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per benchmark (default 15)")
     parser.add_argument("--seconds", type=float, default=0.2, help="CPU seconds per batch of calls (default 0.2)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"allowed slowdown before the noise band (default {DEFAULT_TOLERANCE})")
-    parser.add_argument("--instruction-tolerance", type=float, default=DEFAULT_INSTRUCTION_TOLERANCE,
-                        help=f"allowed growth of instructions per call (default {DEFAULT_INSTRUCTION_TOLERANCE})")
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    parser.add_argument("--tolerance", type=float, help="allowed slowdown, past the noise band (default 0.05)")
+    parser.add_argument("--instruction-tolerance", type=float,
+                        help="allowed growth of instructions per call (default 0.03)")
+    parser.add_argument("--confidence", type=float, help="of the noise band (default 0.95)")
     parser.add_argument("--benchmark", action="append", help="only these benchmarks (repeatable)")
     parser.add_argument("--instructions", action=argparse.BooleanOptionalAction, default=None,
                         help="count instructions with callgrind (default: when valgrind is installed)")
@@ -288,12 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     base_rev, why = resolve_base(args.base)
     log(f"base {base_rev[:10]} ({why}), candidate: this checkout")
     base_dir = prepare(base_rev)
-    candidate_dir = prepare(snapshot())
+    candidate_tree = snapshot()
+    candidate_dir = prepare(candidate_tree)
+    # The verdict rules and the seed request are the candidate's own, from the build measured.
+    sys.path.insert(0, str(candidate_dir))
+    import acgs
+    from acgs.perf import gate as rules
+
+    tolerance = rules.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    instruction_tolerance = (rules.DEFAULT_INSTRUCTION_TOLERANCE if args.instruction_tolerance is None
+                             else args.instruction_tolerance)
+    confidence = rules.DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
     count = args.instructions if args.instructions is not None else shutil.which("valgrind") is not None
 
     with tempfile.TemporaryDirectory(prefix="acgs-gate-") as tmp:
         workdir = Path(tmp)
-        inputs = inputs_file(workdir)
+        inputs = inputs_file(workdir, dict(acgs.SEED_REQUEST))
         sides = (Side("base", base_dir, inputs, 1, workdir), Side("candidate", candidate_dir, inputs, args.slowdown, workdir))
         try:
             listed: list[list[str]] = []
@@ -308,11 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             if not names:
                 log("no benchmark both builds support")
                 return 2
-            comparisons = [Comparison(n) for n in names]
+            comparisons = [rules.Comparison(n) for n in names]
             measure(sides, comparisons, args.rounds, args.seconds)
 
             def judge() -> list[Verdict]:
-                return [Verdict(c, args.tolerance, args.instruction_tolerance, args.confidence) for c in comparisons]
+                return [rules.Verdict(c, tolerance, instruction_tolerance, confidence) for c in comparisons]
 
             unsettled = [v.comparison for v in judge() if v.unsettled or v.slower_in_time]
             if unsettled:
@@ -341,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "schema": "acgs-bench-gate/1",
-            "run": {**run_metadata(ROOT), "base": base_rev, "base_from": why, "rounds": args.rounds,
-                    "seconds": args.seconds, "slowdown": args.slowdown},
-            "tolerance": args.tolerance, "instruction_tolerance": args.instruction_tolerance,
+            "run": {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+                    "base": base_rev, "base_from": why, "candidate_tree": candidate_tree,
+                    "rounds": args.rounds, "seconds": args.seconds, "slowdown": args.slowdown},
+            "tolerance": tolerance, "instruction_tolerance": instruction_tolerance, "confidence": confidence,
             "benchmarks": [{
                 "name": v.comparison.name, "base_ns": v.comparison.base_ns, "candidate_ns": v.comparison.candidate_ns,
                 "ratio": v.comparison.ratio, "band": list(v.comparison.band(v.confidence)),

@@ -116,7 +116,3 @@ class Verdict:
             text += ": MORE INSTRUCTIONS beyond the tolerance"
         return text
 
-
-def percent(ratio: float) -> str:
-    """A ratio as a signed change: 1.07 -> '+7.0%'."""
-    return f"{ratio - 1:+.1%}"
