@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -329,10 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"measuring {', '.join(c.name for c in unsettled)} again before judging")
                 measure(sides, unsettled, args.rounds, args.seconds)
             if count:
-                for c in comparisons:
-                    log(f"counting instructions: {c.name}")
-                    c.base_instructions = sides[0].instructions(c.name)
-                    c.candidate_instructions = sides[1].instructions(c.name)
+                # Counts do not depend on what else runs, so the two sides count at once.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    for c in comparisons:
+                        log(f"counting instructions: {c.name}")
+                        base_count = pool.submit(sides[0].instructions, c.name)
+                        c.candidate_instructions = sides[1].instructions(c.name)
+                        c.base_instructions = base_count.result()
         finally:
             for s in sides:
                 s.close()
