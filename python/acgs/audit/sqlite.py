@@ -17,7 +17,8 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,14 @@ class SQLiteAuditStore:
         self._writer: threading.Thread | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        # Guards the reader connections and counts the reads in flight. A read runs in a worker
+        # thread that its caller cannot stop (a cancelled ``asyncio.to_thread`` leaves the thread
+        # running), and closing a connection while another thread executes on it crashes the
+        # sqlite3 module (SIGSEGV in CPython 3.11): close waits for those reads and holds new
+        # ones back until it is done.
+        self._readers_cond = threading.Condition()
+        self._reads_in_flight = 0
+        self._closing_readers = False
         #: Transactions committed and events they carried, for metrics.
         self.commits = 0
         self.committed_events = 0
@@ -160,15 +168,31 @@ class SQLiteAuditStore:
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
-            with self._readers_lock:
+            with self._readers_cond:
                 self._readers.append(conn)
         return conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reader connection, which ``close`` leaves open until the block ends."""
+        with self._readers_cond:
+            while self._closing_readers:
+                self._readers_cond.wait()
+            self._reads_in_flight += 1
+        try:
+            yield self._reader()
+        finally:
+            with self._readers_cond:
+                self._reads_in_flight -= 1
+                if not self._reads_in_flight:
+                    self._readers_cond.notify_all()
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         args = tuple(params)
 
         def run() -> list[Any]:
-            return self._reader().execute(sql, args).fetchall()
+            with self._reading() as conn:
+                return conn.execute(sql, args).fetchall()
 
         return await asyncio.to_thread(run)
 
@@ -195,11 +219,22 @@ class SQLiteAuditStore:
             self._queue.put(None)
             writer.join()
             self._writer = None
-        with self._readers_lock:
-            for conn in self._readers:
+        # Reads still running (their callers may be gone: a cancelled task's read goes on in
+        # its thread) finish on their connection first; reads that start meanwhile wait, then
+        # open fresh connections.
+        with self._readers_cond:
+            self._closing_readers = True
+            while self._reads_in_flight:
+                self._readers_cond.wait()
+            readers, self._readers = self._readers, []
+            self._local = threading.local()
+        try:
+            for conn in readers:
                 conn.close()
-            self._readers.clear()
-        self._local = threading.local()
+        finally:
+            with self._readers_cond:
+                self._closing_readers = False
+                self._readers_cond.notify_all()
 
     async def close(self) -> None:
         await asyncio.to_thread(self.close_blocking)
@@ -365,14 +400,11 @@ class SQLiteAuditStore:
 
     async def read_columns(self, start: int, end: int) -> Columns:
         def run() -> Columns:
-            rows = (
-                self._reader()
-                .execute(
+            with self._reading() as conn:
+                rows = conn.execute(
                     "SELECT idx, payload, content_hash, chain_hash FROM audit_events WHERE idx >= ? AND idx < ? ORDER BY idx",
                     (start, end),
-                )
-                .fetchall()
-            )
+                ).fetchall()
             if not rows:
                 return Columns([], [], [], [])
             idx, payloads, contents, chains = zip(*rows, strict=True)

@@ -79,6 +79,7 @@ class ForkServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reader: threading.Thread | None = None
         self._exits: dict[int, concurrent.futures.Future[Exit]] = {}
         self._failures: dict[int, str] = {}
         self._exits_lock = threading.Lock()
@@ -97,7 +98,8 @@ class ForkServer:
         theirs.close()
         self._sock = ours
         self._replies = queue.Queue()
-        threading.Thread(target=self._read, args=(ours, self._replies), name="acgs-forkserver", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(ours, self._replies), name="acgs-forkserver", daemon=True)
+        self._reader.start()
         return ours
 
     def spawn(
@@ -190,6 +192,13 @@ class ForkServer:
                 pass
             self._sock.close()
             self._sock = None
+        if self._reader is not None:
+            # The reader ends at once on the shut-down socket, failing the exits still pending.
+            # Joined so that close() leaves no thread of ours behind: the controller may be on
+            # its way out of the interpreter, where a thread still settling futures is a hazard.
+            # (It never takes self._lock, so joining under that lock cannot deadlock.)
+            self._reader.join(timeout=5)
+            self._reader = None
         if self._proc is not None:
             try:
                 self._proc.wait(timeout=5)
