@@ -216,7 +216,7 @@ class Pair:
 
 def _slowed(call: Callable[[], object], slowdown: int) -> Callable[[], object]:
     """The ACGS call made ``slowdown`` times per measured call: real extra work, injected in the
-    harness (never in the product) so that a test can watch the gate catch a slower ACGS."""
+    harness (never in the product), to watch the ratios fall (`acgs bench --slowdown`)."""
     if slowdown <= 1:
         return call
 
