@@ -11,10 +11,11 @@ export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
 # System packages. redis-server: the L2 cache tests run a real one. postgresql: the service
 # tests start a throwaway server (tests/services/pg.py). bubblewrap, runsc: the sandbox
-# controller's runtimes (bwrap, gVisor). chromium, chromium-driver: the evolution review page's
+# controller's runtimes (bwrap, gVisor); slirp4netns, nftables: the user-mode network and egress
+# filter of runs allowed the network. chromium, chromium-driver: the evolution review page's
 # browser test. openjdk-17-jre-headless, maven: the audit stream test runs a Kafka broker from
 # Maven Central jars (tests/services/kafka.py).
-APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql bubblewrap runsc chromium chromium-driver
+APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql bubblewrap runsc slirp4netns nftables chromium chromium-driver
     openjdk-17-jre-headless maven)
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES+=(wrk)

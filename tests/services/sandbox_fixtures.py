@@ -90,7 +90,9 @@ def sandbox_service() -> Iterator[SandboxService]:
 @pytest.fixture(scope="module")
 def client(sandbox_service: SandboxService) -> Iterator[TestClient]:
     app = create_app(sandbox_service.settings, service=sandbox_service)
-    with TestClient(app, raise_server_exceptions=True) as c:
+    # A loopback name: the services refuse Host names they do not serve (TestClient's default
+    # is "testserver").
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=True) as c:
         yield c
 
 

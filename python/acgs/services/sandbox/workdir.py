@@ -157,21 +157,67 @@ def sweep(root: Path) -> tuple[set[str], list[str]]:
     return live, removed
 
 
+#: Longest file name component and path a request may give (Linux's NAME_MAX and a margin
+#: under PATH_MAX for the work dir's own path).
+NAME_MAX = 255
+PATH_MAX = 3072
+
+
 def check_files(files: Mapping[str, bytes], limit_bytes: int) -> dict[PurePosixPath, bytes]:
-    """Validate the request's file names (relative, no ``..``) and total size."""
+    """Validate the request's file names and total size. A name is a relative path of plain
+    components: no empty, ``.`` or ``..`` component (PurePosixPath would quietly drop a
+    ``.``, so ``.`` alone or ``./a`` next to ``a`` are refused here, not discovered later), no
+    NUL, none that is both a file and another file's directory."""
     out: dict[PurePosixPath, bytes] = {}
     total = 0
     for name, content in files.items():
-        p = PurePosixPath(name)
-        if not name or p.is_absolute() or any(part in ("..", "") for part in p.parts) or "\0" in name:
+        raw = name.split("/")
+        if not name or "\0" in name or any(part in ("", ".", "..") for part in raw):
             raise InvalidInputError(f"file name {name!r} must be a relative path inside the work dir")
+        if len(os.fsencode(name)) > PATH_MAX or any(len(os.fsencode(part)) > NAME_MAX for part in raw):
+            raise InvalidInputError(f"file name {name[:64]!r}... is too long")
+        p = PurePosixPath(name)
         if p.parts[0] == ".tmp":
             raise InvalidInputError(f"file name {name!r}: .tmp is reserved")
         out[p] = content
         total += len(content)
+    for p in out:
+        for parent in p.parents:
+            if parent in out:
+                raise InvalidInputError(f"file name {str(p)!r} needs {str(parent)!r} to be a directory, but it is a file")
     if total > limit_bytes:
         raise InvalidInputError(f"files total {total} bytes, over the disk limit of {limit_bytes} bytes")
     return out
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` or raise: a short write (a full tmpfs returns one before ENOSPC)
+    is retried, never taken for the whole."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
+
+def mount_capped(path: Path, size_bytes: int) -> None:
+    """A private tmpfs of ``size_bytes`` at ``path`` (an existing directory), for files the
+    controller writes on a run's behalf (gVisor's debug log): full is full, never the host's
+    disk."""
+    _mount_tmpfs(path, f"size={max(size_bytes // 1024, 64)}k,mode=0700")
+
+
+def unmount(path: Path) -> None:
+    _umount(path)
+
+
+def is_full(path: Path, slack: int = 8192) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < slack
 
 
 @dataclass
@@ -206,9 +252,7 @@ class WorkDir:
             wd._write_files(files, uid, gid)
         except OSError as exc:
             wd.remove()
-            if exc.errno == errno.ENOSPC:
-                raise InvalidInputError("the request's files do not fit in the disk limit") from exc
-            raise WorkDirError(f"cannot prepare the work dir: {exc}") from exc
+            raise _file_error(exc) from exc
         except BaseException:
             wd.remove()
             raise
@@ -220,9 +264,7 @@ class WorkDir:
         try:
             self._write_files(files, uid, gid)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise InvalidInputError("the request's files do not fit in the disk limit") from exc
-            raise WorkDirError(f"cannot prepare the work dir: {exc}") from exc
+            raise _file_error(exc) from exc
 
     def _write_files(self, files: Mapping[PurePosixPath, bytes], uid: int, gid: int) -> None:
         for rel, content in files.items():
@@ -234,7 +276,7 @@ class WorkDir:
                     os.chown(d, uid, gid)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, content)
+                write_all(fd, content)
                 os.fchown(fd, uid, gid)
             finally:
                 os.close(fd)
@@ -254,3 +296,13 @@ class WorkDir:
     def remove(self) -> None:
         _umount(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _file_error(exc: OSError) -> AcgsError:
+    """What a failure to write the request's files means for the client: its files do not
+    fit or cannot exist (a 4xx), or the host failed (the run fails)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return InvalidInputError("the request's files do not fit in the disk limit (file system blocks and inodes count)")
+    if exc.errno in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+        return InvalidInputError(f"the request's files cannot be laid out in the work dir: {exc.strerror}")
+    return WorkDirError(f"cannot prepare the work dir: {exc}")

@@ -96,8 +96,9 @@ class Runtime(Protocol):
 
 #: Read-only host files the languages' runtimes look for (all world-readable, none secret).
 ETC_FILES = ("ld.so.cache", "alternatives")
-#: Only when the run may use the network.
-ETC_NET_FILES = ("resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates")
+#: Only when the run may use the network. Not resolv.conf: the run gets a generated one
+#: naming its own resolver (see ``network.py``).
+ETC_NET_FILES = ("hosts", "nsswitch.conf", "ssl", "ca-certificates")
 
 PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:ACGS sandbox:{WORKSPACE}:/usr/sbin/nologin\n".encode()
 GROUP = f"sandbox:x:{SANDBOX_GID}:\n".encode()

@@ -42,8 +42,10 @@ from acgs.services.sandbox.runtimes.base import (
     tool_version,
     which,
 )
+from acgs.services.sandbox.runtimes import network
 from acgs.services.sandbox.runtimes.launch import Host, Launch, outcome, run_resources, spawn_and_watch
 from acgs.services.sandbox.seccomp import Profile
+from acgs.services.sandbox.workdir import is_full, mount_capped, unmount
 
 ISOLATION = (
     "application kernel (gVisor Sentry) between the code and the host kernel; the Sentry "
@@ -56,6 +58,9 @@ ISOLATION = (
 PIDS_OVERHEAD = 256
 #: Memory for the Sentry and Gofer themselves, on top of the run's memory_mb.
 MEMORY_OVERHEAD_MB = 128
+#: The Sentry's debug log (read for violations) lives on a tmpfs of this size: a run that
+#: makes it chatty fills that, never the host's disk. Lines past it are dropped by runsc.
+DEBUG_LOG_CAP = 8 * MiB
 
 _DENIED = re.compile(rb"Syscall (\d+): (denied|killed) by seccomp")
 #: The Sentry (a Go program) dying, e.g. when the pids limit stops it from creating threads.
@@ -106,6 +111,7 @@ class GvisorRuntime:
         self.state_root = host.instance.dir / "runsc"
         self.rootfs = host.instance.dir / "gvisor-rootfs"
         self._seccomp = oci_seccomp(host.profile)
+        self.debug_log_cap = DEBUG_LOG_CAP
 
     def probe(self) -> RuntimeStatus:
         details: dict[str, object] = {
@@ -113,6 +119,8 @@ class GvisorRuntime:
             "seccomp_profile": self.host.profile.name,
             "syscall_monitoring": "Sentry debug log (denied by seccomp)",
             "cgroups": self.host.layout.describe(),
+            # What a run allowed the network gets (never the host's namespace).
+            "network": network.tools_problem() or "own namespace: slirp4netns and an egress filter",
         }
         if self.binary is None:
             return RuntimeStatus("gvisor", False, ISOLATION, "runsc is not installed (Debian package runsc)", None, details)
@@ -128,14 +136,34 @@ class GvisorRuntime:
         if self.binary is None:
             raise RuntimeUnavailable("runsc is not installed")
         started = time.monotonic()
+        if job.limits.network:
+            problem = network.tools_problem()
+            if problem is not None:
+                raise RuntimeUnavailable(problem)
         self._ensure_rootfs()
         container = f"acgs-{job.execution_id}"
         bundle = self.host.instance.dir / f"{job.execution_id}.oci"
         logs = bundle / "logs"
+        nsfd = -1
+        net: network.UserNet | None = None
+        logs_mounted = False
         try:
             with run_resources(self.host, job, extra_pids=PIDS_OVERHEAD, memory_overhead_mb=MEMORY_OVERHEAD_MB) as (cg, wd):
                 logs.mkdir(parents=True)
-                (bundle / "config.json").write_text(json.dumps(self._spec(job, wd.workspace, wd.tmp)))
+                mount_capped(logs, self.debug_log_cap)
+                logs_mounted = True
+                netns: str | None = None
+                if job.limits.network:
+                    # A namespace of the run's own, served by slirp4netns and filtered before
+                    # runsc starts; runsc's hostinet then uses host sockets *in it* (this
+                    # runsc's netstack refuses to start on kernels like the project's: its
+                    # "root namespace" test misfires). Held by our descriptor only, so it
+                    # disappears with the run (or with the controller).
+                    nsfd = network.new_namespace()
+                    net = network.UserNet.attach(nsfd, cg.procs_files())
+                    netns = f"/proc/{os.getpid()}/fd/{nsfd}"
+                    (bundle / "resolv.conf").write_bytes(network.RESOLV_CONF)
+                (bundle / "config.json").write_text(json.dumps(self._spec(job, wd.workspace, wd.tmp, netns, bundle)))
                 argv = [
                     self.binary,
                     "--root", str(self.state_root),
@@ -157,11 +185,22 @@ class GvisorRuntime:
                     # The sandbox's kernel died under the run (contained: nothing survives it).
                     result.status = "killed" if result.limits_hit else "error"
                     result.error = f"the gVisor Sentry stopped: {fatal}"
+                if is_full(logs) and result.error is None:
+                    result.error = (
+                        f"the gVisor debug log reached its cap ({self.debug_log_cap // 1024} KiB): "
+                        "violations after that point are not counted"
+                    )
                 return result
         finally:
             # A killed runsc leaves its container state behind; the cgroup is gone, and so
             # is every process of the sandbox.
             self._forget(container)
+            if net is not None:
+                net.close()
+            if nsfd >= 0:
+                os.close(nsfd)
+            if logs_mounted:
+                unmount(logs)
             shutil.rmtree(bundle, ignore_errors=True)
 
     # -----------------------------------------------------------------------------------------
@@ -186,7 +225,7 @@ class GvisorRuntime:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another thread made it first
 
-    def _spec(self, job: Job, workspace: Path, tmp: Path) -> dict[str, Any]:
+    def _spec(self, job: Job, workspace: Path, tmp: Path, netns: str | None = None, bundle: Path | None = None) -> dict[str, Any]:
         lim = job.limits
         mounts: list[dict[str, Any]] = [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -205,15 +244,19 @@ class GvisorRuntime:
             src = Path("/etc") / name
             if src.exists():
                 mounts.append({"destination": str(src), "type": "bind", "source": str(src), "options": ["rbind", "ro"]})
+        if lim.network and bundle is not None:
+            mounts.append(
+                {"destination": "/etc/resolv.conf", "type": "bind", "source": str(bundle / "resolv.conf"), "options": ["rbind", "ro"]}
+            )
         rlimits = [
             {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
             {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
             {"type": "RLIMIT_CPU", "hard": int(lim.cpu_seconds) + 1, "soft": int(lim.cpu_seconds) + 1},
             {"type": "RLIMIT_FSIZE", "hard": lim.disk_mb * MiB, "soft": lim.disk_mb * MiB},
         ]
-        namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-        if not lim.network:
-            namespaces.append({"type": "network"})
+        namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        # Never the host's: a new empty one without network, the run's slirp4netns one with.
+        namespaces.append({"type": "network", "path": netns} if lim.network and netns is not None else {"type": "network"})
         return {
             "ociVersion": "1.0.2",
             "process": {

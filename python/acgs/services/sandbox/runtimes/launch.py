@@ -239,11 +239,22 @@ def watch_started(s: Started, job: Job, launch_name: str, *, started: float) -> 
 
 
 def spawn_and_watch(
-    host: Host, job: Job, cg: Cgroup, launch: Launch, *, started: float, on_kill: Callable[[], None] | None = None
+    host: Host,
+    job: Job,
+    cg: Cgroup,
+    launch: Launch,
+    *,
+    started: float,
+    on_kill: Callable[[], None] | None = None,
+    on_started: Callable[[Started], Callable[[], None]] | None = None,
 ) -> tuple[Watched, Supervisor | None]:
-    """Start ``launch`` inside ``cg`` (through the fork server) and watch it to the end."""
+    """Start ``launch`` inside ``cg`` (through the fork server) and watch it to the end.
+    ``on_started`` runs as soon as the process exists, before the watch loop (which must run
+    meanwhile: it answers bwrap's setup notifications); what it returns is called once the
+    process has ended, before its descriptors are closed."""
     stdin_fd = os.memfd_create("acgs-stdin", os.MFD_CLOEXEC)
     s: Started | None = None
+    finish: Callable[[], None] | None = None
     try:
         if job.stdin:
             os.write(stdin_fd, job.stdin)
@@ -251,13 +262,21 @@ def spawn_and_watch(
         s = start_process(host, cg, launch, stdin_fd, on_kill=on_kill)
         os.close(stdin_fd)
         stdin_fd = -1
+        if on_started is not None:
+            finish = on_started(s)
         watched = watch_started(s, job, os.path.basename(launch.argv[0]), started=started)
         return watched, s.supervisor
     finally:
         if stdin_fd >= 0:
             os.close(stdin_fd)
-        if s is not None:
-            s.close()
+        try:
+            if finish is not None:
+                if s is not None and not s.exited:
+                    s.kill()
+                finish()
+        finally:
+            if s is not None:
+                s.close()
 
 
 def outcome(job: Job, watched: Watched, cg: Cgroup, wd_full: bool, supervisor: Supervisor | None) -> Outcome:
