@@ -1,7 +1,11 @@
 """The work behind ``acgs audit ...`` (the click commands live in ``acgs.cli``): verify the stored
 log, sign a checkpoint, export a segment, and verify an exported segment offline. The first
 three open the log the configuration's audit section describes (data directory, database URL,
-``ACGS_AUDIT_SIGNING_KEY``); ``verify-export`` needs only the file."""
+``ACGS_AUDIT_SIGNING_KEY``); ``verify-export`` needs only the file and the log's verifier key.
+
+``verify`` holds the log to a key pinned outside the database (``--key FILE``, a verifier key or
+the signing key; default the service's key under the data directory), optionally to a published
+key id (``--key-id``), and to the witnessed checkpoint kept beside the key (``--witness``)."""
 
 from __future__ import annotations
 
@@ -58,17 +62,43 @@ class _Progress:
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    log = _open(args)
-    await log.open()
+    from acgs.audit import keys
+    from acgs.audit.log import verify_log
+    from acgs.audit.store import open_store
+    from acgs.errors import SigningKeyError
+
+    settings = _settings(args)
     try:
-        progress = _Progress(args.progress or sys.stderr.isatty())
-        report = await log.verify(args.from_index, args.to_index, progress=progress)
+        verifier, source = keys.pinned_verifier(getattr(args, "key", None), settings.data_dir)
+        wanted = getattr(args, "key_id", None)
+        if wanted and keys.key_id(verifier) != wanted.strip().lower():
+            print(f"acgs: the key in {source} has id {keys.key_id(verifier)}, not the published {wanted}", file=sys.stderr)
+            return 2
+    except SigningKeyError as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        return 2
+    witness = getattr(args, "witness", None)
+    witness = Path(witness) if witness else settings.data_dir / keys.WITNESS_FILE
+    store = open_store(settings.resolved_database_url())
+    await store.open()
+    try:
+        progress = _Progress(getattr(args, "progress", False) or sys.stderr.isatty())
+        report = await verify_log(
+            store, args.from_index, args.to_index, verifier_key=verifier, witness=witness, progress=progress
+        )
         progress.finish()
     finally:
-        await log.close()
-    print(json.dumps(report.as_dict(), indent=2))
+        await store.close()
+    out = report.as_dict()
+    out["verifier_key"] = verifier
+    print(json.dumps(out, indent=2))
     if not report.ok:
-        print(f"acgs: audit log does not verify at index {report.first_bad_index}: {report.reason}: {report.detail}", file=sys.stderr)
+        if report.first_bad_index is not None:
+            print(f"acgs: audit log does not verify at index {report.first_bad_index}: {report.reason}: {report.detail}", file=sys.stderr)
+        elif report.checkpoint_error is not None:
+            print(f"acgs: audit log checkpoints do not verify: {report.checkpoint_error}", file=sys.stderr)
+        else:
+            print(f"acgs: audit log does not verify: {report.reason}: {report.detail}", file=sys.stderr)
         return 1
     return 0
 
@@ -120,13 +150,21 @@ def _verify_export(args: argparse.Namespace) -> int:
         print(f"acgs: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     key = args.key
-    if key is not None and key.startswith("@"):
-        key = Path(key[1:]).read_text().strip()
+    if not key:
+        # The key inside the file is whatever whoever wrote the file chose: it proves nothing.
+        print("acgs: verify-export needs the log's published verifier key: pass --key KEY or --key @FILE "
+              "(GET /audit/key, or `acgs audit checkpoint --json`)", file=sys.stderr)
+        return 2
+    try:
+        if key.startswith("@"):
+            from acgs.audit.keys import verifier_from_text
+
+            key = verifier_from_text(Path(key[1:]).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"acgs: cannot read the key {args.key}: {exc}", file=sys.stderr)
+        return 2
     report = verify_export(doc, key)
     print(json.dumps(report.as_dict(), indent=2))
-    if report.ok and report.key_from_file:
-        print("acgs: verified with the key inside the file; pass --key with the log's published verifier key "
-              "to also check who signed", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -16,11 +16,18 @@ Two modes (``ACGS_POLICY_DECISION_LOG_MODE``):
   every decision a client received is in the audit log. Decisions that arrive while a batch is
   being appended share the next batch (group commit). A failed append is not retried: the
   waiting handlers get ``DecisionLogUnavailable`` and answer an error instead of the decision.
+
+Every decision is logged whatever the shape of its input: an input that is not an object, is
+not canonical JSON, or is too large to keep whole is logged by its digest. An event the audit
+log still refuses (a 4xx, see ``acgs.audit.delivery``) is never retried: it goes to
+``dead_letters`` and a ``delivery_rejected`` event (its digest, size, the reason) takes its
+place in the log, so the events behind it keep flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -30,7 +37,8 @@ from typing import Any, Protocol
 import orjson
 
 from acgs import _acgs as core
-from acgs.audit.events import GENESIS
+from acgs.audit.delivery import FIT_PAYLOAD, delivered_before, is_rejection, rejection_event
+from acgs.audit.events import GENESIS, MAX_FIELD
 from acgs.errors import AuditError, CanonicalJsonError
 
 log = logging.getLogger("acgs.audit")
@@ -42,6 +50,11 @@ INPUT_FULL = "full"
 #: ``mode`` setting values.
 MODE_ASYNC = "async"
 MODE_SYNC = "sync"
+PRODUCER = "policy"
+#: Canonical bytes of input and result a decision event keeps whole; past it, their digests.
+MAX_KEPT = FIT_PAYLOAD - 8192
+#: Refused events kept in memory for inspection (the log holds their digests for good).
+DEAD_LETTERS = 1000
 
 
 class DecisionLogUnavailable(AuditError):
@@ -62,12 +75,25 @@ def _sha256(data: bytes) -> str:
     return core.event_hashes(GENESIS, data)[0].hex()
 
 
-def _canonical_result(result: Any) -> Any:
+def _canonical_result(result: Any) -> tuple[Any, int]:
+    """The result as logged and its canonical size."""
     try:
-        core.canonical_json(result)
-        return result
-    except CanonicalJsonError:
-        return {"unrepresentable_sha256": _sha256(repr(result).encode())}
+        return result, len(core.canonical_json(result))
+    except Exception:  # noqa: BLE001 - whatever the core cannot take is logged by digest
+        return {"unrepresentable_sha256": _sha256(repr(result).encode())}, 90
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 1] + "\u2026"
+
+
+def _agent_of(value: dict[str, Any]) -> Any:
+    found = value.get("agent_id")
+    if found:
+        return found
+    context = value.get("context")
+    agent = context.get("agent") if type(context) is dict else None
+    return agent.get("id") if type(agent) is dict else None
 
 
 class DecisionLog:
@@ -112,6 +138,9 @@ class DecisionLog:
         self.failures = 0
         #: ``sync`` mode: decisions refused because their event was not acknowledged.
         self.unacknowledged = 0
+        #: Events the audit log refused, most recent last: (reason, event).
+        self.dead_letters: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque(maxlen=DEAD_LETTERS)
+        self.rejected = 0
         #: Batches being appended; ``sync`` mode keeps two in flight.
         self.appends_in_flight = 2 if self.durable else 1
         self._inflight: dict[int, list[tuple[Any, ...]]] = {}
@@ -175,25 +204,38 @@ class DecisionLog:
             await self._queue.put(entry)
 
     def event_of(self, entry: tuple[Any, ...]) -> dict[str, Any]:
+        """The decision's audit event, within the audit log's limits whatever the input."""
         decision_id, path, raw_input, result, outcome, at = entry[:6]
+        path = _cap(str(path))
         metadata: dict[str, Any] = {"path": path, "bundle_digest": self.bundle_digest, "decided_at": at}
         value: Any = None
+        logged, result_size = _canonical_result(result)
         if raw_input is not None:
             try:
                 canonical = core.canonicalize_json(raw_input)
                 metadata["input_sha256"] = _sha256(canonical)
                 value = orjson.loads(canonical)
                 if self.include_input == INPUT_FULL:
-                    metadata["input"] = value
+                    if len(canonical) + result_size <= MAX_KEPT:
+                        metadata["input"] = value
+                    else:
+                        # Too large to keep whole: the digest above stands for it.
+                        metadata["input_size"] = len(canonical)
+                        metadata["input_truncated"] = True
             except CanonicalJsonError:
                 # An input JSON cannot hold canonically is still logged, by the digest of its bytes.
                 metadata["input_sha256"] = _sha256(raw_input)
                 metadata["input_canonical"] = False
-        metadata["result"] = _canonical_result(result)
+            except Exception:  # noqa: BLE001 - any input, however malformed, is logged by digest
+                metadata["input_sha256"] = _sha256(bytes(raw_input))
+                metadata["input_canonical"] = False
+        if result_size > MAX_KEPT:
+            logged = {"sha256": _sha256(core.canonical_json(result)), "size": result_size, "truncated": True}
+        metadata["result"] = logged
         agent = "unknown"
         action = path
         if type(value) is dict:
-            agent = str(value.get("agent_id") or (value.get("context") or {}).get("agent", {}).get("id") or "unknown")
+            agent = str(_agent_of(value) or "unknown")
             action = str(value.get("action") or path)
         if type(result) is dict and type(result.get("allow")) is bool:
             verdict = "allow" if result["allow"] else "deny"
@@ -208,7 +250,7 @@ class DecisionLog:
             "decision_id": decision_id,
         }
         chash = result.get("constitutional_hash") if type(result) is dict else None
-        chash = chash if isinstance(chash, str) else self.constitutional_hash
+        chash = chash if isinstance(chash, str) and len(chash) <= MAX_FIELD else self.constitutional_hash
         if chash:
             event["constitutional_hash"] = chash
         return event
@@ -229,19 +271,48 @@ class DecisionLog:
         if self.durable:
             await self._write_once(events, logged)
             return
+        await self._deliver(events)
+
+    async def _deliver(self, events: list[Mapping[str, Any]], *, replacement: bool = False) -> None:
+        """``async`` mode: appends ``events`` in order, retrying transient failures with backoff.
+        When the audit log refuses the batch, its events go one by one and a refused one is
+        replaced by its ``delivery_rejected`` event (a refused replacement is logged and
+        counted as dropped: nothing more can be done)."""
         delay = 0.05
         while events:
             try:
                 await self.sink.record_many(events)
-                self.written += len(events)
+                self.written += 0 if replacement else len(events)
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.failures += 1
-                log.warning("decision log append failed; retrying in %.2fs", delay, exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+            except Exception as exc:
+                done = delivered_before(exc)
+                self.written += 0 if replacement else done
+                events = events[done:]
+                if not is_rejection(exc):
+                    self.failures += 1
+                    log.warning("decision log append failed; retrying in %.2fs", delay, exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(self.max_backoff, delay * 2)
+                    continue
+                if replacement:
+                    log.error("decision log: the audit log refused the delivery_rejected event too: %s", exc)
+                    self.dropped += len(events)
+                elif len(events) > 1:
+                    for event in events:
+                        await self._deliver([event])
+                else:
+                    await self._deliver([self._dead_letter(events[0], str(exc))], replacement=True)
+                return
+
+    def _dead_letter(self, event: Mapping[str, Any], reason: str) -> dict[str, Any]:
+        """Sets a refused event aside and returns the ``delivery_rejected`` event for its place."""
+        self.rejected += 1
+        self.dead_letters.append((reason, event))
+        log.error("decision log: the audit log refused the event of decision %s (%s); logged as delivery_rejected",
+                  event.get("decision_id"), reason)
+        return rejection_event(event, reason, PRODUCER)
 
     async def _write_once(self, events: list[Mapping[str, Any]], entries: list[tuple[Any, ...]]) -> None:
         """``sync`` mode: one attempt; the waiting handlers learn its outcome. No retry here:
@@ -254,6 +325,14 @@ class DecisionLog:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            done = delivered_before(exc)
+            self.written += done
+            for entry in entries[:done]:
+                _settle(entry, None)
+            events, entries = events[done:], entries[done:]
+            if is_rejection(exc):
+                await self._write_each(events, entries)
+                return
             self.failures += 1
             self.unacknowledged += len(entries)
             log.warning("decision log append failed; %d decision(s) refused", len(entries), exc_info=True)
@@ -264,6 +343,22 @@ class DecisionLog:
         self.written += len(events)
         for entry in entries:
             _settle(entry, None)
+
+    async def _write_each(self, events: list[Mapping[str, Any]], entries: list[tuple[Any, ...]]) -> None:
+        """``sync`` mode, after a refused batch: one attempt per event; a refused event is
+        answered once its ``delivery_rejected`` event is durable (the decision is accounted for
+        in the log), any other failure refuses the decision."""
+        for event, entry in zip(events, entries, strict=True):
+            failed = await _once(self.sink, [event])
+            if failed is not None and is_rejection(failed):
+                failed = await _once(self.sink, [self._dead_letter(event, str(failed))])
+            if failed is None:
+                self.written += 1
+                _settle(entry, None)
+            else:
+                self.failures += 1
+                self.unacknowledged += 1
+                _settle(entry, f"the audit log did not acknowledge the decision: {type(failed).__name__}: {failed}")
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -324,6 +419,16 @@ class DecisionLog:
         self._task = None
         if self._on_close is not None:
             await self._on_close()
+
+
+async def _once(sink: BatchSink, events: list[Mapping[str, Any]]) -> BaseException | None:
+    try:
+        await sink.record_many(events)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _settle(entry: tuple[Any, ...], failure: str | None) -> None:

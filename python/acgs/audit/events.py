@@ -5,6 +5,10 @@ The payload is the RFC 8785 canonical JSON of the whole enriched event (``event_
 ``timestamp`` and every field the caller sent), made by the Rust core: every field that matters
 is hashed, nothing rides outside the hash. An event's log index is not in its payload; the
 chain hash binds each payload to its place.
+
+``submitted_by`` in the payload is who appended the event: set by the log's owner (the audit
+service from the authenticated principal, or the client's address with authentication off),
+never by the caller; whatever a caller sends under that key is dropped.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ OPTIONAL = ("decision_id", "constitutional_hash")
 MAX_FIELD = 512
 #: Largest accepted canonical payload, in bytes.
 MAX_PAYLOAD = 256 * 1024
+#: The payload key naming who submitted the event (set by the log's owner, never the caller).
+SUBMITTED_BY = "submitted_by"
 
 
 _second: list[Any] = [None, ""]
@@ -89,7 +95,7 @@ class PreparedEvent:
         return format_timestamp(self.ts_us)
 
 
-_ALLOWED = frozenset((*REQUIRED, *OPTIONAL, "metadata"))
+_ALLOWED = frozenset((*REQUIRED, *OPTIONAL, "metadata", SUBMITTED_BY))
 
 
 def _bad_text(name: str, value: Any, required: bool) -> InvalidAuditEvent:
@@ -102,9 +108,12 @@ def _bad_text(name: str, value: Any, required: bool) -> InvalidAuditEvent:
     return InvalidAuditEvent(f"{name} is longer than {MAX_FIELD} characters")
 
 
-def prepare(event: Mapping[str, Any], *, ts_us: int, event_id: str | None = None) -> PreparedEvent:
+def prepare(
+    event: Mapping[str, Any], *, ts_us: int, event_id: str | None = None, submitter: Mapping[str, Any] | None = None
+) -> PreparedEvent:
     """Checks a caller's event and makes its canonical payload. Raises ``InvalidAuditEvent``
-    saying which field is wrong."""
+    saying which field is wrong. ``submitter`` (who appends it) goes into the payload under
+    ``submitted_by``; the caller's own ``submitted_by`` is dropped."""
     if type(event) is not dict and not isinstance(event, Mapping):
         raise InvalidAuditEvent(f"an event is a JSON object, not {type(event).__name__}")
     if not _ALLOWED.issuperset(event):
@@ -132,6 +141,8 @@ def prepare(event: Mapping[str, Any], *, ts_us: int, event_id: str | None = None
     if key is not None and (type(key) is not str or not key or len(key) > MAX_FIELD):
         raise InvalidAuditEvent(f"metadata.idempotency_key must be a non-empty string of at most {MAX_FIELD} characters")
     fields["metadata"] = metadata
+    if submitter is not None:
+        fields[SUBMITTED_BY] = submitter
     eid = fields["event_id"] = event_id or new_event_id()
     fields["timestamp"] = format_timestamp(ts_us)
     try:
@@ -208,6 +219,39 @@ class Columns:
     payloads: list[bytes]
     content_hashes: list[bytes]
     chain_hashes: list[bytes]
+    #: When asked for: the columns copied out of each payload for queries, as stored
+    #: (event_id, ts_us, event_type, agent_id, decision_id, idempotency_key).
+    derived: list[tuple[Any, ...]] | None = None
+
+
+#: The columns a store copies out of the payload, in ``Columns.derived`` order.
+DERIVED = ("event_id", "ts_us", "event_type", "agent_id", "decision_id", "idempotency_key")
+
+
+def derived_mismatch(payload: bytes, stored: tuple[Any, ...]) -> str | None:
+    """Which derived column of a row disagrees with its payload (None when all agree)."""
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "payload"
+    if type(value) is not dict:
+        return "payload"
+    metadata = value.get("metadata")
+    key = metadata.get("idempotency_key") if type(metadata) is dict else None
+    want = (
+        value.get("event_id"),
+        value.get("timestamp"),
+        value.get("event_type"),
+        value.get("agent_id"),
+        value.get("decision_id"),
+        key,
+    )
+    event_id, ts_us, event_type, agent_id, decision_id, idem = stored
+    got = (event_id, format_timestamp(ts_us) if type(ts_us) is int else ts_us, event_type, agent_id, decision_id, idem)
+    for name, w, g in zip(DERIVED, want, got, strict=True):
+        if w != g or type(w) is not type(g):
+            return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """The log's checkpoint signing key: from ``ACGS_AUDIT_SIGNING_KEY``, or a file under the data
-directory, generated (Ed25519, through the Rust core) on first start with mode 0600."""
+directory, generated (Ed25519, through the Rust core) on first start with mode 0600. Also the
+verifier key ``acgs audit verify`` pins: read from a file (a verifier key, or the signing key it
+derives from), never from the database it checks."""
 
 from __future__ import annotations
 
@@ -12,7 +14,48 @@ from acgs.errors import SigningKeyError
 
 ENV_KEY = "ACGS_AUDIT_SIGNING_KEY"
 KEY_FILE = "audit-signing.key"
+#: The latest checkpoint the log signed, kept beside the key, outside the database.
+WITNESS_FILE = "audit-checkpoint.note"
 DEFAULT_ORIGIN = "acgs.local/audit"
+
+
+def key_id(verifier_key: str) -> str:
+    """The published key id (8 hex digits) inside ``<name>+<id>+<key>``."""
+    parts = verifier_key.strip().split("+", 2)
+    if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
+        raise SigningKeyError("not a verifier key (expected <name>+<key id>+<key>)")
+    return parts[1].lower()
+
+
+def verifier_from_text(text: str, origin: str | None = None) -> str:
+    """The verifier key a key file holds: a verifier key as is, or the one a signing key
+    (``PRIVATE+KEY+...``) derives."""
+    text = text.strip()
+    if text.startswith("PRIVATE+KEY+"):
+        name = key_name(text)
+        verifier: str = core.Checkpointer(text, origin or name).verifier_key
+        return verifier
+    key_id(text)
+    return text
+
+
+def pinned_verifier(key_file: Path | None, data_dir: Path, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The verifier key to hold a log to, and where it came from: ``key_file``, else
+    ``ACGS_AUDIT_SIGNING_KEY``, else ``<data_dir>/audit-signing.key``. Never creates a key:
+    ``SigningKeyError`` when there is none."""
+    if key_file is not None:
+        try:
+            return verifier_from_text(Path(key_file).read_text()), str(key_file)
+        except OSError as exc:
+            raise SigningKeyError(f"cannot read the key file {key_file}: {exc}") from None
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_KEY, "").strip()
+    if text:
+        return verifier_from_text(text), ENV_KEY
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        raise SigningKeyError(f"no key to verify with: {path} does not exist; pass --key FILE (the log's verifier key)")
+    return verifier_from_text(path.read_text()), str(path)
 
 
 def key_name(private_key: str) -> str:

@@ -75,6 +75,8 @@ _COLUMNS = (
     "payload", "content_hash", "chain_hash",
 )  # fmt: skip
 _EVENT_COLUMNS = "idx, event_id, ts_us, payload, content_hash, chain_hash"
+#: The columns copied out of the payload, in ``Columns.derived`` order (see ``events.DERIVED``).
+_DERIVED_COLUMNS = ", event_id, ts_us, event_type, agent_id, decision_id, idempotency_key"
 
 
 def _stored(row: Any) -> StoredEvent:
@@ -265,14 +267,20 @@ class PostgresAuditStore:
         )
         return [_stored(r) for r in rows]
 
-    async def read_columns(self, start: int, end: int) -> Columns:
+    async def read_columns(self, start: int, end: int, *, derived: bool = False) -> Columns:
+        extra = _DERIVED_COLUMNS if derived else ""
         rows = await self.pool.fetch(
-            "SELECT idx, payload, content_hash, chain_hash FROM audit_events WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            f"SELECT idx, payload, content_hash, chain_hash{extra} FROM audit_events WHERE idx >= $1 AND idx < $2 ORDER BY idx",
             start,
             end,
         )
         if not rows:
-            return Columns([], [], [], [])
+            return Columns([], [], [], [], [] if derived else None)
+        if derived:
+            return Columns(
+                [r[0] for r in rows], [bytes(r[1]) for r in rows], [bytes(r[2]) for r in rows],
+                [bytes(r[3]) for r in rows], [tuple(r.values())[4:] for r in rows],
+            )  # fmt: skip
         idx, payloads, contents, chains = zip(*rows, strict=True)
         return Columns(list(idx), list(payloads), list(contents), list(chains))
 

@@ -9,6 +9,12 @@ with a synchronous ``record`` (the sandbox controller's protocol). Events that c
 
 When the audit service requires credentials (``ACGS_AUTH``), the HTTP sinks send the API key
 or JWT in ``ACGS_AUDIT_API_KEY`` (or the ``api_key`` argument) as a bearer token.
+
+A refusal of the event itself (``400``, ``413``, ``422``; ``InvalidAuditEvent`` in process)
+raises ``DeliveryRejected``, which a producer dead-letters instead of retrying (see
+``acgs.audit.delivery``); any other failure raises ``AuditDeliveryError`` and is retried.
+``record_many`` sends a batch in bodies of at most ``max_body`` bytes (the audit service's
+default body limit), each all or none.
 """
 
 from __future__ import annotations
@@ -19,15 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from acgs.audit.delivery import REJECTED_STATUSES, AuditDeliveryError, DeliveryRejected, encode
 from acgs.audit.events import Appended
 from acgs.audit.log import AuditLog
-from acgs.errors import AuditError
+from acgs.errors import InvalidAuditEvent
 
-
-class AuditDeliveryError(AuditError):
-    """The audit service did not acknowledge an event."""
-
-    code = "audit_delivery_failed"
+#: Largest request body a sink sends (the audit service's default limit is 1 MiB).
+MAX_BODY = 1024 * 1024 - 1024
+_JSON = {"Content-Type": "application/json"}
 
 
 def audit_auth_headers(api_key: str | None = None) -> dict[str, str]:
@@ -36,9 +41,36 @@ def audit_auth_headers(api_key: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _failure(response: httpx.Response) -> AuditDeliveryError:
+    message = f"audit service answered {response.status_code}: {response.text[:500]}"
+    if response.status_code in REJECTED_STATUSES:
+        return DeliveryRejected(message, response.status_code)
+    return AuditDeliveryError(message)
+
+
+def bodies(events: list[Mapping[str, Any]], max_body: int = MAX_BODY) -> list[bytes]:
+    """JSON array bodies of at most ``max_body`` bytes holding ``events`` in order. An event
+    too large to travel alone raises ``DeliveryRejected`` (the service would refuse it)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for event in events:
+        data = encode(event)
+        if len(data) + 2 > max_body:
+            raise DeliveryRejected(f"the event is {len(data)} bytes as JSON; the audit service takes at most {max_body}", 413)
+        if chunk and size + len(data) + 1 > max_body:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(data)
+        size += len(data) + 1
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
+
+
 def _check(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != 200:
-        raise AuditDeliveryError(f"audit service answered {response.status_code}: {response.text[:500]}")
+        raise _failure(response)
     body: dict[str, Any] = response.json()
     if body.get("ingested") is not True:
         raise AuditDeliveryError(f"audit service did not ingest the event: {body}")
@@ -49,9 +81,16 @@ class HttpAuditSink:
     """Records events through the audit service at ``url`` (e.g. ``http://127.0.0.1:8003``)."""
 
     def __init__(
-        self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None, api_key: str | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.url = url.rstrip("/")
+        self.max_body = max_body
         self._client = client or httpx.AsyncClient(timeout=timeout, headers=audit_auth_headers(api_key))
         self._own_client = client is None
 
@@ -61,19 +100,25 @@ class HttpAuditSink:
     async def record_receipt(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Like ``record``, returning the service's receipt (event id, hash, index)."""
         try:
-            response = await self._client.post(f"{self.url}/audit/event", json=dict(event))
+            response = await self._client.post(f"{self.url}/audit/event", content=encode(event), headers=_JSON)
         except httpx.HTTPError as exc:
             raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
         return _check(response)
 
     async def record_many(self, events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        receipts: list[dict[str, Any]] = []
         try:
-            response = await self._client.post(f"{self.url}/audit/events", json=[dict(e) for e in events])
-        except httpx.HTTPError as exc:
-            raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise AuditDeliveryError(f"audit service answered {response.status_code}: {response.text[:500]}")
-        receipts: list[dict[str, Any]] = response.json()["receipts"]
+            for body in bodies(events, self.max_body):
+                try:
+                    response = await self._client.post(f"{self.url}/audit/events", content=body, headers=_JSON)
+                except httpx.HTTPError as exc:
+                    raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
+                if response.status_code != 200:
+                    raise _failure(response)
+                receipts.extend(response.json()["receipts"])
+        except AuditDeliveryError as exc:
+            exc.delivered = len(receipts)
+            raise
         return receipts
 
     async def aclose(self) -> None:
@@ -84,19 +129,45 @@ class HttpAuditSink:
 class BlockingHttpAuditSink:
     """``HttpAuditSink`` with a synchronous ``record``."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, api_key: str | None = None) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, api_key: str | None = None, max_body: int = MAX_BODY) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout, headers=audit_auth_headers(api_key))
+        self.max_body = max_body
+        self._api_key = api_key
+        self._client = httpx.Client(timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        # Read per request: ``acgs serve`` mints its delivery key after the sinks are built.
+        return {**_JSON, **audit_auth_headers(self._api_key)}
 
     def record(self, event: Mapping[str, Any]) -> None:
         try:
-            response = self._client.post(f"{self.url}/audit/event", json=dict(event))
+            response = self._client.post(f"{self.url}/audit/event", content=encode(event), headers=self._headers())
         except httpx.HTTPError as exc:
             raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
         _check(response)
 
+    def record_many(self, events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        receipts: list[dict[str, Any]] = []
+        try:
+            for body in bodies(events, self.max_body):
+                try:
+                    response = self._client.post(f"{self.url}/audit/events", content=body, headers=self._headers())
+                except httpx.HTTPError as exc:
+                    raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
+                if response.status_code != 200:
+                    raise _failure(response)
+                receipts.extend(response.json()["receipts"])
+        except AuditDeliveryError as exc:
+            exc.delivered = len(receipts)
+            raise
+        return receipts
+
     def close(self) -> None:
         self._client.close()
+
+
+#: Who submitted an event appended in process (no request, no principal).
+LOCAL_SUBMITTER = {"subject": "acgs", "via": "process", "roles": ["service"]}
 
 
 class LocalAuditSink:
@@ -106,10 +177,13 @@ class LocalAuditSink:
         self.log = log
 
     async def record(self, event: Mapping[str, Any]) -> None:
-        await self.log.append([event])
+        await self.record_many([event])
 
     async def record_many(self, events: list[Mapping[str, Any]]) -> list[Appended]:
-        return await self.log.append(events)
+        try:
+            return await self.log.append(events, submitter=LOCAL_SUBMITTER)
+        except InvalidAuditEvent as exc:
+            raise DeliveryRejected(exc.message) from None
 
 
 if TYPE_CHECKING:

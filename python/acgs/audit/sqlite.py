@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS audit_cursors (
 """
 
 _EVENT_COLUMNS = "idx, event_id, ts_us, payload, content_hash, chain_hash"
+#: The columns copied out of the payload, in ``Columns.derived`` order (see ``events.DERIVED``).
+_DERIVED_COLUMNS = ", event_id, ts_us, event_type, agent_id, decision_id, idempotency_key"
 _INSERT_HEAD = (
     "INSERT INTO audit_events (idx, event_id, ts_us, event_type, agent_id, decision_id, idempotency_key,"
     " payload, content_hash, chain_hash) VALUES "
@@ -398,15 +400,22 @@ class SQLiteAuditStore:
         )
         return [_stored(r) for r in rows]
 
-    async def read_columns(self, start: int, end: int) -> Columns:
+    async def read_columns(self, start: int, end: int, *, derived: bool = False) -> Columns:
+        extra = _DERIVED_COLUMNS if derived else ""
+
         def run() -> Columns:
             with self._reading() as conn:
                 rows = conn.execute(
-                    "SELECT idx, payload, content_hash, chain_hash FROM audit_events WHERE idx >= ? AND idx < ? ORDER BY idx",
+                    f"SELECT idx, payload, content_hash, chain_hash{extra} FROM audit_events WHERE idx >= ? AND idx < ? ORDER BY idx",
                     (start, end),
                 ).fetchall()
             if not rows:
-                return Columns([], [], [], [])
+                return Columns([], [], [], [], [] if derived else None)
+            if derived:
+                return Columns(
+                    [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                    [tuple(r[4:]) for r in rows],
+                )  # fmt: skip
             idx, payloads, contents, chains = zip(*rows, strict=True)
             return Columns(list(idx), list(payloads), list(contents), list(chains))
 

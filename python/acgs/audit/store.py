@@ -45,8 +45,9 @@ class AuditStore(Protocol):
         """Stored rows with ``start <= index < end``, by index (missing rows are simply absent)."""
         ...
 
-    async def read_columns(self, start: int, end: int) -> Columns:
-        """Like ``read``, as columns (what verification needs, without an object per row)."""
+    async def read_columns(self, start: int, end: int, *, derived: bool = False) -> Columns:
+        """Like ``read``, as columns (what verification needs, without an object per row);
+        with ``derived``, also the columns copied out of each payload for queries."""
         ...
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:

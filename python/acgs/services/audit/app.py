@@ -24,6 +24,7 @@ from acgs.errors import AcgsError, AuditArgumentError, AuditIntegrityError
 from acgs.security import OPA_ERRORS, SecuritySettings, install_security
 from acgs.services.audit import routes
 from acgs.services.audit.access import ACCESS
+from acgs.services.audit.limits import BodyLimit
 from acgs.services.audit.metrics import AuditMetrics
 from acgs.services.audit.settings import AuditSettings
 from acgs.services.common.observability import ObservabilitySettings, install_observability
@@ -44,6 +45,11 @@ def _install_error_handlers(app: FastAPI, metrics: AuditMetrics) -> None:
     async def on_rejected(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, routes.EventRejected)
         return _error(422, "invalid_event", exc.message)
+
+    async def on_forbidden(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, routes.EventForbidden)
+        metrics.rejected += 1
+        return _error(403, "reserved_event_type", exc.message)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -68,7 +74,7 @@ def _install_error_handlers(app: FastAPI, metrics: AuditMetrics) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -76,6 +82,7 @@ def _install_error_handlers(app: FastAPI, metrics: AuditMetrics) -> None:
         return _error(500, "internal_error", "internal error")
 
     app.add_exception_handler(routes.EventRejected, on_rejected)
+    app.add_exception_handler(routes.EventForbidden, on_forbidden)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(AcgsError, on_acgs_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -121,7 +128,12 @@ def archiver_for(settings: AuditSettings, audit_log: AuditLog) -> Archiver | Non
 def open_log(settings: AuditSettings) -> AuditLog:
     """The log the settings describe (not yet opened), with its signing key."""
     private_key = keys.load_or_create(settings.data_dir, settings.origin or keys.DEFAULT_ORIGIN)
-    return AuditLog(open_store(settings.resolved_database_url()), private_key, origin=settings.origin)
+    return AuditLog(
+        open_store(settings.resolved_database_url()),
+        private_key,
+        origin=settings.origin,
+        witness=settings.data_dir / keys.WITNESS_FILE,
+    )
 
 
 def create_app(
@@ -183,6 +195,7 @@ def create_app(
     app.state.metrics = metrics
     _install_error_handlers(app, metrics)
     app.include_router(routes.router)
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
     install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)
     install_observability(app, "audit", metrics.registry, observability)
     return app

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 import acgs
+from acgs.audit.delivery import RESERVED_EVENT_TYPES
 from acgs.audit.events import EventFilter, StoredCheckpoint, StoredEvent, parse_timestamp
 from acgs.audit.log import AuditLog
 from acgs.errors import InvalidAuditEvent
+from acgs.security.principal import ADMIN, SERVICE, own_records_only, principal_of
 from acgs.services.audit.deps import LogDep, MetricsDep, SettingsDep
 from acgs.services.audit.metrics import AuditMetrics
 from acgs.services.audit.schemas import (
@@ -45,6 +47,37 @@ class EventRejected(Exception):
         self.message = message
 
 
+class EventForbidden(Exception):
+    """An event type the caller's role may not write (403)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def submitter_of(request: Request, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who is appending: the authenticated principal (subject, how it authenticated, its key
+    and roles), or with authentication off the client's address. With authentication on, only
+    ``service`` and ``admin`` principals may write the event types ACGS's services write."""
+    principal = principal_of(request.scope)
+    if principal is None:
+        # Authentication off: there are no identities, only the address the request came from.
+        client = request.client
+        return {"subject": client.host if client else "unknown", "via": "address"}
+    if not principal.roles & {SERVICE, ADMIN}:
+        for i, event in enumerate(events):
+            if event["event_type"] in RESERVED_EVENT_TYPES:
+                where = f"event {i}: " if len(events) > 1 else ""
+                raise EventForbidden(
+                    f"{where}event type {event['event_type']!r} is written only by ACGS's services (role service);"
+                    f" {principal.subject} may not write it"
+                )
+    out: dict[str, Any] = {"subject": principal.subject, "via": principal.via, "roles": sorted(principal.roles)}
+    if principal.key_id is not None:
+        out["key_id"] = principal.key_id
+    return out
+
+
 def _checkpoint_out(log: AuditLog, cp: StoredCheckpoint) -> dict[str, Any]:
     return {
         "origin": log.origin,
@@ -55,10 +88,12 @@ def _checkpoint_out(log: AuditLog, cp: StoredCheckpoint) -> dict[str, Any]:
     }
 
 
-async def _append(log: AuditLog, metrics: AuditMetrics, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _append(
+    log: AuditLog, metrics: AuditMetrics, events: list[dict[str, Any]], submitter: dict[str, Any]
+) -> list[dict[str, Any]]:
     began = time.perf_counter()
     try:
-        prepared = log.prepare(events)
+        prepared = log.prepare(events, submitter=submitter)
     except InvalidAuditEvent as exc:
         metrics.rejected += 1
         raise EventRejected(exc.message) from None
@@ -67,32 +102,37 @@ async def _append(log: AuditLog, metrics: AuditMetrics, events: list[dict[str, A
     return [a.receipt() for a in appended]
 
 
-@router.post("/audit/event", response_model=Receipt, tags=["audit"], responses=_errors(400))
-async def post_event(event: EventIn, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
-    """Appends one event; answers only after it is durable."""
-    receipts = await _append(log, metrics, [event.fields()])
+@router.post("/audit/event", response_model=Receipt, tags=["audit"], responses=_errors(400, 403, 413))
+async def post_event(event: EventIn, request: Request, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
+    """Appends one event; answers only after it is durable. The payload records who submitted
+    it (``submitted_by``)."""
+    fields = [event.fields()]
+    receipts = await _append(log, metrics, fields, submitter_of(request, fields))
     return receipts[0]
 
 
-@router.post("/audit/events", response_model=Receipts, tags=["audit"], responses=_errors(400))
-async def post_events(events: list[EventIn], log: LogDep, metrics: MetricsDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post("/audit/events", response_model=Receipts, tags=["audit"], responses=_errors(400, 403, 413))
+async def post_events(
+    events: list[EventIn], request: Request, log: LogDep, metrics: MetricsDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Appends a batch in order, all or none; answers only after all are durable."""
     if not events:
         raise EventRejected("the batch is empty")
     if len(events) > settings.max_batch:
         raise EventRejected(f"the batch holds {len(events)} events; the limit is {settings.max_batch}")
     fields = [e.fields() for e in events]
+    submitter = submitter_of(request, fields)
     try:
-        log.prepare(fields)
+        log.prepare(fields, submitter=submitter)
     except InvalidAuditEvent:
         # Find which one, for the message.
         for i, f in enumerate(fields):
             try:
-                log.prepare([f])
+                log.prepare([f], submitter=submitter)
             except InvalidAuditEvent as exc:
                 metrics.rejected += 1
                 raise EventRejected(f"event {i}: {exc.message}") from None
-    return {"receipts": await _append(log, metrics, fields)}
+    return {"receipts": await _append(log, metrics, fields, submitter)}
 
 
 def _view(e: StoredEvent) -> dict[str, Any]:
@@ -103,6 +143,7 @@ def _view(e: StoredEvent) -> dict[str, Any]:
 async def list_events(
     log: LogDep,
     settings: SettingsDep,
+    request: Request,
     agent_id: str | None = None,
     event_type: str | None = None,
     decision_id: str | None = None,
@@ -118,17 +159,24 @@ async def list_events(
     except ValueError as exc:
         raise EventRejected(str(exc)) from None
     limit = min(limit, settings.max_page)
+    own = own_records_only(principal_of(request.scope))
+    if own is not None:
+        # An agent (with authentication on) reads the events about itself only.
+        if agent_id not in (None, own):
+            return {"events": [], "next_after": None}
+        agent_id = own
     flt = EventFilter(agent_id, event_type, decision_id, since_us, until_us)
     rows = await log.store.find(flt, after=after, limit=limit)
     return {"events": [_view(r) for r in rows], "next_after": rows[-1].index if len(rows) == limit else None}
 
 
 @router.get("/audit/events/{event_id}", response_model=EventWithProof, tags=["audit"], responses=_errors(404))
-async def get_event(event_id: str, log: LogDep, metrics: MetricsDep) -> dict[str, Any]:
+async def get_event(event_id: str, log: LogDep, metrics: MetricsDep, request: Request) -> dict[str, Any]:
     """One event with its inclusion proof against the latest checkpoint (signed now if the
     event is newer than it)."""
     row = await log.store.get(event_id)
-    if row is None:
+    own = own_records_only(principal_of(request.scope))
+    if row is None or (own is not None and row.agent_id != own):
         raise HTTPException(404, f"no event {event_id}")
     cp = await log.checkpoint(refresh=False)
     if cp is None or cp.size <= row.index:
@@ -207,4 +255,4 @@ async def get_metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-__all__ = ["EventRejected", "StoredEventOut", "router"]
+__all__ = ["EventForbidden", "EventRejected", "StoredEventOut", "router"]

@@ -23,6 +23,8 @@ class EventIn(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     decision_id: str | None = Field(default=None, max_length=MAX_FIELD)
     constitutional_hash: str | None = Field(default=None, max_length=MAX_FIELD)
+    #: Set by the service from the caller's credential; whatever the caller sends is dropped.
+    submitted_by: Any = Field(default=None, exclude=True, description="ignored: the service records who submitted the event")
 
     def fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -96,8 +98,9 @@ class VerifyIn(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """Every error the service answers: 400 (malformed body or range), 404, 413, 422
-    (an event or query the log refuses), 500."""
+    """Every error the service answers: 400 (malformed body or range), 403 (an event type
+    reserved to ACGS's services), 404, 413 (body past the limit), 422 (an event or query the
+    log refuses), 500."""
 
     code: str
     message: str

@@ -21,6 +21,7 @@ ENV_NAMES: dict[str, str] = {
     "checkpoint_interval": "ACGS_AUDIT_CHECKPOINT_INTERVAL",
     "max_batch": "ACGS_AUDIT_MAX_BATCH",
     "max_page": "ACGS_AUDIT_MAX_PAGE",
+    "max_body": "ACGS_AUDIT_MAX_BODY",
     "segment_size": "ACGS_AUDIT_SEGMENT_SIZE",
     "archive": "ACGS_AUDIT_ARCHIVE",
     "archive_endpoint": "ACGS_AUDIT_ARCHIVE_ENDPOINT",
@@ -40,6 +41,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "checkpoint_interval": non_negative_float,
     "max_batch": positive_int,
     "max_page": positive_int,
+    "max_body": positive_int,
     "segment_size": non_negative_int,
     "archive": optional_text,
     "archive_endpoint": optional_text,
@@ -70,6 +72,8 @@ class AuditSettings:
     max_batch: int = 1000
     #: Most events one page of ``GET /audit/events`` returns.
     max_page: int = 1000
+    #: Largest request body, in bytes; a larger one is answered 413.
+    max_body: int = 1024 * 1024
     #: Events per sealed, archived segment; 0 turns archiving off.
     segment_size: int = 100_000
     #: Where sealed segments go: a directory, or ``s3://bucket/prefix``; None: ``<data_dir>/archive``.

@@ -5,6 +5,12 @@ Every state change writes its event to the evolution database's outbox table
 and never recorded for a change that did not happen. ``OutboxRelay`` then hands the outbox, in
 order, to an ``AuditSink`` (the audit engine once it is connected); an event leaves the outbox
 only after ``record`` returned, so delivery is at least once.
+
+Events are fitted to the audit log's limits when they are made. An event the audit log still
+refuses (a 4xx, see ``acgs.audit.delivery``) is not retried: a ``delivery_rejected`` event
+(its digest, size, the reason) is delivered in its place and the outbox row is settled as a
+dead letter (``delivered_at`` set, ``last_error`` starting with ``dead letter:``), so the events
+behind it keep flowing. Transient failures are retried with backoff, in order.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from acgs.audit.delivery import fit_event, is_rejection, rejection_event
 from acgs.services.evolution.records import AuditEvent, EvolutionRecord
 from acgs.services.evolution.store import EvolutionStore
 
 log = logging.getLogger("acgs.services.evolution")
 
 EVENT_TYPE = "evolution_transition"
+PRODUCER = "evolution"
+#: ``last_error`` of an outbox row the audit log refused.
+DEAD_LETTER = "dead letter: "
 
 
 def audit_event(
@@ -52,7 +62,7 @@ def audit_event(
         metadata["reason"] = reason
     if details:
         metadata.update(details)
-    return AuditEvent(
+    event = AuditEvent(
         event_type=EVENT_TYPE,
         agent_id=record.agent_id,
         action=action,
@@ -61,6 +71,7 @@ def audit_event(
         decision_id=record.decision_id,
         constitutional_hash=record.constitutional_hash,
     )
+    return cast(AuditEvent, fit_event(event))
 
 
 class AuditSink(Protocol):
@@ -91,6 +102,8 @@ class OutboxRelay:
         self.batch = batch
         self.clock = clock
         self._failures = 0
+        #: Outbox entries the audit log refused (dead-lettered).
+        self.rejected = 0
 
     async def deliver_once(self) -> int:
         """Delivers what is pending now; returns how many events were delivered. Raises the
@@ -104,10 +117,29 @@ class OutboxRelay:
                 try:
                     await self.sink.record(entry.event)
                 except Exception as exc:
-                    await self.store.mark_failed([entry.id], f"{type(exc).__name__}: {exc}")
-                    raise
+                    if not is_rejection(exc):
+                        await self.store.mark_failed([entry.id], f"{type(exc).__name__}: {exc}")
+                        raise
+                    await self._dead_letter(entry.id, entry.event, str(exc))
+                    continue
                 await self.store.mark_delivered([entry.id], self.clock())
                 delivered += 1
+
+    async def _dead_letter(self, entry_id: int, event: Any, reason: str) -> None:
+        """Delivers the ``delivery_rejected`` event standing for a refused one (a transient
+        failure raises and the whole is retried; its idempotency key stores it once), then
+        settles the outbox row as a dead letter."""
+        log.error("the audit log refused evolution outbox entry %d (%s); it is dead-lettered", entry_id, reason)
+        replacement = rejection_event(event, reason, PRODUCER)
+        try:
+            await self.sink.record(cast(AuditEvent, replacement))
+        except Exception as exc:
+            if not is_rejection(exc):
+                raise
+            log.error("the audit log refused the delivery_rejected event of entry %d too: %s", entry_id, exc)
+        self.rejected += 1
+        await self.store.mark_delivered([entry_id], self.clock())
+        await self.store.mark_failed([entry_id], f"{DEAD_LETTER}{reason}"[:2000])
 
     async def run(self) -> None:
         while True:

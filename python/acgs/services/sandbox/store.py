@@ -2,7 +2,10 @@
 
 An execution row is written when the request arrives and updated as it runs, so after a
 crash the next controller finds the runs that never finished and closes them as errors.
-The outbox holds audit events until something (the audit engine) takes them."""
+The outbox holds audit events until something (the audit engine) takes them; events are fitted
+to the audit log's limits before they are queued. An event the audit log refuses moves to
+``audit_dead_letters`` and its outbox row, in the same place, carries the ``delivery_rejected``
+event that stands for it."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from acgs.audit.delivery import fit_event
 from acgs.services.sandbox.audit import AuditEvent
 
 _SCHEMA = """
@@ -40,6 +44,15 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
     decision_id  TEXT NOT NULL,
     event        TEXT NOT NULL,
     delivered_at REAL
+);
+CREATE TABLE IF NOT EXISTS audit_dead_letters (
+    seq          INTEGER PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    rejected_at  REAL NOT NULL,
+    decision_id  TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    reason       TEXT NOT NULL
 );
 """
 
@@ -141,6 +154,30 @@ class ExecutionStore:
         with self._tx() as db:
             db.executemany("UPDATE audit_outbox SET delivered_at = ? WHERE seq = ?", [(time.time(), s) for s in seqs])
 
+    def dead_letter(self, seq: int, reason: str, replacement: dict[str, Any]) -> None:
+        """Moves the refused event at ``seq`` to ``audit_dead_letters`` and puts ``replacement``
+        (its ``delivery_rejected`` event) in its place, pending, in one transaction."""
+        with self._tx() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT OR IGNORE INTO audit_dead_letters (seq, event_id, created_at, rejected_at, decision_id, event, reason)"
+                    " SELECT seq, event_id, created_at, ?, decision_id, event, ? FROM audit_outbox WHERE seq = ?",
+                    (time.time(), reason, seq),
+                )
+                db.execute("UPDATE audit_outbox SET event = ? WHERE seq = ?", (json.dumps(replacement), seq))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT seq, rejected_at, reason, event FROM audit_dead_letters ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [{"seq": r[0], "rejected_at": r[1], "reason": r[2], "event": json.loads(r[3])} for r in rows]
+
     def events_for(self, decision_id: str) -> list[AuditEvent]:
         with self._tx() as db:
             rows = db.execute("SELECT event FROM audit_outbox WHERE decision_id = ? ORDER BY seq", (decision_id,)).fetchall()
@@ -148,9 +185,10 @@ class ExecutionStore:
 
 
 def _insert_event(db: sqlite3.Connection, event: AuditEvent) -> None:
+    fitted = fit_event(event)
     db.execute(
         "INSERT INTO audit_outbox (event_id, created_at, decision_id, event) VALUES (?, ?, ?, ?)",
-        (f"evt_{uuid.uuid4().hex}", time.time(), event["decision_id"], json.dumps(event)),
+        (f"evt_{uuid.uuid4().hex}", time.time(), str(event.get("decision_id") or ""), json.dumps(fitted)),
     )
 
 
