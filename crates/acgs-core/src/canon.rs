@@ -4,11 +4,19 @@
 //! Canonical means independent of whitespace, object key order and string escapes, and nothing
 //! else: numbers are hashed by their literal text (so `1` and `1.0` are different keys, never
 //! the same one), and an object with a repeated key is refused, because the policy's own parser
-//! and this one might disagree on which value wins.
+//! and this one might disagree on which value wins. Numbers that differ past a double's
+//! precision (`2` and `2.0000000000000000001`) therefore never share a key. Equal numbers in
+//! other spellings do not share one either, on purpose: OPA keeps a number's literal
+//! (`json.Number`), so a policy that returns `input.n` answers `1E+1` for `1E+1` and `10` for
+//! `10`; only their comparisons agree. Comparisons here ([`Json::compare_number`],
+//! [`Json::equals`]) are exact, by decimal value, as OPA's are.
 
 use std::borrow::Cow;
 
 use xxhash_rust::xxh3::Xxh3;
+
+use crate::native::Dec;
+use crate::value::write_json_string;
 
 /// Deeper documents are refused rather than risk the stack (serde_json stops at 128 too).
 const MAX_DEPTH: usize = 128;
@@ -129,17 +137,26 @@ impl<'a> Json<'a> {
         }
     }
 
-    /// Equality with a `serde_json::Value` from bundle data, numbers compared by value as Rego
-    /// compares them (`1 == 1.0`).
+    /// The exact order of this number and a number literal (`None` when this is not a number,
+    /// or either cannot be compared): by decimal value, never through a double, as OPA
+    /// compares numbers.
+    pub fn compare_number(&self, literal: &str) -> Option<std::cmp::Ordering> {
+        match self {
+            Json::Num(n) => Dec::compare_literals(n, literal),
+            _ => None,
+        }
+    }
+
+    /// Equality with a `serde_json::Value` from bundle data, numbers compared exactly by value
+    /// as Rego compares them (`1 == 1.0 == 1e0`, `1 != 1.0000000000000000001`).
     pub fn equals(&self, other: &serde_json::Value) -> bool {
         use serde_json::Value as V;
         match (self, other) {
             (Json::Null, V::Null) => true,
             (Json::Bool(a), V::Bool(b)) => a == b,
-            (Json::Num(_), V::Number(b)) => match (self.as_f64(), b.as_f64()) {
-                (Some(x), Some(y)) => x == y,
-                _ => false,
-            },
+            (Json::Num(_), V::Number(b)) => {
+                self.compare_number(&b.to_string()) == Some(std::cmp::Ordering::Equal)
+            }
             (Json::Str(a), V::String(b)) => a == b,
             (Json::Arr(a), V::Array(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.equals(y))
@@ -151,6 +168,70 @@ impl<'a> Json<'a> {
             }
             _ => false,
         }
+    }
+}
+
+impl Json<'_> {
+    /// Writes the document as compact JSON with sorted keys and every number as the client
+    /// spelt it: the exact value goes on to the policy, never a double's rounding of it.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Num(n) => out.push_str(n),
+            Json::Str(s) => write_json_string(out, s),
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(']');
+            }
+            Json::Obj(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(out, k);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// [`Json::write_json`] into a new buffer.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(64);
+        self.write_json(&mut out);
+        out.into_bytes()
+    }
+}
+
+impl<'a> Json<'a> {
+    /// `over` laid over `base`: objects merge key by key (recursively), anything else in
+    /// `over` replaces what `base` has. The batch API's `common_input` under each input.
+    pub fn merged(base: &Json<'a>, over: &Json<'a>) -> Json<'a> {
+        let (Json::Obj(b), Json::Obj(o)) = (base, over) else {
+            return over.clone();
+        };
+        let mut out: Vec<(Cow<'a, str>, Json<'a>)> = b.clone();
+        for (k, v) in o {
+            match out.binary_search_by(|(key, _)| key.as_ref().cmp(k.as_ref())) {
+                Ok(i) => {
+                    if let Some(slot) = out.get_mut(i) {
+                        slot.1 = Json::merged(&slot.1, v);
+                    }
+                }
+                Err(i) => out.insert(i, (k.clone(), v.clone())),
+            }
+        }
+        Json::Obj(out)
     }
 }
 
@@ -473,6 +554,14 @@ mod tests {
             r#"["a,b"]"#,
             "0",
             "-0",
+            // Numbers a double cannot tell apart are still different inputs.
+            r#"{"a":10}"#,
+            r#"{"a":10.000000000000000001}"#,
+            r#"{"a":9.999999999999999999}"#,
+            r#"{"a":0.1}"#,
+            r#"{"a":0.1000000000000000055511151231257827}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":1e401}"#,
         ];
         let keys: std::collections::HashSet<u128> = docs.iter().map(|d| key(d)).collect();
         assert_eq!(keys.len(), docs.len());
@@ -514,6 +603,29 @@ mod tests {
     }
 
     #[test]
+    fn writes_numbers_as_spelt_and_merges_objects() {
+        let text = r#" {"b": [1E+1, 10.000000000000000001, -0, 0.1e2], "a": "\u00e9\"\n"} "#;
+        let doc = Json::parse(text.as_bytes()).unwrap();
+        let out = doc.to_json_bytes();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\"a\":\"\u{e9}\\\"\\n\",\"b\":[1E+1,10.000000000000000001,-0,0.1e2]}"
+        );
+        // The output reads back as the same document.
+        assert_eq!(Json::parse(&out).unwrap(), doc);
+        let base = Json::parse(br#"{"c":{"x":1,"y":2},"k":1e400,"z":[1]}"#).unwrap();
+        let over =
+            Json::parse(br#"{"c":{"y":3.000000000000000000001},"z":{"n":1},"a":0}"#).unwrap();
+        let merged = Json::merged(&base, &over).to_json_bytes();
+        assert_eq!(
+            std::str::from_utf8(&merged).unwrap(),
+            r#"{"a":0,"c":{"x":1,"y":3.000000000000000000001},"k":1e400,"z":{"n":1}}"#
+        );
+        let scalar = Json::parse(b"7.0").unwrap();
+        assert_eq!(Json::merged(&base, &scalar), scalar);
+    }
+
+    #[test]
     fn paths_and_equality() {
         let doc = br#"{"context":{"agent":{"trust_level":0.9}},"action":"x","n":1}"#;
         let v = Json::parse(doc).unwrap();
@@ -527,5 +639,19 @@ mod tests {
         assert!(v.path(&["context", "nope"]).is_none());
         assert!(v.get("n").unwrap().equals(&serde_json::json!(1.0)));
         assert!(!v.get("n").unwrap().equals(&serde_json::json!("1")));
+        // Numbers compare exactly: a digit past a double's precision is a different number.
+        for (text, equal) in [
+            ("1e0", true),
+            ("0.1E1", true),
+            ("1.0000000000000000001", false),
+        ] {
+            let doc = format!("{{\"n\":{text}}}");
+            let v = Json::parse(doc.as_bytes()).unwrap();
+            assert_eq!(
+                v.get("n").unwrap().equals(&serde_json::json!(1)),
+                equal,
+                "{text}"
+            );
+        }
     }
 }

@@ -89,13 +89,11 @@ impl Loaded {
             .first()
             .and_then(|w| policy.entrypoints().get(&w.entrypoint).copied())
             .unwrap_or(0);
-        // A module that imports time, random or network builtins gives different answers to
+        // A module that imports a clock, random or network builtin gives different answers to
         // the same input, so none of its entrypoints is cached (the module, not the
         // entrypoint, declares its imports).
-        let cacheable = !policy
-            .builtin_names()
-            .iter()
-            .any(|b| crate::builtins::is_nondeterministic(b));
+        let cacheable =
+            crate::nondeterministic::nondeterministic_in(policy.builtin_names()).is_empty();
         let constitution = CONSTITUTION_PATH
             .iter()
             .try_fold(&bundle.data, |d, k| d.get(k));

@@ -9,19 +9,44 @@
 //! stored decision. Nothing here is specific to one constitution: change the data and the fast
 //! path follows.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
 use crate::canon::Json;
+use crate::native::Dec;
+
+/// A numeric bound from the data, compared exactly with the request's number literal (a
+/// double would let `10.000000000000000001` pass `lte 10`): as a fixed-width decimal where
+/// both fit one (the common case, one parse per comparison), else digit by digit. Its double
+/// value is used only to build sample requests.
+#[derive(Debug, Clone)]
+struct Bound {
+    literal: String,
+    dec: Option<Dec>,
+    approx: f64,
+}
+
+impl Bound {
+    /// The order of a request's value against the bound; `None` for a value that is not a
+    /// number or cannot be compared (the condition then fails and full evaluation decides).
+    fn order_of(&self, v: &Json<'_>) -> Option<Ordering> {
+        let Json::Num(n) = v else { return None };
+        Dec::parse(n)
+            .zip(self.dec)
+            .and_then(|(d, b)| d.compare(b))
+            .or_else(|| Dec::compare_literals(n, &self.literal))
+    }
+}
 
 /// One predicate over a path of the request.
 #[derive(Debug, Clone)]
 enum Op {
     Eq(Value),
-    Gte(f64),
-    Lte(f64),
+    Gte(Bound),
+    Lte(Bound),
     Absent,
     NonemptyString,
     In(Vec<Value>),
@@ -57,8 +82,10 @@ impl Condition {
             (Op::Absent, v) => v.is_none(),
             (_, None) => false,
             (Op::Eq(want), Some(v)) => v.equals(want),
-            (Op::Gte(x), Some(v)) => v.as_f64().is_some_and(|n| n >= *x),
-            (Op::Lte(x), Some(v)) => v.as_f64().is_some_and(|n| n <= *x),
+            // A number that cannot be compared exactly fails the condition: full evaluation
+            // decides it.
+            (Op::Gte(x), Some(v)) => x.order_of(v).is_some_and(Ordering::is_ge),
+            (Op::Lte(x), Some(v)) => x.order_of(v).is_some_and(Ordering::is_le),
             (Op::NonemptyString, Some(v)) => v.as_str().is_some_and(|s| !s.is_empty()),
             (Op::In(opts), Some(v)) => opts.iter().any(|o| v.equals(o)),
             (Op::IsNumber, Some(v)) => matches!(v, Json::Num(_)),
@@ -333,14 +360,14 @@ fn sample_value(ops: &[&Op], alt: bool) -> Option<Value> {
     let lo = ops
         .iter()
         .filter_map(|o| match o {
-            Op::Gte(x) => Some(*x),
+            Op::Gte(x) => Some(x.approx),
             _ => None,
         })
         .reduce(f64::max);
     let hi = ops
         .iter()
         .filter_map(|o| match o {
-            Op::Lte(x) => Some(*x),
+            Op::Lte(x) => Some(x.approx),
             _ => None,
         })
         .reduce(f64::min);
@@ -436,10 +463,19 @@ fn parse_condition_at(v: &Value, depth: usize) -> Result<Condition, SpecError> {
         _ => return Err(bad("needs a non-empty path")),
     };
     let value = v.get("value");
-    let num = || {
-        value
-            .and_then(Value::as_f64)
-            .ok_or_else(|| bad("needs a numeric value"))
+    let num = || match value {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(|approx| {
+                let literal = n.to_string();
+                Bound {
+                    dec: Dec::parse(&literal),
+                    literal,
+                    approx,
+                }
+            })
+            .ok_or_else(|| bad("needs a numeric value")),
+        _ => Err(bad("needs a numeric value")),
     };
     let op = match v.get("op").and_then(Value::as_str) {
         Some("eq") => Op::Eq(value.cloned().ok_or_else(|| bad("needs a value"))?),

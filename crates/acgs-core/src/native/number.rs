@@ -194,6 +194,12 @@ impl Dec {
         Dec::new(if neg { -q } else { q }, exp)
     }
 
+    /// The exact order of two JSON number literals of any length and spelling, where `Dec`'s
+    /// fixed range would not do (see [`compare_literals`]).
+    pub fn compare_literals(a: &str, b: &str) -> Option<Ordering> {
+        compare_literals(a, b)
+    }
+
     /// Rego's `round`: to an integer, half away from zero.
     pub fn round(self) -> Option<Dec> {
         if self.exp >= 0 {
@@ -251,6 +257,127 @@ impl Dec {
         out.push_str(std::str::from_utf8(used.get(..end)?).ok()?);
         Some(out)
     }
+}
+
+/// A JSON number literal read for exact comparison, with no bound on its digits: the value is
+/// `0.DIGITS * 10^exp` with the significant digits (no leading or trailing zeros) taken from
+/// `int` and `frac` without copying them.
+struct Literal<'a> {
+    neg: bool,
+    int: &'a [u8],
+    frac: &'a [u8],
+    /// Index of the first significant digit in `int ++ frac`, and one past the last.
+    first: usize,
+    end: usize,
+    exp: i64,
+}
+
+impl<'a> Literal<'a> {
+    fn parse(text: &'a str) -> Option<Literal<'a>> {
+        let (neg, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => (rest.get(..i)?, Some(rest.get(i + 1..)?)),
+            None => (rest, None),
+        };
+        let (int, frac) = match mantissa.split_once('.') {
+            Some((_, "")) => return None,
+            Some(parts) => parts,
+            None => (mantissa, ""),
+        };
+        let (int, frac) = (int.as_bytes(), frac.as_bytes());
+        if int.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+            return None;
+        }
+        let e = match exponent {
+            None => 0,
+            Some(t) => {
+                let (sign, digits) = match t.as_bytes().first() {
+                    Some(b'-') => (-1, t.get(1..)?),
+                    Some(b'+') => (1, t.get(1..)?),
+                    _ => (1, t),
+                };
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let digits = digits.trim_start_matches('0');
+                // An exponent past 18 digits is not compared (the fast path then declines).
+                if digits.len() > 18 {
+                    return None;
+                }
+                sign * digits.parse::<i64>().unwrap_or(0)
+            }
+        };
+        let len = int.len() + frac.len();
+        let first = int
+            .iter()
+            .chain(frac)
+            .position(|&b| b != b'0')
+            .unwrap_or(len);
+        let last = frac
+            .iter()
+            .rposition(|&b| b != b'0')
+            .map(|i| int.len() + i)
+            .or_else(|| int.iter().rposition(|&b| b != b'0'));
+        let end = last.map_or(first, |i| i + 1);
+        let exp = i64::try_from(int.len())
+            .ok()?
+            .checked_sub(i64::try_from(first).ok()?)?
+            .checked_add(e)?;
+        Some(Literal {
+            neg,
+            int,
+            frac,
+            first,
+            end,
+            exp,
+        })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.first == self.end
+    }
+
+    fn digits(&self) -> impl Iterator<Item = &u8> + '_ {
+        self.int
+            .iter()
+            .chain(self.frac)
+            .skip(self.first)
+            .take(self.end - self.first)
+    }
+
+    fn signum(&self) -> i8 {
+        match (self.is_zero(), self.neg) {
+            (true, _) => 0,
+            (false, true) => -1,
+            (false, false) => 1,
+        }
+    }
+}
+
+/// The exact order of two JSON number literals, whatever their length or spelling (`10`,
+/// `10.0`, `1e1` and `0.1E+2` are equal; `10.000000000000000001` is greater), as OPA orders
+/// them (big.Rat in Go, libmpdec at its maximum precision in the Wasm runtime). `None` when a
+/// literal is not a JSON number or its exponent has more than 18 digits.
+fn compare_literals(a: &str, b: &str) -> Option<Ordering> {
+    if a == b {
+        return Literal::parse(a).map(|_| Ordering::Equal);
+    }
+    let (x, y) = (Literal::parse(a)?, Literal::parse(b)?);
+    let (sx, sy) = (x.signum(), y.signum());
+    if sx != sy || sx == 0 {
+        return Some(sx.cmp(&sy));
+    }
+    // Same sign, both non-zero: the larger exponent has the larger magnitude, then the digits
+    // decide (a prefix is the smaller: the longer one's extra digits are not all zeros).
+    let magnitude = x.exp.cmp(&y.exp).then_with(|| x.digits().cmp(y.digits()));
+    Some(if sx < 0 {
+        magnitude.reverse()
+    } else {
+        magnitude
+    })
 }
 
 #[cfg(test)]
@@ -313,5 +440,69 @@ mod tests {
         assert_eq!(Dec::scaled_text(0, 4).as_deref(), Some("0"));
         assert_eq!(Dec::scaled_text(5, 4).as_deref(), Some("0.0005"));
         assert_eq!(Dec::scaled_text(12345, 4).as_deref(), Some("1.2345"));
+    }
+    #[test]
+    fn compares_literals_exactly_in_any_spelling() {
+        use Ordering::{Equal, Greater, Less};
+        for (a, b, want) in [
+            ("10", "10.0", Equal),
+            ("10", "1e1", Equal),
+            ("10", "1E+1", Equal),
+            ("10", "0.1e2", Equal),
+            ("10", "100e-1", Equal),
+            ("10", "10.000000000000000001", Less),
+            ("10", "9.999999999999999999", Greater),
+            (
+                "10",
+                "10.00000000000000000000000000000000000000000000000001",
+                Less,
+            ),
+            ("0", "-0", Equal),
+            ("0", "0.0e5", Equal),
+            ("-0.0", "0E-7", Equal),
+            (
+                "0.8",
+                "0.79999999999999999999999999999999999999999999",
+                Greater,
+            ),
+            ("0.8", "8e-1", Equal),
+            ("0.8", "0.80000000000000004", Less),
+            ("-1", "1", Less),
+            ("-2", "-1", Less),
+            ("-1e400", "-1e399", Less),
+            ("1e400", "1e399", Greater),
+            ("1e-400", "0", Greater),
+            ("-1e-400", "0", Less),
+            (
+                "123456789012345678901234567890",
+                "1.2345678901234567890123456789e29",
+                Equal,
+            ),
+            ("2", "1.99999999999999999999", Greater),
+            ("100", "100.0000000000000000000000001", Less),
+            ("0.000123", "1.23e-4", Equal),
+        ] {
+            assert_eq!(compare_literals(a, b), Some(want), "{a} vs {b}");
+            assert_eq!(compare_literals(b, a), Some(want.reverse()), "{b} vs {a}");
+        }
+        assert_eq!(compare_literals("1e9999999999999999999", "1"), None);
+        assert_eq!(
+            compare_literals("1e000000000000000000000001", "10"),
+            Some(Equal)
+        );
+        assert_eq!(compare_literals("abc", "1"), None);
+        assert_eq!(compare_literals("1", "1."), None);
+        assert_eq!(compare_literals("--1", "1"), None);
+        assert_eq!(compare_literals("1e", "1"), None);
+        assert_eq!(compare_literals("1e+", "1"), None);
+        // Agrees with Dec wherever Dec can represent both.
+        let samples = [
+            "0", "1", "-1", "0.5", "2.50", "1e2", "99.99", "-0.001", "12345e-3",
+        ];
+        for a in samples {
+            for b in samples {
+                assert_eq!(compare_literals(a, b), d(a).compare(d(b)), "{a} vs {b}");
+            }
+        }
     }
 }

@@ -45,14 +45,3 @@ pub fn lookup(name: &str) -> Option<BuiltinFn> {
         .or_else(|| crypto::lookup(name))
         .or_else(|| net::lookup(name))
 }
-
-/// Whether a builtin's result depends on something other than its arguments (clock,
-/// randomness, network). Decisions from policies that call one are never cached.
-pub fn is_nondeterministic(name: &str) -> bool {
-    name.starts_with("time.now")
-        || name.starts_with("rand.")
-        || name.starts_with("uuid.")
-        || name == "http.send"
-        || name == "opa.runtime"
-        || name.starts_with("net.lookup")
-}
