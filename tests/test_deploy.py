@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from acgs.security.bind import check_bind
+from acgs.security.settings import ENV_NAMES as SECURITY_ENV
+from acgs.security.settings import SecuritySettings
 from acgs.services.audit.settings import ENV_NAMES as AUDIT_ENV
 from acgs.services.audit.settings import AuditSettings
 from acgs.services.common.observability.settings import ENV_NAMES as OBSERVABILITY_ENV
@@ -47,7 +50,14 @@ BACKING = {
     "grafana": 3000,
     "alertmanager": 9093,
 }
-KNOWN_ACGS_VARS = {*POLICY_ENV.values(), *EVOLUTION_ENV.values(), *AUDIT_ENV.values(), *SANDBOX_ENV.values(), *OBSERVABILITY_ENV.values()}
+KNOWN_ACGS_VARS = {
+    *POLICY_ENV.values(),
+    *EVOLUTION_ENV.values(),
+    *AUDIT_ENV.values(),
+    *SANDBOX_ENV.values(),
+    *OBSERVABILITY_ENV.values(),
+    *SECURITY_ENV.values(),
+}
 
 
 def _yaml(path: Path) -> Any:
@@ -74,10 +84,16 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(host, container) for _, host, container in _published(service)]
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port); the address is "" when all interfaces."""
     out = []
     for spec in service.get("ports", []):
-        host, _, container = str(spec).rpartition(":")
-        out.append((int(host), int(container)))
+        rest, _, container = str(spec).rpartition(":")
+        address, _, host = rest.rpartition(":")
+        out.append((address, int(host), int(container)))
     return out
 
 
@@ -113,6 +129,8 @@ def test_ports(services: dict[str, dict[str, Any]]) -> None:
     assert len(published) == len(set(published)), "a host port is published twice"
     for name, (port, _, _) in ACGS.items():
         assert (port, port) in _ports(services[name]), f"{name} must publish {port}"
+        # Without authentication, on the host's loopback only.
+        assert all(address == "127.0.0.1" for address, _, _ in _published(services[name])), name
     for name, port in BACKING.items():
         containers = {c for _, c in _ports(services[name])}
         if name == "redpanda":
@@ -189,6 +207,11 @@ def test_acgs_environment_is_real_settings(services: dict[str, dict[str, Any]]) 
         env = _env(services[name])
         settings = from_env(env)  # raises ValueError naming any malformed variable
         assert settings.host == "0.0.0.0" and settings.port == port
+        # Listening on all interfaces without authentication is said explicitly, or refused.
+        security = SecuritySettings.from_env(env)
+        check_bind([(name, settings.host, settings.port)], security)
+        assert security.auth or security.insecure
+        assert {"policy", "evolution", "audit", "sandbox"} <= set(security.allowed_hosts), name
         ObservabilitySettings.from_env(env)
         assert env["ACGS_DATA_DIR"] == "/var/lib/acgs" and env["ACGS_LOG_FORMAT"] == "json"
         own = [k for k in env if k.startswith(f"ACGS_{name.upper()}_")]

@@ -107,14 +107,23 @@ def uvicorn_options(name: str, config: AcgsConfig) -> dict[str, Any]:
     return options
 
 
+def check_bind(config: AcgsConfig, names: tuple[str, ...]) -> None:
+    """Refuses to listen beyond loopback with authentication off unless the configuration says
+    ``insecure`` (``acgs.security.bind``); raises ``OpenBindRefused``, a ``ConfigError``."""
+    from acgs.security.bind import check_bind as check
+
+    check([(name, getattr(config, name).host, getattr(config, name).port) for name in names], config.security)
+
+
 def serve_one(name: str, config: AcgsConfig) -> None:
     """Runs one service under uvicorn until stopped (the policy service may fork workers)."""
+    _configure_logging(config)
+    check_bind(config, (name,))
     if name == "policy" and config.policy.workers > 1:
         from acgs.services.policy import serve
 
         serve(config.policy)
         return
-    _configure_logging(config)
     options = uvicorn_options(name, config)
     uvicorn.run(create_app(name, config), access_log=False, log_config=None, **options)
 
@@ -128,7 +137,7 @@ class _Server(uvicorn.Server):
 
 
 async def _internal_credential(config: AcgsConfig) -> Callable[[], Awaitable[None]] | None:
-    """With authentication on and no ``ACGS_AUDIT_API_KEY`` given, a key of the ``agent`` role
+    """With authentication on and no ``ACGS_AUDIT_API_KEY`` given, a key of the ``service`` role
     for this process's own deliveries to its audit service (decision logs, evolution and sandbox
     events), created now and revoked at shutdown. Returns the revocation, or None."""
     security = config.sections.get("security")
@@ -137,9 +146,9 @@ async def _internal_credential(config: AcgsConfig) -> Callable[[], Awaitable[Non
     from acgs.security.keys import create_key, open_key_store, revoke_key
 
     store = open_key_store(security.resolved_key_store())
-    key, token = await create_key(store, f"acgs-serve-{socket.gethostname()}-{os.getpid()}", ("agent",))
+    key, token = await create_key(store, f"acgs-serve-{socket.gethostname()}-{os.getpid()}", ("service",))
     os.environ["ACGS_AUDIT_API_KEY"] = token
-    log.info("created key %s (role agent) for deliveries to the audit service; revoked at shutdown", key.id)
+    log.info("created key %s (role service) for deliveries to the audit service; revoked at shutdown", key.id)
 
     async def revoke() -> None:
         os.environ.pop("ACGS_AUDIT_API_KEY", None)
@@ -219,6 +228,7 @@ def serve_all(config: AcgsConfig, names: tuple[str, ...] = ORDER) -> None:
     """Runs the services in ``names`` in this process until SIGINT/SIGTERM; exits 1 if one of
     them failed to start."""
     _configure_logging(config)
+    check_bind(config, names)
     if config.policy.workers > 1:
         log.warning("policy workers = %d ignored: all services share one process", config.policy.workers)
     config = wire(config)

@@ -11,6 +11,7 @@ from acgs.security.gate import ACGS_ERRORS, OPA_ERRORS, Denial, ErrorStyle, Gate
 from acgs.security.keys import ApiKey, ApiKeyError, KeyStore, create_key, open_key_store, revoke_key
 from acgs.security.principal import ADMIN, AGENT, AUDITOR, REVIEWER, ROLES, Principal, principal_of
 from acgs.security.settings import SecuritySettings
+from acgs.security.site import LOOPBACK_HOSTS, SiteGuard, SiteMiddleware
 from acgs.security.tls import uvicorn_tls_options
 
 #: The name ``acgs serve`` imports.
@@ -21,6 +22,7 @@ __all__ = [
     "ADMIN",
     "AGENT",
     "AUDITOR",
+    "LOOPBACK_HOSTS",
     "OPA_ERRORS",
     "PUBLIC",
     "REVIEWER",
@@ -36,6 +38,8 @@ __all__ = [
     "Rule",
     "SecurityMiddleware",
     "SecuritySettings",
+    "SiteGuard",
+    "SiteMiddleware",
     "create_key",
     "install_security",
     "open_key_store",

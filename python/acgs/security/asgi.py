@@ -1,5 +1,5 @@
-"""Putting the gate in front of a service: ``install_security(app, ACCESS)`` in its
-``create_app``."""
+"""Putting the site guard and the gate in front of a service: ``install_security(app, ACCESS)``
+in its ``create_app``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from acgs.security.access import Access
 from acgs.security.gate import ACGS_ERRORS, ErrorStyle, Gate
 from acgs.security.keys import KeyStore
 from acgs.security.settings import SecuritySettings
+from acgs.security.site import SiteGuard, SiteMiddleware
 
 
 class SecurityMiddleware:
@@ -43,13 +44,32 @@ def install_security(
     registry: CollectorRegistry | None = None,
     store: KeyStore | None = None,
 ) -> Gate | None:
-    """Guards ``app`` with ``access`` under ``security`` (default: from the environment). With
-    authentication off and no rate limit nothing is installed and None is returned: the
-    service runs exactly as without this call. The gate's counters join ``registry`` (the
-    service's ``/metrics``) when given; the gate is closed with the app's lifespan."""
+    """Guards ``app`` with ``access`` under ``security`` (default: from the environment).
+
+    The site guard (Host, Origin, content type: see ``acgs.security.site``) is always
+    installed, outside everything else but observability, and kept in ``app.state.site_guard``.
+    The gate (credentials, roles, rate limits) is installed and returned only with
+    authentication on or a rate limit; otherwise None. The counters of both join ``registry``
+    (the service's ``/metrics``) when given; the gate is closed with the app's lifespan."""
     settings = security if security is not None else SecuritySettings.from_env()
-    if not settings.enforcing:
-        return None
+    guard = SiteGuard(settings, service=access.service, style=style, forms=access.browser)
+    gate = _install_gate(app, access, settings, style, registry, store) if settings.enforcing else None
+    # Added last, so it runs first: a foreign Host is refused before credentials are looked at.
+    app.add_middleware(SiteMiddleware, guard=guard)
+    app.state.site_guard = guard
+    if registry is not None:
+        registry.register(guard.metrics)
+    return gate
+
+
+def _install_gate(
+    app: FastAPI,
+    access: Access,
+    settings: SecuritySettings,
+    style: ErrorStyle,
+    registry: CollectorRegistry | None,
+    store: KeyStore | None,
+) -> Gate:
     gate = Gate(settings, access, style=style, store=store)
     app.add_middleware(SecurityMiddleware, gate=gate)
     app.state.security_gate = gate

@@ -42,12 +42,14 @@ class ErrorStyle:
 
     unauthenticated: str
     forbidden: str = "forbidden"
+    #: A malformed request (a foreign Host, a body that is not JSON).
+    invalid: str = "invalid_request"
     rate_limited: str = "rate_limited"
     unavailable: str = "unavailable"
 
 
 #: OPA's code for a refused credential (policy and audit services).
-OPA_ERRORS = ErrorStyle(unauthenticated="unauthorized")
+OPA_ERRORS = ErrorStyle(unauthenticated="unauthorized", invalid="invalid_parameter")
 #: ACGS's own services (evolution, sandbox).
 ACGS_ERRORS = ErrorStyle(unauthenticated="unauthenticated")
 

@@ -37,6 +37,9 @@ ENV_NAMES: dict[str, str] = {
     "tls_cert_file": "ACGS_TLS_CERT_FILE",
     "tls_key_file": "ACGS_TLS_KEY_FILE",
     "tls_client_ca_file": "ACGS_TLS_CLIENT_CA_FILE",
+    "allowed_hosts": "ACGS_ALLOWED_HOSTS",
+    "allowed_origins": "ACGS_ALLOWED_ORIGINS",
+    "insecure": "ACGS_INSECURE",
 }
 
 JWT_ALGORITHMS = ("HS256", "RS256")
@@ -75,6 +78,48 @@ def _algorithms(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unsupported JWT algorithm(s) {', '.join(unknown)}; use {' and/or '.join(JWT_ALGORITHMS)}")
     return found
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    """``acgs.example.com,10.0.0.5:8004,[fd00::1]``: names a client may put in ``Host``; a name
+    without a port matches any port. ``*`` accepts any name (then DNS rebinding is the
+    operator's to prevent, for example by a proxy that checks the name)."""
+    found = tuple(h.strip().lower() for h in text.split(",") if h.strip())
+    for host in found:
+        if host == "*":
+            continue
+        name, port = split_host(host)
+        if not name or port is None or any(c in name for c in "/@?#* ") or (port and not port.isdigit()):
+            raise ValueError(f"{host!r} is not a host name (write name, name:port, or [ipv6]:port)")
+        if not host.isascii():
+            raise ValueError(f"{host!r}: write the name in its ASCII (punycode) form, as clients send it")
+    return found
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """``https://console.example.com,http://localhost:3000``: other sites whose pages may post to
+    the services (a web console), each as a browser sends it in ``Origin``."""
+    found = tuple(o.strip().lower().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in found:
+        scheme, sep, authority = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not authority or any(c in authority for c in "/@?# "):
+            raise ValueError(f"{origin!r} is not an origin (write scheme://host[:port], no path)")
+    return found
+
+
+def split_host(host: str) -> tuple[str, str | None]:
+    """``(name, port)`` of a ``Host`` value: ``"localhost:8004"`` -> ``("localhost", "8004")``,
+    ``"[::1]"`` -> ``("[::1]", "")``; port None when the value is malformed."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return host, None
+        name, rest = host[: end + 1], host[end + 1 :]
+        if not rest:
+            return name, ""
+        return (name, rest[1:]) if rest[0] == ":" else (name, None)
+    name, sep, port = host.partition(":")
+    return name, port if sep else ""
 
 
 def parse_role_limits(text: str) -> dict[str, tuple[float, float]]:
@@ -123,6 +168,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_cert_file": _optional_path,
     "tls_key_file": _optional_path,
     "tls_client_ca_file": _optional_path,
+    "allowed_hosts": _hosts,
+    "allowed_origins": _origins,
+    "insecure": _flag,
 }
 
 
@@ -175,6 +223,16 @@ class SecuritySettings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    #: Names a request's ``Host`` may carry besides the loopback names (``localhost``,
+    #: ``127.0.0.1``, ``[::1]``, on any port), which are always accepted: the name clients and
+    #: the proxy in front use. Any other name is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Other sites whose pages may post to the services (``scheme://host[:port]``); a page of
+    #: the service's own origin always may.
+    allowed_origins: tuple[str, ...] = ()
+    #: With authentication off, listen on an address other than loopback anyway: anyone who
+    #: can reach the port is then trusted with every claim it makes.
+    insecure: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SecuritySettings:

@@ -42,6 +42,7 @@ class RequestObserver:
         obs = RequestContext(self.service, request_id_of(scope["headers"]))
         obs.token = enter(obs)
         obs.started = perf_counter()
+        self.metrics.in_flight += 1
         if self.tracing is not None:
             obs.span, obs.otel_token = self.tracing.start(scope, obs.request_id)
             obs.trace_id = self.tracing.trace_id(obs.span)
@@ -53,6 +54,7 @@ class RequestObserver:
         each request runs in a task of its own, so it ends there."""
         seconds = perf_counter() - obs.started
         method: str = scope["method"]
+        self.metrics.in_flight -= 1
         self.metrics.observe(route, method, status, seconds)
         if obs.span is not None and self.tracing is not None:
             self.tracing.end(obs.span, obs.otel_token, method, route, status, obs.decision_id)

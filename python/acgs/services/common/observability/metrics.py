@@ -2,6 +2,7 @@
 
 - ``acgs_http_requests_total{service, route, method, code}``
 - ``acgs_http_request_duration_seconds{service, route, method}`` (histogram)
+- ``acgs_http_requests_in_flight{service}``: requests received and not yet answered
 
 ``route`` is the route's template (``/v1/data/{path}``), never the raw path, and ``unmatched``
 for a request no route answered; ``method`` outside the usual verbs is ``other``. Both keep the
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 #: Request latency buckets, seconds: from a cached decision to a slow sandbox run.
@@ -72,6 +73,8 @@ class HttpMetrics(Collector):
     def __init__(self, service: str) -> None:
         self.service = service
         self.routes: dict[tuple[str, str], RouteStats] = {}
+        #: Requests started and not yet finished (``RequestObserver`` keeps it).
+        self.in_flight = 0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         stats = self.routes.get((route, method))
@@ -114,6 +117,11 @@ class HttpMetrics(Collector):
             durations.add_metric([self.service, route, method], buckets, stats.sum)
         yield requests
         yield durations
+        in_flight = GaugeMetricFamily(
+            "acgs_http_requests_in_flight", "HTTP requests received and not yet answered", labels=["service"]
+        )
+        in_flight.add_metric([self.service], self.in_flight)
+        yield in_flight
 
 
 def service_registry() -> CollectorRegistry:
