@@ -122,7 +122,13 @@ def main_request(rng: random.Random) -> Any:
         CONSTITUTION["safe_actions"]
         + CONSTITUTION["dangerous_actions"]
         + CONSTITUTION["explanation_required_actions"]
+        + CONSTITUTION["actions"]
         + ["report.other", "", 5, "network.ddos_attack_v2", "tool.run: insmod x"]
+        # Other spellings of listed actions: case, white space, invisible and look-alike
+        # characters, full-width letters, the Kelvin sign, stray dots.
+        + ["DATA.EXFILTRATE", " data.exfiltrate\t", "Data.Read_Public", "data.exfiltrate\u200b",
+           "d\u0430ta.read_public", "\uff44ata.exfiltrate", "networ\u212a.raw_socket", "data..read_public",
+           ".data.read_public", "data.read_public.", "data.read-public", "\u0130", "x" * 129, "a.b"]
     )
     put(req, ["action"], pick(rng, actions + CONSTITUTION["safe_actions"] * 6 + [ABSENT]))
     limits = CONSTITUTION["resource_limits"]
@@ -143,7 +149,12 @@ def main_request(rng: random.Random) -> Any:
         (["context", "user_consent"], [True, False, "yes"]),
         (["context", "affects_protected_groups"], [True, False, 1]),
         (["trusted"], [{}, {"request_count_1m": 0}, {"request_count_1m": 100}, {"request_count_1m": 101},
-                       {"request_count_1m": -1}, {"request_count_1m": "5"}, 7]),
+                       {"request_count_1m": -1}, {"request_count_1m": "5"}, 7,
+                       {"request_count_1m": 3, "agent": {"trust_level": 0.5}},
+                       {"request_count_1m": 3, "agent": {"trust_level": 0.95}},
+                       {"agent": {"trust_level": 0.8}}, {"agent": {"trust_level": 2}},
+                       {"agent": {"trust_level": "1"}}, {"agent": 7}, {"agent": {}},
+                       {"principal": {"id": "a"}, "agent": {"trust_level": 0.9, "tier": "x"}}]),
         (["context", "session_id"], ["sess_other", ABSENT, 42]),
         (["context", "current_usage_count"], [0, 10**6]),
         (["context"], ["garbage", []]),

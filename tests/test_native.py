@@ -17,6 +17,7 @@ import pytest
 
 import acgs
 from acgs.errors import ConstitutionalHashMismatch, InvalidInputError
+from acgs.trust import admit
 from tests.test_constitution import BUNDLE, CONSTITUTION, SEED, main_request, put
 
 REQUESTS = int(os.environ.get("ACGS_DIFFERENTIAL_REQUESTS", "100000"))
@@ -97,14 +98,18 @@ def test_native_evaluation_equals_the_wasm() -> None:
             counts["respelled"] += respelled != raw
             raw = respelled
         data = raw.encode()
+        # decide drops the request's own "trusted" and takes the caller's facts instead; the
+        # Wasm is asked about the input as admitted (acgs.trust.admit).
+        trusted = request.get("trusted") if isinstance(request, dict) else None
+        facts = json.dumps(trusted).encode() if isinstance(trusted, dict) and rng.random() < 0.7 else None
         try:
-            got = json.loads(native.decide_json(data))
+            got = json.loads(native.decide_json(data, trusted=facts))
         except (ConstitutionalHashMismatch, InvalidInputError):
             h = request.get("constitutional_hash") if isinstance(request, dict) else None
             assert not isinstance(request, dict) or (h is not None and h != declared), raw
             counts["refused"] += 1
             continue
-        want = json.loads(wasm.evaluate_json(data, ENTRYPOINT))[0]["result"]
+        want = json.loads(wasm.evaluate_json(admit(data, facts), ENTRYPOINT))[0]["result"]
         got = {k: v for k, v in got.items() if k not in META}
         counts["decided"] += 1
         counts["allowed"] += got["allow"] is True

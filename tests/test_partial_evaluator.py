@@ -12,6 +12,7 @@ from typing import Any
 
 import acgs
 from acgs.errors import ConstitutionalHashMismatch, InvalidInputError
+from acgs.trust import admit
 from tests.test_constitution import BUNDLE, CONSTITUTION, fast_path_route, main_request
 
 REQUESTS = int(os.environ.get("ACGS_DIFFERENTIAL_REQUESTS", "100000"))
@@ -44,6 +45,8 @@ def test_fast_path_equals_full_evaluation() -> None:
             assert not isinstance(request, dict) or not isinstance(h, str | None), request
             counts["refused"] += 1
             continue
+        # decide drops a client's "trusted": the contract is checked on the admitted request.
+        request = json.loads(admit(raw, None))
         route = fast_path_route(request)
         counts[route] += 1
         if answer is None:

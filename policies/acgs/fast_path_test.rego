@@ -164,6 +164,7 @@ breaking := {
 	"context.user_consent": patch(seed, [{"op": "add", "path": "/context/user_consent", "value": "yes"}]),
 	"context.affects_protected_groups": patch(seed, [{"op": "add", "path": "/context/affects_protected_groups", "value": 1}]),
 	"trusted": patch(seed, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": 101}}]),
+	"trusted.agent": patch(seed, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": 1, "agent": {"trust_level": 0.5}}}]),
 }
 
 cond_key(cond) := concat("", [concat(".", cond.path), object.get({"gte": ">=", "lte": "<="}, cond.op, "")]) if {
@@ -192,9 +193,11 @@ test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_2 if b
 
 test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_3 if breaks_only(12, 18)
 
-test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_4 if {
-	count(fp.allow_conditions) <= 24
-	breaks_only(18, 24)
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_4 if breaks_only(18, 24)
+
+test_breaking_one_condition_leaves_the_fast_path_and_changes_the_decision_5 if {
+	count(fp.allow_conditions) <= 30
+	breaks_only(24, 30)
 }
 
 test_ops_hold_as_documented if {
@@ -202,7 +205,8 @@ test_ops_hold_as_documented if {
 	route(patch(seed, [{"op": "replace", "path": "/context/agent/requested_resources", "value": "none"}])) == "full"
 	route(patch(seed, [{"op": "replace", "path": "/context/agent/trust_level", "value": "0.9"}])) == "full"
 	route(patch(seed, [{"op": "replace", "path": "/context/environment/sandbox_enabled", "value": 1}])) == "full"
-	route(patch(seed, [{"op": "add", "path": "/trusted", "value": {}}])) == "full"
+	route(patch(seed, [{"op": "add", "path": "/trusted", "value": {"note": 1}}])) == "full"
+	route(patch(seed, [{"op": "add", "path": "/trusted", "value": {"principal": {"id": "a"}}}])) == "allow"
 	route(patch(seed, [{"op": "add", "path": "/trusted", "value": 5}])) == "full"
 	route(patch(seed, [{"op": "replace", "path": "/context/explanation", "value": null}])) == "full"
 	route(patch(seed, [{"op": "replace", "path": "/action", "value": "report.other"}])) == "full"
@@ -253,9 +257,17 @@ test_allow_conditions_are_derived_from_the_constitution if {
 			any_of([[absent(["context", "affects_protected_groups"])], [{"path": ["context", "affects_protected_groups"], "op": "is_bool"}]]),
 			any_of([
 				[absent(["trusted"])],
+				[{"path": ["trusted"], "op": "keys_subset", "value": ["agent", "principal"]}],
 				[
 					{"path": ["trusted", "request_count_1m"], "op": "gte", "value": 0},
 					{"path": ["trusted", "request_count_1m"], "op": "lte", "value": con.rate_limits.per_minute.decision},
+				],
+			]),
+			any_of([
+				[absent(["trusted", "agent"])],
+				[
+					{"path": ["trusted", "agent", "trust_level"], "op": "gte", "value": con.thresholds.trust},
+					{"path": ["trusted", "agent", "trust_level"], "op": "lte", "value": 1},
 				],
 			]),
 		],

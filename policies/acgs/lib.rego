@@ -60,6 +60,42 @@ _ascii_upper_to_lower := {upper(ch): ch | some ch in split("abcdefghijklmnopqrst
 # match outside OPA; an ASCII-only mapping is byte-for-byte the same everywhere.
 ascii_lower(s) := strings.replace_n(_ascii_upper_to_lower, s)
 
+# The canonical form of an action name, the only form any list is matched against:
+# surrounding ASCII white space trimmed, A-Z lowered (ascii_lower, for the reason given
+# there). Any other character stays as it is, so that valid_action_name refuses it.
+action_name(a) := ascii_lower(trim(a, " \t\r\n")) if is_string(a)
+
+# A canonical name in the constitution's grammar: at most max_length characters, every one of
+# them among the declared characters, dot-separated segments none of which is empty. Control,
+# invisible and look-alike characters from other scripts are outside it.
+valid_action_name(name) if {
+	g := c.action_grammar
+	name != ""
+	count(name) <= g.max_length
+	trim(name, g.characters) == ""
+	every segment in split(name, ".") {
+		segment != ""
+	}
+}
+
+# The trust level a policy believes: the claim (agent.trust_level), lowered to the level the
+# agent registry holds for the caller (trusted.agent.trust_level, filled in by the service
+# from its own records) when there is one. A claim never raises it; without a claim the
+# registered level stands. Both arguments are objects ({} when absent).
+believed_trust(agent, trusted) := r if {
+	t := agent.trust_level
+	is_number(t)
+	r := trusted.agent.trust_level
+	is_number(r)
+	r < t
+} else := t if {
+	t := agent.trust_level
+	is_number(t)
+} else := r if {
+	r := trusted.agent.trust_level
+	is_number(r)
+}
+
 # Critical text patterns (lowercase) found in s after ASCII lowercasing, sorted.
 text_patterns_in(s) := sort([p |
 	lowered := ascii_lower(s)

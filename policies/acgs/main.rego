@@ -11,7 +11,11 @@
 #   execution_time_seconds}, context.{responsible_party, explanation, code,
 #   benefit_assessment, harm_risk_assessment, fairness_assessment,
 #   overrides_user_preference, user_consent, affects_protected_groups},
-#   trusted.request_count_1m (set by the service, never by the client: see rate_limited).
+#   trusted.{request_count_1m, agent.trust_level} (set by the service from its own counters and
+#   the agent registry; whatever a client sends under "trusted" is dropped before evaluation).
+# The action is matched in its canonical form (lib.action_name) and must be in the
+# constitution's grammar (action_grammar) and catalogue (actions, safe_actions,
+# explanation_required_actions): an unknown action is denied, never scored as harmless.
 # Fields the policy does not read (session_id, urgency, isolation_level, capabilities, ...)
 # have no influence on the decision and are never echoed.
 package acgs.main
@@ -33,10 +37,19 @@ allow := decision.allow
 
 dangerous_action if {
 	is_object(input)
-	input.action in c.dangerous_actions
+	lib.action_name(input.action) in c.dangerous_actions
 }
 
-safe_action if input.action in c.safe_actions
+# The action as every list is matched against it; undefined unless input.action is a string.
+action_name := lib.action_name(input.action)
+
+safe_action if action_name in c.safe_actions
+
+known_action if action_name in c.actions
+
+known_action if action_name in c.safe_actions
+
+known_action if action_name in c.explanation_required_actions
 
 zero_details := {
 	"safety": 0,
@@ -48,7 +61,7 @@ zero_details := {
 dangerous_decision := {
 	"allow": false,
 	"compliance_score": 0,
-	"reasons": [sprintf("action %s is dangerous and always denied", [input.action])],
+	"reasons": [sprintf("action %s is dangerous and always denied", [lib.action_name(input.action)])],
 	"conditions": [],
 	"evaluation_details": zero_details,
 	"constitutional_hash": c.constitutional_hash,
@@ -121,7 +134,8 @@ requested := agent.requested_resources if {
 	is_object(agent.requested_resources)
 } else := {}
 
-# Usage counters the service injects after stripping any client-supplied "trusted" object.
+# Facts the service fills in (its usage counters, the caller's registry record) after dropping
+# whatever the client sent under "trusted".
 trusted := input.trusted if {
 	is_object(input.trusted)
 } else := {}
@@ -161,7 +175,7 @@ rate_count_valid if {
 	n >= 0
 }
 
-explanation_required if input.action in c.explanation_required_actions
+explanation_required if action_name in c.explanation_required_actions
 
 # Where the constitution requires an explanation (explanation_required_actions) it must be
 # at least explanation_min_chars characters; elsewhere, safe actions included, none is
@@ -286,7 +300,7 @@ deficiencies contains "no responsible party is named" if not has_responsible_par
 
 deficiencies contains msg if {
 	not explanation_adequate
-	msg := sprintf("action %s requires an explanation of at least %v characters", [input.action, c.thresholds.explanation_min_chars])
+	msg := sprintf("action %s requires an explanation of at least %v characters", [action_name, c.thresholds.explanation_min_chars])
 }
 
 # ---------------------------------------------------------------------------
@@ -311,6 +325,8 @@ typed_fields := [
 	{"path": ["context", "affects_protected_groups"], "type": "boolean"},
 	{"path": ["trusted"], "type": "object"},
 	{"path": ["trusted", "request_count_1m"], "type": "number"},
+	{"path": ["trusted", "agent"], "type": "object"},
+	{"path": ["trusted", "agent", "trust_level"], "type": "number"},
 ]
 
 unit_fields := [
@@ -318,6 +334,7 @@ unit_fields := [
 	["context", "benefit_assessment"],
 	["context", "harm_risk_assessment"],
 	["context", "fairness_assessment"],
+	["trusted", "agent", "trust_level"],
 ]
 
 violations contains msg if some msg in lib.hash_reasons(input)
@@ -336,19 +353,36 @@ violations contains "action must be a non-empty string" if {
 }
 
 violations contains msg if {
+	lib.nonempty_string(object.get(input, "action", null))
+	not lib.valid_action_name(action_name)
+	msg := sprintf("action is not a valid action name: dot-separated segments of the characters %s, at most %v characters", [c.action_grammar.characters, c.action_grammar.max_length])
+}
+
+violations contains msg if {
+	lib.valid_action_name(action_name)
+	not known_action
+	msg := sprintf("action %s is not in the constitution's action catalogue", [action_name])
+}
+
+violations contains msg if {
 	t := input.type
 	not t in c.request_types
 	msg := sprintf("type %v is not one of: %s", [t, concat(", ", c.request_types)])
 }
 
-# Trust: the original computed this and ignored it.
+# Trust: the original computed this and ignored it. The claim counts only as far as the
+# registry allows (lib.believed_trust).
+trust_level := lib.believed_trust(agent, trusted)
+
 violations contains "context.agent.trust_level is missing" if {
 	lib.absent(input, ["context", "agent", "trust_level"])
+	not registered_trust
 }
 
+registered_trust if is_number(trusted.agent.trust_level)
+
 violations contains msg if {
-	t := agent.trust_level
-	is_number(t)
+	t := trust_level
 	t < c.thresholds.trust
 	msg := sprintf("trust level %v is below the minimum %v", [t, c.thresholds.trust])
 }

@@ -376,3 +376,77 @@ test_allow_matches_decision if {
 		allow_of(req) == decide(req).allow
 	}
 }
+
+# ---------------------------------------------------------------------------
+# Names: one canonical form, one grammar, one catalogue.
+
+test_dangerous_actions_are_denied_in_every_spelling if {
+	every spelt in ["DATA.EXFILTRATE", " data.exfiltrate\t", "Data.Exfiltrate\n"] {
+		d := decide(with_value(["action"], spelt))
+		d.allow == false
+		d.compliance_score == 0
+		d.reasons == ["action data.exfiltrate is dangerous and always denied"]
+	}
+}
+
+test_names_outside_the_grammar_are_refused if {
+	msg := "action is not a valid action name: dot-separated segments of the characters abcdefghijklmnopqrstuvwxyz0123456789_., at most 128 characters"
+	every spelt in [
+		"data.exfiltrate\u200b", # zero-width space
+		"d\u0430ta.read_public", # Cyrillic a
+		"\uff44ata.exfiltrate", # full-width d
+		"networ\u212a.raw_socket", # Kelvin sign
+		"data..read_public",
+		".data.read_public",
+		"data.read-public",
+		"data.read_public\u0000",
+		"   ",
+		concat("", [c | some _ in numbers.range(1, 129); c := "a"]),
+	] {
+		denied_with(with_value(["action"], spelt), msg)
+	}
+}
+
+test_unknown_actions_are_never_allowed if {
+	denied_with(with_value(["action"], "report.other"), "action report.other is not in the constitution's action catalogue")
+	denied_with(with_value(["action"], "data.read_public.v2"), "action data.read_public.v2 is not in the constitution's action catalogue")
+}
+
+test_catalogued_actions_in_other_case_are_matched_canonically if {
+	d := decide(with_value(["action"], " Data.Read_Public "))
+	d.allow == true
+	d.conditions == ["audit_logging", "resource_limits", "sandbox_execution"]
+	e := decide(with_value(["action"], "DATA.ANALYZE_PRIVATE"))
+	e.allow == true
+}
+
+# ---------------------------------------------------------------------------
+# Trust: the registry's level (trusted.agent, set by the service) caps the claim.
+
+test_a_claim_cannot_raise_the_registered_trust if {
+	req := json.patch(seed, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": 1, "agent": {"trust_level": 0.5}}}])
+	denied_with(req, "trust level 0.5 is below the minimum 0.8")
+}
+
+test_a_claim_can_lower_the_registered_trust if {
+	req := json.patch(seed, [
+		{"op": "add", "path": "/trusted", "value": {"request_count_1m": 1, "agent": {"trust_level": 1}}},
+		{"op": "replace", "path": "/context/agent/trust_level", "value": 0.6},
+	])
+	denied_with(req, "trust level 0.6 is below the minimum 0.8")
+}
+
+test_the_registered_trust_stands_without_a_claim if {
+	req := json.patch(seed, [
+		{"op": "add", "path": "/trusted", "value": {"request_count_1m": 1, "agent": {"trust_level": 0.9}}},
+		{"op": "remove", "path": "/context/agent/trust_level"},
+	])
+	decide(req).allow == true
+	no_registry := json.patch(req, [{"op": "remove", "path": "/trusted/agent"}])
+	denied_with(no_registry, "context.agent.trust_level is missing")
+}
+
+test_a_malformed_registry_record_denies if {
+	denied_with(json.patch(seed, [{"op": "add", "path": "/trusted", "value": {"agent": 7}}]), "trusted.agent must be of type object, not number")
+	denied_with(json.patch(seed, [{"op": "add", "path": "/trusted", "value": {"agent": {"trust_level": 2}}}]), "trusted.agent.trust_level must be within [0, 1], got 2")
+}

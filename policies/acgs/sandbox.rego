@@ -8,7 +8,8 @@
 #
 # Input: agent_id, agent{trust_level, class}, language, runtime (auto | firecracker | gvisor |
 #   bwrap | docker; auto when absent), limits{cpu_seconds, memory_mb, disk_mb, timeout_s, pids,
-#   network}, constitutional_hash.
+#   network}, constitutional_hash; trusted.agent.trust_level (the caller's registered level,
+#   set by the service: a claimed agent.trust_level only lowers it, see lib.believed_trust).
 package acgs.sandbox
 
 import data.acgs.lib
@@ -59,7 +60,16 @@ requested := input.limits if {
 	is_object(input.limits)
 } else := {}
 
-trust := agent.trust_level if lib.unit_interval(agent.trust_level)
+trusted := input.trusted if {
+	is_object(input.trusted)
+} else := {}
+
+trust := t if {
+	t := lib.believed_trust(agent, trusted)
+	lib.unit_interval(t)
+}
+
+registered_trust if is_number(trusted.agent.trust_level)
 
 tier := [t | some t in sb.trust_tiers; trust >= t.min_trust][0]
 
@@ -178,17 +188,23 @@ typed_fields := [
 	{"path": ["runtime"], "type": "string"},
 	{"path": ["limits"], "type": "object"},
 	{"path": ["limits", "network"], "type": "boolean"},
+	{"path": ["trusted"], "type": "object"},
+	{"path": ["trusted", "agent"], "type": "object"},
+	{"path": ["trusted", "agent", "trust_level"], "type": "number"},
 ]
 
 violations contains msg if some msg in lib.hash_reasons(input)
 
 violations contains msg if some msg in lib.type_reasons(input, typed_fields)
 
-violations contains msg if some msg in lib.unit_reasons(input, [["agent", "trust_level"]])
+violations contains msg if some msg in lib.unit_reasons(input, [["agent", "trust_level"], ["trusted", "agent", "trust_level"]])
 
 violations contains "agent_id must be a non-empty string" if not lib.nonempty_string(object.get(input, "agent_id", null))
 
-violations contains "agent.trust_level is missing" if lib.absent(input, ["agent", "trust_level"])
+violations contains "agent.trust_level is missing" if {
+	lib.absent(input, ["agent", "trust_level"])
+	not registered_trust
+}
 
 violations contains msg if {
 	cls := agent.class

@@ -156,3 +156,18 @@ test_non_object_input_denies if {
 	}
 	sandbox.decision.allow == false
 }
+
+# The registry's level (trusted.agent, set by the service) caps a claimed trust level: an
+# agent registered as low trust gets the low tier whatever it claims.
+test_a_claimed_trust_cannot_raise_the_registered_tier if {
+	claimed_high := object.union(run, {"agent": {"trust_level": 1}, "trusted": {"agent": {"trust_level": 0.1}}})
+	d := decide(claimed_high)
+	d.trust_tier == decide(object.union(run, {"agent": {"trust_level": 0.1}})).trust_tier
+	d.trust_tier != decide(run).trust_tier
+}
+
+test_the_registered_trust_stands_without_a_claim if {
+	d := decide(object.union(object.remove(run, ["agent"]), {"trusted": {"agent": {"trust_level": 0.9}}}))
+	d.allow == true
+	d.trust_tier == decide(run).trust_tier
+}

@@ -4,16 +4,22 @@ from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any, Awaitable, final
 
+from acgs.errors import AcgsError
+
 __all__ = [
     "ChainReport",
     "Checkpointer",
     "CompactRange",
     "Engine",
+    "NONDETERMINISTIC_BUILTINS",
     "__version__",
+    "admit_input",
     "canonical_json",
     "canonicalize_json",
     "consistency_proof",
     "event_hashes",
+    "exact_batch_inputs",
+    "exact_json",
     "generate_signing_key",
     "inclusion_proof",
     "leaf_hash",
@@ -25,6 +31,9 @@ __all__ = [
     "verify_inclusion",
 ]
 __version__: str
+#: The core's one list of builtins whose results depend on more than their arguments (clock,
+#: randomness, network, environment): a bundle that calls one is never served from a cache.
+NONDETERMINISTIC_BUILTINS: frozenset[str]
 
 _Source = str | PathLike[str] | bytes | bytearray | memoryview
 _Raw = bytes | bytearray | str | None
@@ -50,10 +59,13 @@ class Engine:
     def evaluate_many(
         self, inputs: Iterable[Any], entrypoint: str | None = None, threads: int | None = None
     ) -> list[Any]: ...
+    def evaluate_many_json(
+        self, raws: Iterable[bytes | bytearray | str], entrypoint: str | None = None, threads: int | None = None
+    ) -> list[bytes | AcgsError]: ...
     def evaluate_async(self, input: Any = None, entrypoint: str | None = None) -> Awaitable[Any]: ...
-    def decide(self, request: Any) -> dict[str, Any]: ...
-    def decide_json(self, raw: bytes | bytearray | str) -> bytes: ...
-    def decide_cached_json(self, raw: bytes | bytearray | str) -> bytes | None: ...
+    def decide(self, request: Any, trusted: bytes | None = None) -> dict[str, Any]: ...
+    def decide_json(self, raw: bytes | bytearray | str, trusted: bytes | None = None) -> bytes: ...
+    def decide_cached_json(self, raw: bytes | bytearray | str, trusted: bytes | None = None) -> bytes | None: ...
     def decide_many(self, requests: Iterable[Any], threads: int | None = None) -> list[dict[str, Any]]: ...
     def evaluate_cached_json(self, raw: _Raw = None, entrypoint: str | None = None) -> bytes | None: ...
     @property
@@ -75,6 +87,8 @@ class Engine:
     def revision(self) -> str: ...
     @property
     def builtins(self) -> list[str]: ...
+    @property
+    def nondeterministic_builtins(self) -> list[str]: ...
     @property
     def abi_version(self) -> str: ...
     @property
@@ -146,3 +160,10 @@ class Checkpointer:
     def last_size(self) -> int | None: ...
     @property
     def last_root(self) -> bytes | None: ...
+
+def admit_input(raw: bytes, trusted: bytes | None = None) -> bytes: ...
+
+# ---- exact JSON for the REST routes ------------------------------------------------------------
+
+def exact_json(raw: bytes, member: str | None = None) -> bytes | None: ...
+def exact_batch_inputs(raw: bytes) -> tuple[list[str] | None, list[bytes]]: ...

@@ -102,20 +102,38 @@ def cli(config_file: Path | None) -> None:
 @click.option("--port", type=int, help="Listen port (one service only).")
 @click.option("--workers", type=int, help="uvicorn worker processes (policy service only).")
 @click.option("--bundle", type=click.Path(path_type=Path), help="Constitution bundle (default: the one shipped with ACGS).")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="With authentication off, listen beyond loopback anyway: anyone who can reach the port is "
+    "trusted with every claim it makes ([security] insecure, ACGS_INSECURE).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, service: str, host: str | None, port: int | None, workers: int | None, bundle: Path | None
+    ctx: click.Context,
+    service: str,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    bundle: Path | None,
+    insecure: bool | None,
 ) -> None:
-    """Run the ACGS services (all four by default) until stopped."""
+    """Run the ACGS services (all four by default) until stopped.
+
+    With authentication off they listen on loopback only: another address stops the start
+    unless --insecure says to go on."""
     from acgs import server
 
+    # Only a flag given overrides the configuration: its absence does not turn insecure off.
+    security = {"security": {"insecure": True if insecure else None}}
     if service == "all":
         if host is not None or port is not None:
             raise click.UsageError("--host and --port name one service's address; use --service or the configuration")
         if workers is not None:
             raise click.UsageError("--workers is for `--service policy` (all four share one process)")
         overrides = {name: {"bundle": bundle} for name in ("policy", "evolution", "sandbox")}
-        config = configuration(ctx, **overrides)
+        config = configuration(ctx, **overrides, **security)
         server.serve_all(config)
         return
     if workers is not None and service != "policy":
@@ -125,7 +143,7 @@ def serve(
         fields["workers"] = workers
     if service != "audit":
         fields["bundle"] = bundle
-    config = configuration(ctx, **{service: fields})
+    config = configuration(ctx, **{service: fields}, **security)
     server.serve_one(service, config)
 
 
@@ -307,6 +325,11 @@ def audit() -> None:
 @click.option("--from", "from_index", type=int, default=0, show_default=True)
 @click.option("--to", "to_index", type=int, help="End, exclusive (default: the whole log).")
 @click.option("--progress", is_flag=True, help="Show the progress line even when stderr is not a terminal.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="File with the log's verifier key (or its signing key); default ACGS_AUDIT_SIGNING_KEY or <data_dir>/audit-signing.key.")
+@click.option("--key-id", help="The log's published key id (8 hex): refuse any other key.")
+@click.option("--witness", type=click.Path(dir_okay=False, path_type=Path),
+              help="Witnessed checkpoint (default <data_dir>/audit-checkpoint.note).")
 @click.pass_context
 def audit_verify(ctx: click.Context, /, **kw: Any) -> None:
     """Re-hash every stored event and check the chain and the latest checkpoint."""
@@ -355,7 +378,7 @@ def audit_archive(ctx: click.Context, /, **kw: Any) -> None:
 
 @audit.command("verify-export")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--key", help="The log's verifier key, or @file holding it (default: the key in the file).")
+@click.option("--key", help="The log's verifier key, or @file holding it (required: an export's own key proves nothing).")
 @click.pass_context
 def audit_verify_export(ctx: click.Context, /, **kw: Any) -> None:
     """Verify an exported or archived segment offline (no database needed)."""
@@ -537,6 +560,7 @@ def _add_optional(module: str, attr: str) -> None:
 
 
 _add_optional("acgs.security.cli", "keys")
+_add_optional("acgs.registry.cli", "agents")
 _add_optional("acgs.benchcli", "bench")
 
 

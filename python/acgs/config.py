@@ -66,7 +66,8 @@ class Section:
     def shared_fields(self) -> set[str]:
         """Fields whose variable has no service prefix (``ACGS_DATA_DIR``): the top-level keys."""
         prefix = f"ACGS_{self.name.upper()}_"
-        return {name for name, var in self.env_names.items() if not var.startswith(prefix)}
+        # A section's own variable may also be its bare prefix (ACGS_AGENT_REGISTRY).
+        return {name for name, var in self.env_names.items() if not var.startswith(prefix) and var != prefix[:-1]}
 
     def build(self, values: Mapping[str, Any]) -> Any:
         from_env = getattr(self.cls, "from_env", None)
@@ -99,6 +100,7 @@ def _optional_sections() -> list[Section]:
     for name, module_name, cls_name in (
         ("security", "acgs.security.settings", "SecuritySettings"),
         ("observability", "acgs.services.common.observability", "ObservabilitySettings"),
+        ("agent_registry", "acgs.registry.settings", "RegistrySettings"),
     ):
         try:
             module = __import__(module_name, fromlist=[cls_name])

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 STRESS = ROOT / "tests" / "fixtures" / "stress.tar.gz"
+#: Raw bodies are JSON: the services refuse a body not declared as JSON (415).
+JSON_BODY = {"content-type": "application/json"}
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAILCLOSED = FIXTURES / "failclosed.tar.gz"
 CLOCK = ROOT / "tests" / "fixtures" / "clock.tar.gz"  # clock/now reads the clock
@@ -146,11 +148,11 @@ async def test_query_flags(client: httpx.AsyncClient) -> None:
 
 async def test_gzip_request_body(client: httpx.AsyncClient) -> None:
     raw = gzip.compress(json.dumps({"input": GOOD}).encode())
-    r = await client.post("/v1/data/acgs/example/allow", content=raw, headers={"content-encoding": "gzip"})
+    r = await client.post("/v1/data/acgs/example/allow", content=raw, headers={**JSON_BODY, "content-encoding": "gzip"})
     assert r.json()["result"] is True
-    bad = await client.post("/v1/data/acgs/example/allow", content=b"not gzip", headers={"content-encoding": "gzip"})
+    bad = await client.post("/v1/data/acgs/example/allow", content=b"not gzip", headers={**JSON_BODY, "content-encoding": "gzip"})
     opa_error(bad, 400)
-    opa_error(await client.post("/v1/data/x", content=b"{}", headers={"content-encoding": "br"}), 415)
+    opa_error(await client.post("/v1/data/x", content=b"{}", headers={**JSON_BODY, "content-encoding": "br"}), 415)
 
 
 async def test_default_decision_post_root() -> None:
@@ -164,11 +166,11 @@ async def test_default_decision_post_root() -> None:
 
 
 async def test_errors_use_opa_error_body(client: httpx.AsyncClient) -> None:
-    opa_error(await client.post("/v1/data/acgs/example/allow", content=b"{nope"), 400)
-    opa_error(await client.post("/v1/data/acgs/example/allow", content=b"[1, 2]"), 400)
-    opa_error(await client.post("/v1/data/acgs/example/allow", content=b'{"input": 1e999}'), 400)
+    opa_error(await client.post("/v1/data/acgs/example/allow", content=b"{nope", headers=JSON_BODY), 400)
+    opa_error(await client.post("/v1/data/acgs/example/allow", content=b"[1, 2]", headers=JSON_BODY), 400)
+    opa_error(await client.post("/v1/data/acgs/example/allow", content=b'{"input": NaN}', headers=JSON_BODY), 400)
     deep = "[" * 5000 + "]" * 5000
-    opa_error(await client.post("/v1/data/acgs/example/allow", content=f'{{"input": {deep}}}'.encode()), 400)
+    opa_error(await client.post("/v1/data/acgs/example/allow", content=f'{{"input": {deep}}}'.encode(), headers=JSON_BODY), 400)
     opa_error(await client.get("/no/such/endpoint"), 404)
     body = opa_error(await client.put("/v1/data/acgs/example/min_trust", json=1), 405)
     assert body["code"] == "invalid_operation"
@@ -191,10 +193,10 @@ async def test_oversized_bodies_get_413() -> None:
                 yield b"x" * 200
             yield b'"}}'
 
-        opa_error(await c.post("/v1/data/acgs/example/allow", content=chunks()), 413)
+        opa_error(await c.post("/v1/data/acgs/example/allow", content=chunks(), headers=JSON_BODY), 413)
         bomb = gzip.compress(json.dumps({"input": {"pad": "x" * 100_000}}).encode())
         assert len(bomb) < 1000
-        opa_error(await c.post("/v1/data/acgs/example/allow", content=bomb, headers={"content-encoding": "gzip"}), 413)
+        opa_error(await c.post("/v1/data/acgs/example/allow", content=bomb, headers={**JSON_BODY, "content-encoding": "gzip"}), 413)
         # under the limit still works
         r = await c.post("/v1/data/acgs/example/allow", json={"input": GOOD})
         assert r.json()["result"] is True
@@ -481,7 +483,7 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     await client.post("/v1/data/acgs/example/decision", json=GOOD)
     await client.post("/v1/data/acgs/example/allow", json={"input": LOW_TRUST})
     await client.post("/v1/data/acgs/example/nope", json={"input": GOOD})
-    await client.post("/v1/data/acgs/example/allow", content=b"{")
+    await client.post("/v1/data/acgs/example/allow", content=b"{", headers=JSON_BODY)
     await client.post("/v1/batch/data/acgs/example/allow", json={"inputs": [GOOD, LOW_TRUST]})
     r = await client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

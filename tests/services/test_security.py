@@ -141,7 +141,7 @@ class Target:
 TARGETS = [
     Target("policy", "POST", "/v1/data/acgs/example/allow", "agent", "reviewer", 200, "unauthorized", {"input": GOOD}),
     Target("evolution", "GET", "/evolution/review", "reviewer", "agent", 200, "unauthenticated"),
-    Target("audit", "GET", "/audit/events", "auditor", "agent", 200, "unauthorized"),
+    Target("audit", "GET", "/audit/events", "auditor", "reviewer", 200, "unauthorized"),
     Target("sandbox", "GET", "/runtimes", "agent", "reviewer", 200, "unauthenticated"),
 ]
 
@@ -163,7 +163,8 @@ def build_app(target: str, security: SecuritySettings, tmp_path: Path, request: 
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://acgs.test") as client:
+        # A loopback name: the settings these tests build name no other host.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:
             yield client
 
 
@@ -819,7 +820,7 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
             proc.wait()
     listed = [json.loads(line) for line in acgs("keys", "list", "--all", "--json").splitlines() if line.strip()]
     internal = [k for k in listed if k["name"].startswith("acgs-serve-")]
-    assert len(internal) == 1 and internal[0]["roles"] == ["agent"] and internal[0]["revoked_at"], internal
+    assert len(internal) == 1 and internal[0]["roles"] == ["service"] and internal[0]["revoked_at"], internal
 
 
 async def test_an_unreadable_key_store_answers_503_for_keys_and_jwts_still_work(

@@ -3,6 +3,7 @@
 //! the fast path or a full evaluation of `acgs/main/decision`, and fails closed: any fault in
 //! the policy path becomes a deny that names the fault.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
@@ -12,6 +13,7 @@ use crate::cache::CacheKey;
 use crate::canon::Json;
 use crate::engine::{result_value, Engine, InputCheck, Source, DECISION_ENTRYPOINT};
 use crate::error::{Error, Result};
+use crate::trusted::admit;
 use crate::wasm::Format;
 
 /// Keys ACGS adds to the policy's decision object.
@@ -40,15 +42,31 @@ pub struct Decision {
 impl Engine {
     /// Decides one request (a JSON object). Errors only for requests that are themselves bad
     /// (not a JSON object, another constitution's hash); every fault after that is a deny.
+    /// Whatever the request holds under `trusted` is dropped (see [`crate::trusted`]).
     pub fn decide(&self, request: &[u8]) -> Result<Decision> {
-        self.decide_inner(request, true)?
+        self.decide_trusted(request, None)
+    }
+
+    /// [`Engine::decide`] with the service's facts: `trusted` (a JSON object) replaces the
+    /// request's own `trusted` member before anything reads the request.
+    pub fn decide_trusted(&self, request: &[u8], trusted: Option<&[u8]>) -> Result<Decision> {
+        self.decide_inner(request, trusted, true)?
             .ok_or_else(|| Error::Internal("decision pipeline returned nothing".into()))
     }
 
     /// Like [`Engine::decide`] but answers only from the L1 cache or the fast path; `None`
     /// means a full evaluation is needed (callers with a second-level cache look there first).
     pub fn decide_cached(&self, request: &[u8]) -> Result<Option<Decision>> {
-        self.decide_inner(request, false)
+        self.decide_inner(request, None, false)
+    }
+
+    /// [`Engine::decide_cached`] with the service's facts (see [`Engine::decide_trusted`]).
+    pub fn decide_cached_trusted(
+        &self,
+        request: &[u8],
+        trusted: Option<&[u8]>,
+    ) -> Result<Option<Decision>> {
+        self.decide_inner(request, trusted, false)
     }
 
     /// Decides many requests on up to `threads` threads; results keep the requests' order.
@@ -78,8 +96,21 @@ impl Engine {
         })
     }
 
-    fn decide_inner(&self, request: &[u8], run: bool) -> Result<Option<Decision>> {
+    fn decide_inner(
+        &self,
+        raw: &[u8],
+        trusted: Option<&[u8]>,
+        run: bool,
+    ) -> Result<Option<Decision>> {
         let start = Instant::now();
+        // With facts, the admitted bytes are the alias key (the facts change what is decided);
+        // without, the raw bytes are, so a repeated request skips admission on an alias hit:
+        // the same bytes are always admitted the same way.
+        let mut admitted: Option<Cow<'_, [u8]>> = match trusted {
+            Some(_) => Some(admit(raw, trusted)?),
+            None => None,
+        };
+        let keyed: &[u8] = admitted.as_deref().unwrap_or(raw);
         let loaded = self.current.load();
         let hash = loaded.constitutional_hash.as_deref();
         let meta = |cache_hit: bool, fast_path: bool| Meta {
@@ -90,7 +121,7 @@ impl Engine {
         };
         let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
         let alias = match (cache, loaded.decision_entrypoint) {
-            (Some(_), Some(ep)) => Some(request_key(&loaded.bundle_digest, ep, request)),
+            (Some(_), Some(ep)) => Some(request_key(&loaded.bundle_digest, ep, keyed)),
             _ => None,
         };
         if let (Some(c), Some(k)) = (cache, alias) {
@@ -103,6 +134,10 @@ impl Engine {
                 }
             }
         }
+        if admitted.is_none() {
+            admitted = Some(admit(raw, None)?);
+        }
+        let request: &[u8] = admitted.as_deref().unwrap_or(raw);
         let parsed = Json::parse(request);
         let doc = match &parsed {
             Ok(d @ Json::Obj(_)) => d,

@@ -8,6 +8,8 @@ pub mod engine;
 pub mod error;
 pub mod fastpath;
 pub mod native;
+pub mod nondeterministic;
+pub mod trusted;
 pub mod wasm;
 
 pub use acgs_rego::{builtins, value, Number, Value};

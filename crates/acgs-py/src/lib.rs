@@ -4,6 +4,8 @@
 mod audit;
 mod convert;
 mod error;
+mod json;
+mod trusted;
 
 use std::sync::Arc;
 
@@ -294,6 +296,49 @@ impl Engine {
             .collect()
     }
 
+    /// Evaluates each raw JSON input (bytes) in parallel in Rust, like ``evaluate_many``, and
+    /// returns, in input order, each result set as JSON bytes (as ``evaluate_json`` gives it)
+    /// or the ``AcgsError`` that input raised: one bad input fails only itself. Numbers reach
+    /// the policy exactly as spelt in the bytes.
+    #[pyo3(signature = (raws, entrypoint=None, threads=None))]
+    fn evaluate_many_json(
+        &self,
+        py: Python<'_>,
+        raws: &Bound<'_, PyAny>,
+        entrypoint: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let raws = raws
+            .try_iter()?
+            .map(|item| {
+                let item = item?;
+                input_bytes(py, Some(&item))?
+                    .ok_or_else(|| invalid_input(py, "each raw input must be bytes or str"))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let inner = &self.inner;
+        let sets = py
+            .detach(|| {
+                inner.evaluate_many(
+                    entrypoint,
+                    &raws,
+                    InputCheck::Validate,
+                    Format::Json,
+                    threads,
+                )
+            })
+            .map_err(|e| to_py(py, e))?;
+        Ok(sets
+            .into_iter()
+            .map(|r| match r {
+                Ok(set) => PyBytes::new(py, &set).into_any().unbind(),
+                Err(e) => to_py(py, e).into_value(py).into_any(),
+            })
+            .collect())
+    }
+
     /// ``await engine.evaluate_async(input)``: runs ``evaluate`` on the event loop's default
     /// executor; the GIL is released while Rust evaluates, so calls overlap.
     #[pyo3(signature = (input=None, entrypoint=None))]
@@ -316,38 +361,52 @@ impl Engine {
     /// ``decision_id``, ``bundle_digest``, ``cache_hit``, ``fast_path`` and
     /// ``evaluation_time_ms`` added. Faults in the policy path give a deny naming the fault;
     /// a request naming another constitutional hash raises ``ConstitutionalHashMismatch``.
-    fn decide(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// The request's own ``trusted`` member is dropped; ``trusted`` (JSON bytes of an object:
+    /// the caller's facts) takes its place when given.
+    #[pyo3(signature = (request, trusted=None))]
+    fn decide(
+        &self,
+        py: Python<'_>,
+        request: &Bound<'_, PyAny>,
+        trusted: Option<&[u8]>,
+    ) -> PyResult<Py<PyAny>> {
         let raw = py_to_input(request)?;
         let inner = &self.inner;
-        let d = py.detach(|| inner.decide(&raw)).map_err(|e| to_py(py, e))?;
+        let d = py
+            .detach(|| inner.decide_trusted(&raw, trusted))
+            .map_err(|e| to_py(py, e))?;
         body_to_py(py, &d.body)
     }
 
     /// ``decide`` on raw JSON bytes; returns the response object as JSON bytes.
+    #[pyo3(signature = (raw, trusted=None))]
     fn decide_json<'py>(
         &self,
         py: Python<'py>,
         raw: &Bound<'py, PyAny>,
+        trusted: Option<&[u8]>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
         let inner = &self.inner;
         let d = py
-            .detach(|| inner.decide(&input))
+            .detach(|| inner.decide_trusted(&input, trusted))
             .map_err(|e| to_py(py, e))?;
         Ok(PyBytes::new(py, &d.body))
     }
 
     /// Answers from the L1 cache or the fast path only; ``None`` when a full evaluation is
     /// needed (so a caller can consult a second-level cache first).
+    #[pyo3(signature = (raw, trusted=None))]
     fn decide_cached_json<'py>(
         &self,
         py: Python<'py>,
         raw: &Bound<'py, PyAny>,
+        trusted: Option<&[u8]>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
         let inner = &self.inner;
         let d = py
-            .detach(|| inner.decide_cached(&input))
+            .detach(|| inner.decide_cached_trusted(&input, trusted))
             .map_err(|e| to_py(py, e))?;
         Ok(d.map(|d| PyBytes::new(py, &d.body)))
     }
@@ -515,6 +574,17 @@ impl Engine {
         self.inner.loaded().policy().builtin_names().to_vec()
     }
 
+    /// The builtins the policy calls that are in ``NONDETERMINISTIC_BUILTINS`` (sorted): when
+    /// any, no decision of this bundle is cached (``cacheable`` is false).
+    #[getter]
+    fn nondeterministic_builtins(&self) -> Vec<String> {
+        let loaded = self.inner.loaded();
+        acgs_core::nondeterministic::nondeterministic_in(loaded.policy().builtin_names())
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The module's OPA Wasm ABI version, e.g. ``"1.3"``.
     #[getter]
     fn abi_version(&self) -> String {
@@ -549,9 +619,21 @@ mod _acgs {
         verify_consistency, verify_inclusion, ChainReport, PyCheckpointer, PyCompactRange,
     };
 
+    #[pymodule_export]
+    use super::json::{exact_batch_inputs, exact_json};
+
+    #[pymodule_export]
+    use super::trusted::admit_input;
+
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // The core's one list of builtins whose results are never cached.
+        let names = acgs_core::nondeterministic::NONDETERMINISTIC_BUILTINS.map(|(name, _)| name);
+        m.add(
+            "NONDETERMINISTIC_BUILTINS",
+            pyo3::types::PyFrozenSet::new(m.py(), names)?,
+        )
     }
 }

@@ -10,8 +10,11 @@ AGENT = "agent"
 REVIEWER = "reviewer"
 AUDITOR = "auditor"
 ADMIN = "admin"
+#: ACGS's own services (their deliveries to the audit service): the only role, with ``admin``,
+#: that may write the event types the services write.
+SERVICE = "service"
 #: Every role; ``admin`` is accepted wherever any role is.
-ROLES = (AGENT, REVIEWER, AUDITOR, ADMIN)
+ROLES = (AGENT, REVIEWER, AUDITOR, ADMIN, SERVICE)
 
 #: Key of the authenticated principal in the ASGI scope.
 SCOPE_KEY = "acgs.principal"
@@ -43,3 +46,17 @@ def principal_of(scope: MutableMapping[str, Any]) -> Principal | None:
     route is public)."""
     found = scope.get(SCOPE_KEY)
     return found if isinstance(found, Principal) else None
+
+
+#: Roles whose reads are not limited to their own records (reviewers review others' changes,
+#: auditors read everything, the services deliver for everyone).
+OVERSIGHT_ROLES = frozenset({REVIEWER, AUDITOR, ADMIN, SERVICE})
+
+
+def own_records_only(principal: Principal | None) -> str | None:
+    """The agent id whose records ``principal`` may read, or None when it may read every
+    record: authentication off (no principal), or one of the oversight roles. An agent sees
+    its own executions, change requests and audit events only."""
+    if principal is None or not OVERSIGHT_ROLES.isdisjoint(principal.roles):
+        return None
+    return principal.subject

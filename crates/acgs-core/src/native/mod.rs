@@ -34,10 +34,10 @@ pub use number::Dec;
 /// SHA-256 of `policies/acgs/main.rego` as `opa build` writes it into the bundle (formatted,
 /// without comments): the rules this module implements.
 pub const MAIN_REGO_SHA256: &str =
-    "d4f52da150cb7faa09194e6c65ff31723d187abc0b72bc3f019c30fa91ad7306";
+    "b9a17ab2e3e8860943a18ed7bb8d7437162a4a18c5c8553a23f931a672cce0a7";
 /// SHA-256 of `policies/acgs/lib.rego` as it is in the bundle.
 pub const LIB_REGO_SHA256: &str =
-    "05982bf4e54512dd06a92ba8e47124c35fe7b86cc807765a646ca0ad8822eccc";
+    "60301a0d33a50c426d067e9d3a2518407cd5fa0e9038dfac8c5eaa2d8b74bd09";
 
 /// The objects a field can sit in: a path whose every step is an object ends in one of these.
 #[derive(Clone, Copy)]
@@ -47,11 +47,13 @@ enum Parent {
     Environment,
     Agent,
     Trusted,
+    /// `trusted.agent`: the caller's registry record, filled in by the service.
+    Registered,
 }
 
 /// Fields with a declared JSON type (`typed_fields` in main.rego): parent, key, dotted path,
 /// type.
-const TYPED_FIELDS: [(Parent, &str, &str, &str); 18] = [
+const TYPED_FIELDS: [(Parent, &str, &str, &str); 20] = [
     (Parent::Input, "context", "context", "object"),
     (
         Parent::Context,
@@ -140,10 +142,17 @@ const TYPED_FIELDS: [(Parent, &str, &str, &str); 18] = [
         "trusted.request_count_1m",
         "number",
     ),
+    (Parent::Trusted, "agent", "trusted.agent", "object"),
+    (
+        Parent::Registered,
+        "trust_level",
+        "trusted.agent.trust_level",
+        "number",
+    ),
 ];
 
 /// Numeric fields that must lie in [0, 1] (`unit_fields`): parent, key, dotted path.
-const UNIT_FIELDS: [(Parent, &str, &str); 4] = [
+const UNIT_FIELDS: [(Parent, &str, &str); 5] = [
     (Parent::Agent, "trust_level", "context.agent.trust_level"),
     (
         Parent::Context,
@@ -159,6 +168,11 @@ const UNIT_FIELDS: [(Parent, &str, &str); 4] = [
         Parent::Context,
         "fairness_assessment",
         "context.fairness_assessment",
+    ),
+    (
+        Parent::Registered,
+        "trust_level",
+        "trusted.agent.trust_level",
     ),
 ];
 
@@ -195,6 +209,14 @@ pub struct Native {
     dangerous: Vec<String>,
     safe: Vec<String>,
     explanation_required: Vec<String>,
+    /// The ordinary actions of the catalogue (`actions`); safe and explanation-required
+    /// actions are known too.
+    actions: Vec<String>,
+    /// `action_grammar`: the characters a canonical name may hold (with their ASCII members as
+    /// a table, looked up per character), and its maximum length.
+    grammar_chars: String,
+    grammar_ascii: [bool; 128],
+    grammar_max: Num,
     request_types: Vec<String>,
     request_types_joined: String,
     /// Critical text patterns (distinct), found in one pass by `text_search`.
@@ -296,6 +318,10 @@ impl Native {
             .ok_or_else(|| NativeError("constitutional_hash is not a string".into()))?
             .to_owned();
         let request_types = strings(c, "request_types")?;
+        let grammar_chars = at(c, "action_grammar.characters")?
+            .as_str()
+            .ok_or_else(|| NativeError("action_grammar.characters is not a string".into()))?
+            .to_owned();
         let mut action_patterns = Vec::new();
         let mut action_parts: Vec<String> = Vec::new();
         let mut part_index = |part: &str| match action_parts.iter().position(|p| p == part) {
@@ -382,6 +408,10 @@ impl Native {
             dangerous: strings(c, "dangerous_actions")?,
             safe: strings(c, "safe_actions")?,
             explanation_required: strings(c, "explanation_required_actions")?,
+            actions: strings(c, "actions")?,
+            grammar_ascii: ascii_table(&grammar_chars),
+            grammar_chars,
+            grammar_max: num(c, "action_grammar.max_length")?,
             request_types_joined: request_types.join(", "),
             request_types,
             text_patterns,
@@ -517,6 +547,26 @@ impl Native {
             );
             vary(&["context", "code"], json!(p));
         }
+        if let Some(d) = self.dangerous.first() {
+            vary(&["action"], json!(format!(" {}\t", d.to_uppercase())));
+        }
+        if let Some(a) = self.safe.first() {
+            vary(&["action"], json!(format!("{a}\u{200b}")));
+            vary(&["action"], json!(format!("{a}.unlisted")));
+            vary(&["action"], json!(a.to_uppercase()));
+        }
+        vary(&["action"], json!("  "));
+        vary(
+            &["trusted"],
+            json!({"request_count_1m": 1, "agent": {"trust_level": 0.5}}),
+        );
+        vary(
+            &["trusted"],
+            json!({"request_count_1m": 1, "agent": {"trust_level": 1}}),
+        );
+        vary(&["trusted"], json!({"agent": {"trust_level": "high"}}));
+        vary(&["trusted"], json!({"agent": [0.9]}));
+        vary(&["trusted"], json!({"agent": {"trust_level": 2}}));
         vary(&["-action"], Data::Null);
         vary(&["action"], json!(""));
         vary(&["action"], json!(7));
@@ -601,12 +651,12 @@ impl Native {
     pub fn decide(&self, request: &Json<'_>) -> Option<Vec<u8>> {
         let Json::Obj(_) = request else { return None };
         let action = request.get("action");
-        let action_str = action.and_then(Json::as_str);
-        if let Some(a) = action_str {
-            if self.dangerous.iter().any(|d| d == a) {
+        if let Some(a) = action.and_then(Json::as_str) {
+            let a = action_name(a);
+            if self.dangerous.contains(&a) {
                 let reason = self.fmt(
                     "action %s is dangerous and always denied",
-                    vec![Rego::str(a)],
+                    vec![Rego::str(a.as_str())],
                 )?;
                 return Some(self.zero_decision(&reason));
             }
@@ -647,6 +697,39 @@ impl Native {
         out.extend_from_slice(b"]}");
         out
     }
+}
+
+/// `lib.action_name`: the canonical form every list is matched against (surrounding ASCII
+/// white space trimmed, A-Z lowered; any other character kept, for the grammar to refuse).
+pub fn action_name(a: &str) -> String {
+    a.trim_matches([' ', '\t', '\r', '\n']).to_ascii_lowercase()
+}
+
+impl Native {
+    /// `lib.valid_action_name`: in the constitution's grammar.
+    fn valid_action_name(&self, name: &str) -> Option<bool> {
+        let chars = i64::try_from(name.chars().count()).ok()?;
+        Some(
+            !name.is_empty()
+                && !Dec::int(chars).gt(self.grammar_max.dec)?
+                && name.chars().all(|ch| match self.grammar_ascii.get(ch as usize) {
+                    Some(allowed) => *allowed,
+                    None => self.grammar_chars.contains(ch),
+                })
+                && name.split('.').all(|segment| !segment.is_empty()),
+        )
+    }
+}
+
+/// Which ASCII characters occur in `chars`.
+fn ascii_table(chars: &str) -> [bool; 128] {
+    let mut table = [false; 128];
+    for ch in chars.chars() {
+        if let Some(slot) = table.get_mut(ch as usize) {
+            *slot = true;
+        }
+    }
+    table
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -807,10 +890,14 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
         let agent = object(member(ctx, "agent"));
         let requested = object(member(agent, "requested_resources"));
         let trusted = object(input.get("trusted"));
+        let registered = object(member(trusted, "agent"));
         let action = input.get("action");
         let action_str = action.and_then(Json::as_str);
-        let in_list = |list: &[String]| action_str.is_some_and(|a| list.iter().any(|x| x == a));
+        let name = action_str.map(action_name);
+        let in_list =
+            |list: &[String]| name.as_deref().is_some_and(|a| list.iter().any(|x| x == a));
         self.safe = in_list(&n.safe);
+        let known = in_list(&n.actions) || self.safe || in_list(&n.explanation_required);
 
         let sandboxed = is_true(member(env, "sandbox_enabled"));
         let audited = is_true(member(env, "audit_enabled"));
@@ -941,7 +1028,7 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
         if !explanation_adequate {
             let msg = n.fmt(
                 "action %s requires an explanation of at least %v characters",
-                vec![rego_of(action?), n.t_explanation_chars.rego()],
+                vec![Rego::str(name.as_deref()?), n.t_explanation_chars.rego()],
             )?;
             self.reasons.insert(msg);
         }
@@ -958,6 +1045,7 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             Parent::Environment => env,
             Parent::Agent => agent,
             Parent::Trusted => trusted,
+            Parent::Registered => registered,
         };
         for (p, key, path, want) in TYPED_FIELDS {
             if let Some(v) = member(parent(p), key) {
@@ -993,6 +1081,22 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
             Some(Json::Str(s)) if !s.is_empty() => {}
             Some(_) => self.violation("action must be a non-empty string".into()),
         }
+        if let Some(a) = name
+            .as_deref()
+            .filter(|_| action_str.is_some_and(|s| !s.is_empty()))
+        {
+            if !n.valid_action_name(a)? {
+                self.violate(
+                    "action is not a valid action name: dot-separated segments of the characters %s, at most %v characters",
+                    vec![Rego::str(n.grammar_chars.as_str()), n.grammar_max.rego()],
+                )?;
+            } else if !known {
+                self.violate(
+                    "action %s is not in the constitution's action catalogue",
+                    vec![Rego::str(a)],
+                )?;
+            }
+        }
         if let Some(t) = input.get("type") {
             let listed =
                 matches!(t, Json::Str(s) if n.request_types.iter().any(|x| x == s.as_ref()));
@@ -1003,11 +1107,19 @@ impl<'n, 'r, 'a> Eval<'n, 'r, 'a> {
                 )?;
             }
         }
-        let trust = member(agent, "trust_level");
-        if trust.is_none() {
+        // `lib.believed_trust`: the claim, lowered to the registered level; a claim never
+        // raises it.
+        let claim = member(agent, "trust_level");
+        let registered_trust = number(member(registered, "trust_level"));
+        if claim.is_none() && registered_trust.is_none() {
             self.violation("context.agent.trust_level is missing".into());
         }
-        if let Some((t, text)) = number(trust) {
+        let believed = match (number(claim), registered_trust) {
+            (Some(t), Some(r)) => Some(if r.0.lt(t.0)? { r } else { t }),
+            (Some(t), None) => Some(t),
+            (None, r) => r,
+        };
+        if let Some((t, text)) = believed {
             if t.lt(n.t_trust.dec)? {
                 self.violate(
                     "trust level %v is below the minimum %v",

@@ -176,7 +176,7 @@ async def get_event(event_id: str, log: LogDep, metrics: MetricsDep, request: Re
     event is newer than it)."""
     row = await log.store.get(event_id)
     own = own_records_only(principal_of(request.scope))
-    if row is None or (own is not None and row.agent_id != own):
+    if row is None or (own is not None and row.event().get("agent_id") != own):
         raise HTTPException(404, f"no event {event_id}")
     cp = await log.checkpoint(refresh=False)
     if cp is None or cp.size <= row.index:

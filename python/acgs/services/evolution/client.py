@@ -73,7 +73,7 @@ class EvolutionClient:
 
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            client = cls("http://evolution.embedded", transport=httpx.ASGITransport(app=app), **client_args)
+            client = cls("http://localhost", transport=httpx.ASGITransport(app=app), **client_args)
             async with client:
                 yield client
 

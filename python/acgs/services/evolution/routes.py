@@ -9,6 +9,8 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from acgs.security.principal import own_records_only, principal_of
+
 from acgs.services.evolution import review
 from acgs.services.evolution.deps import (
     CallerDep,
@@ -29,7 +31,7 @@ from acgs.services.evolution.schemas import (
     ReviewIn,
     RollbackIn,
 )
-from acgs.services.evolution.workflow import InvalidRequest, WorkflowError
+from acgs.services.evolution.workflow import InvalidRequest, NotPermitted, RequestMissing, WorkflowError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -49,18 +51,29 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 )
 async def submit(body: EvolutionRequestIn, request: Request, workflow: WorkflowDep, caller: CallerDep) -> EvolutionRequestOut:
     check_requester(request, body.requester)
+    own = own_records_only(principal_of(request.scope))
+    if own is not None and body.agent_id != own:
+        # With authentication on, an agent asks to change itself: the credential says who.
+        raise NotPermitted(f"agent_id must be the caller ({own})")
     return EvolutionRequestOut.of(await workflow.submit(body, caller))
 
 
 @router.get("/evolution/requests", response_model=EvolutionRequestPage, responses=_ERRORS)
 async def list_requests(
     workflow: WorkflowDep,
+    request: Request,
     status: Status | None = None,
     agent_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # The stores take offsets as 64-bit signed integers; a larger one is a 422, not a 500.
     offset: Annotated[int, Query(ge=0, le=(1 << 63) - 1)] = 0,
 ) -> EvolutionRequestPage:
+    own = own_records_only(principal_of(request.scope))
+    if own is not None:
+        # An agent (with authentication on) sees its own change requests only.
+        if agent_id not in (None, own):
+            return EvolutionRequestPage(items=[], total=0, limit=limit, offset=offset, next_offset=None)
+        agent_id = own
     records, total = await workflow.list_requests(status=status, agent_id=agent_id, limit=limit, offset=offset)
     return EvolutionRequestPage(
         items=[EvolutionRequestOut.of(r) for r in records],
@@ -72,8 +85,13 @@ async def list_requests(
 
 
 @router.get("/evolution/requests/{request_id}", response_model=EvolutionRequestOut, responses=_ERRORS)
-async def get_request(request_id: str, workflow: WorkflowDep) -> EvolutionRequestOut:
-    return EvolutionRequestOut.of(await workflow.get(request_id))
+async def get_request(request_id: str, workflow: WorkflowDep, request: Request) -> EvolutionRequestOut:
+    record = await workflow.get(request_id)
+    own = own_records_only(principal_of(request.scope))
+    if own is not None and record.agent_id != own:
+        # Another agent's request is answered as absent.
+        raise RequestMissing(f"no evolution request {request_id!r}")
+    return EvolutionRequestOut.of(record)
 
 
 # The original service's path for one request.
@@ -142,35 +160,14 @@ async def review_detail(request_id: str, workflow: WorkflowDep) -> HTMLResponse:
     return HTMLResponse(review.detail(record))
 
 
-class CrossSiteForm(WorkflowError):
-    status = 403
-    code = "cross_site_request"
-
-
-def _check_same_origin(request: Request) -> None:
-    """Refuses a form post another site made the browser send. A browser carries the reviewer's
-    credentials (Basic auth, once entered) on any post to this host, so without this check any
-    page the reviewer visits could approve a change in their name. Browsers say where a post
-    comes from (``Sec-Fetch-Site``, ``Origin``); clients that send neither are not browsers and
-    carry no ambient credentials."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise CrossSiteForm(f"a review form posted from another site ({site}) is refused")
-    origin = request.headers.get("origin")
-    if origin is not None:
-        host = request.headers.get("host", "")
-        if origin == "null" or origin.split("://", 1)[-1] != host:
-            raise CrossSiteForm(f"a review form posted from {origin} is refused; post it from this service's page")
-
-
 @router.post("/evolution/review/{request_id}/{verdict}", include_in_schema=False)
 async def review_form(request_id: str, verdict: str, request: Request, workflow: WorkflowDep) -> Response:
     """The page's forms post here (``application/x-www-form-urlencoded``) and are sent back to
     the page; a refused review re-renders the page with the reason and the refusal's status.
-    Posts another site makes a browser send are refused (403)."""
+    Posts another site makes a browser send never get here: the site guard refuses them (403,
+    ``acgs.security.site``)."""
     fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     try:
-        _check_same_origin(request)
         if verdict not in ("approve", "reject"):
             raise InvalidRequest(f"unknown verdict {verdict!r}")
         reviewer = reviewer_from_form(request, fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from acgs.registry.routes import ACCESS_RULES as AGENT_REGISTRY_RULES
 from acgs.security import AGENT, AUDITOR, PUBLIC, Access, Rule
 
 ACCESS = Access(
@@ -21,5 +22,7 @@ ACCESS = Access(
         Rule("GET /v1/config", AUDITOR),
         Rule("GET,POST /v1/query", AGENT),
         Rule("POST /v1/compile{rest:path}", AGENT),
+        # The agent registry (mounted with authentication on): administrators only.
+        *AGENT_REGISTRY_RULES,
     ],
 )

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 import acgs
 from acgs.cache import L2Cache
-from acgs.security import OPA_ERRORS, Gate, SecuritySettings, install_security
+from acgs.security import OPA_ERRORS, Gate, SecuritySettings, SiteGuard, install_security
 from acgs.services.common.errors import INTERNAL_ERROR, ServiceError, install_error_handlers
 from acgs.services.common.http import Reply
 from acgs.services.common.observability import ObservabilitySettings, configure_logging, observer_for
@@ -25,6 +25,7 @@ from acgs.services.policy.deps import PolicyService
 from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
 from acgs.services.policy.settings import PolicySettings
+from acgs.trust import facts_for
 
 if TYPE_CHECKING:
     from acgs.audit.decision_log import DecisionLog
@@ -50,6 +51,8 @@ class PolicyApp(FastAPI):
     (request id, log context, ``acgs_http_*`` metrics, optional span)."""
 
     policy: PolicyService
+    #: Host, Origin and content-type checks, always on (installed by ``create_app``).
+    site: SiteGuard
     #: Authentication, roles and rate limits; None when off (installed by ``create_app``).
     gate: Gate | None = None
     observer: RequestObserver
@@ -64,7 +67,7 @@ class PolicyApp(FastAPI):
         observer = self.observer
         obs = observer.start(scope)
         reply: Reply | None = None
-        # A request refused before routing (by the gate) has no route: "unmatched".
+        # A request refused before routing (by the site guard or the gate) has no route: "unmatched".
         if path.startswith(_DATA):
             route = _DATA_ROUTE
         elif path.startswith(_BATCH):
@@ -72,7 +75,9 @@ class PolicyApp(FastAPI):
         else:
             route = _DEFAULT_ROUTE if path == "/" else UNMATCHED
         try:
-            if self.gate is not None and (denial := await self.gate.admit(scope)) is not None:
+            if (denial := self.site.check(scope)) is not None or (
+                self.gate is not None and (denial := await self.gate.admit(scope)) is not None
+            ):
                 reply = Reply(denial.body, denial.status, headers=denial.headers)
             elif method == "POST":
                 if path.startswith(_DATA):
@@ -177,16 +182,24 @@ def create_app(
     metrics.pipeline = pipeline
     decision_log = _decision_log_for(settings, pipeline)
     metrics.decision_log = decision_log
-    service = PolicyService(settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log)
+    sec = security if security is not None else SecuritySettings.from_env()
+    # What the constitution may believe about each caller (acgs.trust): built here for every
+    # evaluation, never taken from the request.
+    facts = facts_for(pipeline.data, auth=sec.auth, redis_url=sec.redis_url or settings.redis_url)
+    service = PolicyService(
+        settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log, facts=facts
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await facts.start()
         if decision_log is not None:
             decision_log.start()
         yield
         if decision_log is not None:
             await decision_log.close()
         await pipeline.close()
+        await facts.close()
 
     app = PolicyApp(
         title="ACGS policy engine",
@@ -201,8 +214,14 @@ def create_app(
     app.observer = observer_for("policy", metrics.registry, observability)
     app.state.observer = app.observer
     app.include_router(routes.router)
+    if facts.registry is not None:
+        # The agent registry's admin routes (role admin): what each agent is trusted with.
+        from acgs.registry.routes import agent_routes
+
+        app.include_router(agent_routes(facts.registry))
     install_error_handlers(app, metrics.error)
     app.gate = install_security(app, ACCESS, security=security, style=OPA_ERRORS, registry=metrics.registry)
+    app.site = app.state.site_guard
     return app
 
 

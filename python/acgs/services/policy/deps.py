@@ -18,6 +18,7 @@ from acgs.services.policy.settings import PolicySettings
 
 if TYPE_CHECKING:
     from acgs.audit.decision_log import DecisionLog
+    from acgs.trust import TrustedFacts
 
 
 @dataclass(slots=True)
@@ -30,6 +31,9 @@ class PolicyService:
     version: str = field(default=acgs.__version__)
     #: Writes one audit event per decision when configured (``decision_log`` setting).
     decision_log: DecisionLog | None = None
+    #: The ``trusted`` document of every evaluation (acgs.trust); None: requests are admitted
+    #: without facts (their own ``trusted`` is still dropped).
+    facts: TrustedFacts | None = None
 
     def provenance(self) -> dict[str, Any]:
         """OPA's ``provenance`` object (``?provenance=true``)."""

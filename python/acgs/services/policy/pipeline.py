@@ -20,16 +20,20 @@ Everything the service asks of the engine goes through :class:`DecisionPipeline`
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from acgs import Engine
 from acgs.cache import L2Cache
 from acgs.errors import AcgsError, BundleError, ConstitutionalHashMismatch, EvaluationError, InvalidInputError
+from acgs.trust import admit
 from acgs.services.common.ids import DecisionIds
 
 #: The constitution's decision, which the engine's own pipeline (fast path included) serves.
@@ -37,21 +41,8 @@ MAIN_DECISION: Final = "acgs/main/decision"
 #: Keys ``decide_json`` adds to the policy's decision object.
 DECISION_META: Final = ("decision_id", "bundle_digest", "cache_hit", "fast_path", "evaluation_time_ms")
 
-#: OPA's non-deterministic builtins: a bundle whose Wasm imports one of these never uses L2,
-#: since the same input can give a different decision (the engine keeps such results out of L1).
-NONDETERMINISTIC_BUILTINS: Final = frozenset(
-    {
-        "http.send",
-        "io.jwt.decode_verify",
-        "net.lookup_ip_addr",
-        "opa.runtime",
-        "rand.intn",
-        "time.now_ns",
-        "uuid.rfc4122",
-    }
-)
-
 _MAX_CACHED_PATHS: Final = 4096
+_T = TypeVar("_T")
 
 
 class BundleNotLoaded(BundleError):
@@ -159,6 +150,9 @@ class DecisionPipeline:
         self.l2_counters = L2Counters()
         self._ids = DecisionIds()
         self._targets: dict[str, Target] = {}
+        #: Evaluations that may take long run here, off the event loop, in threads of their own:
+        #: slow policies queue behind each other, not in front of the process's other work.
+        self._workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="acgs-eval")
         if engine is None:
             self._entrypoints: frozenset[str] = frozenset()
             self._ordered_entrypoints: list[str] = []
@@ -176,9 +170,10 @@ class DecisionPipeline:
         self._digest = engine.bundle_digest
         self._revision = engine.revision
         self._hash = engine.constitutional_hash
-        self._cacheable = engine.cache_stats()["capacity"] > 0 and not (
-            NONDETERMINISTIC_BUILTINS & set(engine.builtins)
-        )
+        # A bundle that calls a builtin of the core's one list (acgs._acgs.NONDETERMINISTIC_BUILTINS:
+        # clock, randomness, network) is not cacheable: the engine keeps its results out of L1,
+        # and the pipeline keeps them out of L2.
+        self._cacheable = engine.cache_stats()["capacity"] > 0 and engine.cacheable
         self._native_decision = MAIN_DECISION in self._entrypoints
         native = engine.native
         self._evaluator = "native" if native is not None and native["enabled"] else "wasm"
@@ -334,50 +329,64 @@ class DecisionPipeline:
             raise self._load_error
         return self._engine
 
-    def evaluate(self, entrypoint: str, raw: bytes | None) -> bytes:
+    @staticmethod
+    def admit(raw: bytes | None, trusted: bytes | None) -> bytes | None:
+        """The input as every evaluator must see it (acgs.trust.admit): the client's own
+        ``trusted`` dropped, the service's facts (``trusted``) in its place. Raises
+        InvalidInputError for JSON the core cannot read."""
+        return None if raw is None else admit(raw, trusted)
+
+    def evaluate(self, entrypoint: str, raw: bytes | None, trusted: bytes | None = None) -> bytes:
         """The result set of one entrypoint for one input (``raw`` JSON bytes, None for no
-        input), from L1 or evaluation. Raises the engine's errors; callers decide how each
-        fails closed. Synchronous: an evaluation takes microseconds (bounded by the deadline),
-        less than a hop to a thread would."""
-        return self._engine_or_fault().evaluate_json(raw, entrypoint)
+        input; ``trusted``: the caller's facts), from L1 or evaluation. Raises the engine's
+        errors; callers decide how each fails closed. Synchronous: on the event loop, call
+        ``evaluate_async``."""
+        return self._engine_or_fault().evaluate_json(self.admit(raw, trusted), entrypoint)
 
-    async def evaluate_batch(self, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
-        """Many inputs for one entrypoint in one ``evaluate_many``, which answers from L1 and
-        spreads the rest over cores, off the event loop. A fault in one input fails only it."""
+    async def evaluate_async(self, entrypoint: str, raw: bytes | None, trusted: bytes | None = None) -> bytes:
+        """``evaluate`` for the event loop: an L1 hit answers here, an evaluation (Wasm, bounded
+        only by the deadline) runs in a worker thread, so a slow policy never holds up other
+        requests, nor the other services of ``acgs serve``."""
+        engine = self._engine_or_fault()
+        raw = self.admit(raw, trusted)
+        cached = engine.evaluate_cached_json(raw, entrypoint)
+        if cached is not None:
+            return cached
+        return await self.off_loop(engine.evaluate_json, raw, entrypoint)
+
+    async def off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in one of the pipeline's evaluation threads (the engine releases the
+        GIL while it evaluates)."""
+        return await asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+
+    async def evaluate_batch(
+        self, entrypoint: str, raws: list[bytes], trusted: list[bytes] | None = None
+    ) -> list[bytes | AcgsError]:
+        """Many raw JSON inputs for one entrypoint in one ``evaluate_many_json``, which answers
+        from L1 and spreads the rest over cores, off the event loop; each input reaches the
+        policy with its numbers exactly as spelt, and with its own facts (``trusted[i]``). A
+        fault in one input fails only it."""
         if self._engine is None:
-            return [self._load_error] * len(items)
-        if not items:
+            return [self._load_error] * len(raws)
+        if not raws:
             return []
-        return await asyncio.to_thread(self._evaluate_many, self._engine, entrypoint, items)
+        facts: list[bytes | None] = list(trusted) if trusted is not None else [None] * len(raws)
+        admitted: list[bytes] = []
+        refused: dict[int, AcgsError] = {}
+        for i, (raw, t) in enumerate(zip(raws, facts, strict=True)):
+            try:
+                admitted.append(admit(raw, t))
+            except AcgsError as exc:
+                refused[i] = exc
+                admitted.append(b"null")
+        results = await asyncio.to_thread(self._engine.evaluate_many_json, admitted, entrypoint)
+        return [refused.get(i, r) for i, r in enumerate(results)]
 
-    @staticmethod
-    def _evaluate_many(engine: Engine, entrypoint: str, items: list[tuple[bytes, Any]]) -> list[bytes | AcgsError]:
-        try:
-            values = engine.evaluate_many([value for _, value in items], entrypoint)
-        except AcgsError:
-            # One input failed the whole call; evaluate each so only the faulty ones fail.
-            return [DecisionPipeline._evaluate_one(engine, entrypoint, raw) for raw, _ in items]
-        results: list[bytes | AcgsError] = []
-        for (raw, _), value in zip(items, values, strict=True):
-            if value is None:
-                # evaluate_many gives None both for "undefined" and for a rule whose value is
-                # null; the result set tells them apart.
-                results.append(DecisionPipeline._evaluate_one(engine, entrypoint, raw))
-            else:
-                results.append(orjson.dumps([{"result": value}]))
-        return results
-
-    @staticmethod
-    def _evaluate_one(engine: Engine, entrypoint: str, raw: bytes) -> bytes | AcgsError:
-        try:
-            return engine.evaluate_json(raw, entrypoint)
-        except AcgsError as exc:
-            return exc
-
-    def document(self, target: Target, raw: bytes | None) -> Any:
+    def document(self, target: Target, raw: bytes | None, trusted: bytes | None = None) -> Any:
         """A package or the root: the base data under the path merged with the value of every
         entrypoint below it. Rules that are not entrypoints are not in a Wasm bundle, so they
         are absent. Raises engine faults."""
+        raw = self.admit(raw, trusted)
         found, base = walk(self._data, target.rest)
         doc: Any = orjson.loads(orjson.dumps(base)) if found and type(base) is dict else {}
         depth = len(target.rest)
@@ -385,7 +394,7 @@ class DecisionPipeline:
         for ep in self._ordered_entrypoints:
             if not ep.startswith(prefix):
                 continue
-            result_set = orjson.loads(self.evaluate(ep, raw))
+            result_set = orjson.loads(self._engine_or_fault().evaluate_json(raw, ep))
             if not result_set:
                 continue
             node = doc
@@ -424,36 +433,57 @@ class DecisionPipeline:
             raise EvaluationError("the decision is not an object with a boolean allow", code="malformed_decision")
         return decision
 
-    async def decide(self, entrypoint: str, raw: bytes, value: Any) -> Decided:
+    async def decide(self, entrypoint: str, raw: bytes, value: Any, trusted: bytes | None = None) -> Decided:
         """The seed's flat decision for a request object: the decision's keys plus decision_id,
         bundle_digest, cache_hit, fast_path and evaluation_time_ms, with the HTTP status (200;
-        503 when no bundle is loaded). Raises ConstitutionalHashMismatch and InvalidInputError
-        (a 400: the request is never evaluated); every engine fault is a deny."""
+        503 when no bundle is loaded). ``trusted``: the caller's facts (acgs.trust), in place
+        of whatever the request says under that key. Raises ConstitutionalHashMismatch and
+        InvalidInputError (a 400: the request is never evaluated); every engine fault is a deny."""
         self.check_hash(value)
         if entrypoint == MAIN_DECISION and self._native_decision and type(value) is dict:
-            return await self._decide_native(raw)
-        return self._decide_here(entrypoint, raw)
+            return await self._decide_native(raw, trusted)
+        raw = admit(raw, trusted)
+        engine = self._engine
+        if engine is None:
+            return self._decide_here(entrypoint, raw)
+        hits = engine.cache_stats()["hits"]
+        try:
+            cached = engine.evaluate_cached_json(raw, entrypoint)
+        except AcgsError:
+            cached = None  # _decide_here meets the same fault and answers it
+        if cached is None:
+            # An evaluation (Wasm): off the event loop.
+            return await self.off_loop(self._decide_here, entrypoint, raw)
+        return self._decide_here(entrypoint, raw, cached, cache_hit=engine.cache_stats()["hits"] > hits)
 
-    async def _decide_native(self, raw: bytes) -> Decided:
+    async def _decide_native(self, raw: bytes, trusted: bytes | None) -> Decided:
         """``acgs/main/decision`` through the engine's pipeline, with L2 between its L1 (and
         fast path) and evaluation. When the native evaluator decides (the shipped constitution),
         L2 is skipped: a Redis round trip costs more than the evaluation it would save."""
         engine = self._engine_or_fault()
-        body = engine.decide_cached_json(raw)
+        body = engine.decide_cached_json(raw, trusted)
         l2 = self._l2
         l2_key: bytes | None = None
+        admitted = raw
         if body is None and l2 is not None and self._cacheable and l2.available and self._evaluator != "native":
-            l2_key = engine.cache_key(raw, MAIN_DECISION)
+            # L2 holds result sets of the input as admitted (facts in place).
+            admitted = admit(raw, trusted)
+            l2_key = engine.cache_key(admitted, MAIN_DECISION)
             found = await l2.get(l2_key)
             if found is not None and _valid_result_set(found):
                 self.l2_counters.hits += 1
                 engine.cache_put(l2_key, found)
-                body = engine.decide_cached_json(raw)
+                body = engine.decide_cached_json(raw, trusted)
                 l2_key = None
             else:
                 self.l2_counters.misses += 1
         if body is None:
-            body = engine.decide_json(raw)
+            # The native evaluator decides in microseconds, on the loop; the Wasm runs in a
+            # worker thread, off it.
+            if self._evaluator == "native":
+                body = engine.decide_json(raw, trusted)
+            else:
+                body = await self.off_loop(engine.decide_json, raw, trusted)
         decision: dict[str, Any] = orjson.loads(body)
         error = decision.get("error")
         fault = None
@@ -461,20 +491,25 @@ class DecisionPipeline:
             fault = AcgsError(str(error.get("message", "")), code=str(error.get("code", "evaluation_error")))
         elif l2_key is not None and l2 is not None and not decision.get("fast_path"):
             # The evaluation just stored its result set in L1; this reads it back for L2.
-            l2.put(l2_key, engine.evaluate_json(raw, MAIN_DECISION))
+            l2.put(l2_key, engine.evaluate_json(admitted, MAIN_DECISION))
         return Decided(200, decision, fault)
 
-    def _decide_here(self, entrypoint: str, raw: bytes) -> Decided:
-        """Any other decision entrypoint: the same flat answer, built from its result set."""
+    def _decide_here(
+        self, entrypoint: str, raw: bytes, cached: bytes | None = None, *, cache_hit: bool = False
+    ) -> Decided:
+        """Any other decision entrypoint: the same flat answer, built from its result set
+        (``cached``: the one L1 or the fast path already gave, and whether L1 did)."""
         start = time.perf_counter()
         status = 200
         failed: AcgsError | None = None
-        cache_hit = False
         try:
-            engine = self._engine_or_fault()
-            hits = engine.cache_stats()["hits"]
-            result_set = engine.evaluate_json(raw, entrypoint)
-            cache_hit = engine.cache_stats()["hits"] > hits
+            if cached is None:
+                engine = self._engine_or_fault()
+                hits = engine.cache_stats()["hits"]
+                result_set = engine.evaluate_json(raw, entrypoint)
+                cache_hit = engine.cache_stats()["hits"] > hits
+            else:
+                result_set = cached
             decision = self.decision_of(result_set)
         except InvalidInputError:
             raise
@@ -492,6 +527,7 @@ class DecisionPipeline:
         return Decided(status, decision, failed)
 
     async def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
         if self._l2 is not None:
             await self._l2.close()
 

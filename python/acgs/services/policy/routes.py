@@ -19,6 +19,7 @@ bundle loaded the same answers carry HTTP 503. Never a 500 that carries an allow
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -29,7 +30,9 @@ from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope
 
+from acgs._acgs import exact_batch_inputs, exact_json
 from acgs.errors import AcgsError, AuditError, ConstitutionalHashMismatch, InvalidInputError
+from acgs.security.principal import principal_of
 from acgs.services.common.errors import (
     INTERNAL_ERROR,
     INVALID_OPERATION,
@@ -91,6 +94,32 @@ def _unlogged(exc: AuditError) -> ServiceError:
     return ServiceError(503, INTERNAL_ERROR, exc.message, detail_code=exc.code)
 
 
+def _loads(raw: bytes, what: str = "request body") -> Any:
+    """The body as Python values, for the route's own checks (its shape, the constitutional
+    hash). orjson refuses a number beyond a double (``1e400``) that JSON allows and the policy
+    reads exactly, so such a body is read by the standard library instead (the number becomes
+    ``inf`` here only; ``_exact`` gives the policy its text, and refuses what is not JSON)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass
+    return parse_json(raw, what)  # the 400 with orjson's account of what is wrong
+
+
+def _exact(raw: bytes, member: str | None = None, what: str = "request body") -> bytes | None:
+    """The input document in a request's bytes (or its ``member``), re-written by the core with
+    every number exactly as the client spelt it: a Python float would round
+    ``10.000000000000000001`` to ``10.0`` and a value past a limit would be judged within it.
+    An object that repeats a key is refused (400), since parsers disagree on which one wins."""
+    try:
+        return exact_json(raw, member)
+    except InvalidInputError as exc:
+        raise ServiceError(400, INVALID_PARAMETER, f"{what}: {exc.message}", detail_code=exc.code) from None
+
+
 def _fault_error(fault: AcgsError) -> ServiceError:
     status = 503 if isinstance(fault, BundleNotLoaded) else 500
     return ServiceError(status, INTERNAL_ERROR, fault.message, detail_code=fault.code)
@@ -100,7 +129,7 @@ def _input_of_body(raw_body: bytes) -> tuple[dict[str, Any], bool]:
     """The request object of a Data API POST, and whether it had any body at all."""
     if not raw_body or raw_body.isspace():
         return {}, False
-    body = parse_json(raw_body)
+    body = _loads(raw_body)
     if type(body) is not dict:
         raise ServiceError.bad_request('request body must be a JSON object, e.g. {"input": {...}}')
     return body, True
@@ -121,12 +150,28 @@ class _Answer:
         self.eval_ns = 0
 
 
+async def _facts(service: PolicyService, scope: Scope, target: Target, n: int = 1) -> list[bytes] | None:
+    """The ``trusted`` documents (acgs.trust) of ``n`` evaluations of ``target`` for this
+    caller, each counted as one decision; None when the target is not evaluated."""
+    facts = service.facts
+    if facts is None or target.kind not in (Kind.ENTRYPOINT, Kind.DOCUMENT):
+        return None
+    client = scope.get("client")
+    return await facts.documents("decision", principal_of(scope), client[0] if client else None, n)
+
+
 async def _evaluate_target(
-    service: PolicyService, target: Target, raw: bytes | None, value: Any, answer: _Answer, count_hits: bool = False
+    service: PolicyService,
+    target: Target,
+    raw: bytes | None,
+    value: Any,
+    answer: _Answer,
+    count_hits: bool = False,
+    trusted: bytes | None = None,
 ) -> None:
     """Fills ``answer`` for one target and input, failing closed as the module docstring says.
     ``count_hits`` finds out whether L1 answered (for ``?metrics``), at the price of two reads
-    of the engine's counters."""
+    of the engine's counters. ``trusted``: the caller's facts, in place of the input's own."""
     pipeline = service.pipeline
     kind = target.kind
     if kind is Kind.ENTRYPOINT:
@@ -138,14 +183,14 @@ async def _evaluate_target(
             and type(value) is dict
             and raw is not None
         ):
-            await _evaluate_main_decision(service, target, raw, value, answer)
+            await _evaluate_main_decision(service, target, raw, value, answer, trusted)
             return
         try:
             if value is not _UNSET:
                 pipeline.check_hash(value)
             hits = pipeline.l1_hits() if count_hits else 0
             started = time.perf_counter_ns()
-            result_set = pipeline.evaluate(target.entrypoint, raw)
+            result_set = await pipeline.evaluate_async(target.entrypoint, raw, trusted)
             answer.eval_ns = time.perf_counter_ns() - started
             if count_hits:
                 answer.cache_hit = pipeline.l1_hits() > hits
@@ -166,7 +211,8 @@ async def _evaluate_target(
         try:
             if value is not _UNSET:
                 pipeline.check_hash(value)
-            answer.defined, answer.result = True, pipeline.document(target, raw)
+            # Every entrypoint under the path is evaluated: off the event loop.
+            answer.defined, answer.result = True, await pipeline.off_loop(pipeline.document, target, raw, trusted)
         except (ConstitutionalHashMismatch, InvalidInputError) as exc:
             raise _rejected(exc) from None
         except AcgsError as fault:
@@ -178,13 +224,13 @@ async def _evaluate_target(
 
 
 async def _evaluate_main_decision(
-    service: PolicyService, target: Target, raw: bytes, value: dict[str, Any], answer: _Answer
+    service: PolicyService, target: Target, raw: bytes, value: dict[str, Any], answer: _Answer, trusted: bytes | None
 ) -> None:
     """The constitution's decision in OPA's shape, through the same pipeline as the flat answer
     (L1, L2, fast path): the result is the decision without the keys the pipeline adds."""
     started = time.perf_counter_ns()
     try:
-        decided = await service.pipeline.decide(MAIN_DECISION, raw, value)
+        decided = await service.pipeline.decide(MAIN_DECISION, raw, value, trusted)
     except (ConstitutionalHashMismatch, InvalidInputError) as exc:
         raise _rejected(exc) from None
     answer.eval_ns = time.perf_counter_ns() - started
@@ -258,12 +304,19 @@ async def _respond_logged(
 
 
 async def _decide_flat(
-    service: PolicyService, target: Target, raw_body: bytes, body: dict[str, Any], flags: QueryFlags, started: int
+    service: PolicyService,
+    scope: Scope,
+    target: Target,
+    raw_body: bytes,
+    body: dict[str, Any],
+    flags: QueryFlags,
+    started: int,
 ) -> Reply:
     """The seed's call: a bare body on a decision entrypoint, answered flat."""
     assert target.entrypoint is not None
+    facts = await _facts(service, scope, target)
     try:
-        decided = await service.pipeline.decide(target.entrypoint, raw_body, body)
+        decided = await service.pipeline.decide(target.entrypoint, raw_body, body, facts[0] if facts else None)
     except (ConstitutionalHashMismatch, InvalidInputError) as exc:
         raise _rejected(exc) from None
     note_decision(decided.decision["decision_id"])
@@ -308,9 +361,9 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
     answer = _Answer()
     if "input" in body:
         value = body["input"]
-        raw: bytes | None = orjson.dumps(value)
+        raw: bytes | None = _exact(raw_body, "input")
     elif target.role is Role.DECISION and ("action" in body or "type" in body or "constitutional_hash" in body):
-        return await _decide_flat(service, target, raw_body, body, flags, started)
+        return await _decide_flat(service, scope, target, raw_body, body, flags, started)
     else:
         value, raw = _UNSET, None
         if had_body:
@@ -320,7 +373,8 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
                 service.pipeline.check_hash(body)
             except (ConstitutionalHashMismatch, InvalidInputError) as exc:
                 raise _rejected(exc) from None
-    await _evaluate_target(service, target, raw, value, answer, flags.metrics)
+    facts = await _facts(service, scope, target)
+    await _evaluate_target(service, target, raw, value, answer, flags.metrics, facts[0] if facts else None)
     return await _respond_logged(service, target, path, raw, answer, flags, started)
 
 
@@ -346,10 +400,12 @@ async def data_get(service: PolicyService, scope: Scope, receive: Receive, path:
     value: Any = _UNSET
     raw: bytes | None = None
     if flags.input is not None:
-        value = parse_json(flags.input.encode(), "the input parameter")
-        raw = orjson.dumps(value)
+        text = flags.input.encode()
+        value = _loads(text, "the input parameter")
+        raw = _exact(text, what="the input parameter")
     answer = _Answer()
-    await _evaluate_target(service, target, raw, value, answer, flags.metrics)
+    facts = await _facts(service, scope, target)
+    await _evaluate_target(service, target, raw, value, answer, flags.metrics, facts[0] if facts else None)
     return await _respond_logged(service, target, path, raw, answer, flags, started)
 
 
@@ -375,13 +431,14 @@ async def default_post(service: PolicyService, scope: Scope, receive: Receive) -
     value: Any = _UNSET
     raw: bytes | None = None
     if raw_body.strip():
-        value = parse_json(raw_body)
-        raw = orjson.dumps(value)
+        value = _loads(raw_body)
+        raw = _exact(raw_body)
     name = service.settings.default_decision
     target = service.pipeline.resolve(name)
     answer = _Answer()
     if target.kind is Kind.ENTRYPOINT or not service.pipeline.loaded:
-        await _evaluate_target(service, target, raw, value, answer)
+        facts = await _facts(service, scope, target)
+        await _evaluate_target(service, target, raw, value, answer, trusted=facts[0] if facts else None)
     service.metrics.durations["default"].observe((time.perf_counter_ns() - started) / 1e9)
     if answer.outcome is not None:
         service.metrics.outcomes[answer.outcome] += 1
@@ -425,7 +482,8 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
     started = time.perf_counter_ns()
     pipeline = service.pipeline
     flags = query_flags(scope)
-    body = parse_json(await read_body(scope, receive, service.settings.max_body_bytes))
+    raw_body = await read_body(scope, receive, service.settings.max_body_bytes)
+    body = _loads(raw_body)
     if type(body) is not dict or "inputs" not in body:
         raise ServiceError.bad_request('batch body must be an object with "inputs" (an object or an array)')
     inputs = body["inputs"]
@@ -443,6 +501,17 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
         raise ServiceError(
             413, INVALID_PARAMETER, f"batch has {len(values)} inputs, the limit is {service.settings.max_batch}"
         )
+    # The inputs as the policy gets them: cut from the body by the core, numbers as spelt,
+    # common_input merged under each (``values`` below are for the hash check only).
+    try:
+        exact_keys, exact_raws = exact_batch_inputs(raw_body)
+    except InvalidInputError as exc:
+        raise ServiceError(400, INVALID_PARAMETER, f"request body: {exc.message}", detail_code=exc.code) from None
+    if keys is None:
+        raws = exact_raws
+    else:
+        by_key = dict(zip(exact_keys or [], exact_raws, strict=True))
+        raws = [by_key[k] for k in keys]
     if common:
         values = [_merge(common, v) for v in values]
     target = pipeline.resolve(path)
@@ -457,10 +526,11 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
             entries[i] = _item_error(_rejected(exc))
             failed = True
     logged: list[tuple[str, bytes, Any, str | None]] | None = [] if service.decision_log is not None else None
+    # Each input of a batch is one decision for the caller's counters.
+    facts = await _facts(service, scope, target, len(runnable)) if runnable else None
     if target.kind is Kind.ENTRYPOINT and target.entrypoint is not None and runnable:
-        items = [(orjson.dumps(values[i]), values[i]) for i in runnable]
-        results = await pipeline.evaluate_batch(target.entrypoint, items)
-        for i, (item, result) in zip(runnable, zip(items, results, strict=True), strict=True):
+        results = await pipeline.evaluate_batch(target.entrypoint, [raws[i] for i in runnable], facts)
+        for i, result in zip(runnable, results, strict=True):
             answer = _Answer()
             if isinstance(result, AcgsError):
                 if isinstance(result, InvalidInputError):
@@ -481,13 +551,13 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                 service.metrics.outcomes[answer.outcome] += 1
             entries[i] = _entry(pipeline, answer)
             if logged is not None:
-                logged.append((entries[i]["decision_id"], item[0], answer.result, answer.outcome))
+                logged.append((entries[i]["decision_id"], raws[i], answer.result, answer.outcome))
     else:
-        for i in runnable:
+        for n, i in enumerate(runnable):
             answer = _Answer()
             value = values[i]
             try:
-                await _evaluate_target(service, target, orjson.dumps(value), value, answer)
+                await _evaluate_target(service, target, raws[i], value, answer, trusted=facts[n] if facts else None)
             except ServiceError as err:
                 entries[i] = _item_error(err)
                 failed = True

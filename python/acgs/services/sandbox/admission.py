@@ -7,7 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from acgs import Engine
+from acgs.trust import admit as admit_input
 from acgs.services.sandbox.limits import Limits
 
 ENTRYPOINT = "acgs/sandbox/decision"
@@ -41,9 +44,12 @@ def _deny(reason: str) -> Admission:
     return Admission(False, [reason])
 
 
-def admit(engine: Engine, request: dict[str, Any]) -> Admission:
+def admit(engine: Engine, request: dict[str, Any], trusted: bytes | None = None) -> Admission:
+    """The constitution's word on ``request``, with ``trusted`` (the service's facts about the
+    caller: acgs.trust) in place of anything the request claims under that key."""
     try:
-        result = engine.evaluate(request, ENTRYPOINT)
+        rows = orjson.loads(engine.evaluate_json(admit_input(orjson.dumps(request), trusted), ENTRYPOINT))
+        result = rows[0]["result"] if rows else None
     except Exception as exc:  # any engine fault is a deny
         log.exception("constitution check failed")
         return _deny(f"the constitution check failed: {exc}")

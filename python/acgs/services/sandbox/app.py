@@ -20,6 +20,7 @@ from acgs.services.sandbox.metrics import SandboxMetrics
 from acgs.services.sandbox.routes import router
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
+from acgs.trust import open_facts
 
 log = logging.getLogger("acgs.services.sandbox")
 
@@ -87,9 +88,13 @@ def create_app(
         app.state.sandbox = svc
         for name, status in svc.statuses.items():
             log.info("runtime %s: %s", name, "available" if status.available else f"unavailable ({status.reason})")
+        sec = security or SecuritySettings.from_env()
+        facts = await open_facts(svc.engine.data, auth=sec.auth, redis_url=sec.redis_url)
+        app.state.trusted_facts = facts
         try:
             yield
         finally:
+            await facts.close()
             if own:
                 await asyncio.to_thread(svc.close)
 

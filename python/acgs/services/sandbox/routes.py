@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+
+from acgs.security.principal import own_records_only, principal_of
 
 from acgs.services.sandbox.deps import Service
 from acgs.services.sandbox.schemas import ErrorBody, ExecuteRequest, Execution, RuntimeInfo, RuntimesResponse
@@ -28,26 +30,45 @@ _INVALID: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "descript
         500: {"model": Execution, "description": "the run failed inside the controller (status error)"},
     },
 )
-async def execute(req: ExecuteRequest, service: Service) -> JSONResponse:
+async def execute(req: ExecuteRequest, service: Service, request: Request) -> JSONResponse:
     """Check the run against the constitution, queue it, run it and return the execution.
     Every request that reaches the constitution becomes an execution (GET it later by id)
     and an audit event, whatever the outcome."""
-    result = await service.execute(req)
+    own = own_records_only(principal_of(request.scope))
+    if own is not None and req.agent_id != own:
+        # With authentication on, an agent runs code as itself: the credential says who it is.
+        return JSONResponse(
+            {"code": "forbidden", "message": f"agent_id {req.agent_id!r} is not the caller ({own!r})"}, status_code=403
+        )
+    facts = getattr(request.app.state, "trusted_facts", None)
+    trusted = None
+    if facts is not None:
+        client = request.client.host if request.client is not None else None
+        trusted = await facts.document("execute", principal_of(request.scope), client)
+    result = await service.execute(req, trusted)
     return JSONResponse(Execution.model_validate(result.record).model_dump(), status_code=result.http_status)
 
 
 @router.get("/executions/{execution_id}", response_model=Execution, responses={404: {"model": ErrorBody}})
-async def get_execution(execution_id: str, service: Service) -> JSONResponse:
+async def get_execution(execution_id: str, service: Service, request: Request) -> JSONResponse:
     record = service.get(execution_id)
-    if record is None:
+    own = own_records_only(principal_of(request.scope))
+    if record is None or (own is not None and record.get("agent_id") != own):
+        # Another agent's execution is answered as absent: its id tells the caller nothing.
         return JSONResponse({"code": "not_found", "message": f"no execution {execution_id}"}, status_code=404)
     return JSONResponse(Execution.model_validate(record).model_dump())
 
 
 @router.get("/executions", response_model=list[Execution], responses=_INVALID)
 async def list_executions(
-    service: Service, agent_id: str | None = None, limit: int = Query(50, ge=1, le=1000)
+    service: Service, request: Request, agent_id: str | None = None, limit: int = Query(50, ge=1, le=1000)
 ) -> list[Execution]:
+    """Recent executions; an agent (with authentication on) sees its own only."""
+    own = own_records_only(principal_of(request.scope))
+    if own is not None:
+        if agent_id not in (None, own):
+            return []
+        agent_id = own
     return [Execution.model_validate(r) for r in service.recent(agent_id, limit)]
 
 

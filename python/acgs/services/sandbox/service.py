@@ -4,6 +4,7 @@ controller that died."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -32,6 +33,7 @@ from acgs.services.sandbox.runtimes import (
     RuntimeUnavailable,
     all_runtimes,
 )
+from acgs.services.sandbox.runtimes import network
 from acgs.services.sandbox.schemas import ExecuteRequest
 from acgs.services.sandbox.seccomp import Profile, load_profile, notification_available
 from acgs.services.sandbox.settings import SandboxSettings
@@ -224,7 +226,10 @@ class SandboxService:
 
     # -- executions --------------------------------------------------------------------------
 
-    async def execute(self, req: ExecuteRequest) -> Result:
+    async def execute(self, req: ExecuteRequest, trusted: bytes | None = None) -> Result:
+        """One run: ``trusted`` is the caller's facts (acgs.trust), which the constitution
+        believes over the request's claims (a claimed trust level only lowers the registered
+        one)."""
         now = time.time()
         execution_id = uuid.uuid4().hex
         decision_id = req.decision_id or str(uuid.uuid4())
@@ -237,7 +242,8 @@ class SandboxService:
             "limits": req.limits,
             "constitutional_hash": req.constitutional_hash or self.engine.constitutional_hash,
         }
-        admission = admit(self.engine, policy_input)
+        # A Wasm evaluation (bounded by its deadline): off the event loop the services share.
+        admission = await asyncio.to_thread(admit, self.engine, policy_input, trusted)
         record: dict[str, Any] = {
             "execution_id": execution_id,
             "status": "denied",
@@ -296,7 +302,7 @@ class SandboxService:
             record.update(status="error", error=f"the run queue is full: {exc.message}", finished_at=time.time())
             self._finish(record)
             return Result(_public(record), 429)
-        status = 500 if final["status"] == "error" else 200
+        status = record.get("_http_status") or (500 if final["status"] == "error" else 200)
         return Result(final, status)
 
     def _choose(self, requested: str, admission: Admission) -> tuple[str, Runtime]:
@@ -331,6 +337,11 @@ class SandboxService:
         if not req.command and not os.path.exists(lang.interpreter):
             raise ExecutionError(f"this host has no {lang.interpreter} for {req.language}", "language_unsupported", 422)
         limits = admission.run_limits()
+        if limits.network:
+            problem = network.tools_problem()
+            if problem is not None:
+                # Never the host's network instead: the run does not happen.
+                raise ExecutionError(problem, "network_unavailable", 422)
         try:
             workdir.check_files(files, limits.disk_mb * cgroups.MiB)
         except InvalidInputError as exc:
@@ -341,6 +352,11 @@ class SandboxService:
         """In a worker thread: the run itself, then the record and its audit event."""
         try:
             out = runtime.run(job)
+        except InvalidInputError as exc:
+            # Found only once the host tried (the files' blocks and inodes did not fit the
+            # work dir): the request's fault, not the controller's.
+            out = Outcome("error", error=exc.message)
+            record["_http_status"] = 400
         except RuntimeUnavailable as exc:
             out = Outcome("error", error=f"runtime {runtime.name} failed: {exc.message}")
         except AcgsError as exc:
