@@ -89,7 +89,8 @@ def _common_kwargs(name: str, config: AcgsConfig) -> dict[str, Any]:
 
     module = {"policy": policy, "evolution": evolution, "audit": audit, "sandbox": sandbox}[name]
     params = inspect.signature(module.create_app).parameters
-    return {key: config.sections[key] for key in ("security", "observability") if key in params and key in config.sections}
+    keys = ("security", "observability", "agent_registry")
+    return {key: config.sections[key] for key in keys if key in params and key in config.sections}
 
 
 def uvicorn_options(name: str, config: AcgsConfig) -> dict[str, Any]:

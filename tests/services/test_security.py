@@ -551,7 +551,7 @@ def test_settings_from_env_and_their_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ACGS_TLS_CERT_FILE"):
         uvicorn_tls_options(SecuritySettings(tls_cert_file=tmp_path / "missing.pem"))
     assert uvicorn_tls_options(SecuritySettings()) == {}
-    assert set(ROLES) == {"agent", "reviewer", "auditor", "admin"}
+    assert set(ROLES) == {"agent", "reviewer", "auditor", "admin", "service"}
 
 
 # -- TLS and mutual TLS -------------------------------------------------------------------------
@@ -785,6 +785,8 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
 
     agent = json.loads(acgs("keys", "create", "--name", "agent-serve", "--role", "agent", "--json"))["token"]
     auditor = json.loads(acgs("keys", "create", "--name", "ops", "--role", "auditor", "--json"))["token"]
+    # With auth on, what an agent is trusted with comes from the registry (unregistered: 0).
+    acgs("agents", "add", "agent-serve", "--trust", "0.9")
     proc = _start(config, env)
     try:
         urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from acgs.registry.cache import CachedRegistry
+    from acgs.registry.settings import RegistrySettings
 
 __all__ = ["UNREGISTERED", "Counters", "LocalCounters", "RedisCounters", "TrustedFacts", "admit", "facts_for", "open_facts"]
 
@@ -215,7 +216,9 @@ class TrustedFacts:
             await self.registry.close()
 
 
-def facts_for(data: object, *, auth: bool, redis_url: str | None = None) -> TrustedFacts:
+def facts_for(
+    data: object, *, auth: bool, redis_url: str | None = None, registry_settings: RegistrySettings | None = None
+) -> TrustedFacts:
     """The facts of a service on the loaded constitution ``data`` (``start`` it in the
     service's lifespan): with authentication on, the agent registry (``ACGS_AGENT_REGISTRY``,
     SQLite under the data directory by default) is consulted for every principal; counters live
@@ -224,7 +227,7 @@ def facts_for(data: object, *, auth: bool, redis_url: str | None = None) -> Trus
     if auth:
         from acgs.registry import CachedRegistry, RegistrySettings, open_registry
 
-        settings = RegistrySettings.from_env()
+        settings = registry_settings if registry_settings is not None else RegistrySettings.from_env()
         registry = CachedRegistry(open_registry(settings.resolved_url()), settings.refresh)
     counters: Counters
     if redis_url:
@@ -236,8 +239,10 @@ def facts_for(data: object, *, auth: bool, redis_url: str | None = None) -> Trus
     return TrustedFacts.for_constitution(data, counters=counters, registry=registry)
 
 
-async def open_facts(data: object, *, auth: bool, redis_url: str | None = None) -> TrustedFacts:
+async def open_facts(
+    data: object, *, auth: bool, redis_url: str | None = None, registry_settings: RegistrySettings | None = None
+) -> TrustedFacts:
     """:func:`facts_for`, started."""
-    facts = facts_for(data, auth=auth, redis_url=redis_url)
+    facts = facts_for(data, auth=auth, redis_url=redis_url, registry_settings=registry_settings)
     await facts.start()
     return facts

@@ -3,6 +3,8 @@ the constitution bundle. ``create_app(settings)`` builds it; ``serve(settings)``
 
 from __future__ import annotations
 
+import sys
+
 from acgs.services.common.observability import ObservabilitySettings, configure_logging
 from acgs.services.common.serving import run_service
 from acgs.services.policy.app import create_app
@@ -24,7 +26,14 @@ def serve(settings: PolicySettings | None = None) -> None:
     from acgs.security import SecuritySettings, uvicorn_tls_options
     from acgs.services.policy.settings import ENV_NAMES
 
+    from acgs.security.bind import OpenBindRefused, check_bind
+
     configure_logging(ObservabilitySettings.from_env())
+    try:
+        check_bind([("policy", settings.host, settings.port)], SecuritySettings.from_env())
+    except OpenBindRefused as exc:
+        print(f"acgs: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     # Worker processes build the app themselves, from the environment: hand them the
     # settings that way.
     for name, var in ENV_NAMES.items():

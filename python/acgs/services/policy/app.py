@@ -29,6 +29,7 @@ from acgs.trust import facts_for
 
 if TYPE_CHECKING:
     from acgs.audit.decision_log import DecisionLog
+    from acgs.registry.settings import RegistrySettings
 
 log = logging.getLogger("acgs.services.policy")
 
@@ -160,6 +161,7 @@ def create_app(
     *,
     security: SecuritySettings | None = None,
     observability: ObservabilitySettings | None = None,
+    agent_registry: RegistrySettings | None = None,
 ) -> PolicyApp:
     """The policy service for ``settings`` and ``security`` (default: from the environment).
     The bundle is loaded here, so the app answers without a lifespan run (ASGI test
@@ -185,7 +187,9 @@ def create_app(
     sec = security if security is not None else SecuritySettings.from_env()
     # What the constitution may believe about each caller (acgs.trust): built here for every
     # evaluation, never taken from the request.
-    facts = facts_for(pipeline.data, auth=sec.auth, redis_url=sec.redis_url or settings.redis_url)
+    facts = facts_for(
+        pipeline.data, auth=sec.auth, redis_url=sec.redis_url or settings.redis_url, registry_settings=agent_registry
+    )
     service = PolicyService(
         settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log, facts=facts
     )

@@ -104,8 +104,9 @@ class PolicySettings:
     max_body_bytes: int = 1 << 20
     #: Most inputs one batch request may carry.
     max_batch: int = 10_000
-    #: Per-evaluation deadline. Evaluations run on the event loop (they take microseconds),
-    #: so this also bounds how long a runaway policy can hold a worker. None: the engine's default.
+    #: Per-evaluation deadline. Wasm evaluations run in the pipeline's worker threads (native
+    #: decisions and cache hits on the event loop), so this bounds how long a runaway policy
+    #: holds one of those threads. None: the engine's default.
     timeout_ms: int | None = 250
     #: Per-instance Wasm memory cap in bytes; None: the engine's default.
     memory_limit: int | None = None

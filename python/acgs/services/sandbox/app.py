@@ -20,6 +20,7 @@ from acgs.services.sandbox.metrics import SandboxMetrics
 from acgs.services.sandbox.routes import router
 from acgs.services.sandbox.service import SandboxService
 from acgs.services.sandbox.settings import SandboxSettings
+from acgs.registry.settings import RegistrySettings
 from acgs.trust import open_facts
 
 log = logging.getLogger("acgs.services.sandbox")
@@ -72,6 +73,7 @@ def create_app(
     *,
     security: SecuritySettings | None = None,
     observability: ObservabilitySettings | None = None,
+    agent_registry: RegistrySettings | None = None,
 ) -> FastAPI:
     """The app; ``service`` (already started) replaces the one the lifespan would build.
     ``security`` (default: from the environment) turns on authentication and rate limits;
@@ -89,7 +91,7 @@ def create_app(
         for name, status in svc.statuses.items():
             log.info("runtime %s: %s", name, "available" if status.available else f"unavailable ({status.reason})")
         sec = security or SecuritySettings.from_env()
-        facts = await open_facts(svc.engine.data, auth=sec.auth, redis_url=sec.redis_url)
+        facts = await open_facts(svc.engine.data, auth=sec.auth, redis_url=sec.redis_url, registry_settings=agent_registry)
         app.state.trusted_facts = facts
         try:
             yield
