@@ -712,10 +712,12 @@ impl Native {
         Some(
             !name.is_empty()
                 && !Dec::int(chars).gt(self.grammar_max.dec)?
-                && name.chars().all(|ch| match self.grammar_ascii.get(ch as usize) {
-                    Some(allowed) => *allowed,
-                    None => self.grammar_chars.contains(ch),
-                })
+                && name
+                    .chars()
+                    .all(|ch| match self.grammar_ascii.get(ch as usize) {
+                        Some(allowed) => *allowed,
+                        None => self.grammar_chars.contains(ch),
+                    })
                 && name.split('.').all(|segment| !segment.is_empty()),
         )
     }
