@@ -1,13 +1,16 @@
 """One event must not stop the audit trail. Every producer (the policy decision log, the
-sandbox's outbox relay, the evolution outbox relay) delivers to a real audit service over HTTP;
-each is handed an event the service refuses (past a field cap, past the body limit) or that used
-to make the producer drop the decision. Later events of every producer still reach the log, and
-each refused event is accounted for in the chain by a ``delivery_rejected`` event carrying its
-digest and size.
+sandbox, evolution) writes to ACGS's one audit outbox and the one relay delivers it to a real
+audit service over HTTP; each is handed an event the service refuses (past a field cap, past
+the body limit) or that used to make the producer drop the decision. Later events of every
+producer still reach the log, each refused event is in its outbox's dead-letter table and
+accounted for in the chain by a ``delivery_rejected`` event carrying its digest and size, and an
+event acknowledged to an outbox survives a restart of its producer.
 
 Before the fix, each producer retried a refused event forever (the sandbox and evolution relays,
 the decision log in async mode) and every event behind it waited with it; a decision input with
-a non-object ``context`` was dropped from the log."""
+a non-object ``context`` was dropped from the log. Before the one outbox, the decision log kept
+its queue and its dead letters in memory: a decision event queued when the policy service
+stopped was lost, and evolution only marked a refused row."""
 
 from __future__ import annotations
 
@@ -26,10 +29,9 @@ import orjson
 import pytest
 
 from acgs.audit.decision_log import DecisionLog
-from acgs.audit.sink import HttpAuditSink
+from acgs.audit.outbox import OutboxRelay, SqliteOutbox, sqlite_append
+from acgs.audit.sink import BlockingHttpAuditSink, HttpAuditSink
 from acgs.services.audit import AuditSettings, create_app
-from acgs.services.evolution.audit import DEAD_LETTER, OutboxRelay as EvolutionRelay
-from acgs.services.sandbox.relay import OutboxRelay as SandboxRelay
 from acgs.services.sandbox.store import ExecutionStore, OutboxAuditSink
 from tests.services.audit_helpers import PRIVATE_KEY
 from tests.services.conftest import ServerThread
@@ -108,13 +110,17 @@ async def evolution_service(db: Path, data_dir: Path, sink: HttpAuditSink) -> As
             yield Service(app, client)
 
 
-def _insert_legacy_evolution_event(db: Path, event: dict[str, Any]) -> None:
+def _insert_raw(db: Path, producer: str, event: dict[str, Any]) -> None:
     """An outbox row as a producer without field caps wrote it."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        conn.execute("INSERT INTO evolution_audit_outbox (created_at, event) VALUES (?, ?)", (time.time(), json.dumps(event)))
+        sqlite_append(conn, producer, [event])
     finally:
         conn.close()
+
+
+def _sandbox_relay(store: ExecutionStore, url: str) -> OutboxRelay:
+    return OutboxRelay(store.outbox, BlockingHttpAuditSink(url), interval=0.05, retry=0.05, max_backoff=0.2)
 
 
 def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str, tmp_path: Path) -> None:
@@ -125,21 +131,18 @@ def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str
     store = ExecutionStore(tmp_path / "sandbox.sqlite3")
     OutboxAuditSink(store).record(_sandbox_event("a" * 600, "long-agent"))  # type: ignore[arg-type]
     raw = _sandbox_event("agent-7", "huge", blob="x" * 100_000)
-    with sqlite3.connect(tmp_path / "sandbox.sqlite3", isolation_level=None) as conn:
-        conn.execute(
-            "INSERT INTO audit_outbox (event_id, created_at, decision_id, event) VALUES (?, ?, ?, ?)",
-            ("evt_raw", time.time(), raw["decision_id"], json.dumps(raw)),
-        )
+    _insert_raw(tmp_path / "sandbox.sqlite3", "sandbox", raw)
     OutboxAuditSink(store).record(_sandbox_event("agent-7", "after"))  # type: ignore[arg-type]
-    relay = SandboxRelay(store, audit_url, interval=0.05, max_backoff=0.2)
-    relay.start()
+    relay = _sandbox_relay(store, audit_url)
+    relay.start_thread()
+    policy_dead: list[dict[str, Any]] = []
 
     async def policy_and_evolution() -> None:
         # -- policy: a decision whose event is past the body limit (kept whole: under the field
         # caps), one whose input is too large to keep whole, one whose input has a context that
         # is not an object, then an ordinary one.
         sink = HttpAuditSink(audit_url)
-        dlog = DecisionLog(sink, include_input="full", max_backoff=0.2)
+        dlog = DecisionLog(sink, include_input="full", max_backoff=0.2, outbox=SqliteOutbox.open(tmp_path / "dlog.sqlite3", "policy"))
         await dlog.offer("dec-p-big", "acgs/main", json.dumps({"action": "x", "pad": "y" * 100_000}).encode(), {"allow": False}, None)
         await dlog.offer("dec-p-huge", "acgs/main", json.dumps({"action": "x", "pad": "y" * 400_000}).encode(), {"allow": False}, None)
         await dlog.offer("dec-p-shape", "acgs/main", b'{"action": "x", "context": "not an object"}', {"allow": True}, None)
@@ -148,7 +151,7 @@ def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str
         evo_db = tmp_path / "evo.sqlite3"
         try:
             async with evolution_service(evo_db, tmp_path / "evo", sink) as svc:
-                _insert_legacy_evolution_event(evo_db, {
+                _insert_raw(evo_db, "evolution", {
                     "event_type": "evolution_transition", "agent_id": "b" * 600, "action": "evolution.submit",
                     "result": "pending", "metadata": {"request_id": "legacy"}, "decision_id": "dec-e-legacy",
                     "constitutional_hash": "cdd01ef066bc6cf2",
@@ -160,14 +163,19 @@ def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str
                     "rejected:evolution:dec-e-legacy",
                 }, _marker)  # fmt: skip
                 rows = await svc.store.outbox(pending_only=False, limit=100)
-                dead = [r for r in rows if (r.last_error or "").startswith(DEAD_LETTER)]
-                assert [r.event["decision_id"] for r in dead] == ["dec-e-legacy"]
+                dead = await svc.store.dead_letters()
+                assert [d["event"]["decision_id"] for d in dead] == ["dec-e-legacy"]
+                assert dead[0]["event"]["agent_id"] == "b" * 600 and dead[0]["reason"].startswith("audit service answered 422")
+                # The stand-in holds the refused event's place in the order.
+                assert dead[0]["replacement"]["event_type"] == "delivery_rejected"
+                assert [r.event for r in rows if r.id == dead[0]["seq"]] == [dead[0]["replacement"]]
                 assert all(r.delivered_at is not None for r in rows)
         finally:
             await asyncio.to_thread(
                 _wait_for, audit_url, {"policy:dec-p-after", "policy:dec-p-shape", "policy:dec-p-huge", "rejected:policy:dec-p-big"}, _marker
             )
             assert dlog.rejected == 1 and dlog.dropped == 0
+            policy_dead.extend(await dlog.dead_letters())
             await dlog.close()
             await sink.aclose()
 
@@ -184,6 +192,9 @@ def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str
     assert rejected["rejected_event_type"] == "sandbox_execution" and rejected["producer"] == "sandbox"
     assert rejected["rejected_sha256"] == hashlib.sha256(sent).hexdigest()
     assert store.dead_letters()[0]["event"]["metadata"]["blob"] == "x" * 100_000
+    assert store.dead_letters()[0]["replacement"]["metadata"]["rejected_sha256"] == rejected["rejected_sha256"]
+    assert [d["event"]["decision_id"] for d in policy_dead] == ["dec-p-big"]
+    assert policy_dead[0]["replacement"]["metadata"] == by["rejected:policy:dec-p-big"]["metadata"]
     assert by["rejected:evolution:dec-e-legacy"]["metadata"]["reason"].startswith("audit service answered 422")
     # Capped, not refused: the long agent id is cut to the audit log's 512 characters.
     assert len(by["sandbox:long-agent"]["agent_id"]) == 512
@@ -208,13 +219,13 @@ def test_a_transient_failure_is_retried_in_order_not_dead_lettered(tmp_path: Pat
     OutboxAuditSink(store).record(_sandbox_event("agent-1", "second"))  # type: ignore[arg-type]
     server = ServerThread(create_app(AuditSettings(data_dir=tmp_path / "audit", checkpoint_interval=0)))
     url = f"http://127.0.0.1:{server.port}"
-    relay = SandboxRelay(store, url, interval=0.05, max_backoff=0.2)
-    # Not listening yet: a transient failure.
+    relay = _sandbox_relay(store, url)
+    # Not listening yet: a transient failure, recorded on the event that failed.
     with pytest.raises(Exception, match="unreachable"):
-        relay.deliver_once()
+        asyncio.run(relay.deliver_once())
     assert len(store.pending_events()) == 2 and store.dead_letters() == []
     with server:
-        assert relay.deliver_once() == 2
+        assert asyncio.run(relay.deliver_once()) == 2
         events = _events(url)
     assert [e["metadata"]["execution_id"] for e in events] == ["first", "second"]
     assert store.pending_events() == [] and store.dead_letters() == []

@@ -1104,7 +1104,7 @@ def test_sqlite_database_is_in_wal_mode(sqlite_url: str, tmp_path: Path) -> None
     run(scenario())
     conn = sqlite3.connect(tmp_path / "evolution.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    rows = conn.execute("SELECT event FROM evolution_audit_outbox ORDER BY id").fetchall()
+    rows = conn.execute("SELECT event FROM acgs_outbox ORDER BY seq").fetchall()
     assert [json.loads(r[0])["action"] for r in rows] == ["evolution.submit", "evolution.auto_approve"]
     conn.close()
 

@@ -1,17 +1,21 @@
-"""Decision logs: one audit event per policy decision, appended in batches by a background task.
+"""Decision logs: one audit event per policy decision, written in batches by a background task.
 
 A request handler hands ``DecisionLog.offer`` a small tuple (no hashing, no JSON); the task
 turns queued entries into audit events (decision id, bundle digest, constitutional hash, SHA-256
-of the canonical input and, if configured, the input itself, the result) and appends everything
-queued in one batch. The queue is bounded: when it is full the handler waits for room
-(backpressure) rather than dropping the log.
+of the canonical input and, if configured, the input itself, the result). The queue is bounded:
+when it is full the handler waits for room (backpressure) rather than dropping the log.
 
 Two modes (``ACGS_POLICY_DECISION_LOG_MODE``):
 
 - ``async`` (the default): ``offer`` returns once the entry is queued, so the decision is
-  answered before its event is durable. A failed append is retried with backoff, never skipped;
-  entries still queued when the service stops past its drain deadline are counted in
-  ``dropped``, and a process that dies (kill -9, power loss) loses whatever was queued.
+  answered before its event is durable. The writer appends each batch to ACGS's audit outbox
+  (``acgs.audit.outbox``: one SQLite transaction per batch, WAL, ``synchronous=NORMAL``, no
+  fsync per decision) and the one ``OutboxRelay`` delivers the outbox to the audit log in order,
+  retrying with backoff. Once a batch is in the outbox file it survives the process (kill -9;
+  a power cut may take the last commits): the next start delivers it. What is still queued
+  (not yet in the outbox) when the process dies is lost; entries still queued when the service
+  stops past its drain deadline are counted in ``dropped``. Without an outbox file (the
+  ``outbox`` argument), the outbox is in memory and a process that dies loses it.
 - ``sync``: ``offer`` returns only once the audit store acknowledged the event as durable, so
   every decision a client received is in the audit log. Decisions that arrive while a batch is
   being appended share the next batch (group commit). A failed append is not retried: the
@@ -19,15 +23,14 @@ Two modes (``ACGS_POLICY_DECISION_LOG_MODE``):
 
 Every decision is logged whatever the shape of its input: an input that is not an object, is
 not canonical JSON, or is too large to keep whole is logged by its digest. An event the audit
-log still refuses (a 4xx, see ``acgs.audit.delivery``) is never retried: it goes to
-``dead_letters`` and a ``delivery_rejected`` event (its digest, size, the reason) takes its
-place in the log, so the events behind it keep flowing.
+log still refuses (a 4xx, see ``acgs.audit.delivery``) is never retried: it goes to the
+outbox's dead letters and a ``delivery_rejected`` event (its digest, size, the reason) takes
+its place in the log, so the events behind it keep flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -39,6 +42,7 @@ import orjson
 from acgs import _acgs as core
 from acgs.audit.delivery import FIT_PAYLOAD, delivered_before, is_rejection, rejection_event
 from acgs.audit.events import GENESIS, MAX_FIELD
+from acgs.audit.outbox import OutboxRelay, SqliteOutbox
 from acgs.errors import AuditError, CanonicalJsonError
 
 log = logging.getLogger("acgs.audit")
@@ -53,8 +57,6 @@ MODE_SYNC = "sync"
 PRODUCER = "policy"
 #: Canonical bytes of input and result a decision event keeps whole; past it, their digests.
 MAX_KEPT = FIT_PAYLOAD - 8192
-#: Refused events kept in memory for inspection (the log holds their digests for good).
-DEAD_LETTERS = 1000
 
 
 class DecisionLogUnavailable(AuditError):
@@ -111,6 +113,8 @@ class DecisionLog:
         capacity: int = 10_000,
         batch: int = 512,
         max_backoff: float = 5.0,
+        outbox: SqliteOutbox | None = None,
+        relay_interval: float = 1.0,
         on_open: Callable[[], Awaitable[None]] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -131,16 +135,21 @@ class DecisionLog:
         self._on_close = on_close
         self._queue: asyncio.Queue[tuple[Any, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Where batches wait for delivery (owned: closed with the log), and what delivers them.
+        self.outbox = outbox if outbox is not None else SqliteOutbox.open(":memory:", PRODUCER)
+        self.relay = OutboxRelay(
+            self.outbox, sink, interval=relay_interval, batch=batch, retry=0.05, max_backoff=max_backoff,
+            name="acgs-decision-log-relay",
+        )  # fmt: skip
+        self._relay_task: asyncio.Task[None] | None = None
         self.offered = 0
-        self.written = 0
         self.dropped = 0
         self.waits = 0
-        self.failures = 0
         #: ``sync`` mode: decisions refused because their event was not acknowledged.
         self.unacknowledged = 0
-        #: Events the audit log refused, most recent last: (reason, event).
-        self.dead_letters: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque(maxlen=DEAD_LETTERS)
-        self.rejected = 0
+        self._written = 0
+        self._failures = 0
+        self._rejected = 0
         #: Batches being appended; ``sync`` mode keeps two in flight.
         self.appends_in_flight = 2 if self.durable else 1
         self._inflight: dict[int, list[tuple[Any, ...]]] = {}
@@ -148,7 +157,27 @@ class DecisionLog:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        """Decisions queued or in the outbox, not yet delivered."""
+        return (self._queue.qsize() if self._queue is not None else 0) + self.relay.depth
+
+    @property
+    def written(self) -> int:
+        """Decision events the audit log acknowledged."""
+        return self._written + self.relay.delivered
+
+    @property
+    def failures(self) -> int:
+        """Failed appends to the outbox and failed deliveries (retried in ``async`` mode)."""
+        return self._failures + self.relay.failures
+
+    @property
+    def rejected(self) -> int:
+        """Decision events the audit log refused (dead-lettered, a stand-in logged)."""
+        return self._rejected + self.relay.rejected
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The refused events, most recent first (the log holds their digests for good)."""
+        return await self.outbox.dead_letters(limit)
 
     def start(self) -> None:
         if self._task is None:
@@ -271,48 +300,37 @@ class DecisionLog:
         if self.durable:
             await self._write_once(events, logged)
             return
-        await self._deliver(events)
+        await self._append(events)
 
-    async def _deliver(self, events: list[Mapping[str, Any]], *, replacement: bool = False) -> None:
-        """``async`` mode: appends ``events`` in order, retrying transient failures with backoff.
-        When the audit log refuses the batch, its events go one by one and a refused one is
-        replaced by its ``delivery_rejected`` event (a refused replacement is logged and
-        counted as dropped: nothing more can be done)."""
+    async def _append(self, events: list[Mapping[str, Any]]) -> None:
+        """``async`` mode: one outbox transaction for the batch, retried with backoff (never
+        skipped); the relay is woken to deliver it."""
         delay = 0.05
         while events:
             try:
-                await self.sink.record_many(events)
-                self.written += 0 if replacement else len(events)
-                return
+                await self.outbox.append(events)
+                break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                done = delivered_before(exc)
-                self.written += 0 if replacement else done
-                events = events[done:]
-                if not is_rejection(exc):
-                    self.failures += 1
-                    log.warning("decision log append failed; retrying in %.2fs", delay, exc_info=True)
-                    await asyncio.sleep(delay)
-                    delay = min(self.max_backoff, delay * 2)
-                    continue
-                if replacement:
-                    log.error("decision log: the audit log refused the delivery_rejected event too: %s", exc)
-                    self.dropped += len(events)
-                elif len(events) > 1:
-                    for event in events:
-                        await self._deliver([event])
-                else:
-                    await self._deliver([self._dead_letter(events[0], str(exc))], replacement=True)
-                return
+            except Exception:
+                self._failures += 1
+                log.warning("decision log: appending to the outbox failed; retrying in %.2fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(self.max_backoff, delay * 2)
+        self.relay.notify()
 
-    def _dead_letter(self, event: Mapping[str, Any], reason: str) -> dict[str, Any]:
-        """Sets a refused event aside and returns the ``delivery_rejected`` event for its place."""
-        self.rejected += 1
-        self.dead_letters.append((reason, event))
+    async def _dead_letter(self, event: Mapping[str, Any], reason: str) -> dict[str, Any]:
+        """``sync`` mode: sets a refused event aside in the outbox's dead letters and returns
+        the ``delivery_rejected`` event for its place."""
+        self._rejected += 1
         log.error("decision log: the audit log refused the event of decision %s (%s); logged as delivery_rejected",
                   event.get("decision_id"), reason)
-        return rejection_event(event, reason, PRODUCER)
+        replacement = rejection_event(event, reason, PRODUCER)
+        try:
+            await self.outbox.record_dead_letter(event, reason, replacement)
+        except Exception:
+            log.exception("decision log: the refused event of decision %s could not be kept", event.get("decision_id"))
+        return replacement
 
     async def _write_once(self, events: list[Mapping[str, Any]], entries: list[tuple[Any, ...]]) -> None:
         """``sync`` mode: one attempt; the waiting handlers learn its outcome. No retry here:
@@ -326,21 +344,21 @@ class DecisionLog:
             raise
         except Exception as exc:
             done = delivered_before(exc)
-            self.written += done
+            self._written += done
             for entry in entries[:done]:
                 _settle(entry, None)
             events, entries = events[done:], entries[done:]
             if is_rejection(exc):
                 await self._write_each(events, entries)
                 return
-            self.failures += 1
+            self._failures += 1
             self.unacknowledged += len(entries)
             log.warning("decision log append failed; %d decision(s) refused", len(entries), exc_info=True)
             failure = f"the audit log did not acknowledge the decision: {type(exc).__name__}: {exc}"
             for entry in entries:
                 _settle(entry, failure)
             return
-        self.written += len(events)
+        self._written += len(events)
         for entry in entries:
             _settle(entry, None)
 
@@ -351,12 +369,12 @@ class DecisionLog:
         for event, entry in zip(events, entries, strict=True):
             failed = await _once(self.sink, [event])
             if failed is not None and is_rejection(failed):
-                failed = await _once(self.sink, [self._dead_letter(event, str(failed))])
+                failed = await _once(self.sink, [await self._dead_letter(event, str(failed))])
             if failed is None:
-                self.written += 1
+                self._written += 1
                 _settle(entry, None)
             else:
-                self.failures += 1
+                self._failures += 1
                 self.unacknowledged += 1
                 _settle(entry, f"the audit log did not acknowledge the decision: {type(failed).__name__}: {failed}")
 
@@ -365,6 +383,8 @@ class DecisionLog:
         q = self._queue
         if self._on_open is not None:
             await self._on_open()
+        # What an earlier process left in the outbox goes first.
+        self._relay_task = self.relay.start()
         lanes = asyncio.Semaphore(self.appends_in_flight)
         while True:
             await lanes.acquire()
@@ -396,27 +416,45 @@ class DecisionLog:
                 self._queue.task_done()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Waits up to ``timeout`` for the queue to drain, then stops the writer; what is still
-        queued then is counted as dropped (and, in ``sync`` mode, its handlers are refused)."""
+        """Waits up to ``timeout`` for the queue to drain into the outbox and the outbox to the
+        audit log, then stops the writer and the relay. What is still queued then is counted as
+        dropped (and, in ``sync`` mode, its handlers are refused); what is in a durable outbox
+        stays there for the next start."""
         if self._task is None or self._queue is None:
+            self.outbox.close()
             return
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
+        # A durable outbox keeps what the audit log has not taken: no need to wait for a sink
+        # that is down.
+        wait = self._relay_task is not None and not (self.outbox.durable and self.relay.failing)
+        drained = wait and await self.relay.drained(max(0.0, deadline - time.monotonic()))
         left = [entry for entries in self._inflight.values() for entry in entries]
         for task in (self._task, *self._writers):
             task.cancel()
         for task in (self._task, *self._writers):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.relay.aclose()
+        self._relay_task = None
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
         self.dropped += len(left)
         stopped = "the policy service is stopping; the decision was not logged"
         for entry in left:
             _settle(entry, stopped)
+        if not drained:
+            with contextlib.suppress(Exception):
+                undelivered = await self.outbox.depth()
+                if not self.outbox.durable:
+                    self.dropped += undelivered
+                elif undelivered:
+                    log.warning("decision log: %d event(s) stay in the outbox; the next start delivers them", undelivered)
         if self.dropped:
             log.error("decision log: %d decision(s) not written before shutdown", self.dropped)
         self._task = None
+        self.outbox.close()
         if self._on_close is not None:
             await self._on_close()
 

@@ -2,7 +2,7 @@
 
 ``HttpAuditSink`` posts to the audit service's ``POST /audit/event``; ``LocalAuditSink``
 appends to an ``AuditLog`` in the same process. Both return only once the event is durable and
-raise otherwise, so an outbox relay keeps the event and retries. ``record`` is a coroutine, as
+raise otherwise, so the outbox relay (``acgs.audit.outbox``) keeps the event and retries. ``record`` is a coroutine, as
 the evolution service's ``AuditSink`` protocol has it; ``BlockingHttpAuditSink`` serves callers
 with a synchronous ``record`` (the sandbox controller's protocol). Events that carry
 ``metadata.idempotency_key`` are stored once however often they are delivered.
@@ -68,6 +68,22 @@ def bodies(events: list[Mapping[str, Any]], max_body: int = MAX_BODY) -> list[by
     return out
 
 
+def _unreachable(exc: httpx.HTTPError, delivered: int = 0) -> AuditDeliveryError:
+    failure = AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}")
+    failure.delivered = delivered
+    return failure
+
+
+def _collect(response: httpx.Response, receipts: list[dict[str, Any]]) -> None:
+    """Adds the receipts of one batch body to ``receipts``; a failure carries how many events
+    of the batch came back acknowledged before it."""
+    if response.status_code != 200:
+        failure = _failure(response)
+        failure.delivered = len(receipts)
+        raise failure
+    receipts.extend(response.json()["receipts"])
+
+
 def _check(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != 200:
         raise _failure(response)
@@ -102,23 +118,17 @@ class HttpAuditSink:
         try:
             response = await self._client.post(f"{self.url}/audit/event", content=encode(event), headers=_JSON)
         except httpx.HTTPError as exc:
-            raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
+            raise _unreachable(exc) from exc
         return _check(response)
 
     async def record_many(self, events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         receipts: list[dict[str, Any]] = []
-        try:
-            for body in bodies(events, self.max_body):
-                try:
-                    response = await self._client.post(f"{self.url}/audit/events", content=body, headers=_JSON)
-                except httpx.HTTPError as exc:
-                    raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
-                if response.status_code != 200:
-                    raise _failure(response)
-                receipts.extend(response.json()["receipts"])
-        except AuditDeliveryError as exc:
-            exc.delivered = len(receipts)
-            raise
+        for body in bodies(events, self.max_body):
+            try:
+                response = await self._client.post(f"{self.url}/audit/events", content=body, headers=_JSON)
+            except httpx.HTTPError as exc:
+                raise _unreachable(exc, len(receipts)) from exc
+            _collect(response, receipts)
         return receipts
 
     async def aclose(self) -> None:
@@ -143,23 +153,17 @@ class BlockingHttpAuditSink:
         try:
             response = self._client.post(f"{self.url}/audit/event", content=encode(event), headers=self._headers())
         except httpx.HTTPError as exc:
-            raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
+            raise _unreachable(exc) from exc
         _check(response)
 
     def record_many(self, events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         receipts: list[dict[str, Any]] = []
-        try:
-            for body in bodies(events, self.max_body):
-                try:
-                    response = self._client.post(f"{self.url}/audit/events", content=body, headers=self._headers())
-                except httpx.HTTPError as exc:
-                    raise AuditDeliveryError(f"audit service unreachable: {type(exc).__name__}: {exc}") from exc
-                if response.status_code != 200:
-                    raise _failure(response)
-                receipts.extend(response.json()["receipts"])
-        except AuditDeliveryError as exc:
-            exc.delivered = len(receipts)
-            raise
+        for body in bodies(events, self.max_body):
+            try:
+                response = self._client.post(f"{self.url}/audit/events", content=body, headers=self._headers())
+            except httpx.HTTPError as exc:
+                raise _unreachable(exc, len(receipts)) from exc
+            _collect(response, receipts)
         return receipts
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ cache when configured, and mounts the routes. ``python -m acgs.services.policy``
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -125,13 +125,29 @@ def _l2_for(settings: PolicySettings) -> L2Cache | None:
 def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> DecisionLog | None:
     """The decision log the settings ask for, or None. ``local`` appends to the audit log's
     SQLite file under the data directory (group commit, shared with an audit service there);
-    a URL sends batches to the audit service."""
+    a URL sends batches to the audit service. Either way, in ``async`` mode batches go through
+    the audit outbox file this process claims under ``decision_outbox_dir``."""
     target = settings.decision_log
     if not target or target.lower() in ("off", "none", "false", "0"):
         return None
-    from acgs.audit.decision_log import DecisionLog
+    if not target.startswith(("http://", "https://")) and target.lower() != "local":
+        raise ValueError(f"ACGS_POLICY_DECISION_LOG={target!r}: use local, an http(s):// URL of the audit service, or off")
+    from acgs.audit.decision_log import PRODUCER, DecisionLog
+    from acgs.audit.outbox import Claim, SqliteOutbox
+
+    claim = Claim(settings.decision_outbox_dir)
+
+    def closing(then: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def close() -> None:
+            try:
+                await then()
+            finally:
+                claim.release()
+
+        return close
 
     common: dict[str, Any] = {
+        "outbox": SqliteOutbox.open(claim.path, PRODUCER),
         "bundle_digest": pipeline.bundle_digest if pipeline.loaded else "",
         "constitutional_hash": pipeline.constitutional_hash,
         "include_input": settings.decision_log_input,
@@ -142,9 +158,7 @@ def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> D
         from acgs.audit.sink import HttpAuditSink
 
         http_sink = HttpAuditSink(target)
-        return DecisionLog(http_sink, on_close=http_sink.aclose, **common)
-    if target.lower() != "local":
-        raise ValueError(f"ACGS_POLICY_DECISION_LOG={target!r}: use local, an http(s):// URL of the audit service, or off")
+        return DecisionLog(http_sink, on_close=closing(http_sink.aclose), **common)
     from acgs.audit import keys
     from acgs.audit.log import AuditLog
     from acgs.audit.sink import LocalAuditSink
@@ -153,7 +167,7 @@ def _decision_log_for(settings: PolicySettings, pipeline: DecisionPipeline) -> D
     audit_log = AuditLog(
         open_store(f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"), keys.load_or_create(settings.data_dir)
     )
-    return DecisionLog(LocalAuditSink(audit_log), on_open=audit_log.open, on_close=audit_log.close, **common)
+    return DecisionLog(LocalAuditSink(audit_log), on_open=audit_log.open, on_close=closing(audit_log.close), **common)
 
 
 def create_app(

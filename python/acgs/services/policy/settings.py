@@ -38,6 +38,7 @@ ENV_NAMES: dict[str, str] = {
     "decision_log_input": "ACGS_POLICY_DECISION_LOG_INPUT",
     "decision_log_queue": "ACGS_POLICY_DECISION_LOG_QUEUE",
     "decision_log_mode": "ACGS_POLICY_DECISION_LOG_MODE",
+    "decision_log_outbox": "ACGS_POLICY_DECISION_LOG_OUTBOX",
 }
 
 
@@ -71,6 +72,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "decision_log_input": str,
     "decision_log_queue": non_negative_int,
     "decision_log_mode": _decision_log_mode,
+    "decision_log_outbox": lambda text: Path(text) if text.strip() else None,
 }
 
 
@@ -128,6 +130,14 @@ class PolicySettings:
     #: (concurrent decisions share one append); if it does not, the answer is a 503, never the
     #: decision.
     decision_log_mode: str = "async"
+    #: Directory of the decision log's audit outbox (SQLite, one file per process); None:
+    #: ``decision-outbox`` under data_dir. Decision events wait there, durable, until the audit
+    #: log acknowledged them; a restart delivers what a stopped process left.
+    decision_log_outbox: Path | None = None
+
+    @property
+    def decision_outbox_dir(self) -> Path:
+        return self.decision_log_outbox or self.data_dir / "decision-outbox"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PolicySettings:
@@ -145,6 +155,7 @@ class PolicySettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["bundle"] = str(self.bundle)
         out["data_dir"] = str(self.data_dir)
+        out["decision_log_outbox"] = str(self.decision_outbox_dir)
         if self.redis_url and "@" in self.redis_url:
             scheme, _, rest = self.redis_url.partition("://")
             out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from acgs import Engine
+from acgs.audit.outbox import OutboxRelay
+from acgs.audit.sink import BlockingHttpAuditSink
 from acgs.errors import AcgsError, InvalidInputError
 from acgs.services.common.observability import note_decision
 from acgs.services.sandbox import limits as cgroups
@@ -22,7 +24,6 @@ from acgs.services.sandbox.admission import Admission, admit
 from acgs.services.sandbox.audit import ACTION, EVENT_TYPE, AuditEvent, AuditSink
 from acgs.services.sandbox.metrics import SandboxMetrics
 from acgs.services.sandbox.queue import ExecutionQueue, QueueFull
-from acgs.services.sandbox.relay import OutboxRelay
 from acgs.services.sandbox.runtimes import (
     BwrapRuntime,
     Host,
@@ -91,7 +92,7 @@ class SandboxService:
         self.audit: AuditSink = audit if audit is not None else OutboxAuditSink(self.store)
         self.relay: OutboxRelay | None = None
         if audit is None and settings.audit_url:
-            self.relay = OutboxRelay(self.store, settings.audit_url)
+            self.relay = OutboxRelay(self.store.outbox, BlockingHttpAuditSink(settings.audit_url))
         self.profile: Profile = load_profile(settings.seccomp_profile)
         self.queue = ExecutionQueue(settings.concurrency, settings.max_queue)
         self.layout = cgroups.detect_layout()
@@ -117,7 +118,7 @@ class SandboxService:
             self.probe()
         self._start_pool()
         if self.relay is not None:
-            self.relay.start()
+            self.relay.start_thread()
 
     def _start_pool(self) -> None:
         """Warm bwrap sandboxes, where bwrap works here (the trial run passed)."""
@@ -408,13 +409,17 @@ class SandboxService:
             "metadata": meta,
             "decision_id": record["decision_id"],
         }
-        try:
-            self.audit.record(event)
-        except Exception:
-            log.exception("audit sink failed for execution %s", record["execution_id"])
+        if isinstance(self.audit, OutboxAuditSink) and self.audit.store is self.store:
+            # The execution's final state and its event, in one transaction.
+            self.store.update(_public(record), event=event)
+        else:
+            try:
+                self.audit.record(event)
+            except Exception:
+                log.exception("audit sink failed for execution %s", record["execution_id"])
+            self.store.update(_public(record))
         if self.relay is not None:
             self.relay.notify()
-        self.store.update(_public(record))
         self.metrics.finished(record)
 
     def get(self, execution_id: str) -> dict[str, Any] | None:

@@ -2,25 +2,28 @@
 
 An execution row is written when the request arrives and updated as it runs, so after a
 crash the next controller finds the runs that never finished and closes them as errors.
-The outbox holds audit events until something (the audit engine) takes them; events are fitted
-to the audit log's limits before they are queued. An event the audit log refuses moves to
-``audit_dead_letters`` and its outbox row, in the same place, carries the ``delivery_rejected``
-event that stands for it."""
+The outbox is ACGS's one audit outbox (``acgs.audit.outbox``) in this database: events are
+fitted to the audit log's limits and appended on the store's connection, and the one
+``OutboxRelay`` delivers them (``store.outbox`` is its source)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from acgs.audit.delivery import fit_event
+from acgs.audit.outbox import SqliteOutbox, sqlite_append, sqlite_create, sqlite_dead_letters, sqlite_pending
 from acgs.services.sandbox.audit import AuditEvent
+
+T = TypeVar("T")
+PRODUCER = "sandbox"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -37,23 +40,6 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent_id, created_at);
 CREATE INDEX IF NOT EXISTS executions_status ON executions (status);
-CREATE TABLE IF NOT EXISTS audit_outbox (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id     TEXT NOT NULL UNIQUE,
-    created_at   REAL NOT NULL,
-    decision_id  TEXT NOT NULL,
-    event        TEXT NOT NULL,
-    delivered_at REAL
-);
-CREATE TABLE IF NOT EXISTS audit_dead_letters (
-    seq          INTEGER PRIMARY KEY,
-    event_id     TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    rejected_at  REAL NOT NULL,
-    decision_id  TEXT NOT NULL,
-    event        TEXT NOT NULL,
-    reason       TEXT NOT NULL
-);
 """
 
 UNFINISHED = ("queued", "running")
@@ -72,11 +58,22 @@ class ExecutionStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            sqlite_create(db)
+            _adopt_legacy_outbox(db)
+        #: The audit outbox as the relay's source (statements run off the event loop).
+        self.outbox = SqliteOutbox(self._run_async, PRODUCER, keep_delivered=True)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._db
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return fn(self._db)
+
+    async def _run_async(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call, fn)
 
     def close(self) -> None:
         with self._lock:
@@ -99,21 +96,33 @@ class ExecutionStore:
                 ),
             )
 
-    def update(self, record: dict[str, Any], *, started: bool = False) -> None:
+    def update(self, record: dict[str, Any], *, started: bool = False, event: AuditEvent | None = None) -> None:
+        """Writes the execution's state; with ``event``, appends it to the outbox in the same
+        transaction (the final state is never recorded without its audit event)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE executions SET status = ?, runtime = ?, record = ?, finished_at = ?,"
-                " started_at = CASE WHEN ? THEN ? ELSE started_at END WHERE id = ?",
-                (
-                    record["status"],
-                    record.get("runtime"),
-                    json.dumps(record),
-                    record.get("finished_at"),
-                    started,
-                    time.time(),
-                    record["execution_id"],
-                ),
-            )
+            if event is not None:
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "UPDATE executions SET status = ?, runtime = ?, record = ?, finished_at = ?,"
+                    " started_at = CASE WHEN ? THEN ? ELSE started_at END WHERE id = ?",
+                    (
+                        record["status"],
+                        record.get("runtime"),
+                        json.dumps(record),
+                        record.get("finished_at"),
+                        started,
+                        time.time(),
+                        record["execution_id"],
+                    ),
+                )
+                if event is not None:
+                    _insert_event(db, event)
+                    db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
         with self._tx() as db:
@@ -145,55 +154,54 @@ class ExecutionStore:
 
     def pending_events(self, limit: int = 100) -> list[tuple[int, AuditEvent]]:
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT seq, event FROM audit_outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-        return [(int(seq), json.loads(ev)) for seq, ev in rows]
-
-    def mark_delivered(self, seqs: list[int]) -> None:
-        with self._tx() as db:
-            db.executemany("UPDATE audit_outbox SET delivered_at = ? WHERE seq = ?", [(time.time(), s) for s in seqs])
-
-    def dead_letter(self, seq: int, reason: str, replacement: dict[str, Any]) -> None:
-        """Moves the refused event at ``seq`` to ``audit_dead_letters`` and puts ``replacement``
-        (its ``delivery_rejected`` event) in its place, pending, in one transaction."""
-        with self._tx() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "INSERT OR IGNORE INTO audit_dead_letters (seq, event_id, created_at, rejected_at, decision_id, event, reason)"
-                    " SELECT seq, event_id, created_at, ?, decision_id, event, ? FROM audit_outbox WHERE seq = ?",
-                    (time.time(), reason, seq),
-                )
-                db.execute("UPDATE audit_outbox SET event = ? WHERE seq = ?", (json.dumps(replacement), seq))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            return sqlite_pending(db, limit)  # type: ignore[return-value]
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT seq, rejected_at, reason, event FROM audit_dead_letters ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [{"seq": r[0], "rejected_at": r[1], "reason": r[2], "event": json.loads(r[3])} for r in rows]
+            return sqlite_dead_letters(db, limit)
 
     def events_for(self, decision_id: str) -> list[AuditEvent]:
         with self._tx() as db:
-            rows = db.execute("SELECT event FROM audit_outbox WHERE decision_id = ? ORDER BY seq", (decision_id,)).fetchall()
+            rows = db.execute(
+                "SELECT event FROM acgs_outbox WHERE producer = ? AND json_extract(event, '$.decision_id') = ? ORDER BY seq",
+                (PRODUCER, decision_id),
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
 
 def _insert_event(db: sqlite3.Connection, event: AuditEvent) -> None:
-    fitted = fit_event(event)
-    db.execute(
-        "INSERT INTO audit_outbox (event_id, created_at, decision_id, event) VALUES (?, ?, ?, ?)",
-        (f"evt_{uuid.uuid4().hex}", time.time(), str(event.get("decision_id") or ""), json.dumps(fitted)),
-    )
+    sqlite_append(db, PRODUCER, [fit_event(event)])
+
+
+def _adopt_legacy_outbox(db: sqlite3.Connection) -> None:
+    """Moves the rows of the outbox tables this database had before the shared outbox into it
+    (same seq, delivered or not, dead letters with the stand-in that replaced them)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_outbox'").fetchone() is None:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT OR IGNORE INTO acgs_outbox (seq, producer, event, enqueued_at, delivered_at)"
+            " SELECT seq, ?, event, created_at, delivered_at FROM audit_outbox ORDER BY seq",
+            (PRODUCER,),
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO acgs_dead_letters (seq, producer, event, reason, replacement, at)"
+            " SELECT d.seq, ?, d.event, d.reason, o.event, d.rejected_at FROM audit_dead_letters d"
+            " JOIN audit_outbox o ON o.seq = d.seq",
+            (PRODUCER,),
+        )
+        db.execute("DROP TABLE IF EXISTS audit_dead_letters")
+        db.execute("DROP TABLE audit_outbox")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class OutboxAuditSink:
-    """:class:`~acgs.services.sandbox.audit.AuditSink` into the database's ``audit_outbox``."""
+    """:class:`~acgs.services.sandbox.audit.AuditSink` into the database's audit outbox
+    (``acgs_outbox``, see ``acgs.audit.outbox``)."""
 
     def __init__(self, store: ExecutionStore) -> None:
         self.store = store

@@ -4,14 +4,18 @@
 Business rules stay in ``workflow``; a backend only has to make ``locked(request_id)`` exclusive:
 while one transaction holds a request, no other can read it for update or change it, so a
 check-then-write in the workflow (is it pending? has this reviewer approved?) is atomic. The audit
-events of a change are written to the outbox in the same transaction as the change itself.
+events of a change are written to the outbox in the same transaction as the change itself:
+ACGS's one audit outbox (``acgs.audit.outbox``), created in the store's database. The store is
+the outbox relay's source (``OutboxRelay(store, sink)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from acgs.audit.outbox import Entry, RelaySource
 
 from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, OutboxEntry, Status
 
@@ -76,9 +80,20 @@ class EvolutionStore(Protocol):
         """Outbox entries in the order they were written."""
         ...
 
-    async def mark_delivered(self, ids: Sequence[int], now: float) -> None: ...
+    # The relay's source (``acgs.audit.outbox.RelaySource``).
+    producer: str
 
-    async def mark_failed(self, ids: Sequence[int], error: str) -> None: ...
+    async def pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]: ...
+
+    async def depth(self) -> int: ...
+
+    async def mark_delivered(self, seqs: Sequence[int]) -> None: ...
+
+    async def mark_failed(self, seqs: Sequence[int], error: str) -> None: ...
+
+    async def dead_letter(self, seq: int, reason: str, replacement: Mapping[str, Any]) -> None: ...
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def webhook_cursor(self, url: str) -> int:
         """The last outbox id delivered to webhook ``url`` (0 for none)."""
@@ -87,6 +102,53 @@ class EvolutionStore(Protocol):
     async def set_webhook_cursor(self, url: str, last_id: int) -> None:
         """Records that every outbox entry up to ``last_id`` reached webhook ``url``."""
         ...
+
+
+PRODUCER = "evolution"
+
+
+class OutboxSource:
+    """The relay's source and the outbox readers of a store, handed to the store's outbox
+    (``self._outbox``, an ``acgs.audit.outbox`` SqliteOutbox or PostgresOutbox)."""
+
+    producer = PRODUCER
+    _outbox: Any
+
+    async def pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        result: list[tuple[int, dict[str, Any]]] = await self._outbox.pending(limit)
+        return result
+
+    async def depth(self) -> int:
+        return int(await self._outbox.depth())
+
+    async def mark_delivered(self, seqs: Sequence[int]) -> None:
+        await self._outbox.mark_delivered(seqs)
+
+    async def mark_failed(self, seqs: Sequence[int], error: str) -> None:
+        await self._outbox.mark_failed(seqs, error)
+
+    async def dead_letter(self, seq: int, reason: str, replacement: Mapping[str, Any]) -> None:
+        await self._outbox.dead_letter(seq, reason, replacement)
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._outbox.dead_letters(limit)
+        return result
+
+    async def outbox(self, *, pending_only: bool, limit: int, after_id: int = 0) -> list[OutboxEntry]:
+        entries: list[Entry] = await self._outbox.entries(pending_only=pending_only, limit=limit, after=after_id)
+        return [
+            OutboxEntry(
+                id=e.seq, event=e.event, created_at=e.enqueued_at, delivered_at=e.delivered_at,  # type: ignore[arg-type]
+                attempts=e.attempts, last_error=e.last_error,
+            )
+            for e in entries
+        ]
+
+
+if TYPE_CHECKING:
+
+    def _is_source(store: OutboxSource) -> RelaySource:  # mypy: a store is a relay source
+        return store
 
 
 def open_store(url: str) -> EvolutionStore:
@@ -106,4 +168,4 @@ def open_store(url: str) -> EvolutionStore:
     return SqliteStore(url)
 
 
-__all__ = ["EvolutionStore", "RequestNotFound", "RequestTransaction", "open_store"]
+__all__ = ["PRODUCER", "EvolutionStore", "OutboxSource", "RequestNotFound", "RequestTransaction", "open_store"]

@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, OutboxEntry, Status
-from acgs.services.evolution.store import RequestNotFound
+from acgs.audit.outbox import POSTGRES, PostgresOutbox, postgres_append
+from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, Status
+from acgs.services.evolution.store import PRODUCER, OutboxSource, RequestNotFound
 
 # Taken while creating the tables, so that processes starting together do not race on DDL.
 _SCHEMA_LOCK = 0x41434753_45564F  # "ACGS" "EVO"
@@ -43,16 +44,6 @@ CREATE TABLE IF NOT EXISTS evolution_approvals (
     approved_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (request_id, reviewer)
 );
-CREATE TABLE IF NOT EXISTS evolution_audit_outbox (
-    id BIGSERIAL PRIMARY KEY,
-    created_at DOUBLE PRECISION NOT NULL,
-    event JSONB NOT NULL,
-    delivered_at DOUBLE PRECISION,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS evolution_audit_outbox_pending
-    ON evolution_audit_outbox (id) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS evolution_webhook_cursors (
     url TEXT PRIMARY KEY,
     last_id BIGINT NOT NULL
@@ -92,6 +83,23 @@ async def _record(conn: Any, row: Any) -> EvolutionRecord:
         doc=row["doc"],
         approvals=await _approvals(conn, row["request_id"]),
     )
+
+
+async def _adopt_legacy_outbox(conn: Any) -> None:
+    """Moves the rows of the outbox table this database had before the shared outbox into it,
+    under the same ids (webhook cursors point at them)."""
+    if await conn.fetchval("SELECT to_regclass('evolution_audit_outbox')") is None:
+        return
+    await conn.execute(
+        "INSERT INTO acgs_outbox (seq, producer, event, enqueued_at, attempts, last_error, delivered_at)"
+        " SELECT id, $1, event::text, created_at, attempts, last_error, delivered_at FROM evolution_audit_outbox"
+        " ORDER BY id ON CONFLICT (seq) DO NOTHING",
+        PRODUCER,
+    )
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('acgs_outbox', 'seq'), COALESCE((SELECT max(seq) FROM acgs_outbox), 0) + 1, false)"
+    )
+    await conn.execute("DROP TABLE evolution_audit_outbox")
 
 
 class _Transaction:
@@ -137,14 +145,13 @@ class _Transaction:
         return saved.copy()
 
     async def audit(self, event: AuditEvent) -> None:
-        await self._conn.execute(
-            "INSERT INTO evolution_audit_outbox (created_at, event) VALUES ($1, $2)", self._record.updated_at, dict(event)
-        )
+        await postgres_append(self._conn, PRODUCER, [event], self._record.updated_at)
 
 
-class PostgresStore:
+class PostgresStore(OutboxSource):
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
+        self._outbox = PostgresOutbox(self._require_pool, PRODUCER)
         self._min_size = min_size
         self._max_size = max_size
         self._pool: Any = None
@@ -161,6 +168,8 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             await conn.execute(SCHEMA)
+            await conn.execute(POSTGRES.ddl)
+            await _adopt_legacy_outbox(conn)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -190,10 +199,8 @@ class PostgresStore:
                     a.reason,
                     a.approved_at,
                 )
-            for event in events:
-                await conn.execute(
-                    "INSERT INTO evolution_audit_outbox (created_at, event) VALUES ($1, $2)", record.created_at, dict(event)
-                )
+            if events:
+                await postgres_append(conn, PRODUCER, events, record.created_at)
 
     async def get(self, request_id: str) -> EvolutionRecord | None:
         async with self._require_pool().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -244,48 +251,6 @@ class PostgresStore:
                 limit,
             )
             return [str(r["request_id"]) for r in rows]
-
-    async def outbox(self, *, pending_only: bool, limit: int, after_id: int = 0) -> list[OutboxEntry]:
-        clause = " AND delivered_at IS NULL" if pending_only else ""
-        async with self._require_pool().acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, event, created_at, delivered_at, attempts, last_error FROM evolution_audit_outbox "
-                f"WHERE id > $1{clause} ORDER BY id LIMIT $2",
-                after_id,
-                limit,
-            )
-            return [
-                OutboxEntry(
-                    id=r["id"],
-                    event=r["event"],
-                    created_at=r["created_at"],
-                    delivered_at=r["delivered_at"],
-                    attempts=r["attempts"],
-                    last_error=r["last_error"],
-                )
-                for r in rows
-            ]
-
-    async def mark_delivered(self, ids: Sequence[int], now: float) -> None:
-        if not ids:
-            return
-        async with self._require_pool().acquire() as conn:
-            await conn.execute(
-                "UPDATE evolution_audit_outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL "
-                "WHERE id = ANY($2::bigint[]) AND delivered_at IS NULL",
-                now,
-                list(ids),
-            )
-
-    async def mark_failed(self, ids: Sequence[int], error: str) -> None:
-        if not ids:
-            return
-        async with self._require_pool().acquire() as conn:
-            await conn.execute(
-                "UPDATE evolution_audit_outbox SET attempts = attempts + 1, last_error = $1 WHERE id = ANY($2::bigint[])",
-                error,
-                list(ids),
-            )
 
     async def webhook_cursor(self, url: str) -> int:
         async with self._require_pool().acquire() as conn:

@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, OutboxEntry, Status
-from acgs.services.evolution.store import RequestNotFound
+from acgs.audit.outbox import SqliteOutbox, sqlite_append, sqlite_create
+from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, Status
+from acgs.services.evolution.store import PRODUCER, OutboxSource, RequestNotFound
 
 T = TypeVar("T")
 
@@ -44,16 +45,6 @@ CREATE TABLE IF NOT EXISTS evolution_approvals (
     approved_at REAL NOT NULL,
     PRIMARY KEY (request_id, reviewer)
 );
-CREATE TABLE IF NOT EXISTS evolution_audit_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    event TEXT NOT NULL,
-    delivered_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS evolution_audit_outbox_pending
-    ON evolution_audit_outbox (id) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS evolution_webhook_cursors (
     url TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL
@@ -106,7 +97,27 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _insert_event(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
-    conn.execute("INSERT INTO evolution_audit_outbox (created_at, event) VALUES (?, ?)", (now, _dumps(event)))
+    sqlite_append(conn, PRODUCER, [event], now)
+
+
+def _adopt_legacy_outbox(conn: sqlite3.Connection) -> None:
+    """Moves the rows of the outbox table this database had before the shared outbox into it,
+    under the same ids (webhook cursors point at them)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'evolution_audit_outbox'").fetchone() is None:
+        return
+    with _immediate(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO acgs_outbox (seq, producer, event, enqueued_at, attempts, last_error, delivered_at)"
+            " SELECT id, ?, event, created_at, attempts, last_error, delivered_at FROM evolution_audit_outbox ORDER BY id",
+            (PRODUCER,),
+        )
+        conn.execute("DROP TABLE evolution_audit_outbox")
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    sqlite_create(conn)
+    _adopt_legacy_outbox(conn)
 
 
 class _Transaction:
@@ -161,7 +172,7 @@ class _Transaction:
         await self._store._on_writer(lambda conn: _insert_event(conn, event, now))
 
 
-class SqliteStore:
+class SqliteStore(OutboxSource):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="acgs-evolution-sqlite-w")
@@ -171,6 +182,7 @@ class SqliteStore:
         # One writer connection, so one transaction at a time in this process; other
         # processes wait on SQLite's own lock (busy_timeout).
         self._write_lock = asyncio.Lock()
+        self._outbox = SqliteOutbox(self._outbox_write, PRODUCER, keep_delivered=True)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -192,6 +204,17 @@ class SqliteStore:
             raise RuntimeError("the evolution store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, conn)
 
+    async def _outbox_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """The outbox's statements, on the writer between the store's own transactions."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            if conn.in_transaction:  # left open by a cancelled caller; never commit its work
+                conn.execute("ROLLBACK")
+            return fn(conn)
+
+        async with self._write_lock:
+            return await asyncio.shield(self._on_writer(run))
+
     async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._reader
         if conn is None:
@@ -204,7 +227,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(self._writer_thread, self._connect, False)
-        await self._on_writer(lambda conn: conn.executescript(SCHEMA))
+        await self._on_writer(_create)
         self._reader = await loop.run_in_executor(self._reader_thread, self._connect, True)
 
     async def close(self) -> None:
@@ -325,51 +348,6 @@ class SqliteStore:
             return [r[0] for r in rows]
 
         return await self._on_reader(run)
-
-    async def outbox(self, *, pending_only: bool, limit: int, after_id: int = 0) -> list[OutboxEntry]:
-        clause = " AND delivered_at IS NULL" if pending_only else ""
-
-        def run(conn: sqlite3.Connection) -> list[OutboxEntry]:
-            rows = conn.execute(
-                "SELECT id, event, created_at, delivered_at, attempts, last_error FROM evolution_audit_outbox "
-                f"WHERE id > ?{clause} ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
-            return [
-                OutboxEntry(id=r[0], event=json.loads(r[1]), created_at=r[2], delivered_at=r[3], attempts=r[4], last_error=r[5])
-                for r in rows
-            ]
-
-        return await self._on_reader(run)
-
-    async def mark_delivered(self, ids: Sequence[int], now: float) -> None:
-        if not ids:
-            return
-
-        def run(conn: sqlite3.Connection) -> None:
-            with _immediate(conn):
-                conn.executemany(
-                    "UPDATE evolution_audit_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
-                    "WHERE id = ? AND delivered_at IS NULL",
-                    [(now, i) for i in ids],
-                )
-
-        async with self._write_lock:
-            await asyncio.shield(self._on_writer(run))
-
-    async def mark_failed(self, ids: Sequence[int], error: str) -> None:
-        if not ids:
-            return
-
-        def run(conn: sqlite3.Connection) -> None:
-            with _immediate(conn):
-                conn.executemany(
-                    "UPDATE evolution_audit_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                    [(error, i) for i in ids],
-                )
-
-        async with self._write_lock:
-            await asyncio.shield(self._on_writer(run))
 
     async def webhook_cursor(self, url: str) -> int:
         def run(conn: sqlite3.Connection) -> int:
