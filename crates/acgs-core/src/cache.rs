@@ -31,10 +31,10 @@ pub enum KeyInput<'a> {
     /// No input document.
     None,
     /// The exact bytes of a decision request that `decide` has already checked (a JSON
-    /// object naming this constitution's hash, or none): an alias of the canonical entry, so
-    /// a repeated request is answered without parsing. A domain of its own, since only
-    /// `decide` vouches for these bytes.
-    Request(&'a [u8]),
+    /// object naming this constitution's hash, or none), and of the service's facts it was
+    /// admitted with: an alias of the canonical entry, so a repeated request is answered
+    /// without parsing. A domain of its own, since only `decide` vouches for these bytes.
+    Request(&'a [u8], Option<&'a [u8]>),
 }
 
 impl CacheKey {
@@ -55,10 +55,15 @@ impl CacheKey {
                 h.update(bytes);
             }
             KeyInput::None => h.update(b"-"),
-            KeyInput::Request(bytes) => {
+            KeyInput::Request(bytes, facts) => {
                 h.update(b"D");
                 h.update(&(bytes.len() as u64).to_le_bytes());
                 h.update(bytes);
+                if let Some(facts) = facts {
+                    h.update(b"T");
+                    h.update(&(facts.len() as u64).to_le_bytes());
+                    h.update(facts);
+                }
             }
         }
         CacheKey(h.digest128())
@@ -71,6 +76,7 @@ impl CacheKey {
         entrypoint: i32,
         format: u8,
         request: &[u8],
+        facts: Option<&[u8]>,
         scratch: &mut Vec<u8>,
     ) -> CacheKey {
         scratch.clear();
@@ -81,6 +87,11 @@ impl CacheKey {
         scratch.push(b'D');
         scratch.extend_from_slice(&(request.len() as u64).to_le_bytes());
         scratch.extend_from_slice(request);
+        if let Some(facts) = facts {
+            scratch.push(b'T');
+            scratch.extend_from_slice(&(facts.len() as u64).to_le_bytes());
+            scratch.extend_from_slice(facts);
+        }
         CacheKey(xxhash_rust::xxh3::xxh3_128(scratch))
     }
 
@@ -320,22 +331,34 @@ mod tests {
     #[test]
     fn request_aliases_have_a_domain_of_their_own() {
         let bytes = br#"{"a":1}"#;
-        let alias = CacheKey::new("d1", 0, 0, KeyInput::Request(bytes));
+        let alias = CacheKey::new("d1", 0, 0, KeyInput::Request(bytes, None));
         let mut scratch = Vec::new();
         assert_eq!(
             alias,
-            CacheKey::for_request("d1", 0, 0, bytes, &mut scratch)
+            CacheKey::for_request("d1", 0, 0, bytes, None, &mut scratch)
+        );
+        // With the service's facts: another key, the same in both spellings, and the split
+        // between request and facts is part of it.
+        let with_facts = CacheKey::for_request("d1", 0, 0, bytes, Some(b"{}"), &mut scratch);
+        assert_ne!(alias, with_facts);
+        assert_eq!(
+            with_facts,
+            CacheKey::new("d1", 0, 0, KeyInput::Request(bytes, Some(b"{}")))
+        );
+        assert_ne!(
+            CacheKey::for_request("d1", 0, 0, b"{\"a\":1}{", Some(b"}"), &mut scratch),
+            CacheKey::for_request("d1", 0, 0, b"{\"a\":1}", Some(b"{}"), &mut scratch)
         );
         let doc = Json::parse(bytes).unwrap();
         assert_ne!(alias, CacheKey::new("d1", 0, 0, KeyInput::Json(&doc)));
         assert_ne!(alias, CacheKey::new("d1", 0, 0, KeyInput::Raw(bytes)));
         assert_ne!(
             alias,
-            CacheKey::for_request("d2", 0, 0, bytes, &mut scratch)
+            CacheKey::for_request("d2", 0, 0, bytes, None, &mut scratch)
         );
         assert_ne!(
             alias,
-            CacheKey::for_request("d1", 0, 0, br#"{"a": 1}"#, &mut scratch)
+            CacheKey::for_request("d1", 0, 0, br#"{"a": 1}"#, None, &mut scratch)
         );
     }
 

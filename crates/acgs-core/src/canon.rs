@@ -179,7 +179,7 @@ impl Json<'_> {
             Json::Null => out.push_str("null"),
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Json::Num(n) => out.push_str(n),
-            Json::Str(s) => write_json_string(out, s),
+            Json::Str(s) => write_string(out, s),
             Json::Arr(items) => {
                 out.push('[');
                 for (i, v) in items.iter().enumerate() {
@@ -196,7 +196,7 @@ impl Json<'_> {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_json_string(out, k);
+                    write_string(out, k);
                     out.push(':');
                     v.write_json(out);
                 }
@@ -210,6 +210,19 @@ impl Json<'_> {
         let mut out = String::with_capacity(64);
         self.write_json(&mut out);
         out.into_bytes()
+    }
+}
+
+/// A JSON string, as [`write_json_string`] writes it; most strings need no escape and are
+/// copied whole rather than a character at a time.
+fn write_string(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        write_json_string(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     }
 }
 
@@ -503,6 +516,24 @@ mod tests {
         let mut h = Xxh3::new();
         Json::parse(s.as_bytes()).unwrap().hash_into(&mut h);
         h.digest128()
+    }
+
+    #[test]
+    fn strings_are_written_as_the_character_writer_writes_them() {
+        for text in [
+            "",
+            "plain",
+            "h\u{e9}llo \u{1f600}",
+            "quote \" and \\ backslash",
+            "line\nbreak\ttab\r",
+            "\u{0}\u{1f}\u{7f}",
+            "\u{2028}\u{feff}</script>",
+        ] {
+            let (mut fast, mut slow) = (String::new(), String::new());
+            write_string(&mut fast, text);
+            write_json_string(&mut slow, text);
+            assert_eq!(fast, slow, "{text:?}");
+        }
     }
 
     #[test]

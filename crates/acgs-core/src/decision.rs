@@ -3,7 +3,6 @@
 //! the fast path or a full evaluation of `acgs/main/decision`, and fails closed: any fault in
 //! the policy path becomes a deny that names the fault.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
@@ -11,9 +10,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cache::CacheKey;
 use crate::canon::Json;
-use crate::engine::{result_value, Engine, InputCheck, Source, DECISION_ENTRYPOINT};
+use crate::engine::{result_value, Engine, Input, InputCheck, Source, DECISION_ENTRYPOINT};
 use crate::error::{Error, Result};
-use crate::trusted::admit;
+use crate::trusted::{admit_tree, parse_facts};
 use crate::wasm::Format;
 
 /// Keys ACGS adds to the policy's decision object.
@@ -103,14 +102,6 @@ impl Engine {
         run: bool,
     ) -> Result<Option<Decision>> {
         let start = Instant::now();
-        // With facts, the admitted bytes are the alias key (the facts change what is decided);
-        // without, the raw bytes are, so a repeated request skips admission on an alias hit:
-        // the same bytes are always admitted the same way.
-        let mut admitted: Option<Cow<'_, [u8]>> = match trusted {
-            Some(_) => Some(admit(raw, trusted)?),
-            None => None,
-        };
-        let keyed: &[u8] = admitted.as_deref().unwrap_or(raw);
         let loaded = self.current.load();
         let hash = loaded.constitutional_hash.as_deref();
         let meta = |cache_hit: bool, fast_path: bool| Meta {
@@ -120,8 +111,10 @@ impl Engine {
             start,
         };
         let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
+        // The alias key covers the request's bytes and the facts' bytes: the same bytes are
+        // always admitted the same way, so a repeated request skips the parse and admission.
         let alias = match (cache, loaded.decision_entrypoint) {
-            (Some(_), Some(ep)) => Some(request_key(&loaded.bundle_digest, ep, keyed)),
+            (Some(_), Some(ep)) => Some(request_key(&loaded.bundle_digest, ep, raw, trusted)),
             _ => None,
         };
         if let (Some(c), Some(k)) = (cache, alias) {
@@ -134,12 +127,9 @@ impl Engine {
                 }
             }
         }
-        if admitted.is_none() {
-            admitted = Some(admit(raw, None)?);
-        }
-        let request: &[u8] = admitted.as_deref().unwrap_or(raw);
-        let parsed = Json::parse(request);
-        let doc = match &parsed {
+        let facts = trusted.map(parse_facts).transpose()?;
+        // One parse: admission works on the tree every later step reads.
+        let mut doc = match Json::parse(raw) {
             Ok(d @ Json::Obj(_)) => d,
             Ok(_) => {
                 return Err(Error::InvalidInput(
@@ -148,6 +138,7 @@ impl Engine {
             }
             Err(e) => return Err(Error::InvalidInput(format!("decision request: {e}"))),
         };
+        let changed = admit_tree(&mut doc, facts);
         if let Some(want) = &loaded.constitutional_hash {
             match doc.get("constitutional_hash") {
                 Some(Json::Str(got)) if got != want => {
@@ -168,11 +159,16 @@ impl Engine {
             let fault = Error::UnknownEntrypoint(DECISION_ENTRYPOINT.into());
             return Ok(Some(deny(hash, &fault, meta(false, false))));
         };
+        let input = Input::Admitted {
+            sent: raw,
+            doc: &doc,
+            changed,
+        };
         let found = self.evaluate_on(
             &loaded,
             ep,
-            Some(request),
-            Some(&parsed),
+            input,
+            Some(Ok(&doc)),
             InputCheck::Trusted,
             Format::Json,
             run,
@@ -205,13 +201,13 @@ impl Engine {
 }
 
 /// The alias key of a decision request's exact bytes (see [`crate::cache::KeyInput::Request`]).
-fn request_key(digest: &str, ep: i32, request: &[u8]) -> CacheKey {
+fn request_key(digest: &str, ep: i32, request: &[u8], facts: Option<&[u8]>) -> CacheKey {
     thread_local! {
         static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     }
     SCRATCH.with(|cell| {
         let mut scratch = cell.take();
-        let key = CacheKey::for_request(digest, ep, 0, request, &mut scratch);
+        let key = CacheKey::for_request(digest, ep, 0, request, facts, &mut scratch);
         if scratch.capacity() <= 64 * 1024 {
             cell.set(scratch);
         }

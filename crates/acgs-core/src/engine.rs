@@ -1,5 +1,6 @@
 //! The policy engine: a loaded bundle, a pool of Wasm instances, and atomic reloads.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::canon::{Json, ParseError};
 use crate::error::{Error, Result};
 use crate::fastpath::FastPath;
 use crate::native::Native;
+use crate::trusted::admitted_bytes;
 use crate::value::Value;
 use crate::wasm::{Format, Instance, Limits, Policy};
 
@@ -296,7 +298,7 @@ impl Engine {
             ep,
             Format::Json,
             input,
-            parsed.as_ref(),
+            parsed.as_ref().map(Result::as_ref),
         ))
     }
 
@@ -324,8 +326,16 @@ impl Engine {
             .wants_parse(&loaded)
             .then(|| input.map(Json::parse))
             .flatten();
-        self.evaluate_on(&loaded, ep, input, parsed.as_ref(), check, format, true)
-            .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
+        self.evaluate_on(
+            &loaded,
+            ep,
+            Input::Bytes(input),
+            parsed.as_ref().map(Result::as_ref),
+            check,
+            format,
+            true,
+        )
+        .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
     }
 
     /// Answers from the L1 cache or the fast path only (JSON format); `None` when a full
@@ -344,8 +354,8 @@ impl Engine {
         self.evaluate_on(
             &loaded,
             ep,
-            input,
-            parsed.as_ref(),
+            Input::Bytes(input),
+            parsed.as_ref().map(Result::as_ref),
             InputCheck::Validate,
             Format::Json,
             false,
@@ -368,8 +378,8 @@ impl Engine {
         &self,
         loaded: &Loaded,
         ep: i32,
-        input: Option<&[u8]>,
-        parsed: Option<&std::result::Result<Json<'_>, ParseError>>,
+        input: Input<'_>,
+        parsed: Option<std::result::Result<&Json<'_>, &ParseError>>,
         check: InputCheck,
         format: Format,
         run: bool,
@@ -377,24 +387,25 @@ impl Engine {
         let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
         if cache.is_none() && loaded.fast_path.is_none() && loaded.native.is_none() {
             if check == InputCheck::Validate {
-                if let Some(bytes) = input {
+                if let Some(bytes) = input.sent() {
                     validate_input(bytes)?;
                 }
             }
             if !run {
                 return Ok(None);
             }
+            let bytes = input.for_wasm();
             return loaded
-                .with_instance(|inst| inst.eval(ep, input, format))
+                .with_instance(|inst| inst.eval(ep, bytes.as_deref(), format))
                 .map(|o| Some((o, Source::Evaluated)));
         }
         if check == InputCheck::Validate {
-            if let (Some(bytes), None | Some(Err(_))) = (input, parsed) {
+            if let (Some(bytes), None | Some(Err(_))) = (input.sent(), parsed) {
                 // Not plain JSON: Rego value text is still a valid input.
                 validate_input(bytes)?;
             }
         }
-        let key = cache.map(|_| key_for(&loaded.bundle_digest, ep, format, input, parsed));
+        let key = cache.map(|_| key_for(&loaded.bundle_digest, ep, format, input.sent(), parsed));
         if let (Some(c), Some(k)) = (cache, key) {
             if let Some((hit, expires)) = c.get_entry(k, true) {
                 return Ok(Some((hit.to_vec(), Source::Cache(expires))));
@@ -441,7 +452,10 @@ impl Engine {
         };
         let out = match native {
             Some(out) => out,
-            None => loaded.with_instance(|inst| inst.eval(ep, input, format))?,
+            None => {
+                let bytes = input.for_wasm();
+                loaded.with_instance(|inst| inst.eval(ep, bytes.as_deref(), format))?
+            }
         };
         if let (Some(c), Some(k)) = (cache, key) {
             c.put(k, Arc::from(out.as_slice()));
@@ -466,8 +480,8 @@ impl Engine {
             self.evaluate_on(
                 &loaded,
                 ep,
-                Some(input),
-                parsed.as_ref(),
+                Input::Bytes(Some(input)),
+                parsed.as_ref().map(Result::as_ref),
                 check,
                 format,
                 true,
@@ -509,6 +523,40 @@ fn validate_input(bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::InvalidInput(format!("input is not a JSON value: {e}")))
 }
 
+/// The input of one evaluation, as far as bytes go (the pipeline's other steps read the parsed
+/// tree).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// The caller's bytes, or no input.
+    Bytes(Option<&'a [u8]>),
+    /// A decision request `decide` parsed and admitted ([`crate::trusted::admit_tree`]): the
+    /// bytes as sent, the admitted tree and whether admission changed it. The tree is written
+    /// out only if the Wasm must read it.
+    Admitted {
+        sent: &'a [u8],
+        doc: &'a Json<'a>,
+        changed: bool,
+    },
+}
+
+impl<'a> Input<'a> {
+    /// The bytes as the caller sent them.
+    fn sent(self) -> Option<&'a [u8]> {
+        match self {
+            Input::Bytes(b) => b,
+            Input::Admitted { sent, .. } => Some(sent),
+        }
+    }
+
+    /// The bytes the Wasm reads: an admitted request as admission left it.
+    fn for_wasm(self) -> Option<Cow<'a, [u8]>> {
+        match self {
+            Input::Bytes(b) => b.map(Cow::Borrowed),
+            Input::Admitted { sent, doc, changed } => Some(admitted_bytes(sent, doc, changed)),
+        }
+    }
+}
+
 /// How the pipeline found an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -523,7 +571,7 @@ fn key_for(
     ep: i32,
     format: Format,
     input: Option<&[u8]>,
-    parsed: Option<&std::result::Result<Json<'_>, ParseError>>,
+    parsed: Option<std::result::Result<&Json<'_>, &ParseError>>,
 ) -> CacheKey {
     let fmt = u8::from(format == Format::Rego);
     let key_input = match (input, parsed) {

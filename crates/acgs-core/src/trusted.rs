@@ -1,6 +1,7 @@
 //! Admission of a request before any evaluator sees it: what a caller may not decide about its
-//! own input. One function, used by every decision path (the REST services pass the facts they
-//! built, embedded `decide` passes none).
+//! own input. One step, used by every decision path (the REST services pass the facts they
+//! built, embedded `decide` passes none); `decide` runs it on the tree it parses anyway
+//! ([`admit_tree`]), the services' other inputs go through [`admit`].
 //!
 //! - `trusted` is the service's document (principal, registry record, usage counters). Whatever
 //!   the client sent under that key is dropped; the service's document, when there is one, takes
@@ -13,10 +14,12 @@
 //! Numbers keep their literal text (the reader keeps it), so admission never changes what a
 //! number means. A request this reader cannot read is refused rather than passed on: another
 //! parser might find a `trusted` member in it (a repeated key, say) that this one did not drop.
+//! For the same reason a request that another reader could read differently (escapes, non-ASCII
+//! text, the bytes `trusted`) reaches the Wasm as this reader wrote it, never as sent.
 
 use std::borrow::Cow;
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc, UnicodeNormalization};
 
 use crate::canon::Json;
 use crate::error::{Error, Result};
@@ -24,13 +27,76 @@ use crate::error::{Error, Result};
 /// The key of the service's facts in the policy input.
 pub const TRUSTED_KEY: &str = "trusted";
 
-/// Whether `raw` could hold anything admission changes. False means `raw` is returned as it
-/// is: no `trusted` key can be spelt without the bytes `trusted` or an escape, and an action
-/// without non-ASCII bytes or escapes is left alone.
-fn may_need_admission(raw: &[u8]) -> bool {
+/// Whether `raw` could hold anything admission changes, or anything another JSON reader might
+/// read differently from this one. False means `raw` may go on as it is: no `trusted` key can
+/// be spelt without the bytes `trusted` or an escape, and an action without non-ASCII bytes or
+/// escapes is left alone.
+pub(crate) fn may_need_admission(raw: &[u8]) -> bool {
     !raw.is_ascii()
         || memchr::memmem::find(raw, b"trusted").is_some()
         || memchr::memchr(b'\\', raw).is_some()
+}
+
+/// The service's facts (`trusted`, JSON bytes) read as a tree; an error unless they are one
+/// JSON object.
+pub fn parse_facts(trusted: &[u8]) -> Result<Json<'_>> {
+    match Json::parse(trusted) {
+        Ok(doc @ Json::Obj(_)) => Ok(doc),
+        Ok(_) => Err(Error::InvalidInput(
+            "the trusted document must be a JSON object".into(),
+        )),
+        Err(e) => Err(Error::InvalidInput(format!("the trusted document: {e}"))),
+    }
+}
+
+/// Admission on a parsed request: its `trusted` member replaced by `facts` (from
+/// [`parse_facts`]) or dropped when `facts` is None, and a non-ASCII `action` string put in
+/// NFKC form. Documents that are not objects are left as they are (they have no members to
+/// drop; the policy refuses them). Says whether the tree changed.
+pub fn admit_tree<'a>(doc: &mut Json<'a>, facts: Option<Json<'a>>) -> bool {
+    let Json::Obj(members) = doc else {
+        return false;
+    };
+    // Members are sorted by key and unique (the reader refuses repeated keys), so one binary
+    // search finds the client's `trusted` in whatever spelling it was sent.
+    let mut changed = true;
+    match (find(members, TRUSTED_KEY), facts) {
+        (Ok(i), Some(facts)) => {
+            if let Some(slot) = members.get_mut(i) {
+                slot.1 = facts;
+            }
+        }
+        (Ok(i), None) => {
+            members.remove(i);
+        }
+        (Err(i), Some(facts)) => members.insert(i, (Cow::Borrowed(TRUSTED_KEY), facts)),
+        (Err(_), None) => changed = false,
+    }
+    if let Ok(i) = find(members, "action") {
+        if let Some((_, Json::Str(name))) = members.get_mut(i) {
+            // ASCII and NFKC text is already in its canonical form: nothing to allocate.
+            if !name.is_ascii() && !is_nfkc(name) {
+                *name = Cow::Owned(name.nfkc().collect());
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn find(members: &[(Cow<'_, str>, Json<'_>)], key: &str) -> std::result::Result<usize, usize> {
+    members.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+}
+
+/// The bytes the Wasm reads for an admitted request: `raw` itself when admission changed
+/// nothing and no other reader could read `raw` differently, else `doc` as this reader wrote
+/// it (compact, sorted keys, numbers as spelt).
+pub fn admitted_bytes<'a>(raw: &'a [u8], doc: &Json<'_>, changed: bool) -> Cow<'a, [u8]> {
+    if !changed && !may_need_admission(raw) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(doc.to_json_bytes())
+    }
 }
 
 /// `raw` (a JSON request) as the evaluators must see it: its `trusted` member replaced by
@@ -42,45 +108,14 @@ pub fn admit<'a>(raw: &'a [u8], trusted: Option<&[u8]>) -> Result<Cow<'a, [u8]>>
     if trusted.is_none() && !may_need_admission(raw) {
         return Ok(Cow::Borrowed(raw));
     }
-    let facts = match trusted {
-        Some(t) => match Json::parse(t) {
-            Ok(doc @ Json::Obj(_)) => Some(doc),
-            Ok(_) => {
-                return Err(Error::InvalidInput(
-                    "the trusted document must be a JSON object".into(),
-                ))
-            }
-            Err(e) => {
-                return Err(Error::InvalidInput(format!("the trusted document: {e}")));
-            }
-        },
-        None => None,
-    };
-    let doc = match Json::parse(raw) {
-        Ok(doc) => doc,
+    let facts = trusted.map(parse_facts).transpose()?;
+    let mut doc = match Json::parse(raw) {
+        Ok(doc @ Json::Obj(_)) => doc,
+        Ok(_) => return Ok(Cow::Borrowed(raw)),
         Err(e) => return Err(Error::InvalidInput(format!("input: {e}"))),
     };
-    let Json::Obj(mut members) = doc else {
-        return Ok(Cow::Borrowed(raw));
-    };
-    members.retain(|(k, _)| k != TRUSTED_KEY);
-    if let Some(facts) = facts {
-        // Members stay sorted by key, as the reader leaves them.
-        let at = members
-            .binary_search_by(|(k, _)| k.as_ref().cmp(TRUSTED_KEY))
-            .unwrap_or_else(|i| i);
-        members.insert(at, (Cow::Borrowed(TRUSTED_KEY), facts));
-    }
-    for (k, v) in members.iter_mut() {
-        if k == "action" {
-            if let Json::Str(name) = v {
-                if !name.is_ascii() {
-                    *v = Json::Str(Cow::Owned(name.nfkc().collect()));
-                }
-            }
-        }
-    }
-    Ok(Cow::Owned(Json::Obj(members).to_json_bytes()))
+    admit_tree(&mut doc, facts);
+    Ok(Cow::Owned(doc.to_json_bytes()))
 }
 
 #[cfg(test)]
@@ -169,6 +204,81 @@ mod tests {
             admitted("{\"note\":\"\u{ff44}\"}", None),
             "{\"note\":\"\u{ff44}\"}"
         );
+    }
+
+    /// Admission on a parsed tree, as `decide` runs it: the bytes the Wasm would read.
+    fn admitted_on_tree(raw: &str, trusted: Option<&str>) -> String {
+        let facts = match trusted.map(|t| parse_facts(t.as_bytes())).transpose() {
+            Ok(f) => f,
+            Err(e) => return format!("error: {e}"),
+        };
+        let mut doc = match Json::parse(raw.as_bytes()) {
+            Ok(d) => d,
+            Err(e) => return format!("error: {e}"),
+        };
+        let changed = admit_tree(&mut doc, facts);
+        String::from_utf8_lossy(&admitted_bytes(raw.as_bytes(), &doc, changed)).into_owned()
+    }
+
+    #[test]
+    fn admission_on_the_tree_gives_what_admission_on_bytes_gives() {
+        let cases: [(&str, Option<&str>); 14] = [
+            (r#"{"a":1,"trusted":{"n":0}}"#, None),
+            (r#"{"a":1,"trus\u0074ed":{"n":0}}"#, None),
+            (r#"{"a":1,"\u0074rusted":{"n":0}}"#, Some(r#"{"n":5}"#)),
+            (r#"{"trusted":{},"trusted":{"n":0}}"#, None),
+            (r#"{"trusted":{},"trusted":{"n":0}}"#, Some("{}")),
+            (r#"{"z":true,"trusted":{"c":0}}"#, Some(r#"{"c":101}"#)),
+            (r#"{}"#, Some(r#"{"x":1}"#)),
+            (r#"{}"#, Some("[1]")),
+            (
+                r#"{"n":[1.000000000000000000001,1E+400,-0,0.1e2],"trusted":1}"#,
+                None,
+            ),
+            (r#"{ "action" : "data.read_public",  "n": 1.50 }"#, None),
+            (
+                r#"{ "action" : "data.read_public",  "n": 1.50 }"#,
+                Some("{}"),
+            ),
+            ("{\"action\":\"\u{ff44}ata.exfiltrate\"}", None),
+            (
+                "{\"action\":\"d\u{0430}ta.read_public\",\"x\":\"\\n\"}",
+                None,
+            ),
+            ("{\"note\":\"\u{ff44}\"}", Some("{}")),
+        ];
+        for (raw, trusted) in cases {
+            let on_bytes = admitted(raw, trusted);
+            let on_tree = admitted_on_tree(raw, trusted);
+            assert_eq!(
+                on_bytes.starts_with("error"),
+                on_tree.starts_with("error"),
+                "{raw}"
+            );
+            if !on_bytes.starts_with("error") {
+                assert_eq!(on_tree, on_bytes, "{raw} with {trusted:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_action_names_are_not_copied() {
+        for raw in [
+            r#"{"action":"data.read_public"}"#,
+            // Already NFKC: the grammar refuses it later, admission has nothing to do.
+            "{\"action\":\"d\u{0430}ta.read_public\"}",
+        ] {
+            let mut doc = Json::parse(raw.as_bytes()).unwrap_or(Json::Null);
+            assert!(!admit_tree(&mut doc, None), "{raw}");
+            assert!(
+                matches!(doc.get("action"), Some(Json::Str(Cow::Borrowed(_)))),
+                "{raw}"
+            );
+        }
+        let mut doc =
+            Json::parse("{\"action\":\"\u{ff44}ata.x\"}".as_bytes()).unwrap_or(Json::Null);
+        assert!(admit_tree(&mut doc, None));
+        assert_eq!(doc.get("action").and_then(Json::as_str), Some("data.x"));
     }
 
     #[test]

@@ -445,3 +445,78 @@ fn native_evaluator_stays_off_for_other_rules() {
         "{why}"
     );
 }
+
+/// `decide` admits the request on the tree it parses: on every evaluator (native, fast path,
+/// Wasm, L1 and its alias) the client's `trusted` (in any spelling) is dropped, the service's
+/// facts take its place, and the answer is the Wasm's on the admitted input. The alias of a
+/// repeated request covers the facts too: the same bytes with other facts are decided anew.
+#[test]
+fn facts_reach_every_evaluator_and_are_part_of_the_alias() {
+    let seed = r#"{"type":"constitutional_evaluation","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public","context":{"environment":{"sandbox_enabled":true,"audit_enabled":true},"agent":{"trust_level":0.9,"requested_resources":{"cpu_cores":2,"network_mbps":10}},"responsible_party":"user@example.com","explanation":"Reading public dataset for analysis"},"trus\u0074ed":{"request_count_1m":0}}"#;
+    let within: &[u8] = br#"{"principal":{"id":"a","via":"address","roles":[]}}"#;
+    let over: &[u8] =
+        br#"{"principal":{"id":"a","via":"address","roles":[]},"request_count_1m":101}"#;
+    let reference = Engine::new(
+        shipped_constitution(),
+        EngineOptions {
+            native: false,
+            ..opts(0, false)
+        },
+    )
+    .unwrap();
+    let wasm_answer = |facts: Option<&[u8]>| -> Value {
+        let admitted = acgs_core::trusted::admit(seed.as_bytes(), facts).unwrap();
+        let set = reference
+            .evaluate(
+                Some("acgs/main/decision"),
+                Some(&admitted),
+                InputCheck::Validate,
+                Format::Json,
+            )
+            .unwrap();
+        let set: Value = serde_json::from_slice(&set).unwrap();
+        set[0]["result"].clone()
+    };
+    let (allowed, denied) = (wasm_answer(Some(within)), wasm_answer(Some(over)));
+    assert_eq!(allowed["allow"], json!(true));
+    assert_eq!(denied["allow"], json!(false));
+    assert!(denied["reasons"].as_array().unwrap().contains(&json!(
+        "rate limit exceeded: 101 requests in 60 s, limit 100"
+    )));
+    for (cache, fast_path, native) in [
+        (0, false, true),
+        (0, false, false),
+        (0, true, true),
+        (100, false, true),
+        (100, true, false),
+    ] {
+        let e = Engine::new(
+            shipped_constitution(),
+            EngineOptions {
+                native,
+                ..opts(cache, fast_path)
+            },
+        )
+        .unwrap();
+        let what = format!("cache {cache}, fast path {fast_path}, native {native}");
+        let ask = |facts: Option<&[u8]>| -> Value {
+            let d = e.decide_trusted(seed.as_bytes(), facts).unwrap();
+            serde_json::from_slice(&d.body).unwrap()
+        };
+        // Asked four times: the canonical entry, then its alias.
+        for _ in 0..4 {
+            let got = ask(Some(within));
+            for k in ["allow", "compliance_score", "reasons", "evaluation_details"] {
+                assert_eq!(got[k], allowed[k], "{what}: {k}");
+            }
+        }
+        for _ in 0..2 {
+            let got = ask(Some(over));
+            for k in ["allow", "compliance_score", "reasons", "evaluation_details"] {
+                assert_eq!(got[k], denied[k], "{what}: {k}");
+            }
+        }
+        // Without facts the client's own counter is still dropped.
+        assert_eq!(ask(None)["allow"], wasm_answer(None)["allow"], "{what}");
+    }
+}

@@ -7,9 +7,10 @@ mod error;
 mod json;
 mod trusted;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use acgs_core::{Bundle, EngineOptions, Format, InputCheck, Limits};
+use acgs_core::{Bundle, Engine as Core, EngineOptions, Format, InputCheck, Limits};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
@@ -43,17 +44,22 @@ fn read_bundle(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Bundle> {
         .map_err(|e| to_py(py, e))
 }
 
-fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>>> {
+/// The bytes of a raw JSON input: `bytes` and `str` borrowed (both immutable), `bytearray`
+/// copied; `None` for no input.
+fn input_bytes<'a>(
+    py: Python<'_>,
+    raw: Option<&'a Bound<'_, PyAny>>,
+) -> PyResult<Option<Cow<'a, [u8]>>> {
     match raw {
         None => Ok(None),
         Some(r) if r.is_none() => Ok(None),
         Some(r) => {
             if let Ok(b) = r.cast::<PyBytes>() {
-                Ok(Some(b.as_bytes().to_vec()))
+                Ok(Some(Cow::Borrowed(b.as_bytes())))
             } else if let Ok(s) = r.cast::<pyo3::types::PyString>() {
-                Ok(Some(s.to_str()?.as_bytes().to_vec()))
+                Ok(Some(Cow::Borrowed(s.to_str()?.as_bytes())))
             } else if let Ok(b) = r.cast::<PyByteArray>() {
-                Ok(Some(b.to_vec()))
+                Ok(Some(Cow::Owned(b.to_vec())))
             } else {
                 Err(invalid_input(
                     py,
@@ -62,6 +68,11 @@ fn input_bytes(py: Python<'_>, raw: Option<&Bound<'_, PyAny>>) -> PyResult<Optio
             }
         }
     }
+}
+
+/// Threads for a parallel call: as asked, else one per core.
+fn threads_or_cores(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// Python's fastest JSON parser at hand: orjson when installed (a dependency of the services),
@@ -120,7 +131,54 @@ fn body_to_py(py: Python<'_>, body: &[u8]) -> PyResult<Py<PyAny>> {
 /// A loaded policy bundle, ready to evaluate. Thread-safe; share one per process.
 #[pyclass(module = "acgs._acgs", frozen)]
 pub struct Engine {
-    inner: Arc<acgs_core::Engine>,
+    inner: Arc<Core>,
+}
+
+/// One of the core's decision calls (full, or from the cache and fast path only).
+type Decide<T> = fn(&Core, &[u8], Option<&[u8]>) -> acgs_core::Result<T>;
+
+/// The argument handling the methods share: each runs one core call with the GIL released
+/// and maps its error.
+impl Engine {
+    fn run(
+        &self,
+        py: Python<'_>,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+        check: InputCheck,
+        format: Format,
+    ) -> PyResult<Vec<u8>> {
+        let inner = &self.inner;
+        py.detach(|| inner.evaluate(entrypoint, input, check, format))
+            .map_err(|e| to_py(py, e))
+    }
+
+    fn run_many(
+        &self,
+        py: Python<'_>,
+        entrypoint: Option<&str>,
+        raws: &[Vec<u8>],
+        check: InputCheck,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<acgs_core::Result<Vec<u8>>>> {
+        let threads = threads_or_cores(threads);
+        let inner = &self.inner;
+        py.detach(|| inner.evaluate_many(entrypoint, raws, check, Format::Json, threads))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// `decide` is `Core::decide_trusted` or `Core::decide_cached_trusted`.
+    fn decision<T: Send>(
+        &self,
+        py: Python<'_>,
+        raw: &[u8],
+        trusted: Option<&[u8]>,
+        decide: Decide<T>,
+    ) -> PyResult<T> {
+        let inner = &*self.inner;
+        py.detach(|| decide(inner, raw, trusted))
+            .map_err(|e| to_py(py, e))
+    }
 }
 
 #[pymethods]
@@ -173,7 +231,7 @@ impl Engine {
             native,
         };
         let engine = py
-            .detach(|| acgs_core::Engine::new(bundle, options))
+            .detach(|| Core::new(bundle, options))
             .map_err(|e| to_py(py, e))?;
         Ok(Engine {
             inner: Arc::new(engine),
@@ -199,17 +257,13 @@ impl Engine {
             Some(i) if !i.is_none() => Some(py_to_input(i)?),
             _ => None,
         };
-        let inner = &self.inner;
-        let set = py
-            .detach(|| {
-                inner.evaluate(
-                    entrypoint,
-                    raw.as_deref(),
-                    InputCheck::Trusted,
-                    Format::Json,
-                )
-            })
-            .map_err(|e| to_py(py, e))?;
+        let set = self.run(
+            py,
+            entrypoint,
+            raw.as_deref(),
+            InputCheck::Trusted,
+            Format::Json,
+        )?;
         result_of(py, &set)
     }
 
@@ -223,17 +277,13 @@ impl Engine {
         entrypoint: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, raw)?;
-        let inner = &self.inner;
-        let set = py
-            .detach(|| {
-                inner.evaluate(
-                    entrypoint,
-                    input.as_deref(),
-                    InputCheck::Validate,
-                    Format::Json,
-                )
-            })
-            .map_err(|e| to_py(py, e))?;
+        let set = self.run(
+            py,
+            entrypoint,
+            input.as_deref(),
+            InputCheck::Validate,
+            Format::Json,
+        )?;
         Ok(PyBytes::new(py, &set))
     }
 
@@ -246,17 +296,13 @@ impl Engine {
         entrypoint: Option<&str>,
     ) -> PyResult<String> {
         let input = input_bytes(py, raw)?;
-        let inner = &self.inner;
-        let set = py
-            .detach(|| {
-                inner.evaluate(
-                    entrypoint,
-                    input.as_deref(),
-                    InputCheck::Validate,
-                    Format::Rego,
-                )
-            })
-            .map_err(|e| to_py(py, e))?;
+        let set = self.run(
+            py,
+            entrypoint,
+            input.as_deref(),
+            InputCheck::Validate,
+            Format::Rego,
+        )?;
         Ok(String::from_utf8_lossy(&set).into_owned())
     }
 
@@ -274,20 +320,7 @@ impl Engine {
             .try_iter()?
             .map(|item| py_to_input(&item?))
             .collect::<PyResult<Vec<_>>>()?;
-        let threads =
-            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let inner = &self.inner;
-        let sets = py
-            .detach(|| {
-                inner.evaluate_many(
-                    entrypoint,
-                    &raws,
-                    InputCheck::Trusted,
-                    Format::Json,
-                    threads,
-                )
-            })
-            .map_err(|e| to_py(py, e))?;
+        let sets = self.run_many(py, entrypoint, &raws, InputCheck::Trusted, threads)?;
         sets.into_iter()
             .map(|r| {
                 r.map_err(|e| to_py(py, e))
@@ -313,23 +346,11 @@ impl Engine {
             .map(|item| {
                 let item = item?;
                 input_bytes(py, Some(&item))?
+                    .map(Cow::into_owned)
                     .ok_or_else(|| invalid_input(py, "each raw input must be bytes or str"))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let threads =
-            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let inner = &self.inner;
-        let sets = py
-            .detach(|| {
-                inner.evaluate_many(
-                    entrypoint,
-                    &raws,
-                    InputCheck::Validate,
-                    Format::Json,
-                    threads,
-                )
-            })
-            .map_err(|e| to_py(py, e))?;
+        let sets = self.run_many(py, entrypoint, &raws, InputCheck::Validate, threads)?;
         Ok(sets
             .into_iter()
             .map(|r| match r {
@@ -371,10 +392,7 @@ impl Engine {
         trusted: Option<&[u8]>,
     ) -> PyResult<Py<PyAny>> {
         let raw = py_to_input(request)?;
-        let inner = &self.inner;
-        let d = py
-            .detach(|| inner.decide_trusted(&raw, trusted))
-            .map_err(|e| to_py(py, e))?;
+        let d = self.decision(py, &raw, trusted, Core::decide_trusted)?;
         body_to_py(py, &d.body)
     }
 
@@ -387,10 +405,7 @@ impl Engine {
         trusted: Option<&[u8]>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
-        let inner = &self.inner;
-        let d = py
-            .detach(|| inner.decide_trusted(&input, trusted))
-            .map_err(|e| to_py(py, e))?;
+        let d = self.decision(py, &input, trusted, Core::decide_trusted)?;
         Ok(PyBytes::new(py, &d.body))
     }
 
@@ -404,10 +419,7 @@ impl Engine {
         trusted: Option<&[u8]>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
-        let inner = &self.inner;
-        let d = py
-            .detach(|| inner.decide_cached_trusted(&input, trusted))
-            .map_err(|e| to_py(py, e))?;
+        let d = self.decision(py, &input, trusted, Core::decide_cached_trusted)?;
         Ok(d.map(|d| PyBytes::new(py, &d.body)))
     }
 
@@ -424,8 +436,7 @@ impl Engine {
             .try_iter()?
             .map(|item| py_to_input(&item?))
             .collect::<PyResult<Vec<_>>>()?;
-        let threads =
-            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let threads = threads_or_cores(threads);
         let inner = &self.inner;
         let out = py
             .detach(|| inner.decide_many(&raws, threads))

@@ -21,6 +21,7 @@
 
 mod number;
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use acgs_rego::builtins::{BuiltinFn, Context};
@@ -34,10 +35,10 @@ pub use number::Dec;
 /// SHA-256 of `policies/acgs/main.rego` as `opa build` writes it into the bundle (formatted,
 /// without comments): the rules this module implements.
 pub const MAIN_REGO_SHA256: &str =
-    "b9a17ab2e3e8860943a18ed7bb8d7437162a4a18c5c8553a23f931a672cce0a7";
+    "0ac103f4155f2f891510b90df048dbe39b0eaf2ada8b5141827de2998215f932";
 /// SHA-256 of `policies/acgs/lib.rego` as it is in the bundle.
 pub const LIB_REGO_SHA256: &str =
-    "60301a0d33a50c426d067e9d3a2518407cd5fa0e9038dfac8c5eaa2d8b74bd09";
+    "466a7f4a19ee9da898f423144d7f0406626d64793abecfb9475bb34099a2e609";
 
 /// The objects a field can sit in: a path whose every step is an object ends in one of these.
 #[derive(Clone, Copy)]
@@ -292,7 +293,11 @@ fn dec(data: &Data, path: &str) -> Result<Dec, NativeError> {
 }
 
 fn strings(data: &Data, path: &str) -> Result<Vec<String>, NativeError> {
-    match at(data, path)? {
+    string_list(at(data, path)?, path)
+}
+
+fn string_list(v: &Data, path: &str) -> Result<Vec<String>, NativeError> {
+    match v {
         Data::Array(items) => items
             .iter()
             .map(|v| {
@@ -331,12 +336,21 @@ impl Native {
                 action_parts.len() - 1
             }
         };
-        for p in strings(c, "critical_patterns.actions")? {
-            // Patterns that do not split into two parts never match (count(parts) == 2).
-            let parts: Vec<&str> = p.split('.').collect();
-            if let [category, name] = parts.as_slice() {
-                let (ci, ni) = (part_index(category), part_index(name));
-                action_patterns.push((p.clone(), ci, ni));
+        // `{category: [name, ...]}`; the pattern a reason names is "category.name".
+        match at(c, "critical_patterns.actions")? {
+            Data::Object(m) => {
+                for (category, names) in m {
+                    let path = format!("critical_patterns.actions.{category}");
+                    for name in string_list(names, &path)? {
+                        let (ci, ni) = (part_index(category), part_index(&name));
+                        action_patterns.push((format!("{category}.{name}"), ci, ni));
+                    }
+                }
+            }
+            _ => {
+                return Err(NativeError(
+                    "critical_patterns.actions is not an object".into(),
+                ))
             }
         }
         let mut text_patterns = strings(c, "critical_patterns.text")?;
@@ -653,10 +667,10 @@ impl Native {
         let action = request.get("action");
         if let Some(a) = action.and_then(Json::as_str) {
             let a = action_name(a);
-            if self.dangerous.contains(&a) {
+            if self.dangerous.iter().any(|d| *d == a) {
                 let reason = self.fmt(
                     "action %s is dangerous and always denied",
-                    vec![Rego::str(a.as_str())],
+                    vec![Rego::str(a.as_ref())],
                 )?;
                 return Some(self.zero_decision(&reason));
             }
@@ -701,8 +715,18 @@ impl Native {
 
 /// `lib.action_name`: the canonical form every list is matched against (surrounding ASCII
 /// white space trimmed, A-Z lowered; any other character kept, for the grammar to refuse).
-pub fn action_name(a: &str) -> String {
-    a.trim_matches([' ', '\t', '\r', '\n']).to_ascii_lowercase()
+pub fn action_name(a: &str) -> Cow<'_, str> {
+    ascii_lower(a.trim_matches([' ', '\t', '\r', '\n']))
+}
+
+/// `lib.ascii_lower`: A-Z mapped to a-z, every other character kept; no copy when there is
+/// nothing to map (the common case).
+fn ascii_lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 impl Native {
@@ -809,8 +833,7 @@ fn found_patterns(search: &AhoCorasick, count: usize, text: &str) -> Vec<bool> {
     if count == 0 {
         return found;
     }
-    let lowered = text.to_ascii_lowercase();
-    for m in search.find_overlapping_iter(&lowered) {
+    for m in search.find_overlapping_iter(ascii_lower(text).as_ref()) {
         if let Some(f) = found.get_mut(m.pattern().as_usize()) {
             *f = true;
         }
