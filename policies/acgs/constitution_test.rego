@@ -51,7 +51,24 @@ test_lists_are_sorted_and_unique if {
 		con[name] == sort({x | some x in con[name]})
 	}
 	con.critical_patterns.text == sort({x | some x in con.critical_patterns.text})
-	con.critical_patterns.actions == sort({x | some x in con.critical_patterns.actions})
+	every _, names in con.critical_patterns.actions {
+		names == sort({x | some x in names})
+	}
+}
+
+# Action patterns are held by category: a named category and names, each in the action grammar
+# and without a dot, so that "category.name" is the pattern named in a reason.
+test_action_patterns_are_categories_of_names if {
+	count(con.critical_patterns.actions) > 0
+	every category, names in con.critical_patterns.actions {
+		lib.valid_action_name(category)
+		not contains(category, ".")
+		count(names) > 0
+		every name in names {
+			lib.valid_action_name(name)
+			not contains(name, ".")
+		}
+	}
 }
 
 test_sandbox_rules_name_known_runtimes if {

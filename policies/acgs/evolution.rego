@@ -10,7 +10,8 @@
 #     data_handling_changes, logging_disabled, audit_disabled, data_encryption_weakened},
 #   rollback_plan{procedure | steps, tested, automated},
 #   performance_analysis{complexity_delta, memory_delta, latency_delta, resource_delta},
-#   mitigations{sandbox_deployment, gradual_rollout, canary, enhanced_monitoring, tests}.
+#   mitigations{sandbox_deployment, gradual_rollout, canary, enhanced_monitoring, tests};
+#   trusted{principal, agent, request_count_1m} (filled by the service, never the client).
 #
 # Routing: any violation -> rejected; major_update and architecture_change -> human_review;
 # otherwise evolution_score >= 0.95 with no risk factor -> auto_approve, >= 0.90 ->
@@ -305,6 +306,10 @@ violations contains msg if some msg in lib.hash_reasons(input)
 violations contains msg if some msg in lib.type_reasons(input, typed_fields)
 
 violations contains msg if some msg in lib.non_negative_reasons(input, [["changes", "lines_changed"]])
+
+# The constitution's per-minute limit on change requests (rate_limits.per_minute.evolution),
+# read from the count the service puts in input.trusted.
+violations contains msg if some msg in lib.rate_limit_reasons(input, "evolution")
 
 violations contains msg if {
 	v := changes.external_dependencies

@@ -228,3 +228,12 @@ test_non_object_input_is_rejected if {
 	}
 	evolution.decision.approval_type == "rejected"
 }
+
+test_requests_past_the_per_minute_limit_are_rejected if {
+	limit := data.acgs.constitution.rate_limits.per_minute.evolution
+	d := decide(json.patch(minor, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": limit + 1}}]))
+	d.approval_type == "rejected"
+	sprintf("rate limit exceeded: %v requests in 60 s, limit %v", [limit + 1, limit]) in d.violations
+	decide(json.patch(minor, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": limit}}])).approval_type != "rejected"
+	decide(json.patch(minor, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": "9999"}}])).approval_type != "rejected"
+}

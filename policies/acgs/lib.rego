@@ -10,11 +10,12 @@ c := data.acgs.constitution
 # field; such calls pass object.get(input, "field", null) instead.
 input_is_object if is_object(input)
 
-# The value at path inside obj; undefined when the path is absent. object.get with two
-# different defaults tells "absent" apart from a present false or null.
+# The value at path inside obj; undefined when the path is absent. The default, a set, is
+# no JSON value, so it tells "absent" apart from any present value (false and null included)
+# with one traversal.
 lookup(obj, path) := v if {
-	v := object.get(obj, path, 0)
-	v == object.get(obj, path, 1)
+	v := object.get(obj, path, set())
+	not is_set(v)
 }
 
 present(obj, path) if {
@@ -50,15 +51,25 @@ unit_interval(v) if {
 clamp01(x) := min([1, max([0, x])])
 
 # Scores are rounded to a fixed number of decimals so that equal decisions are equal JSON
-# whether computed by OPA, by the Wasm build or by the fast path.
-round_score(x) := round(x * c.scoring.scale) / c.scoring.scale
+# whether computed by OPA, by the Wasm build or by the fast path. 1 and 0, the commonest
+# scores, are answered without the three decimal operations (the dearest steps in OPA's Wasm);
+# the result is the same integer either way.
+round_score(x) := 1 if {
+	x == 1
+} else := 0 if {
+	x == 0
+} else := round(x * c.scoring.scale) / c.scoring.scale
 
 _ascii_upper_to_lower := {upper(ch): ch | some ch in split("abcdefghijklmnopqrstuvwxyz", "")}
 
 # Only A-Z are mapped. Unicode lowercasing differs between Go (OPA), the Wasm runtime and Rust
 # (U+0130 becomes "i" in one and "i" + U+0307 in another), and the fast path re-implements this
 # match outside OPA; an ASCII-only mapping is byte-for-byte the same everywhere.
-ascii_lower(s) := strings.replace_n(_ascii_upper_to_lower, s)
+# A string that lower() leaves as it is holds no A-Z and is returned at once: most text is
+# already lowercase, and one pass of lower() costs far less in OPA's Wasm than replace_n.
+ascii_lower(s) := s if {
+	lower(s) == s
+} else := strings.replace_n(_ascii_upper_to_lower, s)
 
 # The canonical form of an action name, the only form any list is matched against:
 # surrounding ASCII white space trimmed, A-Z lowered (ascii_lower, for the reason given
@@ -73,9 +84,11 @@ valid_action_name(name) if {
 	name != ""
 	count(name) <= g.max_length
 	trim(name, g.characters) == ""
-	every segment in split(name, ".") {
-		segment != ""
-	}
+
+	# No segment is empty: no dot at either end, no two dots in a row.
+	not startswith(name, ".")
+	not endswith(name, ".")
+	not contains(name, "..")
 }
 
 # The trust level a policy believes: the claim (agent.trust_level), lowered to the level the
@@ -104,14 +117,15 @@ text_patterns_in(s) := sort([p |
 ])
 
 # Named critical action patterns ("category.name") matched by an action that mentions both
-# the category and the name, so "network.ddos_attack_v2" is caught as well.
-action_patterns_in(action) := sort([p |
+# the category and the name, so "network.ddos_attack_v2" is caught as well. The patterns are
+# held by category ({category: [name, ...]}), so a name is looked at only when the action
+# mentions its category.
+action_patterns_in(action) := sort([concat(".", [category, name]) |
 	lowered := ascii_lower(action)
-	some p in c.critical_patterns.actions
-	parts := split(p, ".")
-	count(parts) == 2
-	contains(lowered, parts[0])
-	contains(lowered, parts[1])
+	some category, names in c.critical_patterns.actions
+	contains(lowered, category)
+	some name in names
+	contains(lowered, name)
 ])
 
 hash_reasons(req) := {"constitutional_hash is missing"} if {
@@ -147,4 +161,16 @@ non_negative_reasons(req, paths) := {msg |
 	is_number(v)
 	v < 0
 	msg := sprintf("%s must not be negative, got %v", [concat(".", path), v])
+}
+
+# The rate rule for calls of one kind (a key of rate_limits.per_minute: "evolution",
+# "execute", ...). The service counts calls per principal and reports
+# trusted.request_count_1m only once the count passes the limit the constitution declares for
+# that kind; without a count (under the limit, or evaluated with no counter) nothing is exceeded.
+rate_limit_reasons(req, kind) := {msg |
+	n := req.trusted.request_count_1m
+	is_number(n)
+	limit := c.rate_limits.per_minute[kind]
+	n > limit
+	msg := sprintf("rate limit exceeded: %v requests in %v s, limit %v", [n, c.rate_limits.window_seconds, limit])
 }

@@ -37,11 +37,14 @@ allow := decision.allow
 
 dangerous_action if {
 	is_object(input)
-	lib.action_name(input.action) in c.dangerous_actions
+	action_name in c.dangerous_actions
 }
 
 # The action as every list is matched against it; undefined unless input.action is a string.
+# A rule, so it is computed once per decision.
 action_name := lib.action_name(input.action)
+
+valid_action_name if lib.valid_action_name(action_name)
 
 safe_action if action_name in c.safe_actions
 
@@ -61,7 +64,7 @@ zero_details := {
 dangerous_decision := {
 	"allow": false,
 	"compliance_score": 0,
-	"reasons": [sprintf("action %s is dangerous and always denied", [lib.action_name(input.action)])],
+	"reasons": [sprintf("action %s is dangerous and always denied", [action_name])],
 	"conditions": [],
 	"evaluation_details": zero_details,
 	"constitutional_hash": c.constitutional_hash,
@@ -249,8 +252,15 @@ resource_ratios := [ratio |
 	v := requested[k]
 	is_number(v)
 	v >= 0
-	ratio := min([1, limit / max([v, 1])])
+	ratio := resource_ratio(limit, max([v, 1]))
 ]
+
+# min(1, limit / v), without the division when the limit covers the request (the quotient
+# would be at least 1): decimal division is among the dearest steps in OPA's Wasm.
+resource_ratio(limit, v) := 1 if {
+	is_number(limit)
+	limit >= v
+} else := min([1, limit / v])
 
 resources_raw := sum(resource_ratios) / count(resource_ratios) if {
 	count(resource_ratios) > 0
@@ -354,12 +364,12 @@ violations contains "action must be a non-empty string" if {
 
 violations contains msg if {
 	lib.nonempty_string(object.get(input, "action", null))
-	not lib.valid_action_name(action_name)
+	not valid_action_name
 	msg := sprintf("action is not a valid action name: dot-separated segments of the characters %s, at most %v characters", [c.action_grammar.characters, c.action_grammar.max_length])
 }
 
 violations contains msg if {
-	lib.valid_action_name(action_name)
+	valid_action_name
 	not known_action
 	msg := sprintf("action %s is not in the constitution's action catalogue", [action_name])
 }

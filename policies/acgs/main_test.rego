@@ -398,6 +398,8 @@ test_names_outside_the_grammar_are_refused if {
 		"networ\u212a.raw_socket", # Kelvin sign
 		"data..read_public",
 		".data.read_public",
+		"data.read_public.",
+		".",
 		"data.read-public",
 		"data.read_public\u0000",
 		"   ",

@@ -9,7 +9,8 @@
 # Input: agent_id, agent{trust_level, class}, language, runtime (auto | firecracker | gvisor |
 #   bwrap | docker; auto when absent), limits{cpu_seconds, memory_mb, disk_mb, timeout_s, pids,
 #   network}, constitutional_hash; trusted.agent.trust_level (the caller's registered level,
-#   set by the service: a claimed agent.trust_level only lowers it, see lib.believed_trust).
+#   set by the service: a claimed agent.trust_level only lowers it, see lib.believed_trust) and
+#   trusted.request_count_1m (runs past rate_limits.per_minute.execute, set by the service).
 package acgs.sandbox
 
 import data.acgs.lib
@@ -198,6 +199,10 @@ violations contains msg if some msg in lib.hash_reasons(input)
 violations contains msg if some msg in lib.type_reasons(input, typed_fields)
 
 violations contains msg if some msg in lib.unit_reasons(input, [["agent", "trust_level"], ["trusted", "agent", "trust_level"]])
+
+# The constitution's per-minute limit on runs (rate_limits.per_minute.execute), read from the
+# count the service puts in input.trusted.
+violations contains msg if some msg in lib.rate_limit_reasons(input, "execute")
 
 violations contains "agent_id must be a non-empty string" if not lib.nonempty_string(object.get(input, "agent_id", null))
 

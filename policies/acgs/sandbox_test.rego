@@ -171,3 +171,13 @@ test_the_registered_trust_stands_without_a_claim if {
 	d.allow == true
 	d.trust_tier == decide(run).trust_tier
 }
+
+test_runs_past_the_per_minute_limit_deny if {
+	limit := data.acgs.constitution.rate_limits.per_minute.execute
+	denied_with(
+		json.patch(run, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": limit + 1}}]),
+		sprintf("rate limit exceeded: %v requests in 60 s, limit %v", [limit + 1, limit]),
+	)
+	decide(json.patch(run, [{"op": "add", "path": "/trusted", "value": {"request_count_1m": limit}}])).allow
+	decide(json.patch(run, [{"op": "add", "path": "/trusted", "value": {"agent": {"trust_level": 0.9}}}])).allow
+}

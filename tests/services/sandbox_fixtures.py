@@ -87,8 +87,10 @@ def sandbox_service() -> Iterator[SandboxService]:
         shutil.rmtree(data.parent, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(sandbox_service: SandboxService) -> Iterator[TestClient]:
+    """A client of a fresh app over the module's service: each test starts with its own rate
+    window (the constitution allows 20 runs a minute per caller, and a module runs more)."""
     app = create_app(sandbox_service.settings, service=sandbox_service)
     # A loopback name: the services refuse Host names they do not serve (TestClient's default
     # is "testserver").

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
 from acgs._acgs import admit_input
-from acgs.security.principal import Principal
+from acgs.security.principal import Principal, principal_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -164,6 +165,12 @@ class TrustedFacts:
             if type(per_minute) is dict:
                 limits = {k: v for k, v in per_minute.items() if type(v) is int and v >= 0}
         return cls(counters=counters, registry=registry, window_seconds=window, limits=limits)
+
+    async def for_request(self, kind: str, scope: MutableMapping[str, Any], n: int = 1) -> list[bytes]:
+        """The documents of ``n`` calls of ``kind`` by the caller of an ASGI request: its
+        authenticated principal, else (authentication off) its client address."""
+        client = scope.get("client")
+        return await self.documents(kind, principal_of(scope), client[0] if client else None, n)
 
     async def document(self, kind: str, principal: Principal | None, address: str | None) -> bytes:
         """The ``trusted`` document (JSON bytes) for one call of ``kind``."""

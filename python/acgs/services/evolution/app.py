@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import acgs
+from acgs.registry.settings import RegistrySettings
 from acgs.security import SecuritySettings, install_security
 from acgs.services.common.observability import ObservabilitySettings, install_observability
 from acgs.services.evolution import routes
@@ -29,6 +30,7 @@ from acgs.services.evolution.settings import EvolutionSettings
 from acgs.services.evolution.store import EvolutionStore, open_store
 from acgs.services.evolution.webhooks import WebhookRelay
 from acgs.services.evolution.workflow import Workflow, WorkflowError
+from acgs.trust import open_facts
 
 log = logging.getLogger("acgs.services.evolution")
 
@@ -95,12 +97,14 @@ def create_app(
     clock: Callable[[], float] = time.time,
     security: SecuritySettings | None = None,
     observability: ObservabilitySettings | None = None,
+    agent_registry: RegistrySettings | None = None,
 ) -> FastAPI:
     """The service. Anything not passed is built from ``settings``: the assessor from the
     bundle, the store from the database URL, the rollback executor from its factory. With an
     ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox.
     ``security`` (default: from the environment) turns on authentication and rate limits;
-    ``observability`` (default: from the environment) sets request logging and tracing."""
+    ``observability`` (default: from the environment) sets request logging and tracing;
+    ``agent_registry`` (with authentication on) is where callers' trusted facts come from."""
     settings = settings or EvolutionSettings.from_env()
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
@@ -131,6 +135,14 @@ def create_app(
             await workflow.count_by_status()
         except Exception:
             log.exception("counting evolution requests by state failed; the sweep tries again")
+        sec = security or SecuritySettings.from_env()
+        facts = await open_facts(
+            assessor.engine.data if assessor.engine is not None else None,
+            auth=sec.auth,
+            redis_url=sec.redis_url,
+            registry_settings=agent_registry,
+        )
+        app.state.trusted_facts = facts
         tasks = [asyncio.create_task(_sweep(workflow, settings.sweep_interval), name="acgs-evolution-sweep")]
         if audit_sink is not None:
             relay = OutboxRelay(store, audit_sink, interval=settings.relay_interval)
@@ -151,6 +163,7 @@ def create_app(
                     await task
             for hook in hooks:
                 await hook.aclose()
+            await facts.close()
             await store.close()
             if own_sink is not None:
                 await own_sink.aclose()

@@ -10,11 +10,15 @@ constitution that did not answer, and the agent may submit it again once the eng
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from acgs import Engine
+from acgs.trust import admit
 
 log = logging.getLogger("acgs.services.evolution")
 
@@ -143,12 +147,17 @@ class Assessor:
             return f"the bundle has no entrypoint {self.entrypoint}"
         return None
 
-    async def assess(self, policy_input: dict[str, Any]) -> Assessment:
-        """Never raises: every fault becomes a rejection naming it."""
+    async def assess(self, policy_input: dict[str, Any], trusted: bytes | None = None) -> Assessment:
+        """Never raises: every fault becomes a rejection naming it. ``trusted`` is the caller's
+        facts (``acgs.trust``: principal, registry record, the count of change requests past
+        the constitution's per-minute limit); it replaces whatever the input holds there."""
         if self.engine is None:
             return self._fault(self.load_error or "no policy engine")
+        engine = self.engine
         try:
-            result = await self.engine.evaluate_async(policy_input, self.entrypoint)
+            raw = admit(orjson.dumps(policy_input), trusted)
+            rows = orjson.loads(await asyncio.to_thread(engine.evaluate_json, raw, self.entrypoint))
+            result: Any = rows[0]["result"] if rows else None
         except Exception as exc:
             code = getattr(exc, "code", type(exc).__name__)
             return self._fault(f"{code}: {exc}")

@@ -227,7 +227,11 @@ class Workflow:
 
     # -- submission -------------------------------------------------------------------------
 
-    async def submit(self, body: EvolutionRequestIn, caller: Principal | None) -> EvolutionRecord:
+    async def submit(
+        self, body: EvolutionRequestIn, caller: Principal | None, trusted: bytes | None = None
+    ) -> EvolutionRecord:
+        """Assesses and stores a change request. ``trusted`` is the caller's facts
+        (``acgs.trust``), given to the constitution in place of anything the client sent."""
         requested_by = body.requester or (caller.identity if caller is not None else None)
         if not requested_by:
             raise InvalidRequest("requested_by (or submitter) is required")
@@ -242,7 +246,7 @@ class Workflow:
 
         now = self.clock()
         submission = body.submission(requested_by)
-        assessment = await self.assessor.assess(policy_input(submission, body.agent_id, constitution))
+        assessment = await self.assessor.assess(policy_input(submission, body.agent_id, constitution), trusted)
         valid_until = now + self.validity
         record = EvolutionRecord(
             request_id=f"evo_{uuid.uuid4().hex}",
