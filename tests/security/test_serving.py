@@ -33,13 +33,7 @@ from fastapi.testclient import TestClient
 
 from acgs import SEED_REQUEST
 from acgs.security import SecuritySettings
-from acgs.services.audit import AuditSettings
-from acgs.services.audit.app import create_app as audit_app
-from acgs.services.evolution import EvolutionSettings
-from acgs.services.evolution.app import create_app as evolution_app
-from acgs.services.policy import PolicySettings
-from acgs.services.policy.app import create_app as policy_app
-from acgs.services.sandbox.app import create_app as sandbox_app
+from tests.apps import build_app
 from tests.services.conftest import free_port
 from tests.services.sandbox_fixtures import host_problem, make_dirs, sandbox_service, skip_or_fail
 from tests.services.test_evolution_service import MINOR
@@ -82,17 +76,8 @@ SERVICES = [
 
 
 def build(name: str, security: SecuritySettings, tmp_path: Path, request: pytest.FixtureRequest) -> FastAPI:
-    if name == "policy":
-        return policy_app(PolicySettings(data_dir=tmp_path), security=security)
-    if name == "evolution":
-        settings = EvolutionSettings(
-            data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'evolution.sqlite3'}", sweep_interval=3600.0
-        )
-        return evolution_app(settings, security=security)
-    if name == "audit":
-        return audit_app(AuditSettings(data_dir=tmp_path / "audit", checkpoint_interval=0), security=security)
-    service = request.getfixturevalue("sandbox_service")
-    return sandbox_app(service.settings, service=service, security=security)
+    """The service's app (tests/apps.py); the policy service on the shipped constitution."""
+    return build_app(name, security, tmp_path, request)
 
 
 @pytest.fixture(params=SERVICES, ids=[s.name for s in SERVICES])

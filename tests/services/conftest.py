@@ -76,17 +76,6 @@ class RedisServer:
         os.kill(self.proc.pid, signal.SIGCONT)
 
 
-#: The names the in-process test clients put in ``Host`` (Starlette's TestClient sends
-#: ``testserver``; the httpx clients name the service they call). The services accept only
-#: loopback names unless configured otherwise, so the tests configure theirs.
-TEST_HOSTS = "testserver,policy,audit,sandbox,evolution,evolution.test,e.test,acgs.test"
-
-
-@pytest.fixture(autouse=True)
-def test_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACGS_ALLOWED_HOSTS", TEST_HOSTS)
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -43,11 +43,7 @@ from acgs.security.access import UNLISTED
 from acgs.security.cli import keys as keys_cli
 from acgs.services.audit import AuditSettings
 from acgs.services.audit import create_app as audit_app
-from acgs.services.evolution import EvolutionSettings
-from acgs.services.evolution import create_app as evolution_app
-from acgs.services.policy import PolicySettings
-from acgs.services.policy import create_app as policy_app
-from acgs.services.sandbox import create_app as sandbox_app
+from tests import apps
 from tests.services.conftest import RedisServer, free_port
 from tests.services.sandbox_fixtures import sandbox_service  # noqa: F401  (a fixture)
 
@@ -147,17 +143,8 @@ TARGETS = [
 
 
 def build_app(target: str, security: SecuritySettings, tmp_path: Path, request: pytest.FixtureRequest) -> FastAPI:
-    if target == "policy":
-        return policy_app(PolicySettings(bundle=EXAMPLE), security=security)
-    if target == "evolution":
-        settings = EvolutionSettings(
-            data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'evolution.sqlite3'}", sweep_interval=3600.0
-        )
-        return evolution_app(settings, security=security)
-    if target == "audit":
-        return audit_app(AuditSettings(data_dir=tmp_path / "audit", checkpoint_interval=0), security=security)
-    service = request.getfixturevalue("sandbox_service")
-    return sandbox_app(service.settings, service=service, security=security)
+    """The service's app (tests/apps.py); the policy service on the example bundle."""
+    return apps.build_app(target, security, tmp_path, request, bundle=EXAMPLE)
 
 
 @asynccontextmanager

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from acgs.registry.errors import AgentExists, AgentNotFound, RegistryError, RegistryUnavailable
-from acgs.registry.records import AgentRecord, AgentUpdate, check_agent_id, record_from_row
+from acgs.registry.records import AgentRecord, AgentUpdate, record_from_row
 from acgs.registry.sqlite import agent_key, checked_row
-from acgs.registry.store import COLUMNS
+from acgs.registry.store import COLUMNS, StoredRegistry
 
 # Taken while creating the tables, so that processes starting together do not race on DDL.
 _SCHEMA_LOCK = 0x41434753_414754  # "ACGS" "AGT"
@@ -49,7 +49,7 @@ def _params(record: AgentRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class PostgresAgentRegistry:
+class PostgresAgentRegistry(StoredRegistry):
     """Agents in PostgreSQL, through a small pool opened on first use (in the event loop that
     uses it)."""
 
@@ -81,7 +81,7 @@ class PostgresAgentRegistry:
                 self._pool = pool
         return self._pool
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             pool = await self._open()
             async with pool.acquire() as conn:
@@ -144,30 +144,6 @@ class PostgresAgentRegistry:
     async def _generation(conn: Any) -> int:
         value = await conn.fetchval("SELECT generation FROM acgs_agent_registry_state WHERE id = 1")
         return int(value or 0)
-
-    async def get(self, agent_id: str) -> AgentRecord | None:
-        result: AgentRecord | None = await self._call(self._get, check_agent_id(agent_id))
-        return result
-
-    async def list(self) -> builtins.list[AgentRecord]:
-        result: builtins.list[AgentRecord] = await self._call(self._list)
-        return result
-
-    async def add(self, record: AgentRecord) -> AgentRecord:
-        result: AgentRecord = await self._call(self._add, record)
-        return result
-
-    async def update(self, agent_id: str, change: AgentUpdate) -> AgentRecord:
-        result: AgentRecord = await self._call(self._update, check_agent_id(agent_id), change, time.time())
-        return result
-
-    async def remove(self, agent_id: str) -> AgentRecord:
-        result: AgentRecord = await self._call(self._remove, check_agent_id(agent_id))
-        return result
-
-    async def generation(self) -> int:
-        result: int = await self._call(self._generation)
-        return result
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

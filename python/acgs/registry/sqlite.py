@@ -9,14 +9,14 @@ import asyncio
 import builtins
 import logging
 import sqlite3
-import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from acgs.registry.errors import AgentExists, AgentNotFound, InvalidAgentError, RegistryUnavailable
-from acgs.registry.records import AgentRecord, AgentUpdate, check_agent_id, record_from_row
-from acgs.registry.store import COLUMNS
+from acgs.registry.records import AgentRecord, AgentUpdate, record_from_row
+from acgs.registry.store import COLUMNS, StoredRegistry
 
 log = logging.getLogger("acgs.registry")
 
@@ -62,7 +62,7 @@ def _params(record: AgentRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class SqliteAgentRegistry:
+class SqliteAgentRegistry(StoredRegistry):
     """Agents in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -162,35 +162,9 @@ class SqliteAgentRegistry:
             conn.close()
         return int(row[0]) if row else 0
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, *args)
         except sqlite3.Error as exc:
             raise RegistryUnavailable(f"agent registry {self.path}: {exc}") from None
 
-    async def get(self, agent_id: str) -> AgentRecord | None:
-        result: AgentRecord | None = await self._run(self._get, check_agent_id(agent_id))
-        return result
-
-    async def list(self) -> builtins.list[AgentRecord]:
-        result: builtins.list[AgentRecord] = await self._run(self._list)
-        return result
-
-    async def add(self, record: AgentRecord) -> AgentRecord:
-        result: AgentRecord = await self._run(self._add, record)
-        return result
-
-    async def update(self, agent_id: str, change: AgentUpdate) -> AgentRecord:
-        result: AgentRecord = await self._run(self._update, check_agent_id(agent_id), change, time.time())
-        return result
-
-    async def remove(self, agent_id: str) -> AgentRecord:
-        result: AgentRecord = await self._run(self._remove, check_agent_id(agent_id))
-        return result
-
-    async def generation(self) -> int:
-        result: int = await self._run(self._generation)
-        return result
-
-    async def close(self) -> None:
-        return None

@@ -1,8 +1,10 @@
 """Request body reading with a size cap (plain and gzip), query flags, and JSON responses built
-from bytes, so handlers on the hot path skip Starlette's and FastAPI's generic machinery."""
+from bytes, so handlers on the hot path skip Starlette's and FastAPI's generic machinery; an
+evaluator's result carried into a response with its numbers as the evaluator wrote them."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +14,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from acgs._acgs import exact_json
+from acgs.errors import InvalidInputError
 from acgs.services.common.errors import INVALID_PARAMETER, ServiceError
 
 JSON = "application/json"
@@ -150,6 +154,28 @@ class Reply:
             headers.append(extra)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+#: A number a double might not write back as spelt: an exponent, or a long run of digits
+#: (strings that match only cost the exact path, never a wrong answer).
+_INEXACT = re.compile(rb"[0-9][eE][-+]?[0-9]|[0-9]{16}")
+
+
+def exact_result(result_set: bytes) -> orjson.Fragment | None:
+    """The ``result`` of an evaluator's result set (``[{"result": ...}]``, as
+    ``Engine.evaluate_json`` gives it) as JSON with every number as the evaluator wrote it
+    (keys sorted), to put in a response in place of the Python value, which orjson would write
+    as doubles (``10.000000000000000001`` -> ``10.0``). None when the set is not exactly one
+    result. Also None, at the cost of one scan, when no number in the set is spelt in a way a
+    double could change (an exponent, or more than 15 digits in a row): then the Python value
+    writes the same numbers."""
+    if result_set[:1] != b"[" or result_set[-1:] != b"]" or _INEXACT.search(result_set) is None:
+        return None
+    try:
+        text = exact_json(result_set[1:-1], "result")
+    except InvalidInputError:  # no result, or more than one
+        return None
+    return None if text is None else orjson.Fragment(text)
 
 
 def json_reply(content: Any, status: int = 200, pretty: bool = False, headers: dict[str, str] | None = None) -> Reply:

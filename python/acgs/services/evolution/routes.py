@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from acgs.errors import InvalidInputError
 from acgs.security.principal import own_records_only, principal_of
 
 from acgs.services.evolution import review
@@ -50,12 +51,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     summary="Submit a change for assessment and review",
 )
 async def submit(body: EvolutionRequestIn, request: Request, workflow: WorkflowDep, caller: CallerDep) -> EvolutionRequestOut:
+    try:
+        body.keep_exact_numbers(await request.body())
+    except InvalidInputError as exc:
+        raise InvalidRequest(str(exc)) from None
     check_requester(request, body.requester)
     own = own_records_only(principal_of(request.scope))
     if own is not None and body.agent_id != own:
         # With authentication on, an agent asks to change itself: the credential says who.
         raise NotPermitted(f"agent_id must be the caller ({own})")
-    return EvolutionRequestOut.of(await workflow.submit(body, caller))
+    facts = getattr(request.app.state, "trusted_facts", None)
+    trusted = (await facts.for_request("evolution", request.scope))[0] if facts is not None else None
+    return EvolutionRequestOut.of(await workflow.submit(body, caller, trusted))
 
 
 @router.get("/evolution/requests", response_model=EvolutionRequestPage, responses=_ERRORS)

@@ -3,20 +3,67 @@
 A change request takes the seed's field names (``type``, ``requested_by``) and the original
 service's (``evolution_type``, ``submitter``). The body is checked for shape here; whether the
 change may ship is the constitution's question, answered in ``assessment``.
+
+Numbers: the constitution compares ``changes.lines_changed`` (an integer: exact in Python) and
+the ``performance_analysis`` deltas, which reach it as the client spelt them
+(``EvolutionRequestIn.keep_exact_numbers``, ``ExactNumbers``): a double would read
+``0.06015000000000000001`` as 0.06015, the very point where routing turns. No other number in a
+request is read by the constitution.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StrictBool, StrictStr, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PrivateAttr, StrictBool, StrictStr, model_validator
 
+from acgs._acgs import exact_json
 from acgs.services.evolution.records import EvolutionRecord, iso
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 Text = Annotated[StrictStr, Field(max_length=10_000)]
 Reason = Annotated[StrictStr, Field(min_length=1, max_length=10_000)]
 Number = Annotated[float, Field(strict=False, allow_inf_nan=False)]
+
+
+class _Literal(str):
+    """A JSON number's text, as the client wrote it."""
+
+
+def number_literals(raw: bytes, member: str) -> dict[str, str]:
+    """The text of each number among the members of ``raw[member]`` (``raw``: a JSON object),
+    as the client spelt it. Raises ``acgs.errors.InvalidInputError`` for a body that repeats a
+    key (parsers disagree on which one wins) or is not one JSON document."""
+    text = exact_json(raw, member)
+    if text is None:
+        return {}
+    doc = json.loads(text, parse_float=_Literal, parse_int=_Literal)
+    if not isinstance(doc, dict):
+        return {}
+    return {k: str(v) for k, v in doc.items() if isinstance(v, _Literal)}
+
+
+class ExactNumbers(dict[str, Any]):
+    """An object of the request as Python reads it (numbers as doubles: what is stored and
+    shown) that keeps each number's text as sent (``literals``) for the constitution."""
+
+    __slots__ = ("literals",)
+
+    def __init__(self, parsed: dict[str, Any], literals: dict[str, str]) -> None:
+        super().__init__(parsed)
+        self.literals = literals
+
+    def for_policy(self) -> dict[str, Any]:
+        """The object with every number as its literal (``orjson.Fragment``: the input is
+        serialised with orjson)."""
+        return {
+            k: orjson.Fragment(self.literals[k])
+            if k in self.literals and isinstance(v, int | float) and not isinstance(v, bool)
+            else v
+            for k, v in self.items()
+        }
 
 
 class _Strict(BaseModel):
@@ -67,7 +114,8 @@ class ChangesIn(BaseModel):
     privilege_escalation: StrictBool | None = None
     network_changes: StrictBool | None = None
     experimental_features: StrictBool | None = None
-    lines_changed: NonNegativeInt | None = Field(default=None, strict=True)
+    #: At most a 64-bit integer: the policy input is written by orjson.
+    lines_changed: NonNegativeInt | None = Field(default=None, strict=True, le=(1 << 63) - 1)
     user_interaction_changes: StrictBool | None = None
     decision_logic_changes: StrictBool | None = None
     data_handling_changes: StrictBool | None = None
@@ -100,6 +148,14 @@ class EvolutionRequestIn(_Strict):
     justification: Text | None = None
     version: Annotated[StrictStr, Field(max_length=256)] | None = None
     description: Text | None = None
+    #: The text of the numbers of ``performance_analysis`` as sent (``keep_exact_numbers``).
+    _literals: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def keep_exact_numbers(self, raw: bytes) -> None:
+        """Remembers how ``raw`` (the body this request was parsed from) spells the numbers the
+        constitution compares, so that it reads them as sent. Raises
+        ``acgs.errors.InvalidInputError`` as ``number_literals`` does."""
+        self._literals = number_literals(raw, "performance_analysis")
 
     @model_validator(mode="after")
     def _one_name_each(self) -> EvolutionRequestIn:
@@ -128,7 +184,7 @@ class EvolutionRequestIn(_Strict):
             "rollback_plan": self.rollback_plan.policy_input(),
         }
         if self.performance_analysis is not None:
-            out["performance_analysis"] = self.performance_analysis.model_dump(exclude_none=True)
+            out["performance_analysis"] = ExactNumbers(self.performance_analysis.model_dump(exclude_none=True), self._literals)
         for key in ("mitigations", "justification", "version", "description", "constitutional_hash"):
             value = getattr(self, key)
             if value is not None:
@@ -137,8 +193,9 @@ class EvolutionRequestIn(_Strict):
 
 
 def policy_input(record_submission: dict[str, Any], agent_id: str, constitutional_hash: str | None) -> dict[str, Any]:
-    """The input of ``acgs/evolution/decision`` for a stored submission. A request that names
-    no constitutional hash is assessed under the loaded constitution's."""
+    """The input of ``acgs/evolution/decision`` for a submission. A request that names no
+    constitutional hash is assessed under the loaded constitution's. Numbers kept as sent
+    (``ExactNumbers``) are ``orjson.Fragment``s: the input is serialised with orjson."""
     out: dict[str, Any] = {
         "agent_id": agent_id,
         "requested_by": record_submission["requested_by"],
@@ -148,7 +205,8 @@ def policy_input(record_submission: dict[str, Any], agent_id: str, constitutiona
     }
     for key in ("performance_analysis", "mitigations", "justification"):
         if key in record_submission:
-            out[key] = record_submission[key]
+            value = record_submission[key]
+            out[key] = value.for_policy() if isinstance(value, ExactNumbers) else value
     claimed = record_submission.get("constitutional_hash", constitutional_hash)
     if claimed is not None:
         out["constitutional_hash"] = claimed

@@ -32,7 +32,6 @@ from starlette.types import Receive, Scope
 
 from acgs._acgs import exact_batch_inputs, exact_json
 from acgs.errors import AcgsError, AuditError, ConstitutionalHashMismatch, InvalidInputError
-from acgs.security.principal import principal_of
 from acgs.services.common.errors import (
     INTERNAL_ERROR,
     INVALID_OPERATION,
@@ -45,6 +44,7 @@ from acgs.services.common.http import (
     JSON,
     QueryFlags,
     Reply,
+    exact_result,
     json_reply,
     json_response,
     parse_json,
@@ -138,11 +138,14 @@ def _input_of_body(raw_body: bytes) -> tuple[dict[str, Any], bool]:
 class _Answer:
     """One Data API answer being put together."""
 
-    __slots__ = ("cache_hit", "defined", "eval_ns", "outcome", "result", "status", "warning")
+    __slots__ = ("cache_hit", "defined", "eval_ns", "exact", "outcome", "result", "status", "warning")
 
     def __init__(self) -> None:
         self.defined = False
         self.result: Any = None
+        #: The result as the evaluator wrote it, when a double could change one of its numbers
+        #: (``exact_result``): the reply carries this, the decision log the Python value.
+        self.exact: orjson.Fragment | None = None
         self.status = 200
         self.warning: dict[str, str] | None = None
         self.outcome: str | None = None
@@ -156,8 +159,7 @@ async def _facts(service: PolicyService, scope: Scope, target: Target, n: int = 
     facts = service.facts
     if facts is None or target.kind not in (Kind.ENTRYPOINT, Kind.DOCUMENT):
         return None
-    client = scope.get("client")
-    return await facts.documents("decision", principal_of(scope), client[0] if client else None, n)
+    return await facts.for_request("decision", scope, n)
 
 
 async def _evaluate_target(
@@ -204,6 +206,8 @@ async def _evaluate_target(
             answer.defined, answer.result = True, rows[0]["result"]
             if target.rest:
                 answer.defined, answer.result = walk(answer.result, target.rest)
+            else:
+                answer.exact = exact_result(result_set)
         answer.outcome = outcome_of(answer.result, answer.defined)
     elif kind is Kind.DOCUMENT:
         if not pipeline.loaded:
@@ -267,7 +271,7 @@ def _respond(
     note_decision(decision_id)
     out: dict[str, Any] = {"decision_id": decision_id}
     if answer.defined:
-        out["result"] = answer.result
+        out["result"] = answer.result if answer.exact is None else answer.exact
     if answer.warning is not None:
         out["warning"] = answer.warning
     if flags.provenance:
@@ -446,7 +450,7 @@ async def default_post(service: PolicyService, scope: Scope, receive: Receive) -
         raise ServiceError(
             404, UNDEFINED_DOCUMENT, f"document missing or undefined: data.{name.replace('/', '.')}"
         )
-    return json_reply(answer.result, answer.status, flags.pretty)
+    return json_reply(answer.result if answer.exact is None else answer.exact, answer.status, flags.pretty)
 
 
 # -- batch -----------------------------------------------------------------------------------
@@ -547,6 +551,8 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                 rows = orjson.loads(result)
                 if rows:
                     answer.defined, answer.result = walk(rows[0]["result"], target.rest)
+                    if not target.rest:
+                        answer.exact = exact_result(result)
                 answer.outcome = outcome_of(answer.result, answer.defined)
                 service.metrics.outcomes[answer.outcome] += 1
             entries[i] = _entry(pipeline, answer)
@@ -585,7 +591,7 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
 def _entry(pipeline: DecisionPipeline, answer: _Answer) -> dict[str, Any]:
     entry: dict[str, Any] = {"decision_id": pipeline.next_decision_id()}
     if answer.defined:
-        entry["result"] = answer.result
+        entry["result"] = answer.result if answer.exact is None else answer.exact
     if answer.warning is not None:
         entry["warning"] = answer.warning
     return entry

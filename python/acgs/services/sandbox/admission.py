@@ -12,6 +12,7 @@ import orjson
 from acgs import Engine
 from acgs.trust import admit as admit_input
 from acgs.services.sandbox.limits import Limits
+from acgs.services.sandbox.schemas import ExactObject
 
 ENTRYPOINT = "acgs/sandbox/decision"
 log = logging.getLogger("acgs.services.sandbox")
@@ -44,11 +45,17 @@ def _deny(reason: str) -> Admission:
     return Admission(False, [reason])
 
 
+def policy_input(request: dict[str, Any]) -> bytes:
+    """``request`` as the constitution's input: JSON, with every ``ExactObject`` member in the
+    client's own text, so no number is rounded to a double on its way to the policy."""
+    return orjson.dumps({k: orjson.Fragment(v.exact) if isinstance(v, ExactObject) else v for k, v in request.items()})
+
+
 def admit(engine: Engine, request: dict[str, Any], trusted: bytes | None = None) -> Admission:
     """The constitution's word on ``request``, with ``trusted`` (the service's facts about the
     caller: acgs.trust) in place of anything the request claims under that key."""
     try:
-        rows = orjson.loads(engine.evaluate_json(admit_input(orjson.dumps(request), trusted), ENTRYPOINT))
+        rows = orjson.loads(engine.evaluate_json(admit_input(policy_input(request), trusted), ENTRYPOINT))
         result = rows[0]["result"] if rows else None
     except Exception as exc:  # any engine fault is a deny
         log.exception("constitution check failed")

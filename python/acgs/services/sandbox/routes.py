@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from acgs.errors import InvalidInputError
 from acgs.security.principal import own_records_only, principal_of
 
 from acgs.services.sandbox.deps import Service
@@ -34,6 +35,10 @@ async def execute(req: ExecuteRequest, service: Service, request: Request) -> JS
     """Check the run against the constitution, queue it, run it and return the execution.
     Every request that reaches the constitution becomes an execution (GET it later by id)
     and an audit event, whatever the outcome."""
+    try:
+        req.keep_exact_numbers(await request.body())
+    except InvalidInputError as exc:
+        return JSONResponse({"code": "invalid_request", "message": str(exc)}, status_code=400)
     own = own_records_only(principal_of(request.scope))
     if own is not None and req.agent_id != own:
         # With authentication on, an agent runs code as itself: the credential says who it is.
@@ -41,10 +46,7 @@ async def execute(req: ExecuteRequest, service: Service, request: Request) -> JS
             {"code": "forbidden", "message": f"agent_id {req.agent_id!r} is not the caller ({own!r})"}, status_code=403
         )
     facts = getattr(request.app.state, "trusted_facts", None)
-    trusted = None
-    if facts is not None:
-        client = request.client.host if request.client is not None else None
-        trusted = await facts.document("execute", principal_of(request.scope), client)
+    trusted = (await facts.for_request("execute", request.scope))[0] if facts is not None else None
     result = await service.execute(req, trusted)
     return JSONResponse(Execution.model_validate(result.record).model_dump(), status_code=result.http_status)
 

@@ -2,7 +2,8 @@
 
 The request is checked here only for shape; what it may do (language, runtime, limits,
 network) is the constitution's call, so limits and the agent pass through to ``acgs.sandbox``
-as sent and its reasons are what a denied caller reads.
+as sent (numbers as the client spelt them: ``ExactObject``) and its reasons are what a denied
+caller reads.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from acgs._acgs import exact_json
 
 ExecutionStatus = Literal["queued", "running", "completed", "timeout", "killed", "denied", "error"]
 FINAL_STATUSES = frozenset(("completed", "timeout", "killed", "denied", "error"))
@@ -47,6 +50,35 @@ class ExecuteRequest(BaseModel):
         if self.command is not None and (not self.command or not all(self.command)):
             raise ValueError("command must be a non-empty list of non-empty strings")
         return self
+
+
+    def keep_exact_numbers(self, raw: bytes) -> None:
+        """Makes ``agent`` and ``limits`` remember their text in ``raw`` (the request body this
+        request was parsed from), so the constitution compares the numbers the client wrote
+        (``0.79999999999999999999`` stays below a tier's 0.8; a double would say 0.8). Raises
+        ``acgs.errors.InvalidInputError`` for a body that repeats a key (parsers disagree on
+        which one wins) or that is not one JSON document."""
+        for name in _EXACT_MEMBERS:
+            text = exact_json(raw, name)
+            if text is not None:
+                setattr(self, name, ExactObject(getattr(self, name), text))
+
+
+#: The members of an execute request whose numbers the constitution compares.
+_EXACT_MEMBERS = ("agent", "limits")
+
+
+class ExactObject(dict[str, Any]):
+    """A JSON object as Python reads it (numbers as doubles: for the controller's own use and
+    the stored request) that keeps the client's text of it (``exact``: compact JSON, every
+    number as spelt) for the constitution. Never changed after parsing: the text would no
+    longer match."""
+
+    __slots__ = ("exact",)
+
+    def __init__(self, parsed: dict[str, Any], exact: bytes) -> None:
+        super().__init__(parsed)
+        self.exact = exact
 
 
 class ResourceUsage(BaseModel):
