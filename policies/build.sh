@@ -30,7 +30,7 @@ cd "$root"
 # data.acgs.constitution (as under `opa test policies/`). Tests stay out of the bundle.
 "$OPA" build -t wasm --ignore '*_test.rego' \
 	-e acgs/main/decision -e acgs/main/allow -e acgs/evolution/decision -e acgs/sandbox/decision \
-	-e acgs/fast_path/route \
+	-e acgs/fast_path/route -e acgs/tools/decision \
 	acgs:policies/acgs -o "$package_dir/constitution.tar.gz"
 
 cd "$root/tests/fixtures/stress"

@@ -29,7 +29,7 @@ FAST_PATH = CONSTITUTION["fast_path"]
 # More generated requests for a local soak: ACGS_CONSTITUTION_SAMPLES=100000 pytest -k depend
 SAMPLES = int(os.environ.get("ACGS_CONSTITUTION_SAMPLES", "5000"))
 ENTRYPOINTS = ["acgs/main/decision", "acgs/main/allow", "acgs/evolution/decision", "acgs/sandbox/decision",
-               "acgs/fast_path/route"]
+               "acgs/fast_path/route", "acgs/tools/decision"]
 
 SEED: dict[str, Any] = {
     "type": "constitutional_evaluation",
@@ -86,6 +86,7 @@ def test_malformed_input_is_a_deny_not_an_error(engine: acgs.Engine, bad: Any) -
     assert engine.evaluate(bad, "acgs/main/allow") is False
     assert engine.evaluate(bad, "acgs/evolution/decision")["approval_type"] == "rejected"
     assert engine.evaluate(bad, "acgs/sandbox/decision")["allow"] is False
+    assert engine.evaluate(bad, "acgs/tools/decision")["outcome"] == "deny"
 
 
 # ---------------------------------------------------------------------------
@@ -224,12 +225,33 @@ def sandbox_request(rng: random.Random) -> Any:
     return req
 
 
+def tools_request(rng: random.Random) -> Any:
+    """A tool call; tests/test_tools_policy.py generates far more varied ones."""
+    tool, arguments = pick(rng, [
+        ("read_file", {"path": pick(rng, ["/workspace/a.txt", "/etc/passwd", "/workspace/.env", 3])}),
+        ("http_get", {"url": pick(rng, ["https://pypi.org/simple", "https://evil.io/", "https://a@pypi.org/"])}),
+        ("payments.transfer", {"amount": pick(rng, [5, 100, 100.5, 20000, "9"]), "currency": "EUR",
+                               "to_account": "DE89370400440532013000"}),
+        ("db.drop_table", {"table": "users"}),
+        (pick(rng, ["mcp:github/create_issue", "Read_File", "read file", 7]), {}),
+    ])
+    req: dict[str, Any] = {"tool": tool, "arguments": arguments, "agent_id": "agent-7",
+                           "constitutional_hash": pick(rng, [HASH, HASH, "abc"])}
+    if rng.random() < 0.5:
+        req["agent"] = {"trust_level": pick(rng, [0.5, 0.95, 2])}
+    if rng.random() < 0.3:
+        req["session"] = {"id": "s-1", "history": [
+            {"tool": "read_secret", "outcome": pick(rng, ["allow", "deny"]), "labels": ["reads_secrets"]}]}
+    return req
+
+
 GENERATORS = {
     "acgs/main/decision": main_request,
     "acgs/main/allow": main_request,
     "acgs/evolution/decision": evolution_request,
     "acgs/sandbox/decision": sandbox_request,
     "acgs/fast_path/route": main_request,
+    "acgs/tools/decision": tools_request,
 }
 
 
