@@ -60,10 +60,10 @@ dev: sandbox-launcher ## Build the extension (release) into the venv, and the sa
 SANDBOX_LAUNCHER := python/acgs/services/sandbox/launcher/acgs-launcher
 
 .PHONY: sandbox-launcher
-sandbox-launcher: $(SANDBOX_LAUNCHER) ## The warm pool's launcher (C, static; runs inside bwrap sandboxes)
+sandbox-launcher: $(SANDBOX_LAUNCHER) ## The warm pool's launcher (C, static: zig and musl; runs inside bwrap sandboxes)
 
-$(SANDBOX_LAUNCHER): python/acgs/services/sandbox/launcher/launcher.c
-	$(CC) -O2 -Wall -Wextra -Werror -static -o $@ $<
+$(SANDBOX_LAUNCHER): python/acgs/services/sandbox/launcher/launcher.c scripts/sandbox-launcher.sh
+	PY=$(PY) bash scripts/sandbox-launcher.sh $@
 
 .PHONY: run
 run: setup dev ## Set everything up, show a real decision, then serve all four services (8001-8004)
@@ -138,9 +138,18 @@ bench-http: dev ## HTTP load: the policy service vs `opa run --server` under wrk
 bench-sandbox: ## Sandbox start-up over a bare process (bwrap, gVisor; needs root); writes bench/results/sandbox.md
 	$(PY) bench/sandbox_startup.py $(BENCH_ARGS)
 
+# Where `make wheel` puts the wheel (tests/test_packaging.py points it at a temporary directory).
+WHEEL_DIR ?= dist
+
 .PHONY: wheel
-wheel: ## Build an abi3 wheel into dist/
-	$(PY) -m maturin build --release --out dist
+wheel: ## Release wheel into dist/ (or WHEEL_DIR): abi3, manylinux_2_28 (zig), the sandbox launcher inside
+	@# The launcher is rebuilt every time (it takes well under a second once zig has its libc):
+	@# the wheel ships what launcher.c says today, never a stale or hand-built binary.
+	PY=$(PY) bash scripts/sandbox-launcher.sh $(SANDBOX_LAUNCHER)
+	@# zig links against glibc 2.28's symbols, so the wheel installs on RHEL 8+, Debian 10+,
+	@# Ubuntu 20.04+ and the like; maturin refuses to tag it manylinux_2_28 if anything needs more.
+	PATH="$(abspath $(dir $(PY))):$$PATH" $(PY) -m maturin build --release --zig \
+		--compatibility manylinux_2_28 --out $(WHEEL_DIR)
 
 .PHONY: clean
 clean: ## Remove build outputs in the clone (caches in ~/.cache/acgs stay)

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("acgs.services.sandbox")
 
 #: The launcher binary, built from ``launcher/launcher.c`` by ``make sandbox-launcher``
-#: (part of ``make dev``).
+#: (part of ``make dev``) and shipped in the wheel as package data (``make wheel``): a static
+#: executable, so it runs inside the sandbox whatever libc the host has.
 LAUNCHER = Path(__file__).resolve().parent.parent / "launcher" / "acgs-launcher"
 #: Descriptor numbers in the sandbox: after bwrap's 3-5 (seccomp filter, passwd, group).
 CONTROL_FD = 6
@@ -75,7 +76,7 @@ EXTRA_PIDS = 2
 def launcher_problem(path: Path = LAUNCHER) -> str | None:
     """None when the launcher is built, else why the pool cannot run."""
     if not path.is_file():
-        return f"the launcher is not built ({path.name}: run `make sandbox-launcher`)"
+        return f"the launcher is not built ({path.name}: `make sandbox-launcher` in a source tree; wheels carry it)"
     if not os.access(path, os.X_OK):
         return f"the launcher {path} is not executable"
     return None
