@@ -235,15 +235,11 @@ violations contains msg if {
 	msg := sprintf("session.history has %v entries, more than the %v allowed", [count(session.history), t.history_max])
 }
 
+# One scan of the history (session_well_formed) serves both this check and the rules below.
 violations contains "session.history entries must be objects with an array of labels" if {
 	is_array(session.history)
-	some h in session.history
-	not history_entry_well_formed(h)
-}
-
-history_entry_well_formed(h) if {
-	is_object(h)
-	is_array(object.get(h, "labels", []))
+	count(session.history) <= t.history_max
+	not session_well_formed
 }
 
 violations contains msg if {

@@ -5,11 +5,36 @@ the Rust core, with the GIL released.
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from acgs import errors
 from acgs._acgs import Engine, __version__
+from acgs.errors import ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
 
-__all__ = ["SEED_REQUEST", "Engine", "__version__", "default_bundle_path", "errors"]
+if TYPE_CHECKING:
+    from acgs.guard import Guard
+
+__all__ = [
+    "SEED_REQUEST",
+    "ApprovalRequired",
+    "Engine",
+    "Guard",
+    "ToolDenied",
+    "ToolInputError",
+    "ToolOutputError",
+    "__version__",
+    "default_bundle_path",
+    "errors",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The guard pulls in the HTTP client and the audit outbox: imported on first use only.
+    if name == "Guard":
+        from acgs.guard import Guard
+
+        return Guard
+    raise AttributeError(f"module 'acgs' has no attribute {name!r}")
 
 _BUNDLES = Path(__file__).parent / "bundles"
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AcgsError(Exception):
     """Root of all ACGS errors."""
@@ -136,8 +138,67 @@ class AuditIntegrityError(AuditError):
     code = "integrity_failure"
 
 
+class ToolDenied(AcgsError):
+    """A guarded tool call was refused and did not run: the constitution denied it, an
+    approver rejected it, or deciding failed (a fault in the policy path is a deny). Carries
+    the decision (``decision``: outcome, reasons, decision id, tool)."""
+
+    code = "tool_denied"
+
+    def __init__(self, message: str, decision: Any = None, *, outcome: str = "deny", code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.decision = decision
+        #: ``deny`` or ``rejected`` (an approver said no).
+        self.outcome = outcome
+        self.reasons: list[str] = list(getattr(decision, "reasons", None) or [message])
+        self.decision_id: str | None = getattr(decision, "decision_id", None)
+        self.tool: str | None = getattr(decision, "tool", None)
+
+
+class ApprovalRequired(AcgsError):
+    """The constitution requires approval of a guarded tool call and no approver was given: the
+    call did not run. Carries the decision and its ``approval`` member (reviewers, expiry,
+    roles)."""
+
+    code = "approval_required"
+
+    def __init__(self, message: str, decision: Any = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.approval: dict[str, Any] | None = getattr(decision, "approval", None)
+        self.reasons: list[str] = list(getattr(decision, "reasons", None) or [])
+        self.decision_id: str | None = getattr(decision, "decision_id", None)
+        self.tool: str | None = getattr(decision, "tool", None)
+
+
+class ToolInputError(InvalidInputError):
+    """A guarded tool's arguments have no exact JSON form (an object JSON cannot hold, NaN or
+    infinity, a non-string key, a cycle): the call was refused without running."""
+
+    code = "tool_input_error"
+
+    def __init__(self, message: str, tool: str | None = None, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.decision_id = decision_id
+
+
+class ToolOutputError(AcgsError):
+    """A guarded tool ran, but its result failed the tool's output checks (``check_output``
+    raised, or the result passed ``max_output_bytes`` or has no JSON form to measure): the
+    result is withheld."""
+
+    code = "tool_output_rejected"
+
+    def __init__(self, message: str, tool: str | None = None, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.decision_id = decision_id
+
+
 __all__ = [
     "AcgsError",
+    "ApprovalRequired",
     "AuditArgumentError",
     "AuditError",
     "AuditIntegrityError",
@@ -155,6 +216,9 @@ __all__ = [
     "ProofError",
     "ResourceLimitExceeded",
     "SigningKeyError",
+    "ToolDenied",
+    "ToolInputError",
+    "ToolOutputError",
     "UnknownBuiltinError",
     "UnknownEntrypointError",
 ]

@@ -1,0 +1,538 @@
+"""``acgs.Guard``: every call of a wrapped tool function is decided by the constitution
+(``acgs/tools/decision``) before it runs, refused, or held for approval, and audited once.
+
+In process the decision is the embedded engine's, through the Rust core's admission (the
+input's ``trusted`` member is the guard's own ``trusted`` facts or nothing, whatever the
+arguments hold); remote, it is the policy service's, which fills ``trusted`` from the caller's
+credential. Any fault on the way (an engine error, a malformed decision, an unreachable
+service) is a deny with the fault as its reason: a tool never runs on a decision ACGS did not
+make.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+import orjson
+
+from acgs import _acgs as core
+from acgs.errors import AcgsError, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
+from acgs.guard.audit import EVENT_TYPE, GuardAudit, sink_for
+from acgs.guard.decision import ENTRYPOINT, ToolDecision, arguments_json, fault, read_decision, read_result_set
+from acgs.guard.session import ALLOW, APPROVED, DEFAULT_HISTORY_MAX, DENY, PENDING, REJECTED, HistoryEntry, SessionHistory
+from acgs.services.common.ids import DecisionIds
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: What an approver is: given the decision, True (run it) or False (refuse it), or an awaitable
+#: of either; raising refuses the call and the exception reaches the caller.
+Approver = Callable[[ToolDecision], bool | Awaitable[bool]]
+OutputCheck = Callable[[Any], Any]
+
+_RESULTS = {ALLOW: "allowed", APPROVED: "approved"}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _history_max(engine: Any) -> int:
+    try:
+        value = engine.data["acgs"]["constitution"]["tools"]["history_max"]
+    except (KeyError, TypeError, AttributeError):
+        return DEFAULT_HISTORY_MAX
+    return value if type(value) is int and value >= 0 else DEFAULT_HISTORY_MAX
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 1000 else text[:999] + "\u2026"
+
+
+class _Call:
+    """One guarded call on its way: input, decision, what happened, its audit event."""
+
+    __slots__ = ("args_json", "arguments", "decision", "entry", "error", "result_sha256", "started", "tool")
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.started = time.perf_counter()
+        self.arguments: dict[str, Any] = {}
+        self.args_json: bytes | None = None
+        self.decision: ToolDecision | None = None
+        self.entry: HistoryEntry | None = None
+        self.error: str | None = None
+        self.result_sha256: str | None = None
+
+
+class _Binder:
+    """A function's arguments by parameter name, defaults applied: ``inspect.Signature.bind``,
+    with a direct path for functions whose parameters are all plain (positional or keyword)."""
+
+    __slots__ = ("defaults", "names", "plain", "sig")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.sig = inspect.signature(fn)
+        params = list(self.sig.parameters.values())
+        self.plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self.names = tuple(p.name for p in params)
+        self.defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self.names
+        if self.plain and len(args) <= len(names):
+            out = dict(zip(names, args))
+            if not kwargs or all(k in names and k not in out for k in kwargs):
+                out.update(kwargs)
+                if len(out) < len(names):
+                    for name in names:
+                        if name not in out:
+                            if name not in self.defaults:
+                                break
+                            out[name] = self.defaults[name]
+                    else:
+                        return {name: out[name] for name in names}
+                else:
+                    return {name: out[name] for name in names}
+        # Anything else (and every error, raised as the bare function would raise it).
+        bound = self.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if self.sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)
+            else:
+                arguments[name] = value
+        return arguments
+
+
+class Guard:
+    """Guards tool functions of one agent in one session.
+
+    ``engine``: an ``acgs.Engine`` (default: the constitution shipped with ACGS), or ``url``
+    (and ``api_key``) of an ACGS policy service. ``agent_id`` names the agent in every
+    decision and audit event; ``session_id`` (default: a new id) names the session whose
+    history the guard keeps. ``audit``: an audit service URL, an ``acgs.audit.log.AuditLog``, a
+    sink, or another guard's ``audit`` (shared); None: no audit. ``approver``: called with the decision when the constitution
+    requires approval; without one such calls raise ``ApprovalRequired``. ``trusted``: in
+    process, facts the embedding program vouches for (e.g. ``{"agent": {"trust_level": 0.9}}``);
+    the remote service builds its own.
+    """
+
+    def __init__(
+        self,
+        engine: Any = None,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        agent_id: str,
+        session_id: str | None = None,
+        audit: Any = None,
+        audit_api_key: str | None = None,
+        audit_outbox: str | Path | None = None,
+        approver: Approver | None = None,
+        trusted: Mapping[str, Any] | None = None,
+        history_max: int | None = None,
+        timeout: float = 10.0,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValueError("agent_id must be a non-empty string")
+        if engine is not None and url is not None:
+            raise ValueError("give an engine or a policy service url, not both")
+        self.agent_id = agent_id
+        self._ids = DecisionIds()
+        self.session_id = session_id if session_id is not None else f"session-{self._ids.next()}"
+        self.url = url.rstrip("/") if url is not None else None
+        self.approver = approver
+        self.engine: Any = None
+        if self.url is None:
+            if engine is None:
+                from acgs import Engine, default_bundle_path
+
+                engine = Engine.load(default_bundle_path())
+            self.engine = engine
+        self._trusted = orjson.dumps(dict(trusted)) if trusted is not None else None
+        limit = history_max if history_max is not None else (_history_max(engine) if engine is not None else DEFAULT_HISTORY_MAX)
+        self.history = SessionHistory(self.session_id, limit)
+        self._agent_session = (
+            b',"agent_id":' + orjson.dumps(self.agent_id) + b',"session":{"id":' + orjson.dumps(self.session_id) + b',"history":'
+        )  # fmt: skip
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = timeout
+        self._client = http_client
+        self._aclient = async_http_client
+        self._own_clients = http_client is None, async_http_client is None
+        #: Another guard's trail (``audit=other.audit``) is shared, not owned: one outbox and one
+        #: relay thread for many sessions; its first owner closes it.
+        self._own_audit = not isinstance(audit, GuardAudit)
+        if isinstance(audit, GuardAudit) or audit is None:
+            self.audit: GuardAudit | None = audit
+        else:
+            self.audit = GuardAudit(sink_for(audit, api_key=audit_api_key), outbox=audit_outbox)
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def _input(self, call: _Call) -> bytes:
+        assert call.args_json is not None
+        return (
+            b'{"tool":' + orjson.dumps(call.tool) + b',"arguments":' + call.args_json
+            + self._agent_session + self.history.json() + b"}}"
+        )  # fmt: skip
+
+    def _decide_local(self, raw: bytes, tool: str) -> ToolDecision:
+        decision_id = self._ids.next()
+        try:
+            admitted = core.admit_input(raw, self._trusted)
+            result_set = self.engine.evaluate_json(admitted, ENTRYPOINT)
+        except AcgsError as exc:
+            return fault(decision_id, tool, f"the tool decision failed: {exc.code}: {exc.message}")
+        except Exception as exc:  # any fault in the policy path is a deny
+            return fault(decision_id, tool, f"the tool decision failed: {_error_text(exc)}")
+        return read_result_set(result_set, decision_id, tool)
+
+    def _remote_body(self, raw: bytes) -> bytes:
+        return b'{"input":' + raw + b"}"
+
+    def _read_reply(self, response: httpx.Response, tool: str) -> ToolDecision:
+        fallback = self._ids.next()
+        if response.status_code != 200:
+            return fault(fallback, tool, f"the policy service answered {response.status_code}: {response.text[:300]}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return fault(fallback, tool, "the policy service answered unreadable JSON")
+        if not isinstance(body, dict):
+            return fault(fallback, tool, "the policy service answered no decision")
+        decision_id = body.get("decision_id")
+        decision_id = decision_id if isinstance(decision_id, str) and decision_id else fallback
+        if "result" not in body:
+            return fault(decision_id, tool, "the constitution has no tool decision for this call (undefined)")
+        return read_decision(body["result"], decision_id, tool)
+
+    def _decide_remote(self, raw: bytes, tool: str) -> ToolDecision:
+        if self._client is None:
+            self._client = httpx.Client(timeout=self._timeout)
+        try:
+            response = self._client.post(f"{self.url}/v1/data/{ENTRYPOINT}", content=self._remote_body(raw), headers=self._headers)
+        except Exception as exc:  # unreachable, timed out, closed: a deny
+            return fault(self._ids.next(), tool, f"the policy service is unreachable: {_error_text(exc)}")
+        return self._read_reply(response, tool)
+
+    async def _adecide_remote(self, raw: bytes, tool: str) -> ToolDecision:
+        if self._aclient is None:
+            self._aclient = httpx.AsyncClient(timeout=self._timeout)
+        try:
+            response = await self._aclient.post(
+                f"{self.url}/v1/data/{ENTRYPOINT}", content=self._remote_body(raw), headers=self._headers
+            )
+        except Exception as exc:  # unreachable, timed out, closed: a deny
+            return fault(self._ids.next(), tool, f"the policy service is unreachable: {_error_text(exc)}")
+        return self._read_reply(response, tool)
+
+    def decide(self, tool: str, arguments: Mapping[str, Any] | None = None) -> ToolDecision:
+        """The decision on calling ``tool`` with ``arguments`` now, without running or auditing
+        anything and without adding to the session's history."""
+        call = _Call(tool)
+        call.args_json = arguments_json(arguments or {}, tool)
+        raw = self._input(call)
+        return self._decide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+
+    async def adecide(self, tool: str, arguments: Mapping[str, Any] | None = None) -> ToolDecision:
+        """``decide`` for asyncio callers."""
+        call = _Call(tool)
+        call.args_json = arguments_json(arguments or {}, tool)
+        raw = self._input(call)
+        return await self._adecide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+
+    # -- one call ----------------------------------------------------------------------------
+
+    def _prepare(self, call: _Call, binder: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Binds and converts the arguments (``ToolInputError`` when they have no JSON form);
+        returns the decision input."""
+        call.arguments = binder.bind(args, kwargs)
+        call.args_json = arguments_json(call.arguments, call.tool)
+        return self._input(call)
+
+    def _refuse_input(self, call: _Call, exc: ToolInputError) -> ToolInputError:
+        decision = fault(self._ids.next(), call.tool, exc.message)
+        call.decision = decision
+        exc.decision_id = decision.decision_id
+        call.entry = self.history.record(decision.tool, DENY, [])
+        self._audit(call, DENY)
+        return exc
+
+    def _after_decision(self, call: _Call) -> str:
+        """Records the decided call in the session; what happens next: ``run``, ``deny`` or
+        ``approval``."""
+        decision = call.decision
+        assert decision is not None
+        if decision.outcome == "allow":
+            call.entry = self.history.record(decision.tool, ALLOW, decision.labels)
+            return "run"
+        if decision.outcome == "deny":
+            call.entry = self.history.record(decision.tool, DENY, decision.labels)
+            return "deny"
+        call.entry = self.history.record(decision.tool, PENDING, decision.labels)
+        return "approval"
+
+    def _denied(self, call: _Call) -> ToolDenied:
+        decision = call.decision
+        assert decision is not None
+        self._audit(call, DENY)
+        return ToolDenied(f"tool {decision.tool!r} denied: {'; '.join(decision.reasons)}", decision)
+
+    def _approval_missing(self, call: _Call) -> ApprovalRequired:
+        decision = call.decision
+        assert decision is not None
+        self._audit(call, PENDING)
+        why = "; ".join(decision.reasons) or "the constitution requires approval"
+        return ApprovalRequired(f"tool {decision.tool!r} requires approval: {why}", decision)
+
+    def _approved(self, call: _Call, verdict: Any) -> bool:
+        """Settles an approver's answer: True runs the call; anything but True refuses it."""
+        assert call.entry is not None
+        if verdict is True:
+            self.history.settle(call.entry, APPROVED)
+            return True
+        self.history.settle(call.entry, REJECTED)
+        return False
+
+    def _rejected(self, call: _Call, error: BaseException | None = None) -> ToolDenied:
+        decision = call.decision
+        assert decision is not None and call.entry is not None
+        self.history.settle(call.entry, REJECTED)
+        if error is not None:
+            call.error = _error_text(error)
+        self._audit(call, REJECTED)
+        reason = "the approver rejected the call" if error is None else f"the approver failed: {call.error}"
+        return ToolDenied(f"tool {decision.tool!r} rejected: {reason}", decision, outcome=REJECTED, code="tool_rejected")
+
+    def _finish(self, call: _Call, outcome: str, result: Any, check_output: OutputCheck | None, max_output_bytes: int | None) -> Any:
+        """Output checks, the result's digest, the audit event; returns the result to hand back."""
+        decision = call.decision
+        assert decision is not None
+        if self.audit is None and check_output is None and max_output_bytes is None:
+            return result
+        try:
+            if check_output is not None:
+                result = check_output(result)
+            data: bytes | None = None
+            try:
+                data = core.canonical_json(result)
+            except Exception:  # noqa: BLE001 - a result JSON cannot hold is digested by its repr
+                if max_output_bytes is not None:
+                    raise ToolOutputError(
+                        f"tool {decision.tool!r}: the result has no JSON form to measure", decision.tool, decision.decision_id
+                    ) from None
+            if max_output_bytes is not None and data is not None and len(data) > max_output_bytes:
+                raise ToolOutputError(
+                    f"tool {decision.tool!r}: the result is {len(data)} bytes as JSON, more than {max_output_bytes}",
+                    decision.tool, decision.decision_id,
+                )  # fmt: skip
+            call.result_sha256 = _sha256(data if data is not None else repr(result).encode("utf-8", "replace"))
+        except BaseException as exc:
+            call.error = _error_text(exc)
+            self._audit(call, outcome, failed=True)
+            raise
+        self._audit(call, outcome)
+        return result
+
+    def _failed(self, call: _Call, outcome: str, exc: BaseException) -> None:
+        call.error = _error_text(exc)
+        self._audit(call, outcome, failed=True)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def _audit(self, call: _Call, outcome: str, *, failed: bool = False) -> None:
+        if self.audit is None:
+            return
+        decision = call.decision
+        assert decision is not None
+        metadata: dict[str, Any] = {
+            "tool": decision.tool,
+            "outcome": decision.outcome,
+            "reasons": list(decision.reasons),
+            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            "session_id": self.session_id,
+            "idempotency_key": f"tool:{decision.decision_id}",
+        }
+        if decision.tool != call.tool:
+            metadata["called_as"] = call.tool
+        if call.args_json is not None:
+            try:
+                canonical = core.canonicalize_json(call.args_json)
+                metadata["arguments_sha256"] = _sha256(canonical)
+                if not decision.redact_arguments:
+                    metadata["arguments"] = orjson.loads(canonical)
+            except Exception:  # noqa: BLE001 - numbers a double would alter: the bytes' digest
+                metadata["arguments_sha256"] = _sha256(call.args_json)
+                metadata["arguments_canonical"] = False
+        if call.result_sha256 is not None:
+            metadata["result_sha256"] = call.result_sha256
+        if call.error is not None:
+            metadata["error"] = call.error
+        if decision.fault is not None:
+            metadata["fault"] = True
+        result = "failed" if failed else _RESULTS.get(outcome, "denied" if outcome == DENY else outcome)
+        if outcome == PENDING:
+            result = "approval_required"
+        event: dict[str, Any] = {
+            "event_type": EVENT_TYPE,
+            "agent_id": self.agent_id,
+            "action": f"tool.{decision.tool}",
+            "result": result,
+            "decision_id": decision.decision_id,
+            "metadata": metadata,
+        }
+        if decision.constitutional_hash:
+            event["constitutional_hash"] = decision.constitutional_hash
+        self.audit.record(event)
+
+    # -- wrapping ----------------------------------------------------------------------------
+
+    def tool(
+        self,
+        fn: F | None = None,
+        /,
+        name: str | None = None,
+        *,
+        check_output: OutputCheck | None = None,
+        max_output_bytes: int | None = None,
+    ) -> Any:
+        """Wraps a tool function (sync or async), as ``@guard.tool`` or ``@guard.tool(...)``.
+        ``name``: the tool's name in the catalogue (default: the function's). ``check_output``
+        gets the result and returns what to hand back (the result or a replacement) or raises;
+        ``max_output_bytes`` caps the result's JSON size (``ToolOutputError`` past it)."""
+        if isinstance(fn, str) and name is None:
+            fn, name = None, fn
+        if fn is None:
+            return functools.partial(self.tool, name=name, check_output=check_output, max_output_bytes=max_output_bytes)
+        return self._wrap(fn, fn.__name__ if name is None else name, check_output, max_output_bytes)
+
+    def _wrap(self, fn: F, tool: str, check_output: OutputCheck | None, max_output_bytes: int | None) -> F:
+        sig = _Binder(fn)
+        guard = self
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def aguarded(*args: Any, **kwargs: Any) -> Any:
+                call = _Call(tool)
+                try:
+                    raw = guard._prepare(call, sig, args, kwargs)
+                except ToolInputError as exc:
+                    raise guard._refuse_input(call, exc) from None
+                call.decision = await guard._adecide_remote(raw, tool) if guard.url is not None else guard._decide_local(raw, tool)
+                step = guard._after_decision(call)
+                outcome = ALLOW
+                if step == "deny":
+                    raise guard._denied(call)
+                if step == "approval":
+                    if guard.approver is None:
+                        raise guard._approval_missing(call)
+                    try:
+                        verdict = guard.approver(call.decision)
+                        if inspect.isawaitable(verdict):
+                            verdict = await verdict
+                    except BaseException as exc:
+                        guard._rejected(call, exc)
+                        raise
+                    if not guard._approved(call, verdict):
+                        raise guard._rejected(call)
+                    outcome = APPROVED
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    guard._failed(call, outcome, exc)
+                    raise
+                return guard._finish(call, outcome, result, check_output, max_output_bytes)
+
+            return cast(F, aguarded)
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            call = _Call(tool)
+            try:
+                raw = guard._prepare(call, sig, args, kwargs)
+            except ToolInputError as exc:
+                raise guard._refuse_input(call, exc) from None
+            call.decision = guard._decide_remote(raw, tool) if guard.url is not None else guard._decide_local(raw, tool)
+            step = guard._after_decision(call)
+            outcome = ALLOW
+            if step == "deny":
+                raise guard._denied(call)
+            if step == "approval":
+                if guard.approver is None:
+                    raise guard._approval_missing(call)
+                try:
+                    verdict = guard.approver(call.decision)
+                    if inspect.isawaitable(verdict):
+                        # A sync tool cannot wait on a coroutine approver: refused, not run.
+                        close = getattr(verdict, "close", None)
+                        if close is not None:
+                            close()
+                        raise TypeError("an async approver needs an async tool")
+                except BaseException as exc:
+                    guard._rejected(call, exc)
+                    raise
+                if not guard._approved(call, verdict):
+                    raise guard._rejected(call)
+                outcome = APPROVED
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                guard._failed(call, outcome, exc)
+                raise
+            return guard._finish(call, outcome, result, check_output, max_output_bytes)
+
+        return cast(F, guarded)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Waits until every audit event so far is delivered; True when they are (or there is
+        no audit)."""
+        return True if self.audit is None else self.audit.flush(timeout)
+
+    async def aflush(self, timeout: float = 10.0) -> bool:
+        return True if self.audit is None else await self.audit.aflush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Delivers pending audit events (up to ``timeout``), stops the relay, closes the HTTP
+        client the guard opened."""
+        if self.audit is not None:
+            if self._own_audit:
+                self.audit.close(timeout)
+            else:
+                self.audit.flush(timeout)
+        if self._client is not None and self._own_clients[0]:
+            self._client.close()
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        if self.audit is not None:
+            await self.audit.aflush(timeout)
+        self.close(timeout)
+        if self._aclient is not None and self._own_clients[1]:
+            await self._aclient.aclose()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Guard:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
