@@ -526,3 +526,24 @@ def test_the_history_json_sent_is_the_history() -> None:
         assert orjson.loads(history.json()) == history.snapshot()
         if limit:
             assert history.snapshot()[-1]["outcome"] == "approved"
+
+
+def test_a_call_by_name_and_arguments_is_decided_and_audited_like_a_wrapped_one() -> None:
+    """``Guard.call`` / ``acall``: what adapters and the MCP proxy use for calls a model or a
+    client names. An allowed call runs, a denied one never does, both are in the history."""
+    import asyncio
+
+    ran: list[str] = []
+    with acgs.Guard(agent_id="agent-7", session_id="by-name") as guard:
+        assert guard.call("read_file", {"path": "/workspace/a.txt"}, lambda: ran.append("a") or "ok") == "ok"
+        with pytest.raises(acgs.ToolDenied):
+            guard.call("db.drop_table", {"table": "users"}, lambda: ran.append("b"))
+        with pytest.raises(acgs.ToolInputError):
+            guard.call("read_file", {"path": float("nan")}, lambda: ran.append("c"))
+
+        async def fetch() -> str:
+            ran.append("d")
+            return "page"
+
+        assert asyncio.run(guard.acall("read_file", {"path": "/workspace/b.txt"}, fetch)) == "page"
+        assert ran == ["a", "d"]

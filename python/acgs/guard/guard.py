@@ -419,6 +419,115 @@ class Guard:
             return functools.partial(self.tool, name=name, check_output=check_output, max_output_bytes=max_output_bytes)
         return self._wrap(fn, fn.__name__ if name is None else name, check_output, max_output_bytes)
 
+    def _gate(self, call: _Call) -> str:
+        """After the decision (sync): the outcome the call runs under (``allow`` or
+        ``approved``); raises ``ToolDenied`` / ``ApprovalRequired`` (audited) otherwise."""
+        step = self._after_decision(call)
+        if step == "deny":
+            raise self._denied(call)
+        if step == "run":
+            return ALLOW
+        if self.approver is None:
+            raise self._approval_missing(call)
+        assert call.decision is not None
+        try:
+            verdict = self.approver(call.decision)
+            if inspect.isawaitable(verdict):
+                # A sync call cannot wait on a coroutine approver: refused, not run.
+                close = getattr(verdict, "close", None)
+                if close is not None:
+                    close()
+                raise TypeError("an async approver needs an async tool")
+        except BaseException as exc:
+            self._rejected(call, exc)
+            raise
+        if not self._approved(call, verdict):
+            raise self._rejected(call)
+        return APPROVED
+
+    async def _agate(self, call: _Call) -> str:
+        """``_gate`` for asyncio callers (the approver may be a coroutine function)."""
+        step = self._after_decision(call)
+        if step == "deny":
+            raise self._denied(call)
+        if step == "run":
+            return ALLOW
+        if self.approver is None:
+            raise self._approval_missing(call)
+        assert call.decision is not None
+        try:
+            verdict = self.approver(call.decision)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except BaseException as exc:
+            self._rejected(call, exc)
+            raise
+        if not self._approved(call, verdict):
+            raise self._rejected(call)
+        return APPROVED
+
+    def _run(self, call: _Call, raw: bytes, run: Callable[[], Any], check_output: OutputCheck | None, max_output_bytes: int | None) -> Any:
+        call.decision = self._decide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+        outcome = self._gate(call)
+        try:
+            result = run()
+        except BaseException as exc:
+            self._failed(call, outcome, exc)
+            raise
+        return self._finish(call, outcome, result, check_output, max_output_bytes)
+
+    async def _arun(
+        self, call: _Call, raw: bytes, run: Callable[[], Awaitable[Any]], check_output: OutputCheck | None, max_output_bytes: int | None
+    ) -> Any:
+        call.decision = await self._adecide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+        outcome = await self._agate(call)
+        try:
+            result = await run()
+        except BaseException as exc:
+            self._failed(call, outcome, exc)
+            raise
+        return self._finish(call, outcome, result, check_output, max_output_bytes)
+
+    def _named(self, tool: str, arguments: Mapping[str, Any] | None) -> tuple[_Call, bytes]:
+        call = _Call(tool)
+        call.arguments = dict(arguments or {})
+        try:
+            call.args_json = arguments_json(call.arguments, tool)
+        except ToolInputError as exc:
+            raise self._refuse_input(call, exc) from None
+        return call, self._input(call)
+
+    def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        run: Callable[[], Any],
+        *,
+        check_output: OutputCheck | None = None,
+        max_output_bytes: int | None = None,
+    ) -> Any:
+        """One guarded call of ``tool`` with ``arguments`` (as a model or an MCP client sent
+        them) that is not a wrapped Python function: decides, records and audits it exactly as
+        ``@guard.tool`` does, and calls ``run()`` only when the constitution allows it (or a
+        reviewer approved); returns ``run()``'s result, raises ``ToolDenied`` /
+        ``ApprovalRequired`` / ``ToolInputError`` otherwise. For framework adapters and the MCP
+        proxy."""
+        c, raw = self._named(tool, arguments)
+        return self._run(c, raw, run, check_output, max_output_bytes)
+
+    async def acall(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        run: Callable[[], Awaitable[Any]],
+        *,
+        check_output: OutputCheck | None = None,
+        max_output_bytes: int | None = None,
+    ) -> Any:
+        """``call`` for asyncio callers: ``run`` is a coroutine function."""
+        c, raw = self._named(tool, arguments)
+        return await self._arun(c, raw, run, check_output, max_output_bytes)
+
     def _wrap(self, fn: F, tool: str, check_output: OutputCheck | None, max_output_bytes: int | None) -> F:
         sig = _Binder(fn)
         guard = self
@@ -432,30 +541,7 @@ class Guard:
                     raw = guard._prepare(call, sig, args, kwargs)
                 except ToolInputError as exc:
                     raise guard._refuse_input(call, exc) from None
-                call.decision = await guard._adecide_remote(raw, tool) if guard.url is not None else guard._decide_local(raw, tool)
-                step = guard._after_decision(call)
-                outcome = ALLOW
-                if step == "deny":
-                    raise guard._denied(call)
-                if step == "approval":
-                    if guard.approver is None:
-                        raise guard._approval_missing(call)
-                    try:
-                        verdict = guard.approver(call.decision)
-                        if inspect.isawaitable(verdict):
-                            verdict = await verdict
-                    except BaseException as exc:
-                        guard._rejected(call, exc)
-                        raise
-                    if not guard._approved(call, verdict):
-                        raise guard._rejected(call)
-                    outcome = APPROVED
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    guard._failed(call, outcome, exc)
-                    raise
-                return guard._finish(call, outcome, result, check_output, max_output_bytes)
+                return await guard._arun(call, raw, lambda: fn(*args, **kwargs), check_output, max_output_bytes)
 
             return cast(F, aguarded)
 
@@ -466,34 +552,7 @@ class Guard:
                 raw = guard._prepare(call, sig, args, kwargs)
             except ToolInputError as exc:
                 raise guard._refuse_input(call, exc) from None
-            call.decision = guard._decide_remote(raw, tool) if guard.url is not None else guard._decide_local(raw, tool)
-            step = guard._after_decision(call)
-            outcome = ALLOW
-            if step == "deny":
-                raise guard._denied(call)
-            if step == "approval":
-                if guard.approver is None:
-                    raise guard._approval_missing(call)
-                try:
-                    verdict = guard.approver(call.decision)
-                    if inspect.isawaitable(verdict):
-                        # A sync tool cannot wait on a coroutine approver: refused, not run.
-                        close = getattr(verdict, "close", None)
-                        if close is not None:
-                            close()
-                        raise TypeError("an async approver needs an async tool")
-                except BaseException as exc:
-                    guard._rejected(call, exc)
-                    raise
-                if not guard._approved(call, verdict):
-                    raise guard._rejected(call)
-                outcome = APPROVED
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                guard._failed(call, outcome, exc)
-                raise
-            return guard._finish(call, outcome, result, check_output, max_output_bytes)
+            return guard._run(call, raw, lambda: fn(*args, **kwargs), check_output, max_output_bytes)
 
         return cast(F, guarded)
 
