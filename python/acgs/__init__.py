@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 from acgs import errors
 from acgs._acgs import Engine, __version__
-from acgs.errors import ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
+from acgs.errors import ApprovalPending, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
 
 if TYPE_CHECKING:
-    from acgs.guard import Guard
+    from acgs.guard import Guard, ReviewApprover
 
 __all__ = [
     "SEED_REQUEST",
+    "ApprovalPending",
     "ApprovalRequired",
     "Engine",
     "Guard",
+    "ReviewApprover",
     "ToolDenied",
     "ToolInputError",
     "ToolOutputError",
@@ -34,6 +36,10 @@ def __getattr__(name: str) -> Any:
         from acgs.guard import Guard
 
         return Guard
+    if name == "ReviewApprover":
+        from acgs.guard import ReviewApprover
+
+        return ReviewApprover
     raise AttributeError(f"module 'acgs' has no attribute {name!r}")
 
 _BUNDLES = Path(__file__).parent / "bundles"

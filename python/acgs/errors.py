@@ -196,8 +196,29 @@ class ToolOutputError(AcgsError):
         self.decision_id = decision_id
 
 
+class ApprovalPending(ApprovalRequired):
+    """A guarded tool call waits for reviewers: its approval request (``request_id``, in the
+    evolution service at ``url``) was still pending when the approver stopped waiting. The
+    call did not run; ``acgs.guard.approval.resume`` runs it once the request is approved."""
+
+    code = "approval_pending"
+
+    def __init__(
+        self, message: str, decision: Any = None, *, request_id: str, url: str | None = None, status: str = "pending"
+    ) -> None:
+        super().__init__(message, decision)
+        self.request_id = request_id
+        self.url = url
+        self.status = status
+
+    def handle(self) -> dict[str, Any]:
+        """What an agent checkpoints to resume later: plain JSON."""
+        return {"request_id": self.request_id, "url": self.url, "tool": self.tool, "decision_id": self.decision_id}
+
+
 __all__ = [
     "AcgsError",
+    "ApprovalPending",
     "ApprovalRequired",
     "AuditArgumentError",
     "AuditError",

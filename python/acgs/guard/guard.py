@@ -11,11 +11,12 @@ make.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -24,6 +25,7 @@ import orjson
 
 from acgs import _acgs as core
 from acgs.errors import AcgsError, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
+from acgs.guard import approval
 from acgs.guard.audit import EVENT_TYPE, GuardAudit, sink_for
 from acgs.guard.decision import ENTRYPOINT, ToolDecision, arguments_json, fault, read_decision, read_result_set
 from acgs.guard.session import ALLOW, APPROVED, DEFAULT_HISTORY_MAX, DENY, PENDING, REJECTED, HistoryEntry, SessionHistory
@@ -431,13 +433,18 @@ class Guard:
             raise self._approval_missing(call)
         assert call.decision is not None
         try:
-            verdict = self.approver(call.decision)
+            with self._calling(call):
+                verdict = self.approver(call.decision)
             if inspect.isawaitable(verdict):
                 # A sync call cannot wait on a coroutine approver: refused, not run.
                 close = getattr(verdict, "close", None)
                 if close is not None:
                     close()
                 raise TypeError("an async approver needs an async tool")
+        except ApprovalRequired:
+            # Still waiting for reviewers (ApprovalPending): the call stays pending.
+            self._audit(call, PENDING)
+            raise
         except BaseException as exc:
             self._rejected(call, exc)
             raise
@@ -456,9 +463,14 @@ class Guard:
             raise self._approval_missing(call)
         assert call.decision is not None
         try:
-            verdict = self.approver(call.decision)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
+            with self._calling(call):
+                verdict = self.approver(call.decision)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+        except ApprovalRequired:
+            # Still waiting for reviewers (ApprovalPending): the call stays pending.
+            self._audit(call, PENDING)
+            raise
         except BaseException as exc:
             self._rejected(call, exc)
             raise
@@ -496,6 +508,30 @@ class Guard:
         except ToolInputError as exc:
             raise self._refuse_input(call, exc) from None
         return call, self._input(call)
+
+    @contextlib.contextmanager
+    def _calling(self, call: _Call) -> Iterator[None]:
+        """Makes the call (agent, session, tool, arguments) known to the approver
+        (``acgs.guard.approval.current_call``), unless the caller already did (a resume)."""
+        if approval.current_call.get() is not None:
+            yield
+            return
+        token = approval.current_call.set(approval.ActionCall(self.agent_id, self.session_id, call.tool, call.arguments))
+        try:
+            yield
+        finally:
+            approval.current_call.reset(token)
+
+    def resume(self, pending: Any, tool: str, arguments: Mapping[str, Any] | None, run: Callable[[], Any], **options: Any) -> Any:
+        """Runs a call that raised ``ApprovalPending`` once reviewers approved it (see
+        ``acgs.guard.approval.resume``)."""
+        return approval.resume(self, pending, tool, arguments, run, **options)
+
+    async def aresume(
+        self, pending: Any, tool: str, arguments: Mapping[str, Any] | None, run: Callable[[], Awaitable[Any]], **options: Any
+    ) -> Any:
+        """``resume`` for asyncio callers."""
+        return await approval.aresume(self, pending, tool, arguments, run, **options)
 
     def call(
         self,

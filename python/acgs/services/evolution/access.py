@@ -5,11 +5,13 @@ reviews their own change."""
 from __future__ import annotations
 
 from acgs.security import AGENT, AUDITOR, PUBLIC, REVIEWER, Access, Rule
+from acgs.security.principal import SERVICE
 
 ACCESS = Access(
     "evolution",
     [
         Rule("POST /evolution/request", AGENT),
+        Rule("POST /evolution/actions", AGENT, SERVICE),
         Rule("GET /evolution/requests", AGENT, REVIEWER, AUDITOR),
         Rule("GET /evolution/requests/{request_id}", AGENT, REVIEWER, AUDITOR),
         Rule("GET /evolution/request/{request_id}", AGENT, REVIEWER, AUDITOR),

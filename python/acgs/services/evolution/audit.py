@@ -47,8 +47,12 @@ def audit_event(
         "actor": actor,
         "requested_by": record.requested_by,
         "approval_type": record.approval_type,
+        "kind": record.kind,
         "at": at,
     }
+    if record.kind == "action":
+        metadata["tool"] = record.submission.get("tool")
+        metadata["session_id"] = record.submission.get("session_id")
     if reason is not None:
         metadata["reason"] = reason
     if details:

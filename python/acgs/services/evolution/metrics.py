@@ -15,8 +15,8 @@ from acgs.services.evolution.records import Status
 
 #: Time from submission to a reviewer's final verdict, seconds: minutes to the review deadline.
 REVIEW_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
-#: The constitution's approval routes.
-APPROVAL_TYPES: Final = ("auto_approve", "fast_track", "human_review", "rejected")
+#: The constitution's approval routes, and the route of a single action held for approval.
+APPROVAL_TYPES: Final = ("auto_approve", "fast_track", "human_review", "rejected", "action_review")
 VERDICTS: Final = ("approved", "rejected")
 
 

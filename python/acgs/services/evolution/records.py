@@ -1,5 +1,6 @@
-"""What the evolution service stores: a change request with its assessment and history, the
-reviewers' approvals, and audit events waiting in the outbox."""
+"""What the evolution service stores: a request (a change, or a single action held for
+approval) with its assessment and history, the reviewers' approvals, and audit events waiting
+in the outbox."""
 
 from __future__ import annotations
 
@@ -79,6 +80,11 @@ class EvolutionRecord:
     @property
     def type(self) -> str:
         return str(self.submission.get("type", ""))
+
+    @property
+    def kind(self) -> str:
+        """``change`` (an agent changing itself) or ``action`` (one tool call held for approval)."""
+        return str(self.submission.get("kind", "change"))
 
     @property
     def approval_type(self) -> str:

@@ -69,7 +69,48 @@ def _list(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in items) + "</ul>" if items else ""
 
 
+def _form(r: EvolutionRecord) -> str:
+    if r.status is not Status.PENDING:
+        return ""
+    rid = _e(r.request_id)
+    return f"""
+<form method="post" action="/evolution/review/{rid}/approve" data-request="{rid}">
+  <label>Reviewer <input name="reviewer" class="reviewer" required autocomplete="username"></label>
+  <label>Reason <textarea name="reason" required></textarea></label>
+  <div class="buttons">
+    <button type="submit" name="verdict" value="approve">Approve</button>
+    <button type="submit" name="verdict" value="reject" formaction="/evolution/review/{rid}/reject" class="reject">Reject</button>
+  </div>
+</form>"""
+
+
+def _action_card(r: EvolutionRecord) -> str:
+    """A single tool call held for approval: tool, arguments (or their digest when the decision
+    redacts them), agent, session and the constitution's reasons."""
+    s, a = r.submission, r.assessment
+    approvals = ", ".join(f"{_e(x.reviewer)} ({_e(x.reason)})" for x in r.approvals) or "none yet"
+    if "arguments" in s:
+        arguments = f'<pre class="arguments">{_e(json.dumps(s["arguments"], indent=2, sort_keys=True))}</pre>'
+    else:
+        arguments = f'<p class="arguments redacted">redacted by the constitution; SHA-256 {_e(s.get("arguments_sha256", ""))}</p>'
+    roles = f" · roles {_e(', '.join(s['roles']))}" if s.get("roles") else ""
+    return f"""
+<article id="{_e(r.request_id)}" data-status="{_e(r.status.value)}" data-kind="action">
+  <h2><a href="/evolution/review/{_e(r.request_id)}" class="detail">tool call {_e(s.get("tool", ""))} by agent {_e(r.agent_id)}</a></h2>
+  <p class="meta">{_e(r.request_id)} · session {_e(s.get("session_id") or "-")} · decision {_e(r.decision_id)} ·
+     requested by {_e(r.requested_by)} · {_e(iso(r.created_at))} · status <b>{_e(r.status.value)}</b> ·
+     review by {_e(iso(r.review_deadline) if r.status is Status.PENDING else "-")}</p>
+  <p><span class="route">action</span>: {_e(len(r.approvals))} of {_e(r.reviewers_required)} approvals
+     ({approvals}) · risk {_e(a.get("risk_level") or "-")}{roles}</p>
+  {_list(a.get("reasons", []))}
+  <details open><summary>Arguments</summary>{arguments}</details>
+  {_form(r)}
+</article>"""
+
+
 def _card(r: EvolutionRecord) -> str:
+    if r.kind == "action":
+        return _action_card(r)
     a = r.assessment
     approvals = ", ".join(f"{_e(x.reviewer)} ({_e(x.reason)})" for x in r.approvals) or "none yet"
     given = dict(r.submission.get("changes") or {})
@@ -84,18 +125,7 @@ def _card(r: EvolutionRecord) -> str:
         extra += f"<p><b>Description:</b> {_e(r.submission['description'])}</p>"
     if perf:
         extra += f"<details><summary>Performance analysis</summary><pre>{_e(json.dumps(perf, indent=2, sort_keys=True))}</pre></details>"
-    form = ""
-    if r.status is Status.PENDING:
-        rid = _e(r.request_id)
-        form = f"""
-<form method="post" action="/evolution/review/{rid}/approve" data-request="{rid}">
-  <label>Reviewer <input name="reviewer" class="reviewer" required autocomplete="username"></label>
-  <label>Reason <textarea name="reason" required></textarea></label>
-  <div class="buttons">
-    <button type="submit" name="verdict" value="approve">Approve</button>
-    <button type="submit" name="verdict" value="reject" formaction="/evolution/review/{rid}/reject" class="reject">Reject</button>
-  </div>
-</form>"""
+    form = _form(r)
     return f"""
 <article id="{_e(r.request_id)}" data-status="{_e(r.status.value)}">
   <h2><a href="/evolution/review/{_e(r.request_id)}" class="detail">{_e(r.type)} for agent {_e(r.agent_id)}</a></h2>

@@ -9,7 +9,10 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from acgs.errors import InvalidInputError
+import hashlib
+
+from acgs import _acgs as core
+from acgs.errors import AcgsError, InvalidInputError
 from acgs.security.principal import own_records_only, principal_of
 
 from acgs.services.evolution import review
@@ -23,6 +26,7 @@ from acgs.services.evolution.deps import (
 )
 from acgs.services.evolution.records import Status
 from acgs.services.evolution.schemas import (
+    ActionRequestIn,
     CancelIn,
     DeployIn,
     ErrorOut,
@@ -63,6 +67,46 @@ async def submit(body: EvolutionRequestIn, request: Request, workflow: WorkflowD
     facts = getattr(request.app.state, "trusted_facts", None)
     trusted = (await facts.for_request("evolution", request.scope))[0] if facts is not None else None
     return EvolutionRequestOut.of(await workflow.submit(body, caller, trusted))
+
+
+def _arguments_sha256(raw: bytes, body: ActionRequestIn) -> str:
+    """The digest of the arguments as sent (their canonical JSON, RFC 8785, numbers as
+    written), checked against ``arguments_sha256`` when both came; the digest alone when the
+    decision redacts the arguments."""
+    if body.arguments is None:
+        assert body.arguments_sha256 is not None
+        return body.arguments_sha256
+    try:
+        text = core.exact_json(raw, "arguments")
+        digest = hashlib.sha256(core.canonicalize_json(text or b"{}")).hexdigest()
+    except (AcgsError, ValueError) as exc:
+        raise InvalidRequest(f"arguments: {exc}") from None
+    if body.arguments_sha256 is not None and body.arguments_sha256 != digest:
+        raise InvalidRequest("arguments_sha256 is not the digest of the arguments' canonical JSON")
+    return digest
+
+
+@router.post(
+    "/evolution/actions",
+    status_code=201,
+    response_model=EvolutionRequestOut,
+    responses={**_ERRORS, 200: {"model": EvolutionRequestOut, "description": "this decision's request, submitted before"}},
+    summary="Hold one tool call for review (a tool decision's require_approval)",
+)
+async def submit_action(
+    body: ActionRequestIn, request: Request, workflow: WorkflowDep, caller: CallerDep
+) -> Response:
+    check_requester(request, body.requested_by)
+    own = own_records_only(principal_of(request.scope))
+    if own is not None and body.agent_id != own:
+        # An agent asks for its own calls: the credential says who.
+        raise NotPermitted(f"agent_id must be the caller ({own})")
+    digest = _arguments_sha256(await request.body(), body)
+    record, new = await workflow.submit_action(body, caller, digest)
+    if own is not None and record.agent_id != own:
+        raise RequestMissing(f"no evolution request {record.request_id!r}")
+    out = EvolutionRequestOut.of(record)
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if new else 200)
 
 
 @router.get("/evolution/requests", response_model=EvolutionRequestPage, responses=_ERRORS)

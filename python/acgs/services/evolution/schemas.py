@@ -213,6 +213,45 @@ def policy_input(record_submission: dict[str, Any], agent_id: str, constitutiona
     return out
 
 
+#: Bounds of an action request's terms: at least one reviewer (an action held for approval is
+#: never approved by nobody), at most a week to decide.
+MAX_REVIEWERS = 10
+MAX_EXPIRES_SECONDS = 7 * 86400
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ActionRequestIn(_Strict):
+    """One tool call the constitution's tool decision (``acgs/tools/decision``) held for
+    approval, as the guard submits it: the decision's terms (reviewers, expiry, reasons, risk)
+    and the call. ``arguments`` are left out, and only ``arguments_sha256`` sent, when the
+    decision redacts them. ``decision_id`` (the tool decision's) makes a submission idempotent:
+    the same decision of the same agent is the same request."""
+
+    agent_id: Name
+    tool: Name
+    decision_id: Name
+    arguments: dict[str, Any] | None = None
+    #: SHA-256 (hex) of the arguments' canonical JSON (RFC 8785).
+    arguments_sha256: Sha256 | None = None
+    session_id: Name | None = None
+    reasons: list[Annotated[StrictStr, Field(max_length=2_000)]] = Field(default_factory=list, max_length=100)
+    labels: list[Name] = Field(default_factory=list, max_length=100)
+    risk: Name | None = None
+    reviewers_required: int = Field(default=1, ge=1, le=MAX_REVIEWERS, strict=True)
+    expires_seconds: int = Field(default=1800, ge=1, le=MAX_EXPIRES_SECONDS, strict=True)
+    #: The approval's roles as the catalogue names them (shown to reviewers; ACGS roles decide
+    #: who may review).
+    roles: list[Name] = Field(default_factory=list, max_length=20)
+    requested_by: Name | None = None
+    constitutional_hash: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _arguments_or_digest(self) -> ActionRequestIn:
+        if self.arguments is None and self.arguments_sha256 is None:
+            raise ValueError("send arguments, or arguments_sha256 when the decision redacts them")
+        return self
+
+
 class ReviewIn(_Strict):
     reason: Reason
 
@@ -240,6 +279,8 @@ class ApprovalOut(BaseModel):
 
 class EvolutionRequestOut(BaseModel):
     request_id: str
+    #: ``change`` (``POST /evolution/request``) or ``action`` (``POST /evolution/actions``).
+    kind: str
     decision_id: str
     agent_id: str
     requested_by: str
@@ -274,6 +315,7 @@ class EvolutionRequestOut(BaseModel):
         a = r.assessment
         return cls(
             request_id=r.request_id,
+            kind=r.kind,
             decision_id=r.decision_id,
             agent_id=r.agent_id,
             requested_by=r.requested_by,

@@ -79,6 +79,7 @@ def payload(entry: OutboxEntry) -> dict[str, Any]:
         "sequence": entry.id,
         "created_at": entry.created_at,
         "request_id": meta.get("request_id"),
+        "kind": meta.get("kind", "change"),
         "agent_id": event.get("agent_id"),
         "from_status": meta.get("from_status"),
         "to_status": meta.get("to_status"),

@@ -9,6 +9,11 @@ rollback, as a state machine over the store.
       ├─ auto_approve ──> approved                                                  v
       └─ rejected by the constitution (or an engine fault) ──> rejected        rolled_back
 
+A single action held for approval (``submit_action``: one tool call the constitution's tool
+decision sent to review) is a request of kind ``action`` through the same machine: pending until
+enough distinct reviewers approve (never the agent or its requester), a reviewer rejects, or
+its expiry passes; approved, it is ``deployed`` when the guard claims it to run the call, once.
+
 Every rule that reads the current state and then changes it runs inside ``store.locked``, so
 two calls on one request never both see "pending"; every change writes its audit event in the
 same transaction. Expiry is done in the service's name (actor ``acgs``), never a reviewer's.
@@ -17,6 +22,7 @@ same transaction. Expiry is done in the service's name (actor ``acgs``), never a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -31,7 +37,7 @@ from acgs.services.evolution.audit import audit_event
 from acgs.services.evolution.metrics import EvolutionMetrics
 from acgs.services.evolution.records import Approval, EvolutionRecord, Status, iso
 from acgs.services.evolution.rollback import RollbackExecutor, RollbackStep
-from acgs.services.evolution.schemas import EvolutionRequestIn, policy_input
+from acgs.services.evolution.schemas import ActionRequestIn, EvolutionRequestIn, policy_input
 from acgs.services.evolution.store import EvolutionStore, RequestNotFound, RequestTransaction
 
 log = logging.getLogger("acgs.services.evolution")
@@ -122,6 +128,24 @@ class SelfReview(WorkflowError):
 class NotPermitted(WorkflowError):
     status = 403
     code = "forbidden"
+
+
+class DecisionReused(WorkflowError):
+    """An action request names a decision id already used for a different action."""
+
+    status = 409
+    code = "decision_reused"
+
+
+#: How an action request is routed (``assessment.approval_type``).
+ACTION_REVIEW = "action_review"
+
+
+def action_request_id(agent_id: str, decision_id: str) -> str:
+    """The request id of an agent's action under one tool decision: the same decision gives the
+    same request, however often it is submitted."""
+    digest = hashlib.sha256(f"{agent_id}\x00{decision_id}".encode()).hexdigest()
+    return f"act_{digest[:32]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +244,11 @@ class Workflow:
 
     @staticmethod
     def _not_own(record: EvolutionRecord, who: Principal, verb: str) -> None:
+        what = "action" if record.kind == "action" else "change"
         if who.identity == record.requested_by:
-            raise SelfReview(f"{who.identity} requested this change and cannot {verb} it")
+            raise SelfReview(f"{who.identity} requested this {what} and cannot {verb} it")
         if who.identity == record.agent_id:
-            raise SelfReview(f"agent {who.identity} cannot {verb} its own change")
+            raise SelfReview(f"agent {who.identity} cannot {verb} its own {what}")
 
     # -- submission -------------------------------------------------------------------------
 
@@ -296,6 +321,101 @@ class Workflow:
         self.metrics.transition(None, P)
         if record.status is not P:
             self.metrics.transition(P, record.status)
+        return record
+
+    async def submit_action(
+        self, body: ActionRequestIn, caller: Principal | None, arguments_sha256: str
+    ) -> tuple[EvolutionRecord, bool]:
+        """Holds one tool call for review; returns the request and whether it is new. The terms
+        (reviewers, expiry, reasons) are the tool decision's, as the guard sends them; the
+        decision id is the request's, so the guard's ``tool_call`` event and every transition
+        share it. A second submission of the same decision answers the first request."""
+        requested_by = body.requested_by or (caller.identity if caller is not None else None) or body.agent_id
+        constitution = self.assessor.constitutional_hash
+        if body.constitutional_hash is not None and constitution is not None and body.constitutional_hash != constitution:
+            raise HashMismatch(
+                f"the request names constitutional hash {body.constitutional_hash!r}; this service runs {constitution!r}"
+            )
+        request_id = action_request_id(body.agent_id, body.decision_id)
+        existing = await self.store.get(request_id)
+        if existing is not None:
+            return self._same_action(existing, body, arguments_sha256), False
+
+        now = self.clock()
+        deadline = now + body.expires_seconds
+        submission: dict[str, Any] = {
+            "kind": "action",
+            "type": "tool_call",
+            "requested_by": requested_by,
+            "tool": body.tool,
+            "arguments_sha256": arguments_sha256,
+            "arguments_redacted": body.arguments is None,
+            "session_id": body.session_id,
+            "labels": list(body.labels),
+            "roles": list(body.roles),
+            "expires_seconds": body.expires_seconds,
+        }
+        if body.arguments is not None:
+            submission["arguments"] = body.arguments
+        assessment: dict[str, Any] = {
+            "approval_type": ACTION_REVIEW,
+            "reviewers_required": body.reviewers_required,
+            "reasons": list(body.reasons),
+            "risk_level": body.risk,
+            "constitutional_hash": body.constitutional_hash or constitution,
+            "bundle_digest": self.assessor.bundle_digest,
+        }
+        record = EvolutionRecord(
+            request_id=request_id,
+            decision_id=body.decision_id,
+            agent_id=body.agent_id,
+            requested_by=requested_by,
+            status=P,
+            created_at=now,
+            updated_at=now,
+            review_deadline=deadline,
+            # Once approved, the call may run for as long again as the review could take.
+            valid_until=deadline + body.expires_seconds,
+            submission=submission,
+            assessment=assessment,
+        )
+        event = audit_event(
+            record,
+            "evolution.submit",
+            actor=requested_by,
+            previous=None,
+            at=now,
+            details={
+                "kind": "action",
+                "tool": body.tool,
+                "session_id": body.session_id,
+                "arguments_sha256": arguments_sha256,
+                "reviewers_required": body.reviewers_required,
+                "reasons": list(body.reasons),
+                "risk_level": body.risk,
+            },
+        )
+        try:
+            await self.store.insert(record, [event])
+        except Exception:
+            # Two submissions of one decision at once: the other one's insert won.
+            existing = await self.store.get(request_id)
+            if existing is None:
+                raise
+            return self._same_action(existing, body, arguments_sha256), False
+        note_decision(record.decision_id)
+        self.metrics.submission(ACTION_REVIEW, False)
+        self.metrics.transition(None, P)
+        return record, True
+
+    @staticmethod
+    def _same_action(record: EvolutionRecord, body: ActionRequestIn, arguments_sha256: str) -> EvolutionRecord:
+        s = record.submission
+        if record.kind != "action" or s.get("tool") != body.tool or s.get("arguments_sha256") != arguments_sha256:
+            raise DecisionReused(
+                f"decision {body.decision_id} of agent {body.agent_id} is already request {record.request_id} "
+                "for a different action"
+            )
         return record
 
     # -- reads (which expire lazily) --------------------------------------------------------
@@ -455,6 +575,8 @@ class Workflow:
             record = tx.record
             if caller.identity != record.requested_by and not caller.has("reviewer", "deployer"):
                 raise NotPermitted(f"only the requester ({record.requested_by}), a reviewer, a deployer or an admin can roll back")
+            if record.kind == "action":
+                raise InvalidTransition(f"request {request_id} is a single action; an action that ran has no rollback plan")
             if record.status is not D:
                 raise InvalidTransition(f"request {request_id} is {record.status.value}; only deployed changes roll back")
             last = record.rollbacks[-1] if record.rollbacks else None

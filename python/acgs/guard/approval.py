@@ -1,0 +1,325 @@
+"""Approval of a single tool call by reviewers: ``ReviewApprover`` is a guard's approver that
+holds a call the constitution sent to review (``require_approval``) as an action request in the
+evolution service (``POST /evolution/actions``), then waits until reviewers decide it there
+(the same review page, quorum, no self-approval and expiry as change requests).
+
+Approved, the approver claims the request (it becomes ``deployed``: one approval runs one call)
+and the guard runs the call; rejected, expired or cancelled, the call is refused; still pending
+at the approver's timeout, it raises ``acgs.ApprovalPending`` carrying the request id, and
+``resume`` / ``aresume`` run the call later, once approved, for agents that checkpoint.
+
+The approver needs the call (agent, session, tool, arguments): it reads them from
+``current_call``, which the guard sets around its approver for every call (``@guard.tool``,
+``Guard.call``) and ``resume`` / ``aresume`` set with the request to re-check. Without them it
+refuses: a reviewer never approves a call they cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from acgs import _acgs as core
+from acgs.errors import ApprovalPending, ToolDenied
+from acgs.guard.decision import ToolDecision, arguments_json
+
+#: Request states that refuse the call; ``approved`` runs it, ``pending`` waits.
+REFUSED: Final = frozenset({"rejected", "expired", "cancelled"})
+
+
+class ApprovalServiceError(ToolDenied):
+    """The evolution service could not take or answer an action request (unreachable, or an
+    error status): the call is refused (a deny with the fault as its reason), never run."""
+
+    code = "approval_service_error"
+
+    def __init__(self, message: str, decision: Any = None) -> None:
+        super().__init__(message, decision, outcome="rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """The call an approver is asked about. ``resume``: the request id of an earlier
+    submission of this call, re-checked in place of a new submission."""
+
+    agent_id: str
+    session_id: str | None
+    tool: str
+    arguments: Mapping[str, Any]
+    resume: str | None = None
+
+
+#: The call being decided, set around the guard's approver.
+current_call: contextvars.ContextVar[ActionCall | None] = contextvars.ContextVar("acgs_current_call", default=None)
+
+
+@contextmanager
+def _calling(call: ActionCall) -> Iterator[None]:
+    token = current_call.set(call)
+    try:
+        yield
+    finally:
+        current_call.reset(token)
+
+
+def _request_id(pending: ApprovalPending | Mapping[str, Any] | str) -> str:
+    if isinstance(pending, ApprovalPending):
+        return pending.request_id
+    if isinstance(pending, str):
+        return pending
+    value = pending.get("request_id")
+    if not isinstance(value, str) or not value:
+        raise ValueError("the pending handle has no request_id")
+    return value
+
+
+def _digest(args: bytes) -> tuple[str, bool]:
+    """SHA-256 of the arguments' canonical JSON (as the guard's audit event has it), and
+    whether the canonical form exists."""
+    try:
+        return hashlib.sha256(core.canonicalize_json(args)).hexdigest(), True
+    except Exception:  # noqa: BLE001 - numbers a double would alter: the bytes' digest
+        return hashlib.sha256(args).hexdigest(), False
+
+
+class ReviewApprover:
+    """An approver (``Guard(approver=ReviewApprover(url, api_key))``) backed by the evolution
+    service at ``url``. ``api_key``: the agent's credential (with authentication on it names the
+    requester, who can never approve). ``timeout``: how long a call waits for reviewers before
+    ``ApprovalPending`` (0: submit and raise at once); ``poll``: seconds between checks.
+    Called from a coroutine (an async tool) it returns an awaitable and waits without blocking
+    the event loop; from plain code it blocks."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 300.0,
+        poll: float = 1.0,
+        http_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if timeout < 0 or poll <= 0:
+            raise ValueError("timeout must be at least 0 and poll above 0")
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.poll = poll
+        self.http_timeout = http_timeout
+        self.clock = clock
+
+    # -- the approver hook -------------------------------------------------------------------
+
+    def __call__(self, decision: ToolDecision) -> bool | Awaitable[bool]:
+        call = current_call.get()
+        if call is None:
+            raise ToolDenied(
+                f"tool {decision.tool!r}: the reviewer approver was not given the call (agent, arguments); "
+                "use acgs.guard.approval.call / acall",
+                decision,
+                outcome="rejected",
+                code="tool_rejected",
+            )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.wait(decision, call)
+        return self.await_decision(decision, call)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _headers(self, call: ActionCall) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-ACGS-Identity": call.agent_id}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _body(self, decision: ToolDecision, call: ActionCall) -> bytes:
+        args = arguments_json(call.arguments, call.tool)
+        digest, canonical = _digest(args)
+        approval = decision.approval or {}
+        reviewers = approval.get("reviewers", 1)
+        expires = approval.get("expires_seconds", 1800)
+        roles = approval.get("roles", [])
+        body: dict[str, Any] = {
+            "agent_id": call.agent_id,
+            "tool": decision.tool,
+            "decision_id": decision.decision_id,
+            "arguments_sha256": digest,
+            "session_id": call.session_id,
+            "reasons": list(decision.reasons),
+            "labels": list(decision.labels),
+            "risk": decision.risk,
+            "reviewers_required": reviewers if type(reviewers) is int and reviewers >= 1 else 1,
+            "expires_seconds": expires if type(expires) is int and expires >= 1 else 1800,
+            "roles": [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
+            "constitutional_hash": decision.constitutional_hash,
+        }
+        if not decision.redact_arguments:
+            if not canonical:
+                raise ToolDenied(
+                    f"tool {decision.tool!r}: the arguments have no canonical JSON to show a reviewer",
+                    decision, outcome="rejected", code="tool_rejected",
+                )  # fmt: skip
+            body["arguments"] = orjson.Fragment(args)
+        return orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+    def _read(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        if response.status_code not in (200, 201):
+            raise ApprovalServiceError(f"{what}: the evolution service answered {response.status_code}: {response.text[:300]}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ApprovalServiceError(f"{what}: the evolution service answered unreadable JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("request_id"), str) or not isinstance(body.get("status"), str):
+            raise ApprovalServiceError(f"{what}: the evolution service answered no request")
+        return body
+
+    def _check_same(self, record: dict[str, Any], decision: ToolDecision, call: ActionCall) -> None:
+        """A resumed request must be this call: the same agent, tool and arguments."""
+        submission = record.get("submission") or {}
+        digest, _ = _digest(arguments_json(call.arguments, call.tool))
+        if (
+            record.get("kind") != "action"
+            or record.get("agent_id") != call.agent_id
+            or submission.get("tool") != decision.tool
+            or submission.get("arguments_sha256") != digest
+        ):
+            raise ToolDenied(
+                f"tool {decision.tool!r}: request {record.get('request_id')} is not an approval of this call",
+                decision, outcome="rejected", code="tool_rejected",
+            )  # fmt: skip
+
+    def _pending(self, decision: ToolDecision, request_id: str) -> ApprovalPending:
+        return ApprovalPending(
+            f"tool {decision.tool!r} waits for approval: request {request_id} is pending",
+            decision,
+            request_id=request_id,
+            url=self.url,
+        )
+
+    def _settle(self, status: str, decision: ToolDecision, request_id: str) -> bool | None:
+        """True to run, False to refuse, None to keep waiting."""
+        if status == "approved":
+            return True
+        if status in REFUSED:
+            return False
+        if status == "deployed":
+            raise ToolDenied(
+                f"tool {decision.tool!r}: the approval of request {request_id} was already used",
+                decision, outcome="rejected", code="tool_rejected",
+            )  # fmt: skip
+        return None
+
+    def _claim_note(self, decision: ToolDecision) -> bytes:
+        return orjson.dumps({"note": f"run by the guard under decision {decision.decision_id}"})
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def wait(self, decision: ToolDecision, call: ActionCall) -> bool:
+        """Submits (or, resuming, re-checks) the request and waits for its verdict."""
+        headers = self._headers(call)
+        deadline = self.clock() + (0.0 if call.resume else self.timeout)
+        try:
+            with httpx.Client(base_url=self.url, timeout=self.http_timeout, headers=headers) as http:
+                if call.resume:
+                    record = self._read(http.get(f"/evolution/requests/{call.resume}"), "reading the request")
+                    self._check_same(record, decision, call)
+                else:
+                    record = self._read(http.post("/evolution/actions", content=self._body(decision, call)), "submitting")
+                request_id = record["request_id"]
+                while True:
+                    verdict = self._settle(record["status"], decision, request_id)
+                    if verdict is False:
+                        return False
+                    if verdict is True:
+                        claim = http.post(f"/evolution/requests/{request_id}/deploy", content=self._claim_note(decision))
+                        return claim.status_code == 200
+                    if self.clock() >= deadline:
+                        raise self._pending(decision, request_id)
+                    time.sleep(min(self.poll, max(deadline - self.clock(), 0.0)))
+                    record = self._read(http.get(f"/evolution/requests/{request_id}"), "reading the request")
+        except httpx.HTTPError as exc:
+            raise ApprovalServiceError(f"the evolution service is unreachable: {type(exc).__name__}: {exc}", decision) from None
+        except ApprovalServiceError as exc:
+            raise ApprovalServiceError(exc.message, decision) from None
+
+    # -- async -------------------------------------------------------------------------------
+
+    async def await_decision(self, decision: ToolDecision, call: ActionCall) -> bool:
+        """``wait`` for asyncio callers."""
+        headers = self._headers(call)
+        deadline = self.clock() + (0.0 if call.resume else self.timeout)
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=self.http_timeout, headers=headers) as http:
+                if call.resume:
+                    record = self._read(await http.get(f"/evolution/requests/{call.resume}"), "reading the request")
+                    self._check_same(record, decision, call)
+                else:
+                    record = self._read(
+                        await http.post("/evolution/actions", content=self._body(decision, call)), "submitting"
+                    )
+                request_id = record["request_id"]
+                while True:
+                    verdict = self._settle(record["status"], decision, request_id)
+                    if verdict is False:
+                        return False
+                    if verdict is True:
+                        claim = await http.post(f"/evolution/requests/{request_id}/deploy", content=self._claim_note(decision))
+                        return claim.status_code == 200
+                    if self.clock() >= deadline:
+                        raise self._pending(decision, request_id)
+                    await asyncio.sleep(min(self.poll, max(deadline - self.clock(), 0.0)))
+                    record = self._read(await http.get(f"/evolution/requests/{request_id}"), "reading the request")
+        except httpx.HTTPError as exc:
+            raise ApprovalServiceError(f"the evolution service is unreachable: {type(exc).__name__}: {exc}", decision) from None
+        except ApprovalServiceError as exc:
+            raise ApprovalServiceError(exc.message, decision) from None
+
+
+# -- running a call through the guard with its approval ----------------------------------------
+
+
+def resume(
+    guard: Any,
+    pending: ApprovalPending | Mapping[str, Any] | str,
+    tool: str,
+    arguments: Mapping[str, Any] | None,
+    run: Callable[[], Any],
+    **options: Any,
+) -> Any:
+    """Runs a call that raised ``ApprovalPending`` once its request (``pending``: the exception,
+    its ``handle()`` or the request id) is approved. The constitution decides the call afresh;
+    when it still requires approval, the request is re-checked in place of a new one: approved,
+    the call runs (once); rejected or expired, ``ToolDenied``; still pending, ``ApprovalPending``
+    again. ``tool`` and ``arguments`` must be the call's (a request approves one call)."""
+    request_id = _request_id(pending)
+    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id)):
+        return guard.call(tool, arguments, run, **options)
+
+
+async def aresume(
+    guard: Any,
+    pending: ApprovalPending | Mapping[str, Any] | str,
+    tool: str,
+    arguments: Mapping[str, Any] | None,
+    run: Callable[[], Awaitable[Any]],
+    **options: Any,
+) -> Any:
+    """``resume`` for asyncio callers (``run`` is a coroutine function)."""
+    request_id = _request_id(pending)
+    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id)):
+        return await guard.acall(tool, arguments, run, **options)
+
+
+__all__ = ["ActionCall", "ApprovalServiceError", "ReviewApprover", "aresume", "current_call", "resume"]
