@@ -1,0 +1,96 @@
+"""What the framework adapters share: the guard that settles a call a framework's human
+approval already answered, the text a model reads for a refusal, and the approval payload."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from acgs.errors import ApprovalPending, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
+from acgs.guard import Guard, ToolDecision
+
+#: What a guarded call raises instead of running (the model gets it as a tool error).
+REFUSALS = (ToolDenied, ApprovalRequired, ToolInputError, ToolOutputError)
+APPROVAL_TYPE = "acgs_tool_approval"
+
+
+def _answer(verdict: bool) -> Any:
+    def approver(decision: ToolDecision) -> bool:
+        return verdict
+
+    return approver
+
+
+class Settled:
+    """The guard for calls whose approval a framework already settled (a person answered the
+    framework's pause): ``settled(True)`` runs a ``require_approval`` call as ``approved``,
+    ``settled(False)`` refuses it as ``rejected``; allow and deny stay what the constitution says.
+
+    Each is the same guard (engine, session history, audit trail, decision ids) with a fixed
+    approver; the guard the caller gave is never changed, so its own wrapped tools still raise
+    ``ApprovalRequired`` as before."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self._by_verdict: dict[bool, Guard] = {}
+
+    def __call__(self, verdict: bool) -> Guard:
+        g = self._by_verdict.get(verdict)
+        if g is None:
+            g = copy.copy(self.guard)  # shares history, audit, engine and ids: one session
+            g.approver = _answer(verdict)
+            g._own_clients = (False, False)  # noqa: SLF001 - the original owns and closes them
+            self._by_verdict[verdict] = g
+        return g
+
+
+def catalogue_name(names: Mapping[str, str] | None, tool: str) -> str:
+    """The tool's name in the constitution's catalogue (frameworks may forbid dots: a model
+    sees ``payments_transfer``, the catalogue knows ``payments.transfer``)."""
+    return names.get(tool, tool) if names else tool
+
+
+def refusal_text(exc: BaseException) -> str:
+    """What the model reads when a call did not run (or its result was withheld): the outcome,
+    the reasons and the decision id, so it can say why or try something else."""
+    decision_id = getattr(exc, "decision_id", None)
+    tail = f" (ACGS decision {decision_id})" if decision_id else ""
+    if isinstance(exc, ToolDenied):
+        what = "rejected by a reviewer" if exc.outcome == "rejected" else "denied by the constitution"
+        return f"Tool call {what}: {'; '.join(exc.reasons)}{tail}"
+    if isinstance(exc, ApprovalPending):
+        return f"Tool call not run yet: it waits for reviewers (approval request {exc.request_id}){tail}"
+    if isinstance(exc, ApprovalRequired):
+        why = "; ".join(exc.reasons) or "the constitution requires approval"
+        return f"Tool call not run: it needs approval ({why}){tail}"
+    if isinstance(exc, ToolInputError):
+        return f"Tool call refused: {exc.message}{tail}"
+    if isinstance(exc, ToolOutputError):
+        return f"Tool result withheld: {exc.message}{tail}"
+    return f"Tool call refused: {exc}"
+
+
+def approval_payload(decision: ToolDecision, arguments: Mapping[str, Any], call_id: str | None) -> dict[str, Any]:
+    """What a framework's pause shows the person who approves (JSON-serialisable; arguments
+    left out when the catalogue redacts them)."""
+    payload: dict[str, Any] = {
+        "type": APPROVAL_TYPE,
+        "tool_call_id": call_id,
+        "tool": decision.tool,
+        "decision_id": decision.decision_id,
+        "reasons": list(decision.reasons),
+        "approval": decision.approval,
+        "constitutional_hash": decision.constitutional_hash,
+    }
+    if not decision.redact_arguments:
+        payload["arguments"] = dict(arguments)
+    return payload
+
+
+def read_verdict(answer: Any) -> bool:
+    """A resume value as an approval: ``True``, ``"approve"`` or ``{"approved": True}`` approve;
+    anything else rejects (an unreadable answer is never an approval)."""
+    if isinstance(answer, Mapping):
+        answer = answer.get("approved", answer.get("type"))
+    return answer is True or answer == "approve"
