@@ -562,6 +562,7 @@ def _add_optional(module: str, attr: str) -> None:
 _add_optional("acgs.security.cli", "keys")
 _add_optional("acgs.registry.cli", "agents")
 _add_optional("acgs.benchcli", "bench")
+_add_optional("acgs.mcp.cli", "mcp")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,437 @@
+"""``acgs mcp proxy`` between a real MCP client and a real MCP server, both from the official
+SDK: the upstream (tests/fixtures/mcp_upstream.py, ``MCPServer``) runs over stdio and records
+every call it receives, the guard decides on the real constitution bundle, and audit events land
+in a real ``AuditLog``. The proxy is reached in process (both protocol eras), over Streamable
+HTTP on a loopback port, and through the ``acgs mcp proxy`` command over stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from click.testing import CliRunner
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.types import CallToolResult
+
+import acgs
+from acgs import _acgs as core
+from acgs.audit.events import EventFilter
+from acgs.cli import cli
+from acgs.audit.log import AuditLog
+from acgs.audit.store import open_store
+from acgs.guard import Guard, ReviewApprover, ToolDecision
+from acgs.mcp import make_proxy, never_allowed
+from acgs.mcp.serve import bound_port, http_server, parse_listen
+from acgs.security import SecuritySettings
+from acgs.services.evolution import EvolutionSettings
+from acgs.services.evolution import create_app as evolution_app
+from acgs.services.policy import PolicySettings
+from acgs.services.policy import create_app as policy_app
+from tests.services.conftest import ServerThread, free_port
+
+pytestmark = pytest.mark.anyio
+
+UPSTREAM = Path(__file__).parent / "fixtures" / "mcp_upstream.py"
+PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/mcp")
+TRUSTED = {"agent": {"trust_level": 0.95}}
+TOOLS = ["read_file", "read_secret", "http_get", "db.drop_table", "send_email"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def engine() -> acgs.Engine:
+    return acgs.Engine.load(acgs.default_bundle_path())
+
+
+@pytest.fixture
+def calls_file(tmp_path: Path) -> Path:
+    return tmp_path / "upstream-calls.jsonl"
+
+
+def upstream_calls(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def upstream(calls_file: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=[str(UPSTREAM), str(calls_file)])
+
+
+@pytest.fixture
+async def audit_log(tmp_path: Path) -> AsyncIterator[AuditLog]:
+    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
+    await log.open()
+    yield log
+    await log.close()
+
+
+async def tool_events(log: AuditLog) -> list[dict[str, Any]]:
+    stored = await log.store.find(EventFilter(event_type="tool_call"), after=-1, limit=1000)
+    return [s.event() for s in stored]
+
+
+def text(result: CallToolResult) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+# -- in process ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_calls_are_decided_forwarded_or_refused_and_audited(
+    mode: str, engine: acgs.Engine, audit_log: AuditLog, calls_file: Path
+) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-1", session_id="s-mcp", audit=audit_log, trusted=TRUSTED)
+    async with Client(make_proxy(upstream(calls_file), guard), mode=mode) as client:
+        listed = [t.name for t in (await client.list_tools()).tools]
+        assert listed == ["read_file", "read_secret", "http_get", "send_email"]  # db.drop_table hidden
+
+        allowed = await client.call_tool("read_file", {"path": "/workspace/notes.txt"})
+        assert not allowed.is_error and text(allowed) == "contents of /workspace/notes.txt"
+
+        outside = await client.call_tool("read_file", {"path": "/etc/passwd"})
+        assert outside.is_error
+        assert "argument path" in text(outside) and "/workspace/" in text(outside)
+        denial = outside.structured_content["acgs"]
+        assert denial["outcome"] == "deny" and denial["reasons"] and denial["decision_id"] in text(outside)
+
+        dropped = await client.call_tool("db.drop_table", {"table": "users"})  # hidden, still decided
+        assert dropped.is_error and "db.drop_table is denied by the constitution" in text(dropped)
+
+        email = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "hi"})
+        assert email.is_error and "requires approval" in text(email)
+        pending = email.structured_content["acgs"]
+        assert pending["outcome"] == "approval_required" and pending["decision_id"] in text(email)
+        assert pending["approval"]["reviewers"] >= 1
+
+    # Only the allowed call reached the upstream.
+    assert upstream_calls(calls_file) == [{"tool": "read_file", "arguments": {"path": "/workspace/notes.txt"}}]
+
+    assert await guard.aflush()
+    events = await tool_events(audit_log)
+    assert [(e["action"], e["result"]) for e in events] == [
+        ("tool.read_file", "allowed"),
+        ("tool.read_file", "denied"),
+        ("tool.db.drop_table", "denied"),
+        ("tool.send_email", "approval_required"),
+    ]
+    assert {e["decision_id"] for e in events} >= {denial["decision_id"], pending["decision_id"]}
+    assert all(e["agent_id"] == "mcp-agent-1" and e["metadata"]["session_id"] == "s-mcp" for e in events)
+    assert "result_sha256" in events[0]["metadata"]
+    assert "arguments" not in events[3]["metadata"]  # send_email's arguments are redacted
+    await guard.aclose()
+
+
+async def test_session_rule_denies_an_outbound_call_after_a_secret_read(engine: acgs.Engine, calls_file: Path) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-2", trusted=TRUSTED)
+    async with Client(make_proxy(upstream(calls_file), guard)) as client:
+        before = await client.call_tool("http_get", {"url": "https://en.wikipedia.org/wiki/Rego"})
+        assert not before.is_error and text(before).startswith("200 OK")
+        secret = await client.call_tool("read_secret", {"name": "db_password"})
+        assert not secret.is_error and text(secret) == "s3cr3t"
+        after = await client.call_tool("http_get", {"url": "https://en.wikipedia.org/wiki/Rego"})
+        assert after.is_error
+        assert "no_exfiltration_after_secrets" in text(after) and "read_secret" in text(after)
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["http_get", "read_secret"]
+    await guard.aclose()
+
+
+async def test_approval_waits_for_the_guards_approver(engine: acgs.Engine, calls_file: Path) -> None:
+    asked: list[ToolDecision] = []
+
+    async def approver(decision: ToolDecision) -> bool:
+        asked.append(decision)
+        await anyio.sleep(0)
+        return decision.tool == "send_email"
+
+    guard = Guard(engine, agent_id="mcp-agent-3", approver=approver)
+    async with Client(make_proxy(upstream(calls_file), guard)) as client:
+        sent = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "report"})
+        assert not sent.is_error and text(sent) == "sent to ann@example.com"
+        # Not in the catalogue: the default asks for approval; this approver says no.
+        unknown = await client.call_tool("shell.exec", {"cmd": "ls"})
+        assert unknown.is_error and "was not approved" in text(unknown)
+        assert unknown.structured_content["acgs"]["outcome"] == "rejected"
+    assert [d.tool for d in asked] == ["send_email", "shell.exec"]
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["send_email"]
+    await guard.aclose()
+
+
+async def test_missing_or_odd_arguments_are_decided_not_crashed(engine: acgs.Engine, calls_file: Path) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-4")
+    async with Client(make_proxy(upstream(calls_file), guard, hide_denied=False), mode="legacy") as client:
+        assert "db.drop_table" in [t.name for t in (await client.list_tools()).tools]
+        bare = await client.call_tool("read_file", None)  # no arguments: decided on {}, never null
+        assert bare.is_error and "argument path" in text(bare)
+        weird = await client.call_tool("read_file\u200b", {"path": "/workspace/a"})
+        assert weird.is_error and "denied" in text(weird)
+        huge = await client.call_tool("db.drop_table", {"table": "t", "n": 2**70, "x": 1e308})
+        assert huge.is_error and "denied" in text(huge)
+    assert upstream_calls(calls_file) == []
+    await guard.aclose()
+
+
+def test_never_allowed_reads_the_catalogue(engine: acgs.Engine) -> None:
+    tools = engine.data["acgs"]["constitution"]["tools"]
+    assert never_allowed(tools, "db.drop_table") and never_allowed(tools, " DB.Drop_Table ")
+    assert never_allowed(tools, "bad name!") and never_allowed(tools, "a..b")
+    assert not never_allowed(tools, "read_file") and not never_allowed(tools, "send_email")
+    assert not never_allowed(tools, "not.in.catalogue")  # the default asks for approval
+    assert never_allowed({**tools, "default": {**tools["default"], "outcome": "deny"}}, "not.in.catalogue")
+
+
+def test_listen_addresses() -> None:
+    assert parse_listen("8123") == ("127.0.0.1", 8123)
+    assert parse_listen("127.0.0.1:9") == ("127.0.0.1", 9)
+    assert parse_listen("[::1]:9") == ("::1", 9)
+    with pytest.raises(ValueError):
+        parse_listen("localhost:http")
+
+
+# -- over Streamable HTTP -----------------------------------------------------------------------
+
+
+async def test_proxy_over_streamable_http_on_loopback(engine: acgs.Engine, audit_log: AuditLog, calls_file: Path) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-5", audit=audit_log)
+    server = http_server(make_proxy(upstream(calls_file), guard), "127.0.0.1", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(30):
+            while not server.started:
+                await anyio.sleep(0.01)
+        url = f"http://127.0.0.1:{bound_port(server)}/mcp"
+        async with Client(url) as client:
+            assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
+            ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
+            assert not ok.is_error and text(ok) == "contents of /workspace/a.txt"
+            no = await client.call_tool("db.drop_table", {"table": "t"})
+            assert no.is_error and "denied by the constitution" in text(no)
+        server.should_exit = True
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
+    assert await guard.aflush()
+    assert [e["result"] for e in await tool_events(audit_log)] == ["allowed", "denied"]
+    await guard.aclose()
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+async def test_acgs_mcp_proxy_command_over_stdio(tmp_path: Path, calls_file: Path) -> None:
+    audit_path = tmp_path / "proxy-audit.sqlite3"
+    command = f"{sys.executable} {UPSTREAM} {calls_file}"
+    env = {**os.environ, "ACGS_DATA_DIR": str(tmp_path / "data")}
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "acgs", "mcp", "proxy", "--upstream-command", command, "--agent-id", "cli-agent", "--audit", str(audit_path)],
+        env=env,
+    )
+    async with Client(params) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["read_file", "read_secret", "http_get", "send_email"]
+        ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
+        assert not ok.is_error and text(ok) == "contents of /workspace/a.txt"
+        no = await client.call_tool("db.drop_table", {"table": "t"})
+        assert no.is_error and "denied by the constitution" in text(no)
+    # The proxy delivered its audit events before it exited.
+    store = open_store(f"sqlite:///{audit_path}")
+    await store.open()
+    try:
+        stored = await store.find(EventFilter(event_type="tool_call"), after=-1, limit=100)
+        events = [s.event() for s in stored]
+    finally:
+        await store.close()
+    assert [(e["action"], e["result"], e["agent_id"]) for e in events] == [
+        ("tool.read_file", "allowed", "cli-agent"),
+        ("tool.db.drop_table", "denied", "cli-agent"),
+    ]
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
+
+
+# -- an upstream over Streamable HTTP; a remote guard -------------------------------------------
+
+
+async def test_upstream_over_streamable_http(engine: acgs.Engine, calls_file: Path) -> None:
+    port = free_port()
+    process = await anyio.open_process([sys.executable, str(UPSTREAM), str(calls_file), "--http", str(port)])
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        guard = Guard(engine, agent_id="mcp-agent-6")
+        async with Client(make_proxy(f"http://127.0.0.1:{port}/mcp", guard)) as client:
+            assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
+            ok = await client.call_tool("http_get", {"url": "https://pypi.org/simple/acgs/"})
+            assert not ok.is_error and text(ok) == "200 OK from https://pypi.org/simple/acgs/"
+            no = await client.call_tool("http_get", {"url": "https://attacker.example/x"})
+            assert no.is_error and "argument url" in text(no)
+        await guard.aclose()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert upstream_calls(calls_file) == [{"tool": "http_get", "arguments": {"url": "https://pypi.org/simple/acgs/"}}]
+
+
+def test_remote_guard_hides_and_decides_through_the_policy_service(tmp_path: Path, calls_file: Path) -> None:
+    app = policy_app(PolicySettings(data_dir=tmp_path, bundle=acgs.default_bundle_path()), security=SecuritySettings())
+
+    async def session(url: str) -> None:
+        guard = Guard(url=url, agent_id="mcp-agent-7")
+        async with Client(make_proxy(upstream(calls_file), guard)) as client:
+            assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
+            ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
+            assert not ok.is_error
+            no = await client.call_tool("db.drop_table", {"table": "t"})
+            assert no.is_error and "denied by the constitution" in text(no)
+        await guard.aclose()
+
+    with ServerThread(app) as server:
+        anyio.run(session, f"http://127.0.0.1:{server.port}")
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --upstream-command and --upstream-url"),
+        (["--upstream-command", "x", "--upstream-url", "http://127.0.0.1:1/mcp"], "exactly one"),
+        (["--upstream-url", "file:///etc/passwd"], "http:// or https://"),
+        (["--upstream-url", "http://127.0.0.1:1/mcp", "--listen", "0.0.0.0:8080"], "not a loopback address"),
+        (["--upstream-url", "http://127.0.0.1:1/mcp", "--listen", "host:port"], "expected HOST:PORT"),
+        (["--upstream-command", "   "], "--upstream-command is empty"),
+    ],
+)
+def test_command_refuses_unclear_or_exposed_setups(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["mcp", "proxy", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+async def test_upstream_errors_pass_through_and_a_dead_upstream_is_named(
+    engine: acgs.Engine, audit_log: AuditLog, calls_file: Path
+) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-8", audit=audit_log, approver=lambda decision: True)
+    async with Client(make_proxy(upstream(calls_file), guard)) as client:
+        # Approved (unknown tools need approval), forwarded, and the upstream's own tool error.
+        unknown = await client.call_tool("no.such_tool", {"a": 1})
+        assert unknown.is_error and "Unknown tool: no.such_tool" in text(unknown)
+        with pytest.raises(MCPError, match="the upstream MCP server closed the connection"):
+            await client.call_tool("read_file", {"path": "/workspace/exit"})
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
+    assert await guard.aflush()
+    events = await tool_events(audit_log)
+    assert [(e["action"], e["result"]) for e in events] == [("tool.no.such_tool", "approved"), ("tool.read_file", "failed")]
+    assert events[1]["metadata"]["error"].startswith("MCPError: ")  # the upstream's failure, as the guard saw it
+    await guard.aclose()
+
+
+# -- approval by reviewers over REST (the evolution service's workflow) -------------------------
+
+
+def review_when_pending(base: str, verdict: str) -> threading.Thread:
+    """A reviewer: waits for the pending action request, then posts ``verdict`` on it."""
+
+    def run() -> None:
+        headers = {"X-ACGS-Identity": "rita", "X-ACGS-Role": "reviewer"}
+        with httpx.Client(base_url=base, timeout=10) as http:
+            while not (page := http.get("/evolution/requests", params={"status": "pending"}, headers=headers).json())["items"]:
+                time.sleep(0.01)  # the MCP call is on its way to the service
+            request_id = page["items"][0]["request_id"]
+            r = http.post(f"/evolution/requests/{request_id}/{verdict}", json={"reason": f"rita says {verdict}"}, headers=headers)
+            assert r.status_code == 200, r.text
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def evolution(tmp_path: Path) -> Iterator[str]:
+    settings = EvolutionSettings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'evolution.sqlite3'}", sweep_interval=3600.0)
+    with ServerThread(evolution_app(settings, security=SecuritySettings(auth=False))) as server:
+        yield f"http://127.0.0.1:{server.port}"
+
+
+def test_a_reviewer_approves_over_rest_while_the_mcp_call_waits(
+    engine: acgs.Engine, evolution: str, tmp_path: Path, calls_file: Path
+) -> None:
+    async def session() -> None:
+        guard = Guard(engine, agent_id="mcp-agent-9", approver=ReviewApprover(evolution, timeout=30, poll=0.02))
+        async with Client(make_proxy(upstream(calls_file), guard)) as client:
+            reviewer = review_when_pending(evolution, "approve")
+            sent = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "q3"})
+            reviewer.join(10)
+            assert not sent.is_error and text(sent) == "sent to ann@example.com"
+            reviewer = review_when_pending(evolution, "reject")
+            refused = await client.call_tool("send_email", {"to": "bob@example.com", "subject": "q3"})
+            reviewer.join(10)
+            assert refused.is_error and "was not approved" in text(refused)
+        await guard.aclose()
+
+    anyio.run(session)
+    assert upstream_calls(calls_file) == [{"tool": "send_email", "arguments": {"to": "ann@example.com", "subject": "q3", "body": ""}}]
+
+
+async def test_an_unreachable_review_service_refuses_the_call(engine: acgs.Engine, calls_file: Path) -> None:
+    guard = Guard(engine, agent_id="mcp-agent-11", approver=ReviewApprover(f"http://127.0.0.1:{free_port()}", timeout=5))
+    async with Client(make_proxy(upstream(calls_file), guard)) as client:
+        refused = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "hi"})
+        assert refused.is_error and "unreachable" in text(refused)
+    assert upstream_calls(calls_file) == []
+    await guard.aclose()
+
+
+def test_a_pending_approval_is_resumed_by_the_same_call(engine: acgs.Engine, evolution: str, calls_file: Path) -> None:
+    async def first(guard: Guard, client: Client) -> str:
+        held = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "later"})
+        assert held.is_error and "waiting for reviewers" in text(held)
+        info = held.structured_content["acgs"]
+        assert info["outcome"] == "approval_pending" and info["approval_request"]["request_id"] in text(held)
+        return str(info["approval_request"]["request_id"])
+
+    async def session() -> None:
+        guard = Guard(engine, agent_id="mcp-agent-10", approver=ReviewApprover(evolution, timeout=0))
+        async with Client(make_proxy(upstream(calls_file), guard)) as client:
+            request_id = await first(guard, client)
+            assert upstream_calls(calls_file) == []
+            headers = {"X-ACGS-Identity": "rita", "X-ACGS-Role": "reviewer"}
+            async with httpx.AsyncClient(base_url=evolution, timeout=10) as http:
+                r = await http.post(f"/evolution/requests/{request_id}/approve", json={"reason": "fine"}, headers=headers)
+                assert r.status_code == 200, r.text
+            again = await client.call_tool("send_email", {"subject": "later", "to": "ann@example.com"})
+            assert not again.is_error and text(again) == "sent to ann@example.com"
+            # One approval runs one call: asking a third time opens a new request.
+            third = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "later"})
+            assert third.is_error and third.structured_content["acgs"]["approval_request"]["request_id"] != request_id
+        await guard.aclose()
+
+    anyio.run(session)
+    assert [c["tool"] for c in upstream_calls(calls_file)] == ["send_email"]
+
+
+async def test_acgs_mcp_proxy_command_holds_approvals_for_reviewers(tmp_path: Path, evolution: str, calls_file: Path) -> None:
+    command = f"{sys.executable} {UPSTREAM} {calls_file}"
+    args = ["-m", "acgs", "mcp", "proxy", "--upstream-command", command, "--review-url", evolution, "--review-wait", "0"]
+    params = StdioServerParameters(command=sys.executable, args=args, env={**os.environ, "ACGS_DATA_DIR": str(tmp_path / "data")})
+    async with Client(params) as client:
+        held = await client.call_tool("send_email", {"to": "ann@example.com", "subject": "hi"})
+        assert held.is_error and held.structured_content["acgs"]["outcome"] == "approval_pending"
+    async with httpx.AsyncClient(base_url=evolution, timeout=10) as http:
+        page = (await http.get("/evolution/requests", params={"status": "pending"}, headers={"X-ACGS-Identity": "rita"})).json()
+    assert [item["request_id"] for item in page["items"]] == [held.structured_content["acgs"]["approval_request"]["request_id"]]
+    assert upstream_calls(calls_file) == []
