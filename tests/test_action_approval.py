@@ -17,10 +17,8 @@ import httpx
 import pytest
 
 import acgs
-from acgs import _acgs as core
 from acgs.audit.events import EventFilter
 from acgs.audit.log import AuditLog
-from acgs.audit.store import open_store as open_audit_store
 from acgs.guard import Guard, ReviewApprover
 from acgs.guard import approval
 from acgs.security import SecuritySettings, create_key, open_key_store
@@ -30,7 +28,6 @@ from acgs.services.evolution.webhooks import verify_signature
 from tests.services.conftest import ServerThread
 from tests.services.test_evolution_webhooks import SECRET, Receiver
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/action-approval")
 TRUSTED = {"agent": {"trust_level": 0.95}}
 #: Above the catalogue's approve_above (100): two reviewers, arguments redacted.
 TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
@@ -54,14 +51,6 @@ class Clock:
 @pytest.fixture(scope="module")
 def engine() -> acgs.Engine:
     return acgs.Engine.load(acgs.default_bundle_path())
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 def _settings(tmp_path: Path) -> EvolutionSettings:

@@ -10,7 +10,6 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,15 +26,12 @@ from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
 from langgraph.prebuilt import ToolNode  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
-from acgs import _acgs as core  # noqa: E402
 from acgs.adapters._calls import APPROVAL_TYPE  # noqa: E402
 from acgs.adapters.langchain import GuardMiddleware, guard_tool  # noqa: E402
 from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
-from acgs.audit.store import open_store  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/adapters")
 TRUSTED = {"agent": {"trust_level": 0.95}}
 
 
@@ -83,14 +79,6 @@ def http_get(url: str) -> str:
 
 
 TOOLS = [read_file, transfer, read_secret, http_get]
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 @pytest.fixture

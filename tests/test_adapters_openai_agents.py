@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,14 +21,11 @@ from agents.run_state import RunState  # noqa: E402
 from agents.testing import ScriptedModel  # noqa: E402
 from agents.testing.model import assistant_message, function_call  # noqa: E402
 
-from acgs import _acgs as core  # noqa: E402
 from acgs.adapters.openai_agents import guard_tools  # noqa: E402
 from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
-from acgs.audit.store import open_store  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/adapters")
 TRUSTED = {"agent": {"trust_level": 0.95}}
 TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 
@@ -63,14 +59,6 @@ def http_get(url: str) -> str:
     """Fetches a URL."""
     ran.append("http_get")
     return "<html>"
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 @pytest.fixture

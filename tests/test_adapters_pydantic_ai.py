@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +19,12 @@ from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, Tool, 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse, TextPart, ToolCallPart, ToolReturnPart  # noqa: E402
 from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
 
-from acgs import _acgs as core  # noqa: E402
 from acgs.adapters._calls import APPROVAL_TYPE  # noqa: E402
 from acgs.adapters.pydantic_ai import GuardCapability  # noqa: E402
 from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
-from acgs.audit.store import open_store  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/adapters")
 TRUSTED = {"agent": {"trust_level": 0.95}}
 TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 models.ALLOW_MODEL_REQUESTS = False
@@ -71,14 +67,6 @@ def scripted(*calls: tuple[str, dict[str, Any]]) -> FunctionModel:
         return script.pop(0)
 
     return FunctionModel(respond)
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 @pytest.fixture

@@ -14,27 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from acgs import _acgs as core
 from acgs.audit.events import EventFilter
 from acgs.audit.log import AuditLog
-from acgs.audit.store import open_store
 from acgs.guard import Guard, ReviewApprover
 from acgs.security import SecuritySettings
 from acgs.services.evolution import EvolutionSettings, create_app
 from tests.services.conftest import ServerThread
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/adapters")
 TRUSTED = {"agent": {"trust_level": 0.95}}
 TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 FRAMEWORKS = ["langgraph", "openai_agents", "pydantic_ai"]
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import acgs
 from acgs import _acgs as core
 from acgs.audit.events import EventFilter
 from acgs.audit.log import AuditLog
-from acgs.audit.store import open_store
 from acgs.guard import ENTRYPOINT, Guard, ToolDecision
 from acgs.guard.decision import arguments_json, read_decision
 from acgs.security import SecuritySettings
@@ -29,7 +28,6 @@ from acgs.services.policy import PolicySettings
 from acgs.services.policy import create_app as policy_app
 from tests.services.conftest import ServerThread
 
-PRIVATE_KEY, _ = core.generate_signing_key("test.acgs/guard")
 BUNDLES = Path(acgs.__file__).parent / "bundles"
 TRUSTED = {"agent": {"trust_level": 0.95}}
 
@@ -39,14 +37,6 @@ def engine() -> acgs.Engine:
     engine = acgs.Engine.load(acgs.default_bundle_path())
     assert ENTRYPOINT in engine.entrypoints
     return engine
-
-
-@pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}"), PRIVATE_KEY)
-    asyncio.run(log.open())
-    yield log
-    asyncio.run(log.close())
 
 
 @pytest.fixture
