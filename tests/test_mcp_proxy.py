@@ -2,7 +2,9 @@
 SDK: the upstream (tests/fixtures/mcp_upstream.py, ``MCPServer``) runs over stdio and records
 every call it receives, the guard decides on the real constitution bundle, and audit events land
 in a real ``AuditLog``. The proxy is reached in process (both protocol eras), over Streamable
-HTTP on a loopback port, and through the ``acgs mcp proxy`` command over stdio."""
+HTTP on a loopback port (several clients, each in its own session), and through the ``acgs mcp
+proxy`` command over stdio and over HTTP. An in-process ``MCPServer`` upstream (``more_upstream``)
+adds ``http_post``, a resource and a prompt."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 from click.testing import CliRunner
 from mcp import Client, MCPError, StdioServerParameters
-from mcp.types import CallToolResult
+from mcp.server import MCPServer, Server
+from mcp.types import INVALID_REQUEST, CallToolResult, Implementation, ListToolsResult
 
 import acgs
 from acgs import _acgs as core
@@ -29,7 +34,9 @@ from acgs.cli import cli
 from acgs.audit.log import AuditLog
 from acgs.audit.store import open_store
 from acgs.guard import Guard, ReviewApprover, ToolDecision
+from acgs.guard.approval import current_call
 from acgs.mcp import make_proxy, never_allowed
+from acgs.mcp.proxy import PROMPT_GET, RESOURCE_READ
 from acgs.mcp.serve import bound_port, http_server, parse_listen
 from acgs.security import SecuritySettings
 from acgs.services.evolution import EvolutionSettings
@@ -227,6 +234,205 @@ async def test_proxy_over_streamable_http_on_loopback(engine: acgs.Engine, audit
     await guard.aclose()
 
 
+def more_upstream(calls: list[dict[str, Any]]) -> MCPServer:
+    """An upstream in this process with ``read_secret``, ``http_post``, a resource and a prompt;
+    each call it receives lands in ``calls``."""
+    server = MCPServer("acgs-test-upstream-more")
+
+    @server.tool()
+    def read_secret(name: str) -> str:
+        calls.append({"tool": "read_secret", "arguments": {"name": name}})
+        return "s3cr3t"
+
+    @server.tool()
+    def http_post(url: str, body: str = "") -> str:
+        calls.append({"tool": "http_post", "arguments": {"url": url, "body": body}})
+        return f"201 Created at {url}"
+
+    @server.resource("notes://{name}")
+    def note(name: str) -> str:
+        calls.append({"resource": f"notes://{name}"})
+        return f"the note {name}"
+
+    @server.prompt()
+    def summarise(topic: str) -> str:
+        calls.append({"prompt": "summarise", "arguments": {"topic": topic}})
+        return f"Summarise {topic}."
+
+    return server
+
+
+@asynccontextmanager
+async def serving(proxy: Any) -> AsyncIterator[str]:
+    """Serves ``proxy`` over Streamable HTTP on a free loopback port; yields its URL."""
+    server = http_server(proxy, "127.0.0.1", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(30):
+            while not server.started:
+                await anyio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{bound_port(server)}/mcp"
+        finally:
+            server.should_exit = True
+
+
+async def test_each_http_client_has_its_own_session(engine: acgs.Engine, audit_log: AuditLog) -> None:
+    calls: list[dict[str, Any]] = []
+    asked: list[tuple[str, str]] = []
+
+    async def approver(decision: ToolDecision) -> bool:
+        call = current_call.get()
+        assert call is not None
+        asked.append((call.session_id, decision.tool))
+        return True
+
+    trail = Guard(engine, agent_id="mcp-shared", audit=audit_log)  # owns the audit trail
+    made: dict[str | None, Guard] = {}
+    closed: list[str] = []
+
+    class SessionGuard(Guard):
+        async def aclose(self, timeout: float = 5.0) -> None:
+            closed.append(self.session_id)
+            await super().aclose(timeout)
+
+    def session_guard(mcp_session_id: str | None) -> Guard:
+        made[mcp_session_id] = SessionGuard(
+            engine, agent_id="mcp-shared", session_id=f"mcp-{mcp_session_id}", audit=trail.audit, approver=approver, trusted=TRUSTED
+        )
+        return made[mcp_session_id]
+
+    post = {"url": "https://api.github.com/repos/acgs/issues", "body": "hello"}
+    async with serving(make_proxy(more_upstream(calls), session_guard)) as url:
+        # Both clients in the SDK's default mode: the proxy steers them to sessions.
+        async with Client(url, client_info=Implementation(name="mcp-shared-admin", version="1")) as a, Client(url) as b:
+            secret = await a.call_tool("read_secret", {"name": "db_password"})
+            assert not secret.is_error and text(secret) == "s3cr3t"
+            blocked = await a.call_tool("http_post", post)
+            assert blocked.is_error and "no_exfiltration_after_secrets" in text(blocked)
+            assert blocked.structured_content["acgs"]["outcome"] == "deny"
+            # B's session saw no secret: the catalogue's own outcome (approval), approved.
+            sent = await b.call_tool("http_post", post)
+            assert not sent.is_error and text(sent) == "201 Created at https://api.github.com/repos/acgs/issues"
+            # A's session still remembers its secret.
+            again = await a.call_tool("http_post", post)
+            assert again.is_error and "no_exfiltration_after_secrets" in text(again)
+        # A client that leaves ends its session: the proxy closes that session's guard.
+        with anyio.fail_after(10):
+            while len(closed) < 2:
+                await anyio.sleep(0.01)
+    assert [c["tool"] for c in calls] == ["read_secret", "http_post"]
+    assert len(made) == 2 and None not in made
+    session_a, session_b = (g.session_id for g in made.values())
+    assert session_a != session_b
+    assert asked == [(session_b, "http_post")]
+    assert sorted(closed) == sorted([session_a, session_b])
+    assert [e["tool"] for e in made[next(iter(made))].history.snapshot()] == ["read_secret", "http_post", "http_post"]
+    # One trail, one agent (the operator's, whatever a client calls itself), two sessions.
+    assert await trail.aflush()
+    events = await tool_events(audit_log)
+    assert [(e["metadata"]["session_id"], e["action"], e["result"]) for e in events] == [
+        (session_a, "tool.read_secret", "allowed"),
+        (session_a, "tool.http_post", "denied"),
+        (session_b, "tool.http_post", "approved"),
+        (session_a, "tool.http_post", "denied"),
+    ]
+    assert {e["agent_id"] for e in events} == {"mcp-shared"}
+    await trail.aclose()
+
+
+async def test_an_http_request_without_a_session_is_refused(engine: acgs.Engine) -> None:
+    calls: list[dict[str, Any]] = []
+    guard = Guard(engine, agent_id="mcp-agent-12", trusted=TRUSTED)
+    async with serving(make_proxy(more_upstream(calls), guard)) as url:
+        async with httpx.AsyncClient(timeout=10) as http:
+            # The 2026-07-28 protocol has no sessions: refused, naming the versions that have.
+            modern = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}},
+                headers={"MCP-Protocol-Version": "2026-07-28", "Accept": "application/json, text/event-stream"},
+            )
+            assert modern.status_code == 400
+            error = modern.json()["error"]
+            assert error["code"] == -32022 and "2025-11-25" in error["data"]["supported"]
+        async with Client(url, mode="legacy") as client:
+            assert not (await client.call_tool("read_secret", {"name": "x"})).is_error
+    # Served without that front (the SDK's own app, stateless): the proxy itself refuses calls
+    # it cannot place in a session, rather than decide them on an empty history.
+    app = make_proxy(more_upstream(calls), guard).streamable_http_app(stateless_http=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(30):
+            while not server.started:
+                await anyio.sleep(0.01)
+        async with Client(f"http://127.0.0.1:{bound_port(server)}/mcp") as client:
+            with pytest.raises(MCPError, match="keeps one session per MCP client") as refused:
+                await client.call_tool("read_secret", {"name": "x"})
+            assert refused.value.code == INVALID_REQUEST
+        server.should_exit = True
+    assert calls == [{"tool": "read_secret", "arguments": {"name": "x"}}]
+    await guard.aclose()
+
+
+async def test_resources_and_prompts_pass_through_decided_and_audited(engine: acgs.Engine, audit_log: AuditLog) -> None:
+    calls: list[dict[str, Any]] = []
+    asked: list[ToolDecision] = []
+
+    def approver(decision: ToolDecision) -> bool:
+        asked.append(decision)
+        return decision.tool == RESOURCE_READ
+
+    guard = Guard(engine, agent_id="mcp-agent-13", audit=audit_log, approver=approver)
+    async with Client(make_proxy(more_upstream(calls), guard)) as client:
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["notes://{name}"]
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["summarise"]
+        # Not in the catalogue: the default asks for approval; this approver allows reads.
+        note = await client.read_resource("notes://plan")
+        assert [c.text for c in note.contents] == ["the note plan"]
+        with pytest.raises(MCPError) as refused:
+            await client.get_prompt("summarise", {"topic": "q3"})
+        assert refused.value.code == INVALID_REQUEST and "was not approved" in refused.value.message
+        assert refused.value.data["acgs"]["tool"] == PROMPT_GET
+    assert calls == [{"resource": "notes://plan"}]
+    assert [(d.tool, d.outcome) for d in asked] == [(RESOURCE_READ, "require_approval"), (PROMPT_GET, "require_approval")]
+    assert await guard.aflush()
+    events = await tool_events(audit_log)
+    assert [(e["action"], e["result"]) for e in events] == [("tool.mcp.resources.read", "approved"), ("tool.mcp.prompts.get", "rejected")]
+    assert events[0]["metadata"]["arguments"] == {"uri": "notes://plan"} and "result_sha256" in events[0]["metadata"]
+    assert events[1]["metadata"]["arguments"] == {"name": "summarise", "arguments": {"topic": "q3"}}
+    await guard.aclose()
+
+
+async def test_resource_reads_follow_the_default_and_an_upstream_may_offer_none(engine: acgs.Engine) -> None:
+    tools = engine.data["acgs"]["constitution"]["tools"]
+    catalogue = {**tools["catalogue"], RESOURCE_READ: {"risk": "low", "outcome": "deny", "labels": []}}
+    denying = {**tools, "catalogue": catalogue}
+    assert never_allowed(denying, RESOURCE_READ) and not never_allowed(denying, PROMPT_GET)
+    calls: list[dict[str, Any]] = []
+    guard = Guard(engine, agent_id="mcp-agent-14")
+    async with Client(make_proxy(more_upstream(calls), guard)) as client:
+        # Without an approver the default (approval) refuses the read, naming the decision.
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource("notes://plan")
+        assert "requires approval" in refused.value.message
+        assert refused.value.data["acgs"]["outcome"] == "approval_required"
+    # An upstream that offers neither (a low-level server with tools only): empty lists, and
+    # reads are unknown methods, never decided.
+    async def no_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[])
+
+    async with Client(make_proxy(Server("tools-only", on_list_tools=no_tools), guard)) as client:
+        assert (await client.list_resources()).resources == [] and (await client.list_prompts()).prompts == []
+        with pytest.raises(MCPError, match="offers no resources"):
+            await client.read_resource("notes://plan")
+        with pytest.raises(MCPError, match="offers no prompts"):
+            await client.get_prompt("summarise")
+    assert calls == [] and len(guard.history) == 1
+    await guard.aclose()
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -258,6 +464,41 @@ async def test_acgs_mcp_proxy_command_over_stdio(tmp_path: Path, calls_file: Pat
         ("tool.db.drop_table", "denied", "cli-agent"),
     ]
     assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
+
+
+async def test_acgs_mcp_proxy_command_over_http_keeps_a_session_per_client(tmp_path: Path, calls_file: Path) -> None:
+    audit_path = tmp_path / "proxy-audit.sqlite3"
+    port = free_port()
+    command = f"{sys.executable} {UPSTREAM} {calls_file}"
+    args = ["mcp", "proxy", "--upstream-command", command, "--listen", str(port), "--agent-id", "cli-agent"]
+    args += ["--session-id", "ops", "--audit", str(audit_path)]
+    env = {**os.environ, "ACGS_DATA_DIR": str(tmp_path / "data")}
+    process = await anyio.open_process([sys.executable, "-m", "acgs", *args], env=env)
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with Client(url) as a, Client(url) as b:
+            for client, path in ((a, "/workspace/a.txt"), (b, "/workspace/b.txt"), (a, "/workspace/c.txt")):
+                assert not (await client.call_tool("read_file", {"path": path})).is_error
+    finally:
+        process.terminate()  # uvicorn stops on SIGTERM; the proxy delivers its audit events
+        with anyio.fail_after(30):
+            await process.wait()
+    store = open_store(f"sqlite:///{audit_path}")
+    await store.open()
+    try:
+        events = [s.event() for s in await store.find(EventFilter(event_type="tool_call"), after=-1, limit=100)]
+    finally:
+        await store.close()
+    sessions = [e["metadata"]["session_id"] for e in events]
+    assert len(events) == 3 and {e["agent_id"] for e in events} == {"cli-agent"}
+    assert sessions[0] == sessions[2] != sessions[1] and all(s.startswith("ops-") for s in sessions)
 
 
 # -- an upstream over Streamable HTTP; a remote guard -------------------------------------------
@@ -292,14 +533,21 @@ def test_remote_guard_hides_and_decides_through_the_policy_service(tmp_path: Pat
     app = policy_app(PolicySettings(data_dir=tmp_path, bundle=acgs.default_bundle_path()), security=SecuritySettings())
 
     async def session(url: str) -> None:
-        guard = Guard(url=url, agent_id="mcp-agent-7")
-        async with Client(make_proxy(upstream(calls_file), guard)) as client:
-            assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
-            ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
-            assert not ok.is_error
-            no = await client.call_tool("db.drop_table", {"table": "t"})
-            assert no.is_error and "denied by the constitution" in text(no)
-        await guard.aclose()
+        made: list[Guard] = []
+        async with httpx.AsyncClient(timeout=10) as http:
+            # As the command makes them: a guard per client session, one HTTP client for all.
+            def session_guard(mcp_session_id: str | None) -> Guard:
+                made.append(Guard(url=url, agent_id="mcp-agent-7", async_http_client=http))
+                return made[-1]
+
+            async with Client(make_proxy(upstream(calls_file), session_guard)) as client:
+                assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
+                ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
+                assert not ok.is_error
+                no = await client.call_tool("db.drop_table", {"table": "t"})
+                assert no.is_error and "denied by the constitution" in text(no)
+            assert not http.is_closed  # the guards closed, the shared client is the caller's
+        assert len(made) == 1 and [e["tool"] for e in made[0].history.snapshot()] == ["read_file", "db.drop_table"]
 
     with ServerThread(app) as server:
         anyio.run(session, f"http://127.0.0.1:{server.port}")

@@ -202,7 +202,13 @@ def sqlite_append(conn: sqlite3.Connection, producer: str, events: Sequence[Even
 
 
 @contextlib.contextmanager
-def _sqlite_tx(conn: sqlite3.Connection) -> Iterator[None]:
+def sqlite_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction on an autocommit connection (``isolation_level=None``) holding the
+    database's write lock from its first statement (``BEGIN IMMEDIATE``): committed when the
+    block ends, rolled back when it raises. A transaction a cancelled caller left open is
+    rolled back first, never committed with this one's work."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -288,7 +294,7 @@ class SqliteOutbox:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            with _sqlite_tx(conn):
+            with sqlite_transaction(conn):
                 sqlite_append(conn, self.producer, events)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             tail = self._tail
@@ -340,7 +346,7 @@ class SqliteOutbox:
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> None:
-            with _sqlite_tx(conn):
+            with sqlite_transaction(conn):
                 if self.keep_delivered:
                     conn.execute(SQLITE.delivered, (now, low, high))
                 else:
@@ -357,7 +363,7 @@ class SqliteOutbox:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            with _sqlite_tx(conn):
+            with sqlite_transaction(conn):
                 conn.executemany(SQLITE.failed, [(_cut(error), s) for s in seqs])
 
         await self._run(run)
@@ -368,7 +374,7 @@ class SqliteOutbox:
         text, why = dumps(replacement), _cut(reason)
 
         def run(conn: sqlite3.Connection) -> None:
-            with _sqlite_tx(conn):
+            with sqlite_transaction(conn):
                 conn.execute(SQLITE.move_dead, (why, text, time.time(), seq))
                 conn.execute(SQLITE.replace, (text, f"dead letter: {why}", seq))
             tail = self._tail
@@ -386,7 +392,7 @@ class SqliteOutbox:
         text, why, now = dumps(replacement), _cut(reason), time.time()
 
         def run(conn: sqlite3.Connection) -> None:
-            with _sqlite_tx(conn):
+            with sqlite_transaction(conn):
                 cur = conn.execute(SQLITE.append, (self.producer, dumps(event), now))
                 conn.execute(SQLITE.move_dead, (why, text, now, cur.lastrowid))
                 conn.execute("DELETE FROM acgs_outbox WHERE seq = ?", (cur.lastrowid,))
@@ -776,4 +782,5 @@ __all__ = [
     "send",
     "sqlite_append",
     "sqlite_create",
+    "sqlite_transaction",
 ]

@@ -1,7 +1,8 @@
 """ACGS in front of MCP servers: ``make_proxy`` builds an MCP server that relays one upstream
-MCP server's tools with every ``tools/call`` decided by an ``acgs.Guard`` (``acgs mcp proxy``;
-see README.md). Needs the ``mcp`` extra; importing this package alone (as the ``acgs`` command
-does) loads nothing of the MCP SDK."""
+MCP server's tools, resources and prompts with every ``tools/call``, ``resources/read`` and
+``prompts/get`` decided by an ``acgs.Guard``, one guard per MCP client session (``acgs mcp
+proxy``; see README.md). Needs the ``mcp`` extra; importing this package alone (as the ``acgs``
+command does) loads nothing of the MCP SDK."""
 
 from __future__ import annotations
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acgs.audit.outbox import SqliteOutbox, sqlite_append, sqlite_create
+from acgs.audit.outbox import SqliteOutbox, sqlite_append, sqlite_create, sqlite_transaction
 from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, Status
 from acgs.services.evolution.store import PRODUCER, OutboxSource, RequestNotFound
 
@@ -82,20 +82,6 @@ def _record(conn: sqlite3.Connection, row: Sequence[Any]) -> EvolutionRecord:
     )
 
 
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction holding the database's write lock from its first statement."""
-    if conn.in_transaction:  # left open by a cancelled caller; never commit its work
-        conn.execute("ROLLBACK")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _insert_event(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
     sqlite_append(conn, PRODUCER, [event], now)
 
@@ -105,7 +91,7 @@ def _adopt_legacy_outbox(conn: sqlite3.Connection) -> None:
     under the same ids (webhook cursors point at them)."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'evolution_audit_outbox'").fetchone() is None:
         return
-    with _immediate(conn):
+    with sqlite_transaction(conn):
         conn.execute(
             "INSERT OR IGNORE INTO acgs_outbox (seq, producer, event, enqueued_at, attempts, last_error, delivered_at)"
             " SELECT id, ?, event, created_at, attempts, last_error, delivered_at FROM evolution_audit_outbox ORDER BY id",
@@ -243,7 +229,7 @@ class SqliteStore(OutboxSource):
 
     async def insert(self, record: EvolutionRecord, events: Sequence[AuditEvent]) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _immediate(conn):
+            with sqlite_transaction(conn):
                 conn.execute(
                     f"INSERT INTO evolution_requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -358,7 +344,7 @@ class SqliteStore(OutboxSource):
 
     async def set_webhook_cursor(self, url: str, last_id: int) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _immediate(conn):
+            with sqlite_transaction(conn):
                 conn.execute(
                     "INSERT INTO evolution_webhook_cursors (url, last_id) VALUES (?, ?) "
                     "ON CONFLICT (url) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
