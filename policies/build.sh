@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the Rego under policies/ (and the engine's test fixture) to OPA Wasm bundles with the
-# pinned OPA. `make bundles` runs it; tests/test_bundles.py runs it with OUT=<scratch dir> and
-# compares what it builds with the committed bundles.
+# pinned OPA; the shipped bundles and the stress fixture also carry OPA's plan (/plan.json).
+# `make bundles` runs it; tests/test_bundles.py runs it with OUT=<scratch dir> and compares what
+# it builds with the committed bundles.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OPA="${OPA:-$HOME/.local/bin/opa}"
@@ -21,21 +22,56 @@ package_dir="$(cd "$package_dir" && pwd)"
 fixture_dir="$(cd "$fixture_dir" && pwd)"
 service_fixture_dir="$(cd "$service_fixture_dir" && pwd)"
 
+# with_plan OUT ARGS...: `opa build -t wasm ARGS -o OUT`, then `opa build -t plan` with the same
+# ARGS, and OUT gains the plan as /plan.json beside /policy.wasm (the plan is what ACGS's native
+# evaluator compiles). The archive is rewritten with fixed metadata, so builds stay reproducible.
+with_plan() {
+	local out="$1"
+	shift
+	local plan_tmp
+	plan_tmp="$(mktemp "${TMPDIR:-/tmp}/acgs-plan.XXXXXX")"
+	"$OPA" build -t wasm "$@" -o "$out"
+	"$OPA" build -t plan "$@" -o "$plan_tmp"
+	python3 - "$out" "$plan_tmp" <<'PY'
+import gzip, io, sys, tarfile
+
+out, plan = sys.argv[1], sys.argv[2]
+with tarfile.open(plan, "r:gz") as t:
+    member = next(m for m in t.getmembers() if m.name.lstrip("/") == "plan.json")
+    plan_json = t.extractfile(member).read()
+members = []
+with tarfile.open(out, "r:gz") as t:
+    for m in t.getmembers():
+        if m.isfile() and m.name.lstrip("/") != "plan.json":
+            members.append((m.name, t.extractfile(m).read()))
+members.append(("/plan.json", plan_json))
+raw = io.BytesIO()
+with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
+    for name, content in members:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(content), 0o600, 0
+        t.addfile(info, io.BytesIO(content))
+with open(out, "wb") as f:
+    f.write(gzip.compress(raw.getvalue(), mtime=0))
+PY
+	rm -f "$plan_tmp"
+}
+
 # Paths stay relative to the repository so no builder's directory ends up in a bundle.
 cd "$root"
-"$OPA" build -t wasm -e acgs/example/allow -e acgs/example/decision \
-	policies/example -o "$package_dir/example.tar.gz"
+with_plan "$package_dir/example.tar.gz" -e acgs/example/allow -e acgs/example/decision \
+	policies/example
 
 # The constitution: policies/acgs mounted at data.acgs, so constitution/data.json is
 # data.acgs.constitution (as under `opa test policies/`). Tests stay out of the bundle.
-"$OPA" build -t wasm --ignore '*_test.rego' \
+with_plan "$package_dir/constitution.tar.gz" --ignore '*_test.rego' \
 	-e acgs/main/decision -e acgs/main/allow -e acgs/evolution/decision -e acgs/sandbox/decision \
 	-e acgs/fast_path/route -e acgs/tools/decision \
-	acgs:policies/acgs -o "$package_dir/constitution.tar.gz"
+	acgs:policies/acgs
 
 cd "$root/tests/fixtures/stress"
-"$OPA" build -t wasm -e stress/spin -e stress/hog -e stress/echo -e stress/both \
-	stress.rego -o "$fixture_dir/stress.tar.gz"
+with_plan "$fixture_dir/stress.tar.gz" -e stress/spin -e stress/hog -e stress/echo -e stress/both \
+	stress.rego
 
 # The decision-pipeline fixtures: a small constitution, and a policy that reads the clock.
 cd "$root/tests/fixtures"

@@ -2,6 +2,9 @@
 the real constitution (``acgs/tools/decision`` in the shipped bundle) with a ``ReviewApprover``
 against the real evolution app served by uvicorn on loopback, reviewers acting over REST, the
 guard's ``tool_call`` events in a real ``AuditLog`` and the service's transitions in its outbox.
+The service decides each call again itself (tests/security/test_action_terms.py holds it to
+its own terms); with authentication off the agent's trust claim stands, so the approver sends
+the guard's (``agent=``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,10 @@ import pytest
 import acgs
 from acgs.audit.events import EventFilter
 from acgs.audit.log import AuditLog
-from acgs.guard import Guard, ReviewApprover
+from acgs.guard import Guard, ReviewApprover, ToolDecision
 from acgs.guard import approval
+from acgs.registry import new_agent, open_registry
+from acgs.registry.settings import RegistrySettings
 from acgs.security import SecuritySettings, create_key, open_key_store
 from acgs.services.evolution import EvolutionSettings, create_app
 from acgs.services.evolution.store import open_store
@@ -29,6 +35,8 @@ from tests.services.conftest import ServerThread
 from tests.services.test_evolution_webhooks import SECRET, Receiver
 
 TRUSTED = {"agent": {"trust_level": 0.95}}
+#: The agent's claim about itself, sent with each submission (auth off: it stands).
+CLAIMS = TRUSTED["agent"]
 #: Above the catalogue's approve_above (100): two reviewers, arguments redacted.
 TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 AGENT = "agent-7"
@@ -116,7 +124,7 @@ def test_a_transfer_waits_for_two_reviewers_then_runs_and_shares_one_decision_id
     engine: acgs.Engine, audit_log: AuditLog, service: ServerThread, tmp_path: Path
 ) -> None:
     base = url(service)
-    approver = ReviewApprover(base, timeout=30, poll=0.02)
+    approver = ReviewApprover(base, agent=CLAIMS, timeout=30, poll=0.02)
     ran: list[dict[str, Any]] = []
     with Guard(engine, agent_id=AGENT, session_id="s-1", approver=approver, audit=audit_log, trusted=TRUSTED) as guard:
         thread = review_when_pending(base, [("alice", "approve"), ("bob", "approve")])
@@ -151,7 +159,7 @@ def test_a_transfer_waits_for_two_reviewers_then_runs_and_shares_one_decision_id
 def test_a_wrapped_tool_waits_for_its_reviewer_too(engine: acgs.Engine, audit_log: AuditLog, service: ServerThread) -> None:
     """The approver sees the call of a ``@guard.tool`` function as it sees ``guard.call``'s."""
     base = url(service)
-    with Guard(engine, agent_id=AGENT, session_id="s-w", approver=ReviewApprover(base, timeout=30, poll=0.02), audit=audit_log, trusted=TRUSTED) as guard:
+    with Guard(engine, agent_id=AGENT, session_id="s-w", approver=ReviewApprover(base, agent=CLAIMS, timeout=30, poll=0.02), audit=audit_log, trusted=TRUSTED) as guard:
 
         @guard.tool("payments.transfer")
         def transfer(**kwargs: Any) -> str:
@@ -165,7 +173,7 @@ def test_a_wrapped_tool_waits_for_its_reviewer_too(engine: acgs.Engine, audit_lo
 def test_a_rejected_call_raises_tool_denied_and_never_runs(engine: acgs.Engine, service: ServerThread) -> None:
     base = url(service)
     ran: list[str] = []
-    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, timeout=30, poll=0.02), trusted=TRUSTED) as guard:
+    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent=CLAIMS, timeout=30, poll=0.02), trusted=TRUSTED) as guard:
         thread = review_when_pending(base, [("alice", "reject")])
         with pytest.raises(acgs.ToolDenied) as caught:
             guard.call("payments.transfer", TRANSFER, lambda: ran.append("ran"))
@@ -179,7 +187,7 @@ def test_arguments_are_shown_unless_redacted_and_the_review_page_lists_the_actio
 ) -> None:
     base = url(service)
     args = {"url": "https://api.github.com/repos/acme/app/issues", "body": "quarterly numbers"}
-    with Guard(engine, agent_id=AGENT, session_id="s-9", approver=ReviewApprover(base, timeout=0), trusted=TRUSTED) as guard:
+    with Guard(engine, agent_id=AGENT, session_id="s-9", approver=ReviewApprover(base, agent=CLAIMS, timeout=0), trusted=TRUSTED) as guard:
         decision = guard.decide("http_post", args)
         assert decision.outcome == "require_approval" and not decision.redact_arguments
         with pytest.raises(acgs.ApprovalPending) as caught:
@@ -197,14 +205,11 @@ def test_arguments_are_shown_unless_redacted_and_the_review_page_lists_the_actio
 
 
 def test_one_decision_is_one_request_however_often_submitted(service: ServerThread) -> None:
-    body = {
-        "agent_id": AGENT, "tool": "send_email", "decision_id": "d-1", "arguments": {"to": "a@example.com"},
-        "reasons": ["send_email needs approval"], "reviewers_required": 1, "expires_seconds": 60,
-    }  # fmt: skip
+    body = {"agent_id": AGENT, "tool": "send_email", "decision_id": "d-1", "arguments": {"to": "a@example.com", "subject": "hi"}}
     with httpx.Client(base_url=url(service), headers={"X-ACGS-Identity": AGENT}) as http:
         first = http.post("/evolution/actions", json=body)
         again = http.post("/evolution/actions", json=body)
-        other = http.post("/evolution/actions", json={**body, "arguments": {"to": "b@example.com"}})
+        other = http.post("/evolution/actions", json={**body, "arguments": {"to": "b@example.com", "subject": "hi"}})
         blind = http.post("/evolution/actions", json={k: v for k, v in body.items() if k != "arguments"})
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["request_id"] == again.json()["request_id"]
@@ -216,7 +221,7 @@ def test_a_pending_handle_resumes_once_approved_and_runs_once(
     engine: acgs.Engine, audit_log: AuditLog, service: ServerThread
 ) -> None:
     base = url(service)
-    approver = ReviewApprover(base, timeout=0)
+    approver = ReviewApprover(base, agent=CLAIMS, timeout=0)
     ran: list[str] = []
     with Guard(engine, agent_id=AGENT, approver=approver, audit=audit_log, trusted=TRUSTED) as guard:
         with pytest.raises(acgs.ApprovalPending) as caught:
@@ -253,7 +258,7 @@ def test_a_pending_handle_resumes_once_approved_and_runs_once(
 
 def test_expiry_is_a_deny(engine: acgs.Engine, service: ServerThread, clock: Clock) -> None:
     base = url(service)
-    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, timeout=0), trusted=TRUSTED) as guard:
+    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent=CLAIMS, timeout=0), trusted=TRUSTED) as guard:
         with pytest.raises(acgs.ApprovalPending) as caught:
             guard.call("payments.transfer", TRANSFER, lambda: "sent")
         clock.now += 1801  # past the catalogue's expires_seconds (1800)
@@ -272,7 +277,7 @@ def test_an_async_tool_waits_without_blocking_the_loop(engine: acgs.Engine, serv
     base = url(service)
 
     async def main() -> Any:
-        async with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, timeout=30, poll=0.02), trusted=TRUSTED) as guard:
+        async with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent=CLAIMS, timeout=30, poll=0.02), trusted=TRUSTED) as guard:
             async def reviewers() -> None:
                 async with httpx.AsyncClient(base_url=base) as http:
                     while not (await http.get("/evolution/requests", params={"status": "pending"}, headers=reviewer("w"))).json()["items"]:
@@ -300,7 +305,11 @@ def test_with_auth_the_agent_cannot_approve_its_own_call(engine: acgs.Engine, tm
     security = SecuritySettings(auth=True, data_dir=tmp_path / "keys")
     security.validate()
 
+    registry = RegistrySettings(url=f"sqlite:///{tmp_path / 'agents.sqlite3'}")
+
     async def keys() -> list[str]:
+        # With authentication on, the service believes the registry's trust level (0.95 here).
+        await open_registry(registry.resolved_url()).add(new_agent(AGENT, trust_level=Decimal("0.95")))
         store = open_key_store(security.resolved_key_store())
         # The agent's key also holds the reviewer role: the workflow still refuses it.
         wanted = ((AGENT, ["agent", "reviewer"]), ("agent-8", ["agent"]), ("rita", ["reviewer"]))
@@ -311,10 +320,10 @@ def test_with_auth_the_agent_cannot_approve_its_own_call(engine: acgs.Engine, tm
     def bearer(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    app = create_app(_settings(tmp_path), security=security)
+    app = create_app(_settings(tmp_path), security=security, agent_registry=registry)
     with ServerThread(app) as server:
         base = url(server)
-        with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent_key, timeout=0), trusted=TRUSTED) as guard:
+        with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent_key, agent=CLAIMS, timeout=0), trusted=TRUSTED) as guard:
             with pytest.raises(acgs.ApprovalPending) as caught:
                 guard.call("payments.transfer", TRANSFER, lambda: "sent")
         rid = caught.value.request_id
@@ -345,7 +354,7 @@ def test_every_transition_of_an_action_is_a_signed_webhook(engine: acgs.Engine, 
         )  # fmt: skip
         with ServerThread(create_app(settings, security=SecuritySettings(auth=False))) as server:
             base = url(server)
-            with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, timeout=0), trusted=TRUSTED) as guard:
+            with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent=CLAIMS, timeout=0), trusted=TRUSTED) as guard:
                 with pytest.raises(acgs.ApprovalPending) as caught:
                     guard.call("payments.transfer", TRANSFER, lambda: "sent")
             with httpx.Client(base_url=base) as http:
@@ -361,3 +370,42 @@ def test_every_transition_of_an_action_is_a_signed_webhook(engine: acgs.Engine, 
     assert bodies[0]["event"]["metadata"]["tool"] == "payments.transfer"
     for headers, body in receiver.accepted:
         assert verify_signature(SECRET, headers["x-acgs-signature"], body)
+
+
+# -- the service's own decision ------------------------------------------------------------------
+
+
+def test_the_services_refusal_reaches_the_caller_with_its_reasons(engine: acgs.Engine, service: ServerThread) -> None:
+    """The guard believes its embedding program's trust (0.95); the approver is configured to
+    claim less (0.5, which wins over the guard's facts) and the service, with authentication off,
+    believes that claim: it denies the transfer, and nothing is held."""
+    base = url(service)
+    ran: list[str] = []
+    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(base, agent={"trust_level": 0.5}, timeout=0), trusted=TRUSTED) as guard:
+        with pytest.raises(acgs.ToolDenied) as caught:
+            guard.call("payments.transfer", TRANSFER, lambda: ran.append("ran"))
+    assert ran == [] and caught.value.outcome == "deny"
+    assert any("trust level of at least 0.9" in r for r in caught.value.reasons)
+    assert "denied by the evolution service" in str(caught.value)
+    with httpx.Client(base_url=base) as http:
+        assert http.get("/evolution/requests", params={"status": "pending"}, headers=reviewer("w")).json()["items"] == []
+
+
+def test_a_call_the_service_allows_gets_no_approval(service: ServerThread) -> None:
+    """An approver asked about a call the service finds allowed refuses it: an approval the
+    call never needed is not given."""
+    decision = ToolDecision("require_approval", "d-allowed", "read_file", ["asked anyway"], approval={"reviewers": 1, "expires_seconds": 60, "roles": []})
+    call = approval.ActionCall(AGENT, None, "read_file", {"path": "/workspace/a.txt"})
+    with approval._calling(call), pytest.raises(acgs.ToolDenied) as caught:
+        ReviewApprover(url(service), timeout=0)(decision)
+    assert caught.value.outcome == "rejected" and caught.value.reasons == ["tool read_file is allowed with these arguments"]
+
+
+def test_a_pending_handle_carries_the_services_terms(engine: acgs.Engine, service: ServerThread) -> None:
+    with Guard(engine, agent_id=AGENT, approver=ReviewApprover(url(service), agent=CLAIMS, timeout=0), trusted=TRUSTED) as guard:
+        with pytest.raises(acgs.ApprovalPending) as caught:
+            guard.call("payments.transfer", TRANSFER, lambda: "sent")
+    pending = caught.value
+    assert pending.approval is not None and pending.approval["reviewers"] == 2 and pending.approval["roles"] == ["finance"]
+    assert pending.reasons == ["argument amount (redacted) is above 100, which needs approval"]
+    assert "(0 of 2 approvals, review by " in str(pending)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,11 +27,10 @@ from langgraph.types import Command  # noqa: E402
 
 from acgs.adapters._calls import APPROVAL_TYPE  # noqa: E402
 from acgs.adapters.langchain import GuardMiddleware, guard_tool  # noqa: E402
-from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
-
-TRUSTED = {"agent": {"trust_level": 0.95}}
+from tests import adapters_common as common  # noqa: E402
+from tests.adapters_common import THREE_CALLS, TRANSFER, ran, tool_events  # noqa: E402
 
 
 class ScriptedModel(GenericFakeChatModel):
@@ -47,60 +45,14 @@ def turns(*calls: tuple[str, dict[str, Any]]) -> ScriptedModel:
     return ScriptedModel(messages=iter([*script, AIMessage(content="done")]))
 
 
-ran: list[str] = []
-
-
-@tool
-def read_file(path: str) -> str:
-    """Reads a file of the workspace."""
-    ran.append("read_file")
-    return f"contents of {path}"
-
-
-@tool("payments.transfer")
-def transfer(amount: int, currency: str, to_account: str) -> str:
-    """Transfers money."""
-    ran.append("transfer")
-    return "transferred"
-
-
-@tool
-def read_secret(name: str) -> str:
-    """Reads a secret."""
-    ran.append("read_secret")
-    return "s3cr3t"
-
-
-@tool
-def http_get(url: str) -> str:
-    """Fetches a URL."""
-    ran.append("http_get")
-    return "<html>"
-
-
-TOOLS = [read_file, transfer, read_secret, http_get]
-
-
-@pytest.fixture
-def guard(audit_log: AuditLog) -> Iterator[Guard]:
-    ran.clear()
-    g = Guard(agent_id="lg-agent", session_id="lg-1", audit=audit_log, trusted=TRUSTED)
-    yield g
-    g.close()
-
-
-def tool_events(g: Guard, log: AuditLog) -> list[dict[str, Any]]:
-    assert g.flush()
-    stored = asyncio.run(log.store.find(EventFilter(event_type="tool_call"), after=-1, limit=100))
-    return [s.event() for s in stored]
+read_file = tool(common.read_file)
+transfer = tool("payments.transfer")(common.transfer)
+TOOLS = [read_file, transfer, tool(common.read_secret), tool(common.http_get)]
+guard = common.guard_fixture("lg-agent", "lg-1")
 
 
 def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
     return [m for m in state["messages"] if isinstance(m, ToolMessage)]
-
-
-TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
-THREE_CALLS = (("read_file", {"path": "/workspace/notes.txt"}), ("read_file", {"path": "/etc/passwd"}), ("payments.transfer", TRANSFER))
 
 
 def governed_agent(how: str, guard: Guard, *calls: tuple[str, dict[str, Any]]) -> Any:
@@ -126,7 +78,7 @@ def test_allow_deny_and_approval_resumed(how: str, guard: Guard, audit_log: Audi
     assert allowed.status == "success" and allowed.content == "contents of /workspace/notes.txt"
     assert denied.status == "error" and "denied by the constitution" in denied.content and "path" in denied.content
 
-    done = agent.invoke(Command(resume={pending.id: {"approved": True}}), config)
+    done = agent.invoke(Command(resume={pending.id: {"approved": True, "approver": "alice"}}), config)
     assert ran == ["read_file", "transfer"]
     assert tool_messages(done)[-1].content == "transferred" and done["messages"][-1].content == "done"
 
@@ -136,6 +88,11 @@ def test_allow_deny_and_approval_resumed(how: str, guard: Guard, audit_log: Audi
     ]  # fmt: skip
     assert len({e["decision_id"] for e in events}) == 3
     assert events[1]["decision_id"] in denied.content
+    # The approved call is audited under the decision that paused the graph, with who settled it;
+    # one evaluation per call, the pause and the resumed run included.
+    assert events[2]["decision_id"] == payload["decision_id"]
+    assert events[2]["metadata"]["approved_by"] == "alice"
+    assert guard.engine.evaluations == ["acgs/tools/decision"] * 3
     assert [h["outcome"] for h in guard.history.snapshot()] == ["allow", "deny", "approved"]
     assert asyncio.run(audit_log.verify()).ok
 
@@ -145,12 +102,14 @@ def test_approval_rejected_reaches_the_model_as_an_error(how: str, answer: Any, 
     # Only True, "approve" or {"approved": True} approve: any other answer is a rejection.
     agent = governed_agent(how, guard, ("payments.transfer", TRANSFER))
     config = {"configurable": {"thread_id": "t-2"}}
-    agent.invoke({"messages": [{"role": "user", "content": "pay"}]}, config)
+    paused = agent.invoke({"messages": [{"role": "user", "content": "pay"}]}, config)
     done = agent.invoke(Command(resume=answer), config)
     (rejected,) = tool_messages(done)
     assert rejected.status == "error" and "rejected by a reviewer" in rejected.content
     assert ran == []
-    assert [e["result"] for e in tool_events(guard, audit_log)] == ["rejected"]
+    (event,) = tool_events(guard, audit_log)
+    assert event["result"] == "rejected" and event["metadata"]["rejected_by"] == "langgraph"
+    assert event["decision_id"] == paused["__interrupt__"][0].value["decision_id"]
 
 
 def test_session_rule_denies_outbound_call_after_a_secret(guard: Guard, audit_log: AuditLog) -> None:

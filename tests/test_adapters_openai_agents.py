@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,51 +21,18 @@ from agents.testing import ScriptedModel  # noqa: E402
 from agents.testing.model import assistant_message, function_call  # noqa: E402
 
 from acgs.adapters.openai_agents import guard_tools  # noqa: E402
-from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
-
-TRUSTED = {"agent": {"trust_level": 0.95}}
-TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
+from tests import adapters_common as common  # noqa: E402
+from tests.adapters_common import TRANSFER, ran, tool_events  # noqa: E402
 
 set_tracing_disabled(True)
-ran: list[str] = []
 
-
-@function_tool
-def read_file(path: str) -> str:
-    """Reads a file of the workspace."""
-    ran.append("read_file")
-    return f"contents of {path}"
-
-
-@function_tool
-def payments_transfer(amount: int, currency: str, to_account: str) -> str:
-    """Transfers money."""
-    ran.append("transfer")
-    return "transferred"
-
-
-@function_tool
-def read_secret(name: str) -> str:
-    """Reads a secret."""
-    ran.append("read_secret")
-    return "s3cr3t"
-
-
-@function_tool
-def http_get(url: str) -> str:
-    """Fetches a URL."""
-    ran.append("http_get")
-    return "<html>"
-
-
-@pytest.fixture
-def guard(audit_log: AuditLog) -> Iterator[Guard]:
-    ran.clear()
-    g = Guard(agent_id="oa-agent", session_id="oa-1", audit=audit_log, trusted=TRUSTED)
-    yield g
-    g.close()
+read_file = function_tool(common.read_file)
+payments_transfer = function_tool(common.transfer, name_override="payments_transfer")
+read_secret = function_tool(common.read_secret)
+http_get = function_tool(common.http_get)
+guard = common.guard_fixture("oa-agent", "oa-1")
 
 
 def agent_for(guard: Guard, *calls: tuple[str, dict[str, Any]]) -> tuple[Agent[Any], ScriptedModel]:
@@ -77,12 +43,6 @@ def agent_for(guard: Guard, *calls: tuple[str, dict[str, Any]]) -> tuple[Agent[A
 
 def tool_outputs(result: Any) -> dict[str, str]:
     return {item.raw_item["call_id"]: str(item.output) for item in result.new_items if item.type == "tool_call_output_item"}
-
-
-def tool_events(g: Guard, log: AuditLog) -> list[dict[str, Any]]:
-    assert g.flush()
-    stored = asyncio.run(log.store.find(EventFilter(event_type="tool_call"), after=-1, limit=100))
-    return [s.event() for s in stored]
 
 
 def test_allow_deny_and_approval_resumed(guard: Guard, audit_log: AuditLog) -> None:
@@ -115,6 +75,9 @@ def test_allow_deny_and_approval_resumed(guard: Guard, audit_log: AuditLog) -> N
     ]  # fmt: skip
     assert len({e["decision_id"] for e in events}) == 3
     assert events[1]["decision_id"] in outputs["call-1"]
+    assert events[2]["metadata"]["approved_by"] == "openai-agents"
+    # One decision per tool call: needs_approval decides, the guardrail and the tool reuse it.
+    assert guard.engine.evaluations == ["acgs/tools/decision"] * 3
 
 
 def test_session_rule_denies_outbound_call_after_a_secret(guard: Guard, audit_log: AuditLog) -> None:
@@ -125,6 +88,7 @@ def test_session_rule_denies_outbound_call_after_a_secret(guard: Guard, audit_lo
     assert "denied by the constitution" in outputs["call-1"] and "read_secret" in outputs["call-1"]
     assert ran == ["read_secret"] and result.final_output == "done"
     assert [e["result"] for e in tool_events(guard, audit_log)] == ["allowed", "denied"]
+    assert len(guard.engine.evaluations) == 2
 
 
 def test_approval_rejected_never_runs(guard: Guard, audit_log: AuditLog) -> None:

@@ -7,8 +7,6 @@ outbound call after a secret."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,41 +19,14 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
 
 from acgs.adapters._calls import APPROVAL_TYPE  # noqa: E402
 from acgs.adapters.pydantic_ai import GuardCapability  # noqa: E402
-from acgs.audit.events import EventFilter  # noqa: E402
 from acgs.audit.log import AuditLog  # noqa: E402
 from acgs.guard import Guard  # noqa: E402
+from tests import adapters_common as common  # noqa: E402
+from tests.adapters_common import TRANSFER, TRUSTED, ran, read_file, tool_events, transfer  # noqa: E402
 
-TRUSTED = {"agent": {"trust_level": 0.95}}
-TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 models.ALLOW_MODEL_REQUESTS = False
-ran: list[str] = []
-
-
-def read_file(path: str) -> str:
-    """Reads a file of the workspace."""
-    ran.append("read_file")
-    return f"contents of {path}"
-
-
-def transfer(amount: int, currency: str, to_account: str) -> str:
-    """Transfers money."""
-    ran.append("transfer")
-    return "transferred"
-
-
-def read_secret(name: str) -> str:
-    """Reads a secret."""
-    ran.append("read_secret")
-    return "s3cr3t"
-
-
-def http_get(url: str) -> str:
-    """Fetches a URL."""
-    ran.append("http_get")
-    return "<html>"
-
-
-TOOLS = [Tool(read_file), Tool(transfer, name="payments_transfer"), Tool(read_secret), Tool(http_get)]
+TOOLS = [Tool(read_file), Tool(transfer, name="payments_transfer"), Tool(common.read_secret), Tool(common.http_get)]
+guard = common.guard_fixture("pa-agent", "pa-1")
 
 
 def scripted(*calls: tuple[str, dict[str, Any]]) -> FunctionModel:
@@ -69,14 +40,6 @@ def scripted(*calls: tuple[str, dict[str, Any]]) -> FunctionModel:
     return FunctionModel(respond)
 
 
-@pytest.fixture
-def guard(audit_log: AuditLog) -> Iterator[Guard]:
-    ran.clear()
-    g = Guard(agent_id="pa-agent", session_id="pa-1", audit=audit_log, trusted=TRUSTED)
-    yield g
-    g.close()
-
-
 def agent_for(guard: Guard, *calls: tuple[str, dict[str, Any]]) -> Agent[None, Any]:
     capability = GuardCapability(guard, tool_names={"payments_transfer": "payments.transfer"})
     return Agent(scripted(*calls), tools=TOOLS, output_type=[str, DeferredToolRequests], capabilities=[capability])
@@ -84,12 +47,6 @@ def agent_for(guard: Guard, *calls: tuple[str, dict[str, Any]]) -> Agent[None, A
 
 def tool_returns(messages: list[ModelMessage]) -> dict[str, Any]:
     return {p.tool_call_id: p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)}
-
-
-def tool_events(g: Guard, log: AuditLog) -> list[dict[str, Any]]:
-    assert g.flush()
-    stored = asyncio.run(log.store.find(EventFilter(event_type="tool_call"), after=-1, limit=100))
-    return [s.event() for s in stored]
 
 
 def test_allow_deny_and_approval_resumed(guard: Guard, audit_log: AuditLog) -> None:
@@ -118,6 +75,9 @@ def test_allow_deny_and_approval_resumed(guard: Guard, audit_log: AuditLog) -> N
     ]  # fmt: skip
     assert len({e["decision_id"] for e in events}) == 3
     assert events[1]["decision_id"] in str(denied.content)
+    # Audited under the decision that deferred the call, with who settled it; one evaluation each.
+    assert events[2]["decision_id"] == payload["decision_id"] and events[2]["metadata"]["approved_by"] == "pydantic-ai"
+    assert guard.engine.evaluations == ["acgs/tools/decision"] * 3
 
 
 def test_session_rule_denies_outbound_call_after_a_secret(guard: Guard, audit_log: AuditLog) -> None:

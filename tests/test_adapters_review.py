@@ -19,10 +19,9 @@ from acgs.audit.log import AuditLog
 from acgs.guard import Guard, ReviewApprover
 from acgs.security import SecuritySettings
 from acgs.services.evolution import EvolutionSettings, create_app
+from tests.adapters_common import TRANSFER, TRUSTED
 from tests.services.conftest import ServerThread
 
-TRUSTED = {"agent": {"trust_level": 0.95}}
-TRANSFER = {"amount": 500, "currency": "EUR", "to_account": "DE89370400440532013000"}
 FRAMEWORKS = ["langgraph", "openai_agents", "pydantic_ai"]
 
 

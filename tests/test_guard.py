@@ -537,3 +537,97 @@ def test_a_call_by_name_and_arguments_is_decided_and_audited_like_a_wrapped_one(
 
         assert asyncio.run(guard.acall("read_file", {"path": "/workspace/b.txt"}, fetch)) == "page"
         assert ran == ["a", "d"]
+
+
+# -- calls a framework's own approval settled (approved=) ----------------------------------------
+
+SEND = {"to": "bob@example.com", "subject": "hi"}
+
+
+def test_approved_settles_only_a_call_that_asks_for_approval(engine: acgs.Engine, audit_log: AuditLog) -> None:
+    asked: list[str] = []
+
+    def approver(decision: ToolDecision) -> bool:
+        asked.append(decision.tool)
+        return False
+
+    ran: list[str] = []
+    with Guard(engine, agent_id="agent-7", session_id="settled", audit=audit_log, trusted=TRUSTED, approver=approver) as g:
+        # True runs it as approved (the guard's own approver is not asked); False refuses it.
+        assert g.call("send_email", SEND, lambda: ran.append("yes") or "sent", approved=True, approver="alice") == "sent"
+        with pytest.raises(acgs.ToolDenied) as refused:
+            g.call("send_email", SEND, lambda: ran.append("no"), approved=False, approver="bob")
+        assert refused.value.outcome == "rejected" and refused.value.code == "tool_rejected" and "bob rejected" in str(refused.value)
+        # A deny is never turned into a run; an allow stays an allow.
+        with pytest.raises(acgs.ToolDenied) as denied:
+            g.call("db.drop_table", {"table": "users"}, lambda: ran.append("drop"), approved=True, approver="alice")
+        assert denied.value.outcome == "deny"
+        assert asyncio.run(g.acall("read_file", {"path": "/workspace/a"}, _async_value("read"), approved=True)) == "read"
+        # A person's no is never overridden, not even by an allow.
+        with pytest.raises(acgs.ToolDenied) as declined:
+            asyncio.run(g.acall("read_file", {"path": "/workspace/a"}, _async_value("read"), approved=False, approver="carol"))
+        assert declined.value.outcome == "rejected"
+        with pytest.raises(TypeError):
+            g.call("send_email", SEND, lambda: None, approved="yes")  # type: ignore[arg-type]
+        assert g.flush()
+    assert ran == ["yes"] and asked == []
+    assert [h["outcome"] for h in g.history.snapshot()] == ["approved", "rejected", "deny", "allow", "rejected"]
+    log = events(audit_log)
+    assert [e["result"] for e in log] == ["approved", "rejected", "denied", "allowed", "rejected"]
+    assert log[4]["metadata"]["rejected_by"] == "carol" and log[4]["metadata"]["outcome"] == "allow"
+    assert log[0]["metadata"]["approved_by"] == "alice" and "rejected_by" not in log[0]["metadata"]
+    assert log[1]["metadata"]["rejected_by"] == "bob" and "approved_by" not in log[1]["metadata"]
+    assert not {"approved_by", "rejected_by"} & (set(log[2]["metadata"]) | set(log[3]["metadata"]))
+
+
+def _async_value(value: str) -> Any:
+    async def run() -> str:
+        return value
+
+    return run
+
+
+class _Counting:
+    """The engine, counting its evaluations."""
+
+    def __init__(self, engine: acgs.Engine) -> None:
+        self.engine, self.count = engine, 0
+
+    def evaluate_json(self, raw: bytes, entrypoint: str) -> bytes:
+        self.count += 1
+        out: bytes = self.engine.evaluate_json(raw, entrypoint)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def test_a_call_runs_under_the_decision_that_asked_for_approval(engine: acgs.Engine, audit_log: AuditLog) -> None:
+    counting = _Counting(engine)
+    with Guard(counting, agent_id="agent-7", session_id="kept", audit=audit_log, trusted=TRUSTED) as g:
+        asked = g.decide("send_email", SEND, call_id="c1")
+        assert asked.outcome == "require_approval" and g.history.snapshot() == []
+        # Deciding the same call again (a graph re-running its node) returns the kept decision.
+        assert g.decide("send_email", SEND, call_id="c1") is asked and counting.count == 1
+        assert g.call("send_email", SEND, lambda: "sent", approved=True, approver="alice", call_id="c1") == "sent"
+        assert counting.count == 1  # one evaluation from the pause to the run
+
+        # Kept once: the same call id again is decided afresh.
+        with pytest.raises(acgs.ApprovalRequired) as again:
+            g.call("send_email", SEND, lambda: "sent", call_id="c1")
+        assert again.value.decision_id != asked.decision_id and counting.count == 2
+
+        # The session moved on between the pause and the run: decided afresh, the asking
+        # decision named in the event; other arguments under the same call id: not that call.
+        moved = g.decide("send_email", SEND, call_id="c2")
+        g.call("read_file", {"path": "/workspace/a"}, lambda: "read")
+        g.call("send_email", SEND, lambda: "sent", approved=True, approver="alice", call_id="c2")
+        other = g.decide("send_email", SEND, call_id="c3")
+        with pytest.raises(acgs.ApprovalRequired):
+            g.call("send_email", {**SEND, "subject": "changed"}, lambda: "sent", call_id="c3")
+        assert g.flush()
+    log = events(audit_log)
+    assert [e["result"] for e in log] == ["approved", "approval_required", "allowed", "approved", "approval_required"]
+    assert log[0]["decision_id"] == asked.decision_id and log[0]["metadata"]["approved_by"] == "alice"
+    assert log[3]["decision_id"] != moved.decision_id and log[3]["metadata"]["approval_decision_id"] == moved.decision_id
+    assert log[4]["decision_id"] != other.decision_id and "approval_decision_id" not in log[4]["metadata"]

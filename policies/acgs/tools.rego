@@ -9,9 +9,18 @@
 # Input: tool (required: the name the agent called, matched in its canonical form), arguments
 #   (an object; absent = {}), agent_id (required), agent.trust_level (a claim: it only lowers
 #   the registered level, see lib.believed_trust), session{id, history[{tool, outcome, labels}]}
-#   (the guard's record of the session's earlier calls, oldest first), constitutional_hash
-#   (optional; a wrong one is a deny), trusted{principal{id, roles}, agent{trust_level}} (the
-#   services' facts; absent in embedded use).
+#   (the embedding guard's record of the session's earlier calls, oldest first), constitutional_hash
+#   (optional; a wrong one is a deny), trusted{principal{id, roles}, agent{trust_level},
+#   session{id, history, principal_history}} (the services' facts; absent in embedded use).
+#   Through the policy service trusted.session carries the service's own record: history, the
+#   session's earlier calls, and principal_history, the caller's (principal's) last calls
+#   across all its sessions and calls naming none, both oldest first, each at most
+#   tools.history_max entries; the history the request sends is ignored.
+#
+# Session rules (tools.session_rules) read the history their scope names: "session" the
+#   session's own; "principal" (the default, and any other value) principal_history when the
+#   trusted member carries one, else the session's. So through the service an agent cannot shed
+#   what it read by naming a new session (or none); embedded, both read session.history.
 #
 # Output: always {outcome, allow, tool, known, risk, reasons, labels, conditions, approval,
 #   constitutional_hash}. Any violation is a deny (reasons: every violation); else the tool's
@@ -132,20 +141,59 @@ session := input.session if {
 	is_object(input.session)
 } else := {}
 
-# The session's earlier calls, once the session is well formed; [] otherwise (the malformed
-# session is then a violation of its own).
-history := session.history if {
-	session_well_formed
-} else := []
+# Whose record of the session's earlier calls counts: the services' (trusted.session, which
+# the policy service always fills for this decision) when there is one, else the request's own
+# (embedded use, where the embedding guard keeps it).
+history_source := {"name": "trusted.session.history", "history": trusted.session.history} if {
+	is_object(trusted.session)
+	lib.present(trusted.session, ["history"])
+} else := {"name": "session.history", "history": session.history} if {
+	lib.present(session, ["history"])
+}
 
-session_well_formed if {
-	is_array(session.history)
-	count(session.history) <= t.history_max
-	every h in session.history {
+# The principal's calls across its sessions: only ever the services' record.
+principal_source := {"name": "trusted.session.principal_history", "history": trusted.session.principal_history} if {
+	is_object(trusted.session)
+	lib.present(trusted.session, ["principal_history"])
+}
+
+history_sources contains history_source
+
+history_sources contains principal_source
+
+# The records that are well formed, by name: one scan of each serves the check (a malformed
+# record is a violation of its own) and the session rules (which never read one).
+well_formed_histories contains source.name if {
+	some source in history_sources
+	is_array(source.history)
+	count(source.history) <= t.history_max
+	every h in source.history {
 		is_object(h)
 		is_array(object.get(h, "labels", []))
 	}
 }
+
+# The session's earlier calls, once their record is well formed; [] otherwise.
+history := history_source.history if {
+	history_source.name in well_formed_histories
+} else := []
+
+# The principal's earlier calls across its sessions; the session's where no service gives
+# them; [] when malformed.
+principal_history := principal_source.history if {
+	principal_source.name in well_formed_histories
+} else := history if {
+	not principal_source
+} else := []
+
+# The history a session rule reads.
+rule_history(rule) := history if {
+	rule.scope == "session"
+} else := principal_history
+
+# The outcomes of earlier calls that may have run: allowed, approved, and still waiting for
+# approval (the service may never learn that reviewers rejected one, so it counts until settled).
+possibly_run := {"allow", "approved", "require_approval"}
 
 # Who is calling: the authenticated principal when the service set one, else the agent_id the
 # embedding guard passed.
@@ -178,6 +226,10 @@ typed_fields := [
 	{"path": ["trusted", "principal", "roles"], "type": "array"},
 	{"path": ["trusted", "agent"], "type": "object"},
 	{"path": ["trusted", "agent", "trust_level"], "type": "number"},
+	{"path": ["trusted", "session"], "type": "object"},
+	{"path": ["trusted", "session", "id"], "type": "string"},
+	{"path": ["trusted", "session", "history"], "type": "array"},
+	{"path": ["trusted", "session", "principal_history"], "type": "array"},
 ]
 
 violations contains msg if some msg in lib.type_reasons(input, typed_fields)
@@ -229,25 +281,27 @@ violations contains msg if {
 # ---- Sessions
 
 violations contains msg if {
-	lib.present(session, ["history"])
-	is_array(session.history)
-	count(session.history) > t.history_max
-	msg := sprintf("session.history has %v entries, more than the %v allowed", [count(session.history), t.history_max])
+	some source in history_sources
+	is_array(source.history)
+	count(source.history) > t.history_max
+	msg := sprintf("%s has %v entries, more than the %v allowed", [source.name, count(source.history), t.history_max])
 }
 
-# One scan of the history (session_well_formed) serves both this check and the rules below.
-violations contains "session.history entries must be objects with an array of labels" if {
-	is_array(session.history)
-	count(session.history) <= t.history_max
-	not session_well_formed
+violations contains msg if {
+	some source in history_sources
+	is_array(source.history)
+	count(source.history) <= t.history_max
+	not source.name in well_formed_histories
+	msg := sprintf("%s entries must be objects with an array of labels", [source.name])
 }
 
+# A history is scanned only for a rule the call's labels bring into play.
 violations contains msg if {
 	some rule in t.session_rules
 	carries_any(labels, rule.deny_labels)
 	earlier := [h.tool |
-		some h in history
-		h.outcome in {"allow", "approved"}
+		some h in rule_history(rule)
+		h.outcome in possibly_run
 		carries_any(h.labels, rule.after_labels)
 	]
 	count(earlier) > 0

@@ -327,9 +327,13 @@ test_no_exfiltration_after_secrets if {
 	crm := {"tool": "crm.lookup_customer", "outcome": "approved", "labels": ["reads_private_data"]}
 	denied_with(object.union(send, {"session": history_of([{"tool": "read_file", "outcome": "allow", "labels": []}, crm, secret])}), rule_reason("crm.lookup_customer"))
 
-	# Denied or pending earlier calls read nothing; calls that send nothing out are not held.
+	# A call still waiting for approval may have run (nobody may ever tell the service that
+	# reviewers rejected it): it holds later sends until settled.
+	denied_with(object.union(send, {"session": history_of([object.union(secret, {"outcome": "require_approval"})])}), rule_reason("read_secret"))
+
+	# Denied or rejected earlier calls read nothing; calls that send nothing out are not held.
 	allowed(object.union(send, {"session": history_of([object.union(secret, {"outcome": "deny"})])}))
-	allowed(object.union(send, {"session": history_of([object.union(secret, {"outcome": "require_approval"})])}))
+	allowed(object.union(send, {"session": history_of([object.union(secret, {"outcome": "rejected"})])}))
 	allowed(object.union(call, {"session": history_of([secret])}))
 	allowed(object.union(send, {"session": {"id": "s-1"}}))
 	allowed(object.union(send, {"session": history_of([{"tool": "read_file"}])}))
@@ -351,6 +355,89 @@ test_malformed_history_is_not_read if {
 	secret := {"tool": "read_secret", "outcome": "allow", "labels": ["reads_secrets"]}
 	d := decide(object.union(send, {"session": history_of([secret, 3])}))
 	d.reasons == ["session.history entries must be objects with an array of labels"]
+}
+
+# Through the policy service the history is the service's own record (trusted.session): the
+# request's history is not read, whatever it says.
+trusted_history(entries) := {"trusted": {"session": {"id": "s-1", "history": entries}}}
+
+test_trusted_session_history_is_the_one_read if {
+	secret := {"tool": "read_secret", "outcome": "allow", "labels": ["reads_secrets"]}
+
+	# The service's record holds the read: the request's empty history does not clear it.
+	denied_with(object.union(send, object.union({"session": history_of([])}, trusted_history([secret]))), rule_reason("read_secret"))
+	denied_with(object.union(send, trusted_history([secret])), rule_reason("read_secret"))
+
+	# The service's record is empty: a history the request makes up is not read either.
+	allowed(object.union(send, object.union({"session": history_of([secret])}, trusted_history([]))))
+	allowed(object.union(send, {"trusted": {"session": {"history": []}}}))
+
+	# A trusted session without a history leaves the request's (embedded guards with facts).
+	denied_with(object.union(send, {"session": history_of([secret]), "trusted": {"session": {"id": "s-1"}}}), rule_reason("read_secret"))
+}
+
+test_malformed_trusted_sessions_are_denied if {
+	denied_with(object.union(call, {"trusted": {"session": "s-1"}}), "trusted.session must be of type object, not string")
+	denied_with(object.union(call, {"trusted": {"session": {"id": 5, "history": []}}}), "trusted.session.id must be of type string, not number")
+	denied_with(object.union(call, {"trusted": {"session": {"history": {}}}}), "trusted.session.history must be of type array, not object")
+	denied_with(object.union(call, {"trusted": {"session": {"history": [3]}}}), "trusted.session.history entries must be objects with an array of labels")
+	too_long := [{"tool": "read_file", "outcome": "allow", "labels": []} | some _ in numbers.range(1, 101)]
+	denied_with(object.union(call, {"trusted": {"session": {"history": too_long}}}), "trusted.session.history has 101 entries, more than the 100 allowed")
+	allowed(object.union(call, {"trusted": {"session": {"history": array.slice(too_long, 0, 100)}}}))
+}
+
+# The principal's calls across its sessions (trusted.session.principal_history): a rule of
+# scope "principal" (the default) reads them, so a new session id (or none) sheds nothing; a
+# rule of scope "session" reads the session's own history.
+secret_read := {"tool": "read_secret", "outcome": "allow", "labels": ["reads_secrets"]}
+
+across(session_entries, principal_entries) := {"trusted": {"session": {"id": "s-2", "history": session_entries, "principal_history": principal_entries}}}
+
+session_scoped := [object.union(r, {"scope": "session"}) | some r in data.acgs.constitution.tools.session_rules]
+
+test_principal_scope_reads_the_principals_calls_across_sessions if {
+	# The secret was read in another session: this one's history is empty.
+	denied_with(object.union(send, across([], [secret_read])), rule_reason("read_secret"))
+
+	# A call that names no session has only the principal's history.
+	denied_with(object.union(send, {"trusted": {"session": {"history": [], "principal_history": [secret_read]}}}), rule_reason("read_secret"))
+	allowed(object.union(send, across([], [object.union(secret_read, {"outcome": "rejected"})])))
+	allowed(object.union(send, across([], [])))
+
+	# The principal's history is the services' alone: a request's session.history does not add to it.
+	allowed(object.union(object.union(send, across([], [])), {"session": history_of([secret_read])}))
+
+	# "principal" written out, or a scope the policy does not know, reads the same.
+	denied_with(object.union(send, across([], [secret_read])), rule_reason("read_secret")) with data.acgs.constitution.tools.session_rules as [object.union(r, {"scope": "principal"}) | some r in data.acgs.constitution.tools.session_rules]
+	denied_with(object.union(send, across([], [secret_read])), rule_reason("read_secret")) with data.acgs.constitution.tools.session_rules as [object.union(r, {"scope": "everywhere"}) | some r in data.acgs.constitution.tools.session_rules]
+}
+
+test_principal_scope_without_a_principal_history_reads_the_sessions if {
+	# A trusted session without principal_history (embedded guards with facts), and embedded use.
+	denied_with(object.union(send, trusted_history([secret_read])), rule_reason("read_secret"))
+	denied_with(object.union(send, {"session": history_of([secret_read])}), rule_reason("read_secret"))
+	allowed(object.union(send, trusted_history([])))
+}
+
+test_session_scope_reads_the_sessions_own_history if {
+	allowed(object.union(send, across([], [secret_read]))) with data.acgs.constitution.tools.session_rules as session_scoped
+	denied_with(object.union(send, across([secret_read], [secret_read])), rule_reason("read_secret")) with data.acgs.constitution.tools.session_rules as session_scoped
+
+	# Embedded, both scopes read session.history.
+	denied_with(object.union(send, {"session": history_of([secret_read])}), rule_reason("read_secret")) with data.acgs.constitution.tools.session_rules as session_scoped
+}
+
+test_malformed_principal_histories_are_denied if {
+	denied_with(object.union(call, across([], {})), "trusted.session.principal_history must be of type array, not object")
+	denied_with(object.union(call, across([], [3])), "trusted.session.principal_history entries must be objects with an array of labels")
+	denied_with(object.union(call, across([], [{"tool": "x", "labels": "reads_secrets"}])), "trusted.session.principal_history entries must be objects with an array of labels")
+	too_long := [{"tool": "read_file", "outcome": "allow", "labels": []} | some _ in numbers.range(1, 101)]
+	denied_with(object.union(call, across([], too_long)), "trusted.session.principal_history has 101 entries, more than the 100 allowed")
+	allowed(object.union(call, across([], array.slice(too_long, 0, 100))))
+
+	# A malformed principal history is never read: the deny is for the record, not for a rule.
+	d := decide(object.union(send, across([], [secret_read, 3])))
+	d.reasons == ["trusted.session.principal_history entries must be objects with an array of labels"]
 }
 
 # ---------------------------------------------------------------------------
@@ -376,6 +463,7 @@ test_catalogue_is_well_formed if {
 	}
 	every rule in catalogue_data.session_rules {
 		regex.match(`^[a-z0-9_]+$`, rule.name)
+		object.get(rule, "scope", "principal") in {"principal", "session"}
 		count(rule.after_labels) > 0
 		count(rule.deny_labels) > 0
 	}

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from acgs import errors
 from acgs._acgs import Engine, __version__
-from acgs.errors import ApprovalPending, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
+from acgs.errors import ApprovalPending, ApprovalRequired, SandboxError, ToolDenied, ToolInputError, ToolOutputError
 
 if TYPE_CHECKING:
-    from acgs.guard import Guard, ReviewApprover
+    from acgs.guard import Guard, ReviewApprover, code_tool
 
 __all__ = [
     "SEED_REQUEST",
@@ -21,10 +21,12 @@ __all__ = [
     "Engine",
     "Guard",
     "ReviewApprover",
+    "SandboxError",
     "ToolDenied",
     "ToolInputError",
     "ToolOutputError",
     "__version__",
+    "code_tool",
     "default_bundle_path",
     "errors",
 ]
@@ -40,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from acgs.guard import ReviewApprover
 
         return ReviewApprover
+    if name == "code_tool":
+        from acgs.guard import code_tool
+
+        return code_tool
     raise AttributeError(f"module 'acgs' has no attribute {name!r}")
 
 _BUNDLES = Path(__file__).parent / "bundles"

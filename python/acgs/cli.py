@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -221,6 +224,31 @@ def _run_step(argv: list[str], cwd: Path | None = None) -> None:
         raise click.ClickException(f"{' '.join(argv[:2])} failed:\n{(done.stderr or done.stdout).strip()}")
 
 
+def _add_plan(bundle: Path, plan_bundle: Path) -> None:
+    """Rewrites the Wasm bundle with /plan.json from the plan bundle (fixed metadata, so the
+    same sources give the same archive)."""
+    with tarfile.open(plan_bundle, "r:gz") as t:
+        member = next((m for m in t.getmembers() if m.name.lstrip("/") == "plan.json"), None)
+        extracted = t.extractfile(member) if member is not None else None
+        if extracted is None:
+            raise click.ClickException("opa build -t plan wrote no /plan.json")
+        plan_json = extracted.read()
+    members: list[tuple[str, bytes]] = []
+    with tarfile.open(bundle, "r:gz") as t:
+        for m in t.getmembers():
+            f = t.extractfile(m) if m.isfile() and m.name.lstrip("/") != "plan.json" else None
+            if f is not None:
+                members.append((m.name, f.read()))
+    members.append(("/plan.json", plan_json))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o600, 0
+            t.addfile(info, io.BytesIO(content))
+    bundle.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+
+
 @bundle.command("build")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-e", "--entrypoint", "entrypoints", multiple=True, required=True, help="Entrypoint to compile (repeat).")
@@ -232,7 +260,8 @@ def bundle_build(
     sources: tuple[str, ...], entrypoints: tuple[str, ...], output: Path, ignore: tuple[str, ...], run_tests: bool, opa_path: str | None
 ) -> None:
     """Compile Rego SOURCES (files or directories; `prefix:dir` mounts a directory under
-    data.prefix) to a Wasm bundle, then load it in the ACGS engine to check it.
+    data.prefix) to a Wasm bundle carrying OPA's plan (/plan.json) too, then load it in the
+    ACGS engine to check it.
 
         acgs bundle build -e acgs/main/decision acgs:policies/acgs -o constitution.tar.gz"""
     opa = find_opa(opa_path)
@@ -241,9 +270,12 @@ def bundle_build(
         test_paths = [s.split(":", 1)[1] if ":" in s and not Path(s).exists() else s for s in sources]
         steps.append(("opa test", lambda: _run_step([opa, "test", *test_paths])))
     tmp = output.with_name(output.name + ".tmp")
-    build = [opa, "build", "-t", "wasm", *(f"--ignore={p}" for p in ignore)]
-    build += [arg for e in entrypoints for arg in ("-e", e)]
-    steps.append(("opa build", lambda: _run_step([*build, *sources, "-o", str(tmp)])))
+    plan_tmp = output.with_name(output.name + ".plan.tmp")
+    args = [*(f"--ignore={p}" for p in ignore), *(arg for e in entrypoints for arg in ("-e", e))]
+    steps.append(("opa build", lambda: _run_step([opa, "build", "-t", "wasm", *args, *sources, "-o", str(tmp)])))
+    # The same entrypoints as OPA's plan, carried beside policy.wasm for the native evaluator.
+    steps.append(("opa build -t plan", lambda: _run_step([opa, "build", "-t", "plan", *args, *sources, "-o", str(plan_tmp)])))
+    steps.append(("add the plan", lambda: _add_plan(tmp, plan_tmp)))
     loaded: dict[str, Engine] = {}
 
     def check() -> None:
@@ -258,6 +290,7 @@ def bundle_build(
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
+        plan_tmp.unlink(missing_ok=True)
     engine = loaded["engine"]
     _print_json(
         {

@@ -216,6 +216,18 @@ class ApprovalPending(ApprovalRequired):
         return {"request_id": self.request_id, "url": self.url, "tool": self.tool, "decision_id": self.decision_id}
 
 
+class SandboxError(AcgsError):
+    """The sandbox controller could not take a run or answered no execution (unreachable, a
+    malformed request or reply): the code did not run, or what became of it is unknown.
+    ``status``: the HTTP status when there was one."""
+
+    code = "sandbox_error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 __all__ = [
     "AcgsError",
     "ApprovalPending",
@@ -236,6 +248,7 @@ __all__ = [
     "InvalidInputError",
     "ProofError",
     "ResourceLimitExceeded",
+    "SandboxError",
     "SigningKeyError",
     "ToolDenied",
     "ToolInputError",

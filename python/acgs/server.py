@@ -59,16 +59,22 @@ def wire(config: AcgsConfig) -> AcgsConfig:
     return config
 
 
-def create_app(name: str, config: AcgsConfig) -> Any:
-    """The ASGI app of service ``name`` built from ``config``."""
+def create_app(name: str, config: AcgsConfig, *, session_ledger: Any = None) -> Any:
+    """The ASGI app of service ``name`` built from ``config``. ``session_ledger``: the record
+    of each session's tool decisions (``acgs.trust.sessions``) the policy and evolution
+    services of one process share (the policy service's own when None)."""
     extra = _common_kwargs(name, config)
     if name == "policy":
         from acgs.services.policy.app import create_app as policy_app
 
-        return policy_app(config.policy, **extra)
+        return policy_app(config.policy, session_ledger=session_ledger, **extra)
     if name == "evolution":
+        import inspect
+
         from acgs.services.evolution.app import create_app as evolution_app
 
+        if session_ledger is not None and "session_ledger" in inspect.signature(evolution_app).parameters:
+            extra["session_ledger"] = session_ledger
         return evolution_app(config.evolution, **extra)
     if name == "audit":
         from acgs.services.audit.app import create_app as audit_app
@@ -167,10 +173,24 @@ async def _serve_all(config: AcgsConfig, names: tuple[str, ...], ready: Callable
             await revoke()
 
 
+def build_apps(config: AcgsConfig, names: tuple[str, ...]) -> dict[str, Any]:
+    """The apps of ``names`` for one process. The policy app is built first: its session
+    ledger (each session's tool decisions) is the one the evolution app settles action
+    requests in, so the process keeps one record of each session."""
+    apps: dict[str, Any] = {}
+    ledger = None
+    for name in sorted(names, key=lambda n: n != "policy"):
+        apps[name] = create_app(name, config, session_ledger=ledger)
+        if name == "policy":
+            ledger = getattr(apps[name].state, "session_ledger", None)
+    return {name: apps[name] for name in names}
+
+
 async def _serve_all_apps(config: AcgsConfig, names: tuple[str, ...], ready: Callable[[], None] | None) -> int:
     servers: dict[str, Any] = {}
+    apps = build_apps(config, names)
     for name in names:
-        app = create_app(name, config)
+        app = apps[name]
         # Logging is set up once for the process (configure_logging); uvicorn leaves it alone.
         uv = uvicorn.Config(app, access_log=False, log_config=None, **uvicorn_options(name, config))
         servers[name] = _Server(uv)

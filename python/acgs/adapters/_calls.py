@@ -1,48 +1,18 @@
-"""What the framework adapters share: the guard that settles a call a framework's human
-approval already answered, the text a model reads for a refusal, and the approval payload."""
+"""What the framework adapters share: the text a model reads for a refusal, the approval
+payload a framework's pause shows, and how its answer reads (``Guard.call(approved=...)``
+settles a call a framework's own human approval already answered)."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from acgs.errors import ApprovalPending, ApprovalRequired, ToolDenied, ToolInputError, ToolOutputError
-from acgs.guard import Guard, ToolDecision
+from acgs.guard import ToolDecision
 
 #: What a guarded call raises instead of running (the model gets it as a tool error).
 REFUSALS = (ToolDenied, ApprovalRequired, ToolInputError, ToolOutputError)
 APPROVAL_TYPE = "acgs_tool_approval"
-
-
-def _answer(verdict: bool) -> Any:
-    def approver(decision: ToolDecision) -> bool:
-        return verdict
-
-    return approver
-
-
-class Settled:
-    """The guard for calls whose approval a framework already settled (a person answered the
-    framework's pause): ``settled(True)`` runs a ``require_approval`` call as ``approved``,
-    ``settled(False)`` refuses it as ``rejected``; allow and deny stay what the constitution says.
-
-    Each is the same guard (engine, session history, audit trail, decision ids) with a fixed
-    approver; the guard the caller gave is never changed, so its own wrapped tools still raise
-    ``ApprovalRequired`` as before."""
-
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
-        self._by_verdict: dict[bool, Guard] = {}
-
-    def __call__(self, verdict: bool) -> Guard:
-        g = self._by_verdict.get(verdict)
-        if g is None:
-            g = copy.copy(self.guard)  # shares history, audit, engine and ids: one session
-            g.approver = _answer(verdict)
-            g._own_clients = (False, False)  # noqa: SLF001 - the original owns and closes them
-            self._by_verdict[verdict] = g
-        return g
 
 
 def catalogue_name(names: Mapping[str, str] | None, tool: str) -> str:
@@ -94,3 +64,14 @@ def read_verdict(answer: Any) -> bool:
     if isinstance(answer, Mapping):
         answer = answer.get("approved", answer.get("type"))
     return answer is True or answer == "approve"
+
+
+def read_approver(answer: Any, default: str) -> str:
+    """Who gave a resume value, as the audit event's ``approved_by`` / ``rejected_by``: the
+    answer's ``approver`` member when it names one (``{"approved": True, "approver": "alice"}``),
+    else ``default`` (the framework)."""
+    if isinstance(answer, Mapping):
+        who = answer.get("approver")
+        if isinstance(who, str) and who:
+            return who[:200]
+    return default

@@ -7,20 +7,27 @@ A denial is an error ``ToolMessage`` carrying the reasons (the run goes on). ``r
 (when the guard has no approver of its own) pauses the graph with ``langgraph.types.interrupt``
 and a payload describing the call; resume with ``Command(resume=True)`` (or ``False``,
 ``{"approved": bool}``, or ``{interrupt_id: ...}``) on the same thread, and the call runs as
-approved or is refused as rejected. Needs a checkpointer, as any LangGraph interrupt does.
+approved or is refused as rejected (``{"approved": True, "approver": "alice"}`` names who
+answered in the audit event; else it says ``langgraph``). Needs a checkpointer, as any LangGraph
+interrupt does. Under the middleware the decision that paused the graph is the one the resumed
+call runs under (one decision id from the pause to the audit event) while the session is
+unchanged and the process the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langgraph.types import Command, interrupt
 
-from acgs.adapters._calls import REFUSALS, Settled, approval_payload, catalogue_name, read_verdict, refusal_text
+from acgs.adapters._calls import REFUSALS, approval_payload, catalogue_name, read_approver, read_verdict, refusal_text
 from acgs.errors import ToolInputError
 from acgs.guard import Guard, ToolDecision
 
@@ -29,35 +36,40 @@ __all__ = ["GuardMiddleware", "guard_tool"]
 Result = ToolMessage | Command[Any]
 
 
-def _decide(guard: Guard, tool: str, args: dict[str, Any]) -> ToolDecision | None:
+#: Who settled a call, in the audit event, when the resume value names no one.
+APPROVER = "langgraph"
+
+
+def _decide(guard: Guard, tool: str, args: dict[str, Any], call_id: str | None) -> ToolDecision | None:
     """The decision that says whether to pause for approval first (None: no pause to consider,
     because the guard's own approver answers, or the arguments have no JSON form and the call
-    refuses them, recorded and audited)."""
+    refuses them, recorded and audited). Kept by the guard under ``call_id`` for the call."""
     if guard.approver is not None:
         return None
     try:
-        return guard.decide(tool, args)
+        return guard.decide(tool, args, call_id=call_id)
     except ToolInputError:
         return None
 
 
-async def _adecide(guard: Guard, tool: str, args: dict[str, Any]) -> ToolDecision | None:
+async def _adecide(guard: Guard, tool: str, args: dict[str, Any], call_id: str | None) -> ToolDecision | None:
     if guard.approver is not None:
         return None
     try:
-        return await guard.adecide(tool, args)
+        return await guard.adecide(tool, args, call_id=call_id)
     except ToolInputError:
         return None
 
 
-def _settle(guard: Guard, settled: Settled, decision: ToolDecision | None, args: dict[str, Any], call_id: str | None) -> Guard:
-    """The guard to run a call with: ``guard``, or, when the call needs approval and the guard
-    has no approver, the one the answer to ``interrupt`` settles. ``decide`` has no side effects,
-    which matters: after a resume LangGraph runs the node again from the start, and only
-    ``interrupt`` returns differently."""
-    if decision is None or decision.outcome != "require_approval" or guard.approver is not None:
-        return guard
-    return settled(read_verdict(interrupt(approval_payload(decision, args, call_id))))
+def _settle(decision: ToolDecision | None, args: dict[str, Any], call_id: str | None) -> dict[str, Any]:
+    """How the call runs: ``{}`` (as the constitution says), or, when it needs approval and the
+    guard has no approver, settled by the answer to ``interrupt`` (``approved``, ``approver``).
+    ``decide`` has no side effects, which matters: after a resume LangGraph runs the node again
+    from the start, and only ``interrupt`` returns differently."""
+    if decision is None or decision.outcome != "require_approval":
+        return {}
+    answer = interrupt(approval_payload(decision, args, call_id))
+    return {"approved": read_verdict(answer), "approver": read_approver(answer, APPROVER)}
 
 
 class GuardMiddleware(AgentMiddleware[Any, Any]):
@@ -68,30 +80,27 @@ class GuardMiddleware(AgentMiddleware[Any, Any]):
         super().__init__()
         self.guard = guard
         self.tool_names = dict(tool_names or {})
-        self._settled = Settled(guard)
 
     @property
     def name(self) -> str:
         return "ACGSGuard"
 
-    def _call(self, request: Any) -> tuple[str, dict[str, Any] | None, str]:
+    def _call(self, request: Any) -> tuple[str, dict[str, Any] | None, str | None]:
         tool_call = request.tool_call
         args = tool_call.get("args")
-        return catalogue_name(self.tool_names, tool_call["name"]), dict(args) if isinstance(args, Mapping) else None, tool_call.get("id") or ""
+        arguments = dict(args) if isinstance(args, Mapping) else None
+        return catalogue_name(self.tool_names, tool_call["name"]), arguments, tool_call.get("id") or None
 
-    def _settle(self, decision: ToolDecision | None, args: dict[str, Any], call_id: str) -> Guard:
-        return _settle(self.guard, self._settled, decision, args, call_id)
-
-    def _refused(self, exc: BaseException, request: Any, call_id: str) -> ToolMessage:
-        return ToolMessage(content=refusal_text(exc), tool_call_id=call_id, name=request.tool_call["name"], status="error")
+    def _refused(self, exc: BaseException, request: Any, call_id: str | None) -> ToolMessage:
+        return ToolMessage(content=refusal_text(exc), tool_call_id=call_id or "", name=request.tool_call["name"], status="error")
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Result]) -> Result:
         tool, args, call_id = self._call(request)
         if args is None:
             return self._refused(ValueError("the arguments are not an object"), request, call_id)
-        guard = self._settle(_decide(self.guard, tool, args), args, call_id)
+        settled = _settle(_decide(self.guard, tool, args, call_id), args, call_id)
         try:
-            result: Result = guard.call(tool, args, lambda: handler(request))
+            result: Result = self.guard.call(tool, args, lambda: handler(request), call_id=call_id, **settled)
         except REFUSALS as exc:
             return self._refused(exc, request, call_id)
         return result
@@ -100,12 +109,23 @@ class GuardMiddleware(AgentMiddleware[Any, Any]):
         tool, args, call_id = self._call(request)
         if args is None:
             return self._refused(ValueError("the arguments are not an object"), request, call_id)
-        guard = self._settle(await _adecide(self.guard, tool, args), args, call_id)
+        settled = _settle(await _adecide(self.guard, tool, args, call_id), args, call_id)
         try:
-            result: Result = await guard.acall(tool, args, lambda: handler(request))
+            result: Result = await self.guard.acall(tool, args, lambda: handler(request), call_id=call_id, **settled)
         except REFUSALS as exc:
             return self._refused(exc, request, call_id)
         return result
+
+
+def _call_key(tool: str, args: dict[str, Any]) -> str | None:
+    """A tool sees no call id: its calls are kept by tool and arguments instead. Safe, since the
+    guard reuses a kept decision only for exactly the same input (then the decision is the
+    same), and once."""
+    try:
+        data = orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    return f"acgs-tool:{tool}:{hashlib.sha256(data).hexdigest()}"
 
 
 def guard_tool(guard: Guard, tool: BaseTool, *, name: str | None = None) -> BaseTool:
@@ -114,19 +134,20 @@ def guard_tool(guard: Guard, tool: BaseTool, *, name: str | None = None) -> Base
     interrupts the graph as ``GuardMiddleware`` does. ``name``: the tool's catalogue name, when
     not the tool's own."""
     catalogue = name or tool.name
-    settled = Settled(guard)
 
     def run(**kwargs: Any) -> Any:
-        g = _settle(guard, settled, _decide(guard, catalogue, kwargs), kwargs, None)
+        key = _call_key(catalogue, kwargs)
+        settled = _settle(_decide(guard, catalogue, kwargs, key), kwargs, None)
         try:
-            return g.call(catalogue, kwargs, lambda: tool.invoke(kwargs))
+            return guard.call(catalogue, kwargs, lambda: tool.invoke(kwargs), call_id=key, **settled)
         except REFUSALS as exc:
             raise ToolException(refusal_text(exc)) from None
 
     async def arun(**kwargs: Any) -> Any:
-        g = _settle(guard, settled, await _adecide(guard, catalogue, kwargs), kwargs, None)
+        key = _call_key(catalogue, kwargs)
+        settled = _settle(await _adecide(guard, catalogue, kwargs, key), kwargs, None)
         try:
-            return await g.acall(catalogue, kwargs, lambda: tool.ainvoke(kwargs))
+            return await guard.acall(catalogue, kwargs, lambda: tool.ainvoke(kwargs), call_id=key, **settled)
         except REFUSALS as exc:
             raise ToolException(refusal_text(exc)) from None
 

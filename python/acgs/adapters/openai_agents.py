@@ -6,8 +6,10 @@ back function tools whose every call the constitution decides.
 - ``require_approval`` (when the guard has no approver of its own) is the tool's
   ``needs_approval``: the run stops with ``result.interruptions``; ``state.approve(item)`` or
   ``state.reject(item)`` and ``Runner.run(agent, state)`` resume it, and an approved call runs.
-- The call itself runs through ``Guard.acall``: decided again when it runs (the session may have
-  moved on), recorded in the session and audited once.
+- One decision per call: ``needs_approval`` decides it (``Guard.adecide(..., call_id=)``), and
+  the guardrail and the call itself (``Guard.acall(..., call_id=)``) reuse that decision and its
+  id while the session is unchanged; a call whose session moved on in between (another call of
+  the same turn ran first) is decided afresh. Recorded in the session and audited once.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from agents import FunctionTool, RunContextWrapper, ToolGuardrailFunctionOutput,
 from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrail
 
-from acgs.adapters._calls import REFUSALS, Settled, catalogue_name, refusal_text
+from acgs.adapters._calls import REFUSALS, catalogue_name, refusal_text
 from acgs.errors import ToolInputError
 from acgs.guard import Guard
 
 __all__ = ["guard_tool", "guard_tools"]
+
+#: Who settled an approved call, in the audit event (the SDK's ``RunState.approve`` names no one).
+APPROVER = "openai-agents"
 
 
 class _Unreadable(ValueError):
@@ -53,9 +58,8 @@ async def _not_run() -> Any:
 class _Guarded:
     """One tool's guard: its approval check, input guardrail and invoker."""
 
-    def __init__(self, guard: Guard, settled: Settled, tool: FunctionTool, catalogue: str) -> None:
+    def __init__(self, guard: Guard, tool: FunctionTool, catalogue: str) -> None:
         self.guard = guard
-        self.settled = settled
         self.tool = tool
         self.catalogue = catalogue
         self.invoke_tool = tool.on_invoke_tool
@@ -65,21 +69,22 @@ class _Guarded:
         before = self.needs_approval_before
         if before is True or (callable(before) and await before(ctx, params, call_id)):
             return True
-        if self.guard.approver is not None:
-            return False
         try:
-            decision = await self.guard.adecide(self.catalogue, params)
+            # Kept by the guard under the call id: the guardrail and the call run under it.
+            decision = await self.guard.adecide(self.catalogue, params, call_id=call_id)
         except ToolInputError:
             return False  # refused by the guardrail and the invoker, audited there
-        return decision.outcome == "require_approval"
+        return decision.outcome == "require_approval" and self.guard.approver is None
 
     async def check_input(self, data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        call_id = data.context.tool_call_id or None
         try:
             args = _arguments(data.context.tool_arguments)
-            decision = await self.guard.adecide(self.catalogue, args)
+            decision = await self.guard.adecide(self.catalogue, args, call_id=call_id)
             if decision.outcome != "deny":
                 return ToolGuardrailFunctionOutput.allow()
-            await self.guard.acall(self.catalogue, args, _not_run)  # records and audits the denial
+            # Records and audits the denial, under the decision just read.
+            await self.guard.acall(self.catalogue, args, _not_run, call_id=call_id)
         except REFUSALS as exc:
             return ToolGuardrailFunctionOutput.reject_content(refusal_text(exc), output_info={"acgs": "refused"})
         except Exception as exc:  # noqa: BLE001 - any fault here is a refusal, never a pass
@@ -92,18 +97,20 @@ class _Guarded:
         except _Unreadable as exc:
             return f"Tool call refused: {exc}"
         approved = ctx.is_tool_approved(self.tool.name, ctx.tool_call_id) is True
-        guard = self.settled(True) if approved else self.guard
+        settled: dict[str, Any] = {"approved": True, "approver": APPROVER} if approved else {}
         try:
-            return await guard.acall(self.catalogue, args, lambda: self.invoke_tool(ctx, raw))
+            return await self.guard.acall(
+                self.catalogue, args, lambda: self.invoke_tool(ctx, raw), call_id=ctx.tool_call_id or None, **settled
+            )
         except REFUSALS as exc:
             return refusal_text(exc)
 
 
-def guard_tool(guard: Guard, tool: FunctionTool, *, name: str | None = None, _settled: Settled | None = None) -> FunctionTool:
+def guard_tool(guard: Guard, tool: FunctionTool, *, name: str | None = None) -> FunctionTool:
     """``tool`` with ``guard`` in front of it: approval check, input guardrail (first of its
     guardrails) and invoker. ``name``: the tool's name in the constitution's catalogue, when
     not the tool's own (model-facing names cannot hold dots: ``payments.transfer``)."""
-    g = _Guarded(guard, _settled or Settled(guard), tool, name or tool.name)
+    g = _Guarded(guard, tool, name or tool.name)
     guardrail: ToolInputGuardrail[Any] = ToolInputGuardrail(guardrail_function=g.check_input, name="acgs_guard")
     return dataclasses.replace(
         tool,
@@ -115,5 +122,4 @@ def guard_tool(guard: Guard, tool: FunctionTool, *, name: str | None = None, _se
 
 def guard_tools(guard: Guard, tools: Iterable[FunctionTool], *, tool_names: Mapping[str, str] | None = None) -> list[FunctionTool]:
     """Every tool guarded by ``guard``; ``tool_names`` maps a tool's name to its catalogue name."""
-    settled = Settled(guard)
-    return [guard_tool(guard, t, name=catalogue_name(tool_names, t.name), _settled=settled) for t in tools]
+    return [guard_tool(guard, t, name=catalogue_name(tool_names, t.name)) for t in tools]

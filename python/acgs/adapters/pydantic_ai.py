@@ -23,11 +23,14 @@ from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.tools import ToolDefinition
 
-from acgs.adapters._calls import REFUSALS, Settled, approval_payload, catalogue_name, refusal_text
+from acgs.adapters._calls import REFUSALS, approval_payload, catalogue_name, refusal_text
 from acgs.errors import ToolInputError
 from acgs.guard import Guard
 
 __all__ = ["GuardCapability"]
+
+#: Who settled an approved call, in the audit event (``DeferredToolResults`` names no one).
+APPROVER = "pydantic-ai"
 
 
 class GuardCapability(AbstractCapability[Any]):
@@ -37,7 +40,6 @@ class GuardCapability(AbstractCapability[Any]):
     def __init__(self, guard: Guard, *, tool_names: Mapping[str, str] | None = None) -> None:
         self.guard = guard
         self.tool_names = dict(tool_names or {})
-        self._settled = Settled(guard)
 
     async def wrap_tool_execute(
         self, ctx: RunContext[Any], *, call: ToolCallPart, tool_def: ToolDefinition, args: Any, handler: WrapToolExecuteHandler
@@ -48,17 +50,20 @@ class GuardCapability(AbstractCapability[Any]):
         except Exception as exc:  # noqa: BLE001 - arguments the model garbled: refused
             raise ToolFailed(f"Tool call refused: the arguments are not a JSON object ({exc})") from None
         guard = self.guard
+        call_id = call.tool_call_id or None
+        settled: dict[str, Any] = {}
         if ctx.tool_call_approved:
-            guard = self._settled(True)  # a person approved this call through DeferredToolResults
+            settled = {"approved": True, "approver": APPROVER}  # a person approved it (DeferredToolResults)
         elif guard.approver is None:
             try:
-                decision = await guard.adecide(tool, arguments)
+                decision = await guard.adecide(tool, arguments, call_id=call_id)
             except ToolInputError:
                 decision = None  # the call below refuses it, recorded and audited
             if decision is not None and decision.outcome == "require_approval":
-                # Nothing recorded yet: the resumed run decides again, and that call is audited.
+                # Nothing recorded yet: the resumed run runs the call under this decision (kept
+                # by the guard under the call id) or, in another process, decides it again.
                 raise ApprovalRequired(metadata={"acgs": approval_payload(decision, arguments, call.tool_call_id)})
         try:
-            return await guard.acall(tool, arguments, lambda: handler(args))
+            return await guard.acall(tool, arguments, lambda: handler(args), call_id=call_id, **settled)
         except REFUSALS as exc:
             raise ToolFailed(refusal_text(exc)) from None

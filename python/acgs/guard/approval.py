@@ -3,10 +3,17 @@ holds a call the constitution sent to review (``require_approval``) as an action
 evolution service (``POST /evolution/actions``), then waits until reviewers decide it there
 (the same review page, quorum, no self-approval and expiry as change requests).
 
+The service decides the call again itself, with its own constitution and the caller's trusted
+facts, and the review's terms (reviewers, expiry, roles, reasons) are its decision's: the
+approver sends the call (agent, session, tool, arguments, and the agent's claims about itself),
+never terms. A call the service denies is refused (``ToolDenied`` with the service's reasons);
+one it finds needs no approval is refused too (an approval it never needed is not given).
+
 Approved, the approver claims the request (it becomes ``deployed``: one approval runs one call)
 and the guard runs the call; rejected, expired or cancelled, the call is refused; still pending
-at the approver's timeout, it raises ``acgs.ApprovalPending`` carrying the request id, and
-``resume`` / ``aresume`` run the call later, once approved, for agents that checkpoint.
+at the approver's timeout, it raises ``acgs.ApprovalPending`` carrying the request id and the
+service's terms, and ``resume`` / ``aresume`` run the call later, once approved, for agents that
+checkpoint.
 
 The approver needs the call (agent, session, tool, arguments): it reads them from
 ``current_call``, which the guard sets around its approver for every call (``@guard.tool``,
@@ -18,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,13 +57,16 @@ class ApprovalServiceError(ToolDenied):
 @dataclass(frozen=True, slots=True)
 class ActionCall:
     """The call an approver is asked about. ``resume``: the request id of an earlier
-    submission of this call, re-checked in place of a new submission."""
+    submission of this call, re-checked in place of a new submission. ``agent``: what the agent
+    claims about itself (e.g. ``{"trust_level": 0.9}``), sent as a claim: with authentication
+    on, the service's agent registry decides and a claim can only lower it."""
 
     agent_id: str
     session_id: str | None
     tool: str
     arguments: Mapping[str, Any]
     resume: str | None = None
+    agent: Mapping[str, Any] | None = None
 
 
 #: The call being decided, set around the guard's approver.
@@ -91,19 +102,48 @@ def _digest(args: bytes) -> tuple[str, bool]:
         return hashlib.sha256(args).hexdigest(), False
 
 
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+# -- the approval as a state machine over HTTP ---------------------------------------------------
+#
+# ``ReviewApprover._steps`` is the whole conversation with the service, written once: it yields
+# what to do next (send a request, or sleep) and is sent the reply. ``wait`` drives it with a
+# blocking client, ``await_decision`` with an asyncio one.
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    method: str
+    path: str
+    content: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+_Steps = Generator[_Send | _Sleep, httpx.Response | None, bool]
+
+
 class ReviewApprover:
     """An approver (``Guard(approver=ReviewApprover(url, api_key))``) backed by the evolution
     service at ``url``. ``api_key``: the agent's credential (with authentication on it names the
-    requester, who can never approve). ``timeout``: how long a call waits for reviewers before
-    ``ApprovalPending`` (0: submit and raise at once); ``poll``: seconds between checks.
-    Called from a coroutine (an async tool) it returns an awaitable and waits without blocking
-    the event loop; from plain code it blocks."""
+    requester, who can never approve). ``agent``: what the agent claims about itself in every
+    submission (``{"trust_level": 0.9}``); without it, the guard's ``trusted`` agent facts are
+    sent as the claim (given, it wins over them); with authentication on it can only lower what the agent registry records, with it off it stands.
+    ``timeout``: how long a call waits for reviewers before ``ApprovalPending`` (0: submit and
+    raise at once); ``poll``: seconds between checks. Called from a coroutine (an async tool) it
+    returns an awaitable and waits without blocking the event loop; from plain code it blocks."""
 
     def __init__(
         self,
         url: str,
         api_key: str | None = None,
         *,
+        agent: Mapping[str, Any] | None = None,
         timeout: float = 300.0,
         poll: float = 1.0,
         http_timeout: float = 10.0,
@@ -113,6 +153,7 @@ class ReviewApprover:
             raise ValueError("timeout must be at least 0 and poll above 0")
         self.url = url.rstrip("/")
         self.api_key = api_key
+        self.agent = dict(agent) if agent is not None else None
         self.timeout = timeout
         self.poll = poll
         self.http_timeout = http_timeout
@@ -136,7 +177,7 @@ class ReviewApprover:
             return self.wait(decision, call)
         return self.await_decision(decision, call)
 
-    # -- HTTP --------------------------------------------------------------------------------
+    # -- what is sent and what is read -------------------------------------------------------
 
     def _headers(self, call: ActionCall) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-ACGS-Identity": call.agent_id}
@@ -145,45 +186,66 @@ class ReviewApprover:
         return headers
 
     def _body(self, decision: ToolDecision, call: ActionCall) -> bytes:
+        """The call, never terms: the service decides those itself. The arguments are always
+        sent (the service decides on them); it keeps only their digest when its decision
+        redacts them."""
         args = arguments_json(call.arguments, call.tool)
         digest, canonical = _digest(args)
-        approval = decision.approval or {}
-        reviewers = approval.get("reviewers", 1)
-        expires = approval.get("expires_seconds", 1800)
-        roles = approval.get("roles", [])
+        if not canonical:
+            raise ToolDenied(
+                f"tool {decision.tool!r}: the arguments have no canonical JSON to submit for review",
+                decision, outcome="rejected", code="tool_rejected",
+            )  # fmt: skip
+        claims = self.agent if self.agent is not None else call.agent
         body: dict[str, Any] = {
             "agent_id": call.agent_id,
             "tool": decision.tool,
             "decision_id": decision.decision_id,
+            "arguments": orjson.Fragment(args),
             "arguments_sha256": digest,
             "session_id": call.session_id,
-            "reasons": list(decision.reasons),
-            "labels": list(decision.labels),
-            "risk": decision.risk,
-            "reviewers_required": reviewers if type(reviewers) is int and reviewers >= 1 else 1,
-            "expires_seconds": expires if type(expires) is int and expires >= 1 else 1800,
-            "roles": [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
+            # Exact JSON (a Decimal trust level as written), as the arguments are.
+            "agent": orjson.Fragment(arguments_json(claims, call.tool)) if claims is not None else None,
             "constitutional_hash": decision.constitutional_hash,
         }
-        if not decision.redact_arguments:
-            if not canonical:
-                raise ToolDenied(
-                    f"tool {decision.tool!r}: the arguments have no canonical JSON to show a reviewer",
-                    decision, outcome="rejected", code="tool_rejected",
-                )  # fmt: skip
-            body["arguments"] = orjson.Fragment(args)
         return orjson.dumps({k: v for k, v in body.items() if v is not None})
 
-    def _read(self, response: httpx.Response, what: str) -> dict[str, Any]:
+    def _read(self, response: httpx.Response, what: str, decision: ToolDecision) -> dict[str, Any]:
         if response.status_code not in (200, 201):
-            raise ApprovalServiceError(f"{what}: the evolution service answered {response.status_code}: {response.text[:300]}")
+            raise ApprovalServiceError(
+                f"{what}: the evolution service answered {response.status_code}: {response.text[:300]}", decision
+            )
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise ApprovalServiceError(f"{what}: the evolution service answered unreadable JSON") from None
+            raise ApprovalServiceError(f"{what}: the evolution service answered unreadable JSON", decision) from None
         if not isinstance(body, dict) or not isinstance(body.get("request_id"), str) or not isinstance(body.get("status"), str):
-            raise ApprovalServiceError(f"{what}: the evolution service answered no request")
+            raise ApprovalServiceError(f"{what}: the evolution service answered no request", decision)
         return body
+
+    def _submitted(self, response: httpx.Response, decision: ToolDecision) -> dict[str, Any]:
+        """The request the service holds; its refusal of the call (``action_denied``: its own
+        decision denies it; ``approval_not_required``: its decision allows it, so there is no
+        approval to give) as ``ToolDenied`` with the service's reasons."""
+        if response.status_code in (403, 409):
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = None
+            code = body.get("code") if isinstance(body, dict) else None
+            if isinstance(body, dict) and code in ("action_denied", "approval_not_required"):
+                reasons = _strings(body.get("reasons")) or [str(body.get("message", ""))]
+                if code == "action_denied":
+                    denied = dataclasses.replace(decision, outcome="deny", reasons=reasons)
+                    raise ToolDenied(f"tool {decision.tool!r} denied by the evolution service: {'; '.join(reasons)}", denied)
+                refused = ToolDenied(
+                    f"tool {decision.tool!r}: the evolution service finds that the call needs no approval "
+                    f"({'; '.join(reasons)}); no approval is given for it",
+                    decision, outcome="rejected", code="tool_rejected",
+                )  # fmt: skip
+                refused.reasons = reasons
+                raise refused
+        return self._read(response, "submitting", decision)
 
     def _check_same(self, record: dict[str, Any], decision: ToolDecision, call: ActionCall) -> None:
         """A resumed request must be this call: the same agent, tool and arguments."""
@@ -200,13 +262,28 @@ class ReviewApprover:
                 decision, outcome="rejected", code="tool_rejected",
             )  # fmt: skip
 
-    def _pending(self, decision: ToolDecision, request_id: str) -> ApprovalPending:
-        return ApprovalPending(
-            f"tool {decision.tool!r} waits for approval: request {request_id} is pending",
+    def _pending(self, decision: ToolDecision, record: dict[str, Any]) -> ApprovalPending:
+        """Still pending: the handle, with the service's terms (its reviewers and reasons)."""
+        request_id = record["request_id"]
+        reviewers = record.get("reviewers_required")
+        approvals = record.get("approvals")
+        deadline = record.get("review_deadline")
+        terms = ""
+        if isinstance(reviewers, int):
+            got = len(approvals) if isinstance(approvals, list) else 0
+            terms = f" ({got} of {reviewers} approvals{f', review by {deadline}' if deadline else ''})"
+        pending = ApprovalPending(
+            f"tool {decision.tool!r} waits for approval: request {request_id} is pending{terms}",
             decision,
             request_id=request_id,
             url=self.url,
         )
+        reasons = _strings(record.get("reasons"))
+        if reasons:
+            pending.reasons = reasons
+        if isinstance(reviewers, int):
+            pending.approval = {"reviewers": reviewers, "review_deadline": deadline, "roles": _strings(record.get("roles"))}
+        return pending
 
     def _settle(self, status: str, decision: ToolDecision, request_id: str) -> bool | None:
         """True to run, False to refuse, None to keep waiting."""
@@ -224,67 +301,72 @@ class ReviewApprover:
     def _claim_note(self, decision: ToolDecision) -> bytes:
         return orjson.dumps({"note": f"run by the guard under decision {decision.decision_id}"})
 
-    # -- sync --------------------------------------------------------------------------------
+    # -- the conversation, once ----------------------------------------------------------------
+
+    def _steps(self, decision: ToolDecision, call: ActionCall) -> _Steps:
+        """Submits (or, resuming, re-checks) the request and waits for its verdict: True when
+        approved and claimed, False when refused; raises ``ApprovalPending`` at the timeout."""
+        deadline = self.clock() + (0.0 if call.resume else self.timeout)
+        if call.resume:
+            reply = yield _Send("GET", f"/evolution/requests/{call.resume}")
+            assert reply is not None
+            record = self._read(reply, "reading the request", decision)
+            self._check_same(record, decision, call)
+        else:
+            reply = yield _Send("POST", "/evolution/actions", self._body(decision, call))
+            assert reply is not None
+            record = self._submitted(reply, decision)
+        request_id = record["request_id"]
+        while True:
+            verdict = self._settle(record["status"], decision, request_id)
+            if verdict is False:
+                return False
+            if verdict is True:
+                claim = yield _Send("POST", f"/evolution/requests/{request_id}/deploy", self._claim_note(decision))
+                return claim is not None and claim.status_code == 200
+            if self.clock() >= deadline:
+                raise self._pending(decision, record)
+            yield _Sleep(min(self.poll, max(deadline - self.clock(), 0.0)))
+            reply = yield _Send("GET", f"/evolution/requests/{request_id}")
+            assert reply is not None
+            record = self._read(reply, "reading the request", decision)
+
+    def _unreachable(self, exc: httpx.HTTPError, decision: ToolDecision) -> ApprovalServiceError:
+        return ApprovalServiceError(f"the evolution service is unreachable: {type(exc).__name__}: {exc}", decision)
 
     def wait(self, decision: ToolDecision, call: ActionCall) -> bool:
         """Submits (or, resuming, re-checks) the request and waits for its verdict."""
-        headers = self._headers(call)
-        deadline = self.clock() + (0.0 if call.resume else self.timeout)
+        steps = self._steps(decision, call)
         try:
-            with httpx.Client(base_url=self.url, timeout=self.http_timeout, headers=headers) as http:
-                if call.resume:
-                    record = self._read(http.get(f"/evolution/requests/{call.resume}"), "reading the request")
-                    self._check_same(record, decision, call)
-                else:
-                    record = self._read(http.post("/evolution/actions", content=self._body(decision, call)), "submitting")
-                request_id = record["request_id"]
+            with httpx.Client(base_url=self.url, timeout=self.http_timeout, headers=self._headers(call)) as http:
+                step = next(steps)
                 while True:
-                    verdict = self._settle(record["status"], decision, request_id)
-                    if verdict is False:
-                        return False
-                    if verdict is True:
-                        claim = http.post(f"/evolution/requests/{request_id}/deploy", content=self._claim_note(decision))
-                        return claim.status_code == 200
-                    if self.clock() >= deadline:
-                        raise self._pending(decision, request_id)
-                    time.sleep(min(self.poll, max(deadline - self.clock(), 0.0)))
-                    record = self._read(http.get(f"/evolution/requests/{request_id}"), "reading the request")
+                    if isinstance(step, _Sleep):
+                        time.sleep(step.seconds)
+                        step = steps.send(None)
+                    else:
+                        step = steps.send(http.request(step.method, step.path, content=step.content))
+        except StopIteration as done:
+            return bool(done.value)
         except httpx.HTTPError as exc:
-            raise ApprovalServiceError(f"the evolution service is unreachable: {type(exc).__name__}: {exc}", decision) from None
-        except ApprovalServiceError as exc:
-            raise ApprovalServiceError(exc.message, decision) from None
-
-    # -- async -------------------------------------------------------------------------------
+            raise self._unreachable(exc, decision) from None
 
     async def await_decision(self, decision: ToolDecision, call: ActionCall) -> bool:
         """``wait`` for asyncio callers."""
-        headers = self._headers(call)
-        deadline = self.clock() + (0.0 if call.resume else self.timeout)
+        steps = self._steps(decision, call)
         try:
-            async with httpx.AsyncClient(base_url=self.url, timeout=self.http_timeout, headers=headers) as http:
-                if call.resume:
-                    record = self._read(await http.get(f"/evolution/requests/{call.resume}"), "reading the request")
-                    self._check_same(record, decision, call)
-                else:
-                    record = self._read(
-                        await http.post("/evolution/actions", content=self._body(decision, call)), "submitting"
-                    )
-                request_id = record["request_id"]
+            async with httpx.AsyncClient(base_url=self.url, timeout=self.http_timeout, headers=self._headers(call)) as http:
+                step = next(steps)
                 while True:
-                    verdict = self._settle(record["status"], decision, request_id)
-                    if verdict is False:
-                        return False
-                    if verdict is True:
-                        claim = await http.post(f"/evolution/requests/{request_id}/deploy", content=self._claim_note(decision))
-                        return claim.status_code == 200
-                    if self.clock() >= deadline:
-                        raise self._pending(decision, request_id)
-                    await asyncio.sleep(min(self.poll, max(deadline - self.clock(), 0.0)))
-                    record = self._read(await http.get(f"/evolution/requests/{request_id}"), "reading the request")
+                    if isinstance(step, _Sleep):
+                        await asyncio.sleep(step.seconds)
+                        step = steps.send(None)
+                    else:
+                        step = steps.send(await http.request(step.method, step.path, content=step.content))
+        except StopIteration as done:
+            return bool(done.value)
         except httpx.HTTPError as exc:
-            raise ApprovalServiceError(f"the evolution service is unreachable: {type(exc).__name__}: {exc}", decision) from None
-        except ApprovalServiceError as exc:
-            raise ApprovalServiceError(exc.message, decision) from None
+            raise self._unreachable(exc, decision) from None
 
 
 # -- running a call through the guard with its approval ----------------------------------------
@@ -304,7 +386,7 @@ def resume(
     the call runs (once); rejected or expired, ``ToolDenied``; still pending, ``ApprovalPending``
     again. ``tool`` and ``arguments`` must be the call's (a request approves one call)."""
     request_id = _request_id(pending)
-    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id)):
+    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id, agent=guard.agent_claims)):
         return guard.call(tool, arguments, run, **options)
 
 
@@ -318,7 +400,7 @@ async def aresume(
 ) -> Any:
     """``resume`` for asyncio callers (``run`` is a coroutine function)."""
     request_id = _request_id(pending)
-    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id)):
+    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id, agent=guard.agent_claims)):
         return await guard.acall(tool, arguments, run, **options)
 
 

@@ -11,10 +11,14 @@ make.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
+import dataclasses
 import functools
 import hashlib
 import inspect
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,18 +42,31 @@ Approver = Callable[[ToolDecision], bool | Awaitable[bool]]
 OutputCheck = Callable[[Any], Any]
 
 _RESULTS = {ALLOW: "allowed", APPROVED: "approved"}
+#: Decisions kept by call id (``decide(..., call_id=)``) until the call runs; the oldest go first.
+OPEN_MAX = 1024
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: ``tools.history_max`` by bundle digest: reading an engine's data converts the whole
+#: document, which would make opening a guard (one per MCP client session) cost ~0.5 ms.
+_HISTORY_MAX_BY_BUNDLE: dict[str, int] = {}
+
+
 def _history_max(engine: Any) -> int:
+    digest = getattr(engine, "bundle_digest", None)
+    if isinstance(digest, str) and digest in _HISTORY_MAX_BY_BUNDLE:
+        return _HISTORY_MAX_BY_BUNDLE[digest]
     try:
         value = engine.data["acgs"]["constitution"]["tools"]["history_max"]
     except (KeyError, TypeError, AttributeError):
-        return DEFAULT_HISTORY_MAX
-    return value if type(value) is int and value >= 0 else DEFAULT_HISTORY_MAX
+        value = DEFAULT_HISTORY_MAX
+    limit = value if type(value) is int and value >= 0 else DEFAULT_HISTORY_MAX
+    if isinstance(digest, str) and len(_HISTORY_MAX_BY_BUNDLE) < 64:
+        _HISTORY_MAX_BY_BUNDLE[digest] = limit
+    return limit
 
 
 def _error_text(exc: BaseException) -> str:
@@ -57,13 +74,54 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 1000 else text[:999] + "\u2026"
 
 
+#: The guarded call whose tool is running now (set around the tool function only).
+_running: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("acgs_guard_running", default=None)
+
+#: The reason a tool that does not run in the sandbox is denied when its decision says it must.
+SANDBOX_REQUIRED = "the constitution requires this tool to run in the sandbox"
+
+
+def running_decision() -> ToolDecision | None:
+    """Inside a guarded tool while it runs: the decision it runs under (its id ties what the
+    tool does elsewhere, e.g. a sandbox run, to the call); None elsewhere."""
+    call = _running.get()
+    return call.decision if call is not None else None
+
+
+def note(key: str, value: Any) -> bool:
+    """Inside a guarded tool while it runs: adds ``key: value`` (JSON-serialisable) to the
+    call's audit event metadata (never over what the guard itself records there). False when
+    no guarded tool is running."""
+    call = _running.get()
+    if call is None:
+        return False
+    if call.notes is None:
+        call.notes = {}
+    call.notes[key] = value
+    return True
+
+
 class _Call:
     """One guarded call on its way: input, decision, what happened, its audit event."""
 
-    __slots__ = ("args_json", "arguments", "decision", "entry", "error", "result_sha256", "started", "tool")
+    __slots__ = (
+        "approved", "approver", "args_json", "arguments", "asked", "decision", "entry", "error", "notes",
+        "result_sha256", "sandboxed", "started", "tool",
+    )  # fmt: skip
 
     def __init__(self, tool: str) -> None:
         self.tool = tool
+        #: Settled by the caller (a framework's own approval): True, False, or None (not settled).
+        self.approved: bool | None = None
+        self.approver: str | None = None
+        #: The id of an earlier decision on this call that asked for approval, when the call was
+        #: decided afresh because its session moved on.
+        self.asked: str | None = None
+        #: The tool runs in the ACGS sandbox (``sandboxed=True``): it honours a decision whose
+        #: conditions say ``sandbox``.
+        self.sandboxed = False
+        #: What the running tool added to its audit event (``note``).
+        self.notes: dict[str, Any] | None = None
         self.started = time.perf_counter()
         self.arguments: dict[str, Any] = {}
         self.args_json: bytes | None = None
@@ -162,10 +220,14 @@ class Guard:
                 engine = Engine.load(default_bundle_path())
             self.engine = engine
         self._trusted = orjson.dumps(dict(trusted)) if trusted is not None else None
+        #: What the embedding program vouches for about the agent, passed to a reviewing service
+        #: as the agent's claim (the service's registry decides with authentication on).
+        agent_facts = dict(trusted).get("agent") if trusted is not None else None
+        self.agent_claims: Mapping[str, Any] | None = agent_facts if isinstance(agent_facts, Mapping) else None
         limit = history_max if history_max is not None else (_history_max(engine) if engine is not None else DEFAULT_HISTORY_MAX)
         self.history = SessionHistory(self.session_id, limit)
         self._agent_session = (
-            b',"agent_id":' + orjson.dumps(self.agent_id) + b',"session":{"id":' + orjson.dumps(self.session_id) + b',"history":'
+            b',"agent_id":' + orjson.dumps(self.agent_id) + b',"session":{"id":' + orjson.dumps(self.session_id)
         )  # fmt: skip
         self._headers = {"Content-Type": "application/json"}
         if api_key:
@@ -174,6 +236,10 @@ class Guard:
         self._client = http_client
         self._aclient = async_http_client
         self._own_clients = http_client is None, async_http_client is None
+        #: Decisions made by ``decide(..., call_id=)``, by call id: (tool, arguments JSON, the
+        #: whole input, decision), until the call runs (``call(..., call_id=)``).
+        self._open: collections.OrderedDict[str, tuple[str, bytes, bytes, ToolDecision]] = collections.OrderedDict()
+        self._open_lock = threading.Lock()
         #: Another guard's trail (``audit=other.audit``) is shared, not owned: one outbox and one
         #: relay thread for many sessions; its first owner closes it.
         self._own_audit = not isinstance(audit, GuardAudit)
@@ -185,11 +251,21 @@ class Guard:
     # -- the decision ------------------------------------------------------------------------
 
     def _input(self, call: _Call) -> bytes:
+        """The decision input. In process it carries the session's history (the guard's own
+        record, which the embedding program vouches for); to a policy service it names the
+        session only: the service judges on its own record of the caller's calls, and a
+        history sent along would be a claim it ignores (docs/security.md, Session history)."""
         assert call.args_json is not None
-        return (
-            b'{"tool":' + orjson.dumps(call.tool) + b',"arguments":' + call.args_json
-            + self._agent_session + self.history.json() + b"}}"
-        )  # fmt: skip
+        head = b'{"tool":' + orjson.dumps(call.tool) + b',"arguments":' + call.args_json + self._agent_session
+        if self.url is not None:
+            return head + b"}}"
+        return head + b',"history":' + self.history.json() + b"}}"
+
+    def _seen(self, raw: bytes) -> bytes:
+        """What a kept decision was made on: the input, and remote also the session's history
+        as the guard knows it (the input names the session only), so a session that moved on
+        is noticed either way."""
+        return raw if self.url is None else raw + self.history.json()
 
     def _decide_local(self, raw: bytes, tool: str) -> ToolDecision:
         decision_id = self._ids.next()
@@ -241,20 +317,74 @@ class Guard:
             return fault(self._ids.next(), tool, f"the policy service is unreachable: {_error_text(exc)}")
         return self._read_reply(response, tool)
 
-    def decide(self, tool: str, arguments: Mapping[str, Any] | None = None) -> ToolDecision:
+    # -- decisions kept for a call that runs later ---------------------------------------------
+
+    def _kept(self, call_id: str | None, call: _Call, raw: bytes) -> ToolDecision | None:
+        """The decision ``decide(..., call_id=)`` made on exactly this input, if any."""
+        if call_id is None:
+            return None
+        with self._open_lock:
+            held = self._open.get(call_id)
+        return held[3] if held is not None and held[2] == self._seen(raw) else None
+
+    def _keep(self, call_id: str | None, call: _Call, raw: bytes, decision: ToolDecision) -> None:
+        if call_id is None:
+            return
+        assert call.args_json is not None
+        with self._open_lock:
+            self._open[call_id] = (call.tool, call.args_json, self._seen(raw), decision)
+            self._open.move_to_end(call_id)
+            while len(self._open) > OPEN_MAX:
+                self._open.popitem(last=False)
+
+    def _take(self, call_id: str | None, call: _Call, raw: bytes) -> ToolDecision | None:
+        """For a call about to run: the decision kept under ``call_id`` when it was made on
+        exactly this input (the same tool, arguments, agent and session history), which the
+        call then runs under (no second evaluation, the same decision id). Kept for the same
+        tool and arguments but a session that moved on since, it is not used (the call is
+        decided afresh) and its id is remembered as the decision that asked for approval."""
+        if call_id is None:
+            return None
+        with self._open_lock:
+            held = self._open.pop(call_id, None)
+        if held is None:
+            return None
+        tool, args_json, kept_raw, decision = held
+        if kept_raw == self._seen(raw):
+            return decision
+        if tool == call.tool and args_json == call.args_json:
+            call.asked = decision.decision_id
+        return None
+
+    def decide(self, tool: str, arguments: Mapping[str, Any] | None = None, *, call_id: str | None = None) -> ToolDecision:
         """The decision on calling ``tool`` with ``arguments`` now, without running or auditing
-        anything and without adding to the session's history."""
+        anything and without adding to the guard's session history. (A policy service records
+        every tool decision it makes in its own record of the caller's calls, asked-about ones
+        too: an agent cannot ask without leaving a trace.)
+
+        ``call_id``: the framework's id of this tool call. The decision is then kept until the
+        call runs (``call(..., call_id=)``), which runs under it when nothing changed in
+        between (one evaluation, one decision id from a framework's approval pause to the audit
+        event); deciding the same call again meanwhile returns it without evaluating."""
         call = _Call(tool)
         call.args_json = arguments_json(arguments or {}, tool)
         raw = self._input(call)
-        return self._decide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+        decision = self._kept(call_id, call, raw)
+        if decision is None:
+            decision = self._decide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+            self._keep(call_id, call, raw, decision)
+        return decision
 
-    async def adecide(self, tool: str, arguments: Mapping[str, Any] | None = None) -> ToolDecision:
+    async def adecide(self, tool: str, arguments: Mapping[str, Any] | None = None, *, call_id: str | None = None) -> ToolDecision:
         """``decide`` for asyncio callers."""
         call = _Call(tool)
         call.args_json = arguments_json(arguments or {}, tool)
         raw = self._input(call)
-        return await self._adecide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+        decision = self._kept(call_id, call, raw)
+        if decision is None:
+            decision = await self._adecide_remote(raw, tool) if self.url is not None else self._decide_local(raw, tool)
+            self._keep(call_id, call, raw, decision)
+        return decision
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -278,6 +408,11 @@ class Guard:
         ``approval``."""
         decision = call.decision
         assert decision is not None
+        if decision.sandbox and not call.sandboxed and decision.outcome != "deny":
+            # A condition the tool cannot honour: it does not run (fail closed), approved or not.
+            decision = call.decision = dataclasses.replace(
+                decision, outcome="deny", reasons=[*decision.reasons, SANDBOX_REQUIRED], approval=None
+            )
         if decision.outcome == "allow":
             call.entry = self.history.record(decision.tool, ALLOW, decision.labels)
             return "run"
@@ -316,7 +451,10 @@ class Guard:
         if error is not None:
             call.error = _error_text(error)
         self._audit(call, REJECTED)
-        reason = "the approver rejected the call" if error is None else f"the approver failed: {call.error}"
+        if error is not None:
+            reason = f"the approver failed: {call.error}"
+        else:
+            reason = f"{call.approver} rejected the call" if call.approver else "the approver rejected the call"
         return ToolDenied(f"tool {decision.tool!r} rejected: {reason}", decision, outcome=REJECTED, code="tool_rejected")
 
     def _finish(self, call: _Call, outcome: str, result: Any, check_output: OutputCheck | None, max_output_bytes: int | None) -> Any:
@@ -385,6 +523,14 @@ class Guard:
             metadata["error"] = call.error
         if decision.fault is not None:
             metadata["fault"] = True
+        if call.notes:
+            for key, value in call.notes.items():
+                metadata.setdefault(key, value)
+        if call.approved is not None and outcome in (APPROVED, REJECTED):
+            # Settled by the caller (a framework's own approval), under this decision's id.
+            metadata["approved_by" if outcome == APPROVED else "rejected_by"] = call.approver
+            if call.asked is not None:
+                metadata["approval_decision_id"] = call.asked
         result = "failed" if failed else _RESULTS.get(outcome, "denied" if outcome == DENY else outcome)
         if outcome == PENDING:
             result = "approval_required"
@@ -410,16 +556,28 @@ class Guard:
         *,
         check_output: OutputCheck | None = None,
         max_output_bytes: int | None = None,
+        sandboxed: bool = False,
     ) -> Any:
         """Wraps a tool function (sync or async), as ``@guard.tool`` or ``@guard.tool(...)``.
         ``name``: the tool's name in the catalogue (default: the function's). ``check_output``
         gets the result and returns what to hand back (the result or a replacement) or raises;
-        ``max_output_bytes`` caps the result's JSON size (``ToolOutputError`` past it)."""
+        ``max_output_bytes`` caps the result's JSON size (``ToolOutputError`` past it).
+        ``sandboxed``: the function runs its work in the ACGS sandbox (``acgs.guard.code``);
+        a decision whose conditions require the sandbox denies any tool not marked so."""
         if isinstance(fn, str) and name is None:
             fn, name = None, fn
         if fn is None:
-            return functools.partial(self.tool, name=name, check_output=check_output, max_output_bytes=max_output_bytes)
-        return self._wrap(fn, fn.__name__ if name is None else name, check_output, max_output_bytes)
+            return functools.partial(
+                self.tool, name=name, check_output=check_output, max_output_bytes=max_output_bytes, sandboxed=sandboxed
+            )
+        return self._wrap(fn, fn.__name__ if name is None else name, check_output, max_output_bytes, sandboxed)
+
+    def _settled_by_caller(self, call: _Call) -> str:
+        """A ``require_approval`` call the caller already settled (``approved=``): runs as
+        ``approved`` or is refused as ``rejected``; the guard's own approver is not asked."""
+        if not self._approved(call, call.approved):
+            raise self._rejected(call)
+        return APPROVED
 
     def _gate(self, call: _Call) -> str:
         """After the decision (sync): the outcome the call runs under (``allow`` or
@@ -428,7 +586,11 @@ class Guard:
         if step == "deny":
             raise self._denied(call)
         if step == "run":
+            if call.approved is False:
+                raise self._rejected(call)  # the caller's no: never overridden by an allow
             return ALLOW
+        if call.approved is not None:
+            return self._settled_by_caller(call)
         if self.approver is None:
             raise self._approval_missing(call)
         assert call.decision is not None
@@ -458,7 +620,11 @@ class Guard:
         if step == "deny":
             raise self._denied(call)
         if step == "run":
+            if call.approved is False:
+                raise self._rejected(call)  # the caller's no: never overridden by an allow
             return ALLOW
+        if call.approved is not None:
+            return self._settled_by_caller(call)
         if self.approver is None:
             raise self._approval_missing(call)
         assert call.decision is not None
@@ -478,30 +644,63 @@ class Guard:
             raise self._rejected(call)
         return APPROVED
 
-    def _run(self, call: _Call, raw: bytes, run: Callable[[], Any], check_output: OutputCheck | None, max_output_bytes: int | None) -> Any:
-        call.decision = self._decide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+    def _run(
+        self,
+        call: _Call,
+        raw: bytes,
+        run: Callable[[], Any],
+        check_output: OutputCheck | None,
+        max_output_bytes: int | None,
+        call_id: str | None = None,
+    ) -> Any:
+        decision = self._take(call_id, call, raw)
+        if decision is None:
+            decision = self._decide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+        call.decision = decision
         outcome = self._gate(call)
+        token = _running.set(call)
         try:
             result = run()
         except BaseException as exc:
             self._failed(call, outcome, exc)
             raise
+        finally:
+            _running.reset(token)
         return self._finish(call, outcome, result, check_output, max_output_bytes)
 
     async def _arun(
-        self, call: _Call, raw: bytes, run: Callable[[], Awaitable[Any]], check_output: OutputCheck | None, max_output_bytes: int | None
+        self,
+        call: _Call,
+        raw: bytes,
+        run: Callable[[], Awaitable[Any]],
+        check_output: OutputCheck | None,
+        max_output_bytes: int | None,
+        call_id: str | None = None,
     ) -> Any:
-        call.decision = await self._adecide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+        decision = self._take(call_id, call, raw)
+        if decision is None:
+            decision = await self._adecide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
+        call.decision = decision
         outcome = await self._agate(call)
+        token = _running.set(call)
         try:
             result = await run()
         except BaseException as exc:
             self._failed(call, outcome, exc)
             raise
+        finally:
+            _running.reset(token)
         return self._finish(call, outcome, result, check_output, max_output_bytes)
 
-    def _named(self, tool: str, arguments: Mapping[str, Any] | None) -> tuple[_Call, bytes]:
+    def _named(
+        self, tool: str, arguments: Mapping[str, Any] | None, approved: bool | None = None, approver: str | None = None
+    ) -> tuple[_Call, bytes]:
+        if approved is not None and type(approved) is not bool:
+            raise TypeError("approved must be True, False or None")
+        if approver is not None and not isinstance(approver, str):
+            raise TypeError("approver must be a string or None")
         call = _Call(tool)
+        call.approved, call.approver = approved, approver
         call.arguments = dict(arguments or {})
         try:
             call.args_json = arguments_json(call.arguments, tool)
@@ -516,7 +715,7 @@ class Guard:
         if approval.current_call.get() is not None:
             yield
             return
-        token = approval.current_call.set(approval.ActionCall(self.agent_id, self.session_id, call.tool, call.arguments))
+        token = approval.current_call.set(approval.ActionCall(self.agent_id, self.session_id, call.tool, call.arguments, agent=self.agent_claims))
         try:
             yield
         finally:
@@ -539,6 +738,10 @@ class Guard:
         arguments: Mapping[str, Any] | None,
         run: Callable[[], Any],
         *,
+        approved: bool | None = None,
+        approver: str | None = None,
+        call_id: str | None = None,
+        sandboxed: bool = False,
         check_output: OutputCheck | None = None,
         max_output_bytes: int | None = None,
     ) -> Any:
@@ -547,9 +750,24 @@ class Guard:
         ``@guard.tool`` does, and calls ``run()`` only when the constitution allows it (or a
         reviewer approved); returns ``run()``'s result, raises ``ToolDenied`` /
         ``ApprovalRequired`` / ``ToolInputError`` otherwise. For framework adapters and the MCP
-        proxy."""
-        c, raw = self._named(tool, arguments)
-        return self._run(c, raw, run, check_output, max_output_bytes)
+        proxy.
+
+        ``approved``: for a call whose approval the caller already settled (a framework's own
+        human-in-the-loop answered it): ``True`` runs a ``require_approval`` decision as
+        ``approved``, ``False`` refuses it as ``rejected`` (``ToolDenied``, outcome
+        ``rejected``), and the guard's approver is not asked. A ``deny`` stays a deny
+        (``approved=True`` never runs a denied call) and an ``allow`` runs as allowed, unless
+        ``approved=False``: a person's no is never overridden (the call is refused as
+        ``rejected``, as when the session moved on between the pause and the answer and the
+        call is now allowed). ``approver``:
+        who settled it, as the caller knows them; the audit event's ``approved_by`` /
+        ``rejected_by``. ``call_id``: the id under which ``decide(..., call_id=)`` decided this
+        call earlier (e.g. the decision that asked for approval): the call runs under that
+        decision and its id when its input is unchanged, else it is decided afresh.
+        ``sandboxed``: ``run`` does its work in the ACGS sandbox (see ``tool``)."""
+        c, raw = self._named(tool, arguments, approved, approver)
+        c.sandboxed = sandboxed
+        return self._run(c, raw, run, check_output, max_output_bytes, call_id)
 
     async def acall(
         self,
@@ -557,14 +775,19 @@ class Guard:
         arguments: Mapping[str, Any] | None,
         run: Callable[[], Awaitable[Any]],
         *,
+        approved: bool | None = None,
+        approver: str | None = None,
+        call_id: str | None = None,
+        sandboxed: bool = False,
         check_output: OutputCheck | None = None,
         max_output_bytes: int | None = None,
     ) -> Any:
         """``call`` for asyncio callers: ``run`` is a coroutine function."""
-        c, raw = self._named(tool, arguments)
-        return await self._arun(c, raw, run, check_output, max_output_bytes)
+        c, raw = self._named(tool, arguments, approved, approver)
+        c.sandboxed = sandboxed
+        return await self._arun(c, raw, run, check_output, max_output_bytes, call_id)
 
-    def _wrap(self, fn: F, tool: str, check_output: OutputCheck | None, max_output_bytes: int | None) -> F:
+    def _wrap(self, fn: F, tool: str, check_output: OutputCheck | None, max_output_bytes: int | None, sandboxed: bool = False) -> F:
         sig = _Binder(fn)
         guard = self
 
@@ -573,6 +796,7 @@ class Guard:
             @functools.wraps(fn)
             async def aguarded(*args: Any, **kwargs: Any) -> Any:
                 call = _Call(tool)
+                call.sandboxed = sandboxed
                 try:
                     raw = guard._prepare(call, sig, args, kwargs)
                 except ToolInputError as exc:
@@ -584,6 +808,7 @@ class Guard:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             call = _Call(tool)
+            call.sandboxed = sandboxed
             try:
                 raw = guard._prepare(call, sig, args, kwargs)
             except ToolInputError as exc:

@@ -20,7 +20,11 @@ or :func:`admit` before other evaluations), which drops whatever the client sent
 - ``agent``: with authentication on, the principal's agent-registry record (``trust_level``,
   ``tier``, ``owner``, ``attributes``, ...); a principal the registry does not know, or has
   disabled, gets ``{"trust_level": 0}``: it is trusted with nothing. With authentication off
-  there is no ``agent``: claims stand, as in the operator's single-user mode.
+  there is no ``agent``: claims stand, as in the operator's single-user mode;
+- ``session``: only in the policy service's tool decisions (``acgs/tools/decision``),
+  ``{"id", "history"}``: the earlier calls of the session the request names, from the
+  service's own record (:mod:`acgs.trust.sessions`), never the history the request sends.
+  The routes append it (:func:`with_member`) to the document built here.
 
 The constitution combines these with the request's claims (``lib.believed_trust``: a claim
 only lowers the registered trust level).
@@ -44,7 +48,19 @@ if TYPE_CHECKING:
     from acgs.registry.cache import CachedRegistry
     from acgs.registry.settings import RegistrySettings
 
-__all__ = ["UNREGISTERED", "Counters", "LocalCounters", "RedisCounters", "TrustedFacts", "admit", "facts_for", "open_facts"]
+__all__ = [
+    "UNREGISTERED",
+    "Counters",
+    "LocalCounters",
+    "RedisCounters",
+    "TrustedFacts",
+    "admit",
+    "facts_for",
+    "open_facts",
+    "owner_key",
+    "owner_of",
+    "with_member",
+]
 
 log = logging.getLogger("acgs.trust")
 
@@ -58,6 +74,30 @@ def admit(raw: bytes, trusted: bytes | None) -> bytes:
     """``raw`` (JSON) with its ``trusted`` member replaced by ``trusted`` (or dropped), numbers
     untouched; the Rust core's admission step (``InvalidInputError`` for unreadable JSON)."""
     return admit_input(raw, trusted)
+
+
+def owner_key(principal: Principal | None, address: str | None) -> str:
+    """The key a caller's usage is counted under, and its sessions kept under
+    (acgs.trust.sessions): the principal's ``bucket``, else (authentication off)
+    ``address:<client address>``."""
+    if principal is not None:
+        return principal.bucket
+    return f"address:{address or 'unknown'}"
+
+
+def owner_of(scope: MutableMapping[str, Any]) -> str:
+    """:func:`owner_key` of the caller of an ASGI request."""
+    client = scope.get("client")
+    return owner_key(principal_of(scope), client[0] if client else None)
+
+
+def with_member(document: bytes, name: str, value: bytes) -> bytes:
+    """A ``trusted`` document (a JSON object's bytes, as :meth:`TrustedFacts.documents` builds
+    them, or ``{}``) with the member ``name`` (a plain key, not escaped) set to ``value`` (JSON
+    bytes) appended, without parsing it again. The document must not hold ``name``."""
+    member = b'"' + name.encode() + b'":' + value
+    body = document.rstrip()[:-1].rstrip()
+    return body + (member if body == b"{" else b"," + member) + b"}"
 
 
 class Counters(Protocol):
@@ -180,10 +220,9 @@ class TrustedFacts:
         """The documents of ``n`` calls of ``kind`` made at once (a batch): each call counts."""
         if principal is not None:
             ident = {"id": principal.subject, "via": principal.via, "roles": sorted(principal.roles)}
-            key = f"{kind}:{principal.bucket}"
         else:
             ident = {"id": address or "unknown", "via": "address", "roles": []}
-            key = f"{kind}:address:{address or 'unknown'}"
+        key = f"{kind}:{owner_key(principal, address)}"
         head = b'{"principal":' + orjson.dumps(ident)
         tail = b"}"
         if principal is not None:

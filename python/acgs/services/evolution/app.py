@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,11 +33,16 @@ from acgs.services.evolution.webhooks import WebhookRelay
 from acgs.services.evolution.workflow import Workflow, WorkflowError
 from acgs.trust import open_facts
 
+if TYPE_CHECKING:
+    from acgs.trust.sessions import SessionLedger
+
 log = logging.getLogger("acgs.services.evolution")
 
 
-def _error(status: int, code: str, message: str, errors: list[dict[str, object]] | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "errors": errors or []}, status_code=status)
+def _error(
+    status: int, code: str, message: str, errors: list[dict[str, object]] | None = None, details: dict[str, object] | None = None
+) -> JSONResponse:
+    return JSONResponse({**(details or {}), "code": code, "message": message, "errors": errors or []}, status_code=status)
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -47,7 +53,7 @@ def _field(loc: tuple[object, ...]) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_workflow_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, WorkflowError)
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, details=exc.details)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -98,13 +104,17 @@ def create_app(
     security: SecuritySettings | None = None,
     observability: ObservabilitySettings | None = None,
     agent_registry: RegistrySettings | None = None,
+    session_ledger: SessionLedger | None = None,
 ) -> FastAPI:
     """The service. Anything not passed is built from ``settings``: the assessor from the
     bundle, the store from the database URL, the rollback executor from its factory. With an
     ``audit_sink`` the outbox is relayed to it; without one, events wait in the outbox.
     ``security`` (default: from the environment) turns on authentication and rate limits;
     ``observability`` (default: from the environment) sets request logging and tracing;
-    ``agent_registry`` (with authentication on) is where callers' trusted facts come from."""
+    ``agent_registry`` (with authentication on) is where callers' trusted facts come from;
+    ``session_ledger`` (``acgs.trust.sessions``, shared with the policy service in ``acgs
+    serve``; or set as ``app.state.session_ledger`` before start-up) gives an action's decision
+    its session's history and learns how reviewers decided it."""
     settings = settings or EvolutionSettings.from_env()
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
@@ -123,6 +133,7 @@ def create_app(
         validity=settings.validity,
         clock=clock,
         metrics=metrics,
+        session_ledger=session_ledger,
     )
 
     @asynccontextmanager
@@ -143,6 +154,7 @@ def create_app(
             registry_settings=agent_registry,
         )
         app.state.trusted_facts = facts
+        workflow.session_ledger = getattr(app.state, "session_ledger", None)
         tasks = [asyncio.create_task(_sweep(workflow, settings.sweep_interval), name="acgs-evolution-sweep")]
         if audit_sink is not None:
             relay = OutboxRelay(store, audit_sink, interval=settings.relay_interval)
@@ -177,6 +189,7 @@ def create_app(
     app.state.settings = settings
     app.state.workflow = workflow
     app.state.metrics = metrics
+    app.state.session_ledger = session_ledger
     _install_error_handlers(app)
     app.include_router(routes.router)
     install_security(app, ACCESS, security=security, registry=metrics.registry)

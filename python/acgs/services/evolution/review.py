@@ -85,15 +85,17 @@ def _form(r: EvolutionRecord) -> str:
 
 
 def _action_card(r: EvolutionRecord) -> str:
-    """A single tool call held for approval: tool, arguments (or their digest when the decision
-    redacts them), agent, session and the constitution's reasons."""
+    """A single tool call held for approval: tool, arguments (or their digest when the service's
+    decision redacts them), agent, session and the constitution's reasons."""
     s, a = r.submission, r.assessment
     approvals = ", ".join(f"{_e(x.reviewer)} ({_e(x.reason)})" for x in r.approvals) or "none yet"
     if "arguments" in s:
         arguments = f'<pre class="arguments">{_e(json.dumps(s["arguments"], indent=2, sort_keys=True))}</pre>'
     else:
         arguments = f'<p class="arguments redacted">redacted by the constitution; SHA-256 {_e(s.get("arguments_sha256", ""))}</p>'
-    roles = f" · roles {_e(', '.join(s['roles']))}" if s.get("roles") else ""
+    # The roles the constitution names for this approval (older requests kept them in the submission).
+    named = a.get("roles") or s.get("roles") or []
+    roles = f" · roles {_e(', '.join(str(r) for r in named))}" if named else ""
     return f"""
 <article id="{_e(r.request_id)}" data-status="{_e(r.status.value)}" data-kind="action">
   <h2><a href="/evolution/review/{_e(r.request_id)}" class="detail">tool call {_e(s.get("tool", ""))} by agent {_e(r.agent_id)}</a></h2>

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode
@@ -9,13 +11,10 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-import hashlib
-
 from acgs import _acgs as core
 from acgs.errors import AcgsError, InvalidInputError
 from acgs.security.principal import own_records_only, principal_of
-
-from acgs.services.evolution import review
+from acgs.services.evolution import actions, review
 from acgs.services.evolution.deps import (
     CallerDep,
     PrincipalDep,
@@ -37,6 +36,8 @@ from acgs.services.evolution.schemas import (
     RollbackIn,
 )
 from acgs.services.evolution.workflow import InvalidRequest, NotPermitted, RequestMissing, WorkflowError
+from acgs.trust import owner_of, with_member
+from acgs.trust.sessions import trusted_session
 
 STATIC = Path(__file__).parent / "static"
 
@@ -69,16 +70,19 @@ async def submit(body: EvolutionRequestIn, request: Request, workflow: WorkflowD
     return EvolutionRequestOut.of(await workflow.submit(body, caller, trusted))
 
 
-def _arguments_sha256(raw: bytes, body: ActionRequestIn) -> str:
-    """The digest of the arguments as sent (their canonical JSON, RFC 8785, numbers as
-    written), checked against ``arguments_sha256`` when both came; the digest alone when the
-    decision redacts the arguments."""
-    if body.arguments is None:
-        assert body.arguments_sha256 is not None
-        return body.arguments_sha256
+def _exact_member(raw: bytes, member: str) -> bytes | None:
+    """The text of ``raw[member]`` as the client wrote it (numbers as written)."""
     try:
-        text = core.exact_json(raw, "arguments")
-        digest = hashlib.sha256(core.canonicalize_json(text or b"{}")).hexdigest()
+        return core.exact_json(raw, member)
+    except (AcgsError, ValueError) as exc:
+        raise InvalidRequest(f"{member}: {exc}") from None
+
+
+def _arguments_sha256(arguments: bytes, body: ActionRequestIn) -> str:
+    """The digest of the arguments as sent (their canonical JSON, RFC 8785, numbers as
+    written), checked against ``arguments_sha256`` when both came."""
+    try:
+        digest = hashlib.sha256(core.canonicalize_json(arguments)).hexdigest()
     except (AcgsError, ValueError) as exc:
         raise InvalidRequest(f"arguments: {exc}") from None
     if body.arguments_sha256 is not None and body.arguments_sha256 != digest:
@@ -86,23 +90,58 @@ def _arguments_sha256(raw: bytes, body: ActionRequestIn) -> str:
     return digest
 
 
+async def _action_facts(request: Request, session_id: str | None) -> bytes | None:
+    """The trusted document of an action's decision: the caller's facts (counted under
+    ``actions.RATE_KIND``) and, when the services keep a session ledger, the session's history
+    and the caller's calls across its sessions as the ledger has them (as the policy service
+    gives them to the same decision). A ledger that
+    cannot be read raises: the action is then refused as a fault."""
+    facts = getattr(request.app.state, "trusted_facts", None)
+    trusted = (await facts.for_request(actions.RATE_KIND, request.scope))[0] if facts is not None else None
+    ledger = getattr(request.app.state, "session_ledger", None)
+    if ledger is None:
+        return trusted
+    session = await trusted_session(ledger, owner_of(request.scope), session_id)
+    return with_member(trusted if trusted is not None else b"{}", "session", session)
+
+
 @router.post(
     "/evolution/actions",
     status_code=201,
     response_model=EvolutionRequestOut,
     responses={**_ERRORS, 200: {"model": EvolutionRequestOut, "description": "this decision's request, submitted before"}},
-    summary="Hold one tool call for review (a tool decision's require_approval)",
+    summary="Hold one tool call for review, on the terms of the service's own tool decision",
 )
 async def submit_action(
     body: ActionRequestIn, request: Request, workflow: WorkflowDep, caller: CallerDep
 ) -> Response:
+    """The service decides the call itself (``acgs/tools/decision`` with the caller's trusted
+    facts): ``require_approval`` holds it for review on that decision's terms (201; 200 for a
+    decision submitted before); ``deny`` is 403 ``action_denied`` with the reasons (stored as a
+    rejected request, audited); ``allow`` is 409 ``approval_not_required``."""
     check_requester(request, body.requested_by)
     own = own_records_only(principal_of(request.scope))
     if own is not None and body.agent_id != own:
         # An agent asks for its own calls: the credential says who.
         raise NotPermitted(f"agent_id must be the caller ({own})")
-    digest = _arguments_sha256(await request.body(), body)
-    record, new = await workflow.submit_action(body, caller, digest)
+    raw = await request.body()
+    arguments = _exact_member(raw, "arguments") or b"{}"
+    digest = _arguments_sha256(arguments, body)
+    call = actions.SubmittedCall(
+        agent_id=body.agent_id,
+        tool=body.tool,
+        decision_id=body.decision_id,
+        arguments=arguments,
+        session_id=body.session_id,
+        agent=_exact_member(raw, "agent") if body.agent is not None else None,
+        constitutional_hash=body.constitutional_hash,
+    )
+    try:
+        trusted = await _action_facts(request, body.session_id)
+    except Exception as exc:  # the ledger (or the facts) unavailable: a deny, never a decision without them
+        trusted = None
+        call = dataclasses.replace(call, fault=f"the caller's trusted facts are unavailable: {type(exc).__name__}: {exc}")
+    record, new = await workflow.submit_action(body, caller, call, digest, trusted, session_owner=owner_of(request.scope))
     if own is not None and record.agent_id != own:
         raise RequestMissing(f"no evolution request {record.request_id!r}")
     out = EvolutionRequestOut.of(record)

@@ -213,43 +213,55 @@ def policy_input(record_submission: dict[str, Any], agent_id: str, constitutiona
     return out
 
 
-#: Bounds of an action request's terms: at least one reviewer (an action held for approval is
-#: never approved by nobody), at most a week to decide.
+#: Bounds of what an action request may ask beyond the constitution's terms: at most this many
+#: reviewers (the constitution's own number may be higher), and an expiry only shorter than the
+#: constitution's.
 MAX_REVIEWERS = 10
 MAX_EXPIRES_SECONDS = 7 * 86400
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class AgentClaimIn(BaseModel):
+    """What the agent says of itself (``input.agent`` of the tool decision): a claim. With
+    authentication on it can only lower the trust level the agent registry records; with it off
+    (one operator) it stands. Numbers reach the constitution as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    trust_level: Number | None = None
+
+
 class ActionRequestIn(_Strict):
-    """One tool call the constitution's tool decision (``acgs/tools/decision``) held for
-    approval, as the guard submits it: the decision's terms (reviewers, expiry, reasons, risk)
-    and the call. ``arguments`` are left out, and only ``arguments_sha256`` sent, when the
-    decision redacts them. ``decision_id`` (the tool decision's) makes a submission idempotent:
-    the same decision of the same agent is the same request."""
+    """One tool call the guard's tool decision (``acgs/tools/decision``) held for approval. The
+    service decides the call again itself, on these arguments and the caller's trusted facts,
+    and the review's terms (reviewers, expiry, roles, reasons, risk, labels, redaction) are its
+    own decision's. ``reviewers_required`` and ``expires_seconds`` may only make them stricter
+    (more reviewers, a shorter expiry); ``reasons``, ``labels``, ``risk`` and ``roles`` are
+    accepted from older guards and ignored. ``decision_id`` (the guard's decision) makes a
+    submission idempotent: the same decision of the same agent is the same request."""
 
     agent_id: Name
     tool: Name
     decision_id: Name
-    arguments: dict[str, Any] | None = None
-    #: SHA-256 (hex) of the arguments' canonical JSON (RFC 8785).
+    #: The call's arguments (the service decides on them; stored as the digest alone when the
+    #: decision redacts them).
+    arguments: dict[str, Any]
+    #: SHA-256 (hex) of the arguments' canonical JSON (RFC 8785): checked when sent.
     arguments_sha256: Sha256 | None = None
     session_id: Name | None = None
-    reasons: list[Annotated[StrictStr, Field(max_length=2_000)]] = Field(default_factory=list, max_length=100)
-    labels: list[Name] = Field(default_factory=list, max_length=100)
-    risk: Name | None = None
-    reviewers_required: int = Field(default=1, ge=1, le=MAX_REVIEWERS, strict=True)
-    expires_seconds: int = Field(default=1800, ge=1, le=MAX_EXPIRES_SECONDS, strict=True)
-    #: The approval's roles as the catalogue names them (shown to reviewers; ACGS roles decide
-    #: who may review).
-    roles: list[Name] = Field(default_factory=list, max_length=20)
+    agent: AgentClaimIn | None = None
+    #: At least the constitution's number of reviewers, at most ``MAX_REVIEWERS`` (when above
+    #: the constitution's).
+    reviewers_required: int | None = Field(default=None, ge=1, le=MAX_REVIEWERS, strict=True)
+    #: At most the constitution's expiry: a longer one is cut to it.
+    expires_seconds: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_SECONDS, strict=True)
     requested_by: Name | None = None
     constitutional_hash: StrictStr | None = None
-
-    @model_validator(mode="after")
-    def _arguments_or_digest(self) -> ActionRequestIn:
-        if self.arguments is None and self.arguments_sha256 is None:
-            raise ValueError("send arguments, or arguments_sha256 when the decision redacts them")
-        return self
+    # Older guards sent the decision's terms; the service's own decision replaces them.
+    reasons: list[Annotated[StrictStr, Field(max_length=2_000)]] | None = Field(default=None, max_length=100)
+    labels: list[Name] | None = Field(default=None, max_length=100)
+    risk: Name | None = None
+    roles: list[Name] | None = Field(default=None, max_length=20)
 
 
 class ReviewIn(_Strict):
@@ -305,6 +317,12 @@ class EvolutionRequestOut(BaseModel):
     review_deadline: str | None
     valid_until: str
     submission: dict[str, Any]
+    #: An action's terms as the service's tool decision set them: the roles it names for the
+    #: review, the call's labels, the expiry, and what the body asked beyond them.
+    roles: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    expires_seconds: int | None = None
+    requested_terms: dict[str, Any] | None = None
     history: list[dict[str, Any]]
     rejection: dict[str, Any] | None
     deployment: dict[str, Any] | None
@@ -342,6 +360,10 @@ class EvolutionRequestOut(BaseModel):
             review_deadline=iso(r.review_deadline) if r.status.value == "pending" else None,
             valid_until=iso(r.valid_until) or "",
             submission=r.submission,
+            roles=list(a.get("roles") or []),
+            labels=list(a.get("labels") or []),
+            expires_seconds=a.get("expires_seconds"),
+            requested_terms=a.get("requested_terms"),
             history=r.history,
             rejection=r.rejection,
             deployment=r.deployment,
@@ -361,3 +383,6 @@ class ErrorOut(BaseModel):
     code: str
     message: str
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    #: The service's own tool decision's reasons, when it refuses an action (``action_denied``,
+    #: ``approval_not_required``).
+    reasons: list[str] | None = None

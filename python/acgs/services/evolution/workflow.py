@@ -22,6 +22,7 @@ same transaction. Expiry is done in the service's name (actor ``acgs``), never a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
@@ -29,16 +30,21 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from acgs.guard.decision import ToolDecision, fault
 from acgs.services.common.observability import note_decision
+from acgs.services.evolution import actions
 from acgs.services.evolution.assessment import Assessor
 from acgs.services.evolution.audit import audit_event
 from acgs.services.evolution.metrics import EvolutionMetrics
-from acgs.services.evolution.records import Approval, EvolutionRecord, Status, iso
+from acgs.services.evolution.records import Approval, AuditEvent, EvolutionRecord, Status, iso
 from acgs.services.evolution.rollback import RollbackExecutor, RollbackStep
 from acgs.services.evolution.schemas import ActionRequestIn, EvolutionRequestIn, policy_input
 from acgs.services.evolution.store import EvolutionStore, RequestNotFound, RequestTransaction
+
+if TYPE_CHECKING:
+    from acgs.trust.sessions import SessionLedger
 
 log = logging.getLogger("acgs.services.evolution")
 
@@ -74,9 +80,11 @@ class WorkflowError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        #: Further members of the error's JSON body (e.g. ``reasons``).
+        self.details = details
 
 
 class InvalidRequest(WorkflowError):
@@ -130,6 +138,22 @@ class NotPermitted(WorkflowError):
     code = "forbidden"
 
 
+class ActionDenied(WorkflowError):
+    """The service's own tool decision denies the call submitted for review: nothing is held
+    for reviewers (the refusal is stored as a rejected request and audited)."""
+
+    status = 403
+    code = "action_denied"
+
+
+class ApprovalNotRequired(WorkflowError):
+    """The service's own tool decision allows the call: there is nothing to review, and an
+    approval the call never needed is not given."""
+
+    status = 409
+    code = "approval_not_required"
+
+
 class DecisionReused(WorkflowError):
     """An action request names a decision id already used for a different action."""
 
@@ -139,6 +163,10 @@ class DecisionReused(WorkflowError):
 
 #: How an action request is routed (``assessment.approval_type``).
 ACTION_REVIEW = "action_review"
+
+#: The actions a transaction moved out of pending, to settle in the session ledger once it
+#: has committed (``Workflow._locked``).
+_DECIDED: contextvars.ContextVar[list[EvolutionRecord] | None] = contextvars.ContextVar("acgs_evolution_decided", default=None)
 
 
 def action_request_id(agent_id: str, decision_id: str) -> str:
@@ -195,6 +223,7 @@ class Workflow:
         step_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
         metrics: EvolutionMetrics | None = None,
+        session_ledger: SessionLedger | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics or EvolutionMetrics()
@@ -204,16 +233,43 @@ class Workflow:
         self.validity = validity
         self.step_timeout = step_timeout
         self.clock = clock
+        #: The services' record of sessions (``acgs.trust.sessions``): an action's decision
+        #: there is settled when reviewers decide it, or it expires or is cancelled.
+        self.session_ledger = session_ledger
 
     # -- helpers ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def _locked(self, request_id: str) -> AsyncIterator[RequestTransaction]:
+        """The request's transaction. Actions it decided are settled in the session ledger
+        once it has committed (never for a change that rolled back)."""
+        decided: list[EvolutionRecord] = []
+        token = _DECIDED.set(decided)
         try:
             async with self.store.locked(request_id) as tx:
                 yield tx
         except RequestNotFound:
             raise RequestMissing(f"no evolution request {request_id!r}") from None
+        finally:
+            _DECIDED.reset(token)
+        for record in decided:
+            await self._settle_session(record)
+
+    async def _settle_session(self, record: EvolutionRecord) -> None:
+        """Tells the session ledger how the action's decision ended: ``approved``, or
+        ``rejected`` (a reviewer's no, expiry, cancellation). When this fails the entry stays
+        ``require_approval``, which the session rules count as a call that may have run."""
+        ledger = self.session_ledger
+        if ledger is None:
+            return
+        outcome = "approved" if record.status is A else "rejected"
+        owner = record.submission.get("session_owner")
+        try:
+            await ledger.settle(
+                record.decision_id, outcome, tool=str(record.submission.get("tool", "")), owner=owner if isinstance(owner, str) else None
+            )
+        except Exception as exc:  # the ledger's fault leaves the entry pending: stricter, never laxer
+            log.warning("settling decision %s in the session ledger failed: %s", record.decision_id, exc)
 
     async def _commit(
         self,
@@ -233,6 +289,10 @@ class Workflow:
         )
         if saved.status is not previous:
             self.metrics.transition(previous, saved.status)
+            if saved.kind == "action" and previous is P:
+                decided = _DECIDED.get()
+                if decided is not None:
+                    decided.append(saved)
             if previous is P and saved.status in (A, R) and actor not in (CONSTITUTION, SERVICE):
                 self.metrics.reviewed("approved" if saved.status is A else "rejected", saved.updated_at - saved.created_at)
         return saved
@@ -252,6 +312,58 @@ class Workflow:
 
     # -- submission -------------------------------------------------------------------------
 
+    def _constitution(self, claimed: str | None) -> str | None:
+        """The loaded constitution's hash; ``HashMismatch`` when the request names another."""
+        constitution = self.assessor.constitutional_hash
+        if claimed is not None and constitution is not None and claimed != constitution:
+            raise HashMismatch(f"the request names constitutional hash {claimed!r}; this service runs {constitution!r}")
+        return constitution
+
+    @staticmethod
+    def _new_record(
+        request_id: str,
+        decision_id: str,
+        agent_id: str,
+        requested_by: str,
+        *,
+        now: float,
+        review_deadline: float | None,
+        valid_until: float,
+        submission: dict[str, Any],
+        assessment: dict[str, Any],
+    ) -> EvolutionRecord:
+        """A request as submitted (pending), before the constitution's routing moves it."""
+        return EvolutionRecord(
+            request_id=request_id,
+            decision_id=decision_id,
+            agent_id=agent_id,
+            requested_by=requested_by,
+            status=P,
+            created_at=now,
+            updated_at=now,
+            review_deadline=review_deadline,
+            valid_until=valid_until,
+            submission=submission,
+            assessment=assessment,
+        )
+
+    @staticmethod
+    def _refused(record: EvolutionRecord, *, engine_fault: bool, reason: str, now: float) -> tuple[EvolutionRecord, AuditEvent]:
+        """A submission the constitution (or, on an engine fault, the service) rejects outright,
+        and its audit event."""
+        actor = SERVICE if engine_fault else CONSTITUTION
+        out = moved(record, R, actor=actor, reason=reason, now=now)
+        out.rejection = {"by": actor, "reason": reason, "at": iso(now)}
+        return out, audit_event(out, "evolution.reject", actor=actor, previous=P.value, at=now, reason=reason)
+
+    async def _insert(self, record: EvolutionRecord, events: list[AuditEvent], route: str, *, engine_fault: bool) -> None:
+        await self.store.insert(record, events)
+        note_decision(record.decision_id)
+        self.metrics.submission(route, engine_fault)
+        self.metrics.transition(None, P)
+        if record.status is not P:
+            self.metrics.transition(P, record.status)
+
     async def submit(
         self, body: EvolutionRequestIn, caller: Principal | None, trusted: bytes | None = None
     ) -> EvolutionRecord:
@@ -260,11 +372,7 @@ class Workflow:
         requested_by = body.requester or (caller.identity if caller is not None else None)
         if not requested_by:
             raise InvalidRequest("requested_by (or submitter) is required")
-        constitution = self.assessor.constitutional_hash
-        if body.constitutional_hash is not None and constitution is not None and body.constitutional_hash != constitution:
-            raise HashMismatch(
-                f"the request names constitutional hash {body.constitutional_hash!r}; this service runs {constitution!r}"
-            )
+        constitution = self._constitution(body.constitutional_hash)
         known = self.assessor.known_types
         if known is not None and body.change_type not in known:
             raise InvalidRequest(f"unknown change type {body.change_type!r}; expected one of {', '.join(sorted(known))}")
@@ -273,14 +381,12 @@ class Workflow:
         submission = body.submission(requested_by)
         assessment = await self.assessor.assess(policy_input(submission, body.agent_id, constitution), trusted)
         valid_until = now + self.validity
-        record = EvolutionRecord(
-            request_id=f"evo_{uuid.uuid4().hex}",
-            decision_id=str(uuid.uuid4()),
-            agent_id=body.agent_id,
-            requested_by=requested_by,
-            status=P,
-            created_at=now,
-            updated_at=now,
+        record = self._new_record(
+            f"evo_{uuid.uuid4().hex}",
+            str(uuid.uuid4()),
+            body.agent_id,
+            requested_by,
+            now=now,
             review_deadline=min(now + self.review_timeout, valid_until),
             valid_until=valid_until,
             submission=submission,
@@ -310,112 +416,162 @@ class Workflow:
             record = moved(record, A, actor=CONSTITUTION, reason=reason, now=now)
             events.append(audit_event(record, "evolution.auto_approve", actor=CONSTITUTION, previous=P.value, at=now, reason=reason))
         elif route == "rejected":
-            actor = SERVICE if assessment.engine_fault else CONSTITUTION
             reason = "; ".join(decision["violations"] or decision["reasons"])
-            record = moved(record, R, actor=actor, reason=reason, now=now)
-            record.rejection = {"by": actor, "reason": reason, "at": iso(now)}
-            events.append(audit_event(record, "evolution.reject", actor=actor, previous=P.value, at=now, reason=reason))
-        await self.store.insert(record, events)
-        note_decision(record.decision_id)
-        self.metrics.submission(route, assessment.engine_fault is not None)
-        self.metrics.transition(None, P)
-        if record.status is not P:
-            self.metrics.transition(P, record.status)
+            record, event = self._refused(record, engine_fault=assessment.engine_fault is not None, reason=reason, now=now)
+            events.append(event)
+        await self._insert(record, events, route, engine_fault=assessment.engine_fault is not None)
         return record
 
     async def submit_action(
-        self, body: ActionRequestIn, caller: Principal | None, arguments_sha256: str
+        self,
+        body: ActionRequestIn,
+        caller: Principal | None,
+        call: actions.SubmittedCall,
+        arguments_sha256: str,
+        trusted: bytes | None = None,
+        *,
+        session_owner: str | None = None,
     ) -> tuple[EvolutionRecord, bool]:
-        """Holds one tool call for review; returns the request and whether it is new. The terms
-        (reviewers, expiry, reasons) are the tool decision's, as the guard sends them; the
-        decision id is the request's, so the guard's ``tool_call`` event and every transition
-        share it. A second submission of the same decision answers the first request."""
+        """Holds one tool call for review; returns the request and whether it is new.
+
+        The service decides the call itself (``actions.decide``: the constitution's tool
+        decision on ``call`` with the caller's ``trusted`` facts) and the review's terms are
+        that decision's; the body's ``reviewers_required`` and ``expires_seconds`` may only make
+        them stricter. A deny is stored as a rejected request, audited, and raised as
+        ``ActionDenied``; an allow is ``ApprovalNotRequired`` (nothing stored). The decision id
+        is the guard's, so its ``tool_call`` event and every transition share it; a second
+        submission of the same decision answers the first request. ``session_owner``: the
+        caller's key in the session ledger, so that only its own entry is ever settled."""
         requested_by = body.requested_by or (caller.identity if caller is not None else None) or body.agent_id
-        constitution = self.assessor.constitutional_hash
-        if body.constitutional_hash is not None and constitution is not None and body.constitutional_hash != constitution:
-            raise HashMismatch(
-                f"the request names constitutional hash {body.constitutional_hash!r}; this service runs {constitution!r}"
-            )
+        constitution = self._constitution(body.constitutional_hash)
         request_id = action_request_id(body.agent_id, body.decision_id)
         existing = await self.store.get(request_id)
         if existing is not None:
             return self._same_action(existing, body, arguments_sha256), False
 
+        decision = await actions.decide(self.assessor, call, trusted)
+        if decision.outcome == "allow":
+            raise ApprovalNotRequired(
+                f"tool {decision.tool!r} is allowed with these arguments: it needs no approval; run it under its own decision",
+                reasons=decision.reasons,
+                outcome="allow",
+            )
+        terms: actions.ActionTerms | None = None
+        if decision.outcome == "require_approval":
+            found = actions.terms_of(decision, reviewers=body.reviewers_required, expires_seconds=body.expires_seconds)
+            if isinstance(found, str):
+                decision = fault(body.decision_id, decision.tool, f"policy engine fault: {found}")
+            else:
+                terms = found
+
         now = self.clock()
-        deadline = now + body.expires_seconds
+        # A fault's arguments are redacted too: what the catalogue says of them is unknown.
+        redacted = decision.redact_arguments
         submission: dict[str, Any] = {
             "kind": "action",
             "type": "tool_call",
             "requested_by": requested_by,
             "tool": body.tool,
             "arguments_sha256": arguments_sha256,
-            "arguments_redacted": body.arguments is None,
+            "arguments_redacted": redacted,
             "session_id": body.session_id,
-            "labels": list(body.labels),
-            "roles": list(body.roles),
-            "expires_seconds": body.expires_seconds,
         }
-        if body.arguments is not None:
+        if not redacted:
             submission["arguments"] = body.arguments
-        assessment: dict[str, Any] = {
-            "approval_type": ACTION_REVIEW,
-            "reviewers_required": body.reviewers_required,
-            "reasons": list(body.reasons),
-            "risk_level": body.risk,
-            "constitutional_hash": body.constitutional_hash or constitution,
-            "bundle_digest": self.assessor.bundle_digest,
+        if session_owner is not None and body.session_id is not None:
+            submission["session_owner"] = session_owner
+        assessment = self._action_assessment(decision, terms, body, constitution)
+        if terms is None:
+            record = self._new_record(
+                request_id, body.decision_id, body.agent_id, requested_by,
+                now=now, review_deadline=None, valid_until=now, submission=submission, assessment=assessment,
+            )  # fmt: skip
+        else:
+            deadline = now + terms.expires_seconds
+            record = self._new_record(
+                request_id, body.decision_id, body.agent_id, requested_by,
+                # Once approved, the call may run for as long again as the review could take.
+                now=now, review_deadline=deadline, valid_until=deadline + terms.expires_seconds,
+                submission=submission, assessment=assessment,
+            )  # fmt: skip
+        details: dict[str, Any] = {
+            "kind": "action",
+            "tool": body.tool,
+            "session_id": body.session_id,
+            "arguments_sha256": arguments_sha256,
+            "outcome": decision.outcome,
+            "reviewers_required": assessment["reviewers_required"],
+            "reasons": list(decision.reasons),
+            "risk_level": decision.risk,
         }
-        record = EvolutionRecord(
-            request_id=request_id,
-            decision_id=body.decision_id,
-            agent_id=body.agent_id,
-            requested_by=requested_by,
-            status=P,
-            created_at=now,
-            updated_at=now,
-            review_deadline=deadline,
-            # Once approved, the call may run for as long again as the review could take.
-            valid_until=deadline + body.expires_seconds,
-            submission=submission,
-            assessment=assessment,
-        )
-        event = audit_event(
-            record,
-            "evolution.submit",
-            actor=requested_by,
-            previous=None,
-            at=now,
-            details={
-                "kind": "action",
-                "tool": body.tool,
-                "session_id": body.session_id,
-                "arguments_sha256": arguments_sha256,
-                "reviewers_required": body.reviewers_required,
-                "reasons": list(body.reasons),
-                "risk_level": body.risk,
-            },
-        )
+        if terms is not None:
+            details.update(expires_seconds=terms.expires_seconds, roles=terms.roles)
+        if decision.fault is not None:
+            details["engine_fault"] = decision.fault
+        events = [audit_event(record, "evolution.submit", actor=requested_by, previous=None, at=now, details=details)]
+        if terms is None:
+            record, event = self._refused(record, engine_fault=decision.fault is not None, reason="; ".join(decision.reasons), now=now)
+            events.append(event)
         try:
-            await self.store.insert(record, [event])
+            await self._insert(record, events, assessment["approval_type"], engine_fault=decision.fault is not None)
         except Exception:
             # Two submissions of one decision at once: the other one's insert won.
             existing = await self.store.get(request_id)
             if existing is None:
                 raise
             return self._same_action(existing, body, arguments_sha256), False
-        note_decision(record.decision_id)
-        self.metrics.submission(ACTION_REVIEW, False)
-        self.metrics.transition(None, P)
+        if terms is None:
+            raise self._denied(record)
         return record, True
 
+    def _action_assessment(
+        self, decision: ToolDecision, terms: actions.ActionTerms | None, body: ActionRequestIn, constitution: str | None
+    ) -> dict[str, Any]:
+        """What the service's tool decision said, as the request's assessment."""
+        out: dict[str, Any] = {
+            "approval_type": ACTION_REVIEW if terms is not None else "rejected",
+            "outcome": decision.outcome,
+            "reviewers_required": terms.reviewers if terms is not None else 0,
+            "reasons": list(decision.reasons),
+            "violations": list(decision.reasons) if terms is None else [],
+            "risk_level": decision.risk,
+            "labels": list(decision.labels),
+            "roles": terms.roles if terms is not None else [],
+            "expires_seconds": terms.expires_seconds if terms is not None else None,
+            "conditions": [
+                name for name, on in (("sandbox", decision.sandbox), ("redact_arguments", decision.redact_arguments)) if on
+            ],
+            "known": decision.known,
+            "constitutional_hash": decision.constitutional_hash or constitution,
+            "bundle_digest": self.assessor.bundle_digest,
+            "engine_fault": decision.fault,
+        }
+        claimed = {k: v for k, v in (("reviewers_required", body.reviewers_required), ("expires_seconds", body.expires_seconds)) if v is not None}
+        if claimed:
+            out["requested_terms"] = claimed
+        return out
+
     @staticmethod
-    def _same_action(record: EvolutionRecord, body: ActionRequestIn, arguments_sha256: str) -> EvolutionRecord:
+    def _denied(record: EvolutionRecord) -> ActionDenied:
+        reasons = list(record.assessment.get("violations") or record.assessment.get("reasons") or [])
+        tool = record.submission.get("tool")
+        return ActionDenied(
+            f"tool {tool!r} is denied: {'; '.join(reasons) or 'denied by the constitution'}",
+            reasons=reasons,
+            request_id=record.request_id,
+            decision_id=record.decision_id,
+        )
+
+    def _same_action(self, record: EvolutionRecord, body: ActionRequestIn, arguments_sha256: str) -> EvolutionRecord:
         s = record.submission
         if record.kind != "action" or s.get("tool") != body.tool or s.get("arguments_sha256") != arguments_sha256:
             raise DecisionReused(
                 f"decision {body.decision_id} of agent {body.agent_id} is already request {record.request_id} "
                 "for a different action"
             )
+        if record.status is R and (record.rejection or {}).get("by") in (CONSTITUTION, SERVICE):
+            # Refused when submitted: refused again, the same way.
+            raise self._denied(record)
         return record
 
     # -- reads (which expire lazily) --------------------------------------------------------

@@ -26,6 +26,7 @@ from acgs.services.policy.metrics import PolicyMetrics
 from acgs.services.policy.pipeline import DecisionPipeline
 from acgs.services.policy.settings import PolicySettings
 from acgs.trust import facts_for
+from acgs.trust.sessions import SessionLedger, history_max_of, open_ledger
 
 if TYPE_CHECKING:
     from acgs.audit.decision_log import DecisionLog
@@ -176,12 +177,15 @@ def create_app(
     security: SecuritySettings | None = None,
     observability: ObservabilitySettings | None = None,
     agent_registry: RegistrySettings | None = None,
+    session_ledger: SessionLedger | None = None,
 ) -> PolicyApp:
     """The policy service for ``settings`` and ``security`` (default: from the environment).
     The bundle is loaded here, so the app answers without a lifespan run (ASGI test
     transports); a bundle that fails to load leaves the app up, unhealthy (503), denying every
     decision. ``observability`` (default: from the environment) sets request logging and
-    tracing."""
+    tracing. ``session_ledger``: the record of each session's tool decisions, when another
+    part of the process shares it (``acgs serve``); by default one of the app's own, in Redis
+    when the usage counters are, else in process (``app.state.session_ledger`` either way)."""
     settings = settings or PolicySettings.from_env()
     pipeline = DecisionPipeline.load(
         settings.bundle,
@@ -204,8 +208,16 @@ def create_app(
     facts = facts_for(
         pipeline.data, auth=sec.auth, redis_url=sec.redis_url or settings.redis_url, registry_settings=agent_registry
     )
+    # Each session's tool decisions, kept by the service: the history the session rules read.
+    own_ledger = session_ledger is None
+    ledger = session_ledger if session_ledger is not None else open_ledger(
+        history_max_of(pipeline.data),
+        redis_url=sec.redis_url or settings.redis_url,
+        timeout_ms=settings.redis_timeout_ms,
+        retry_after=settings.redis_retry_after,
+    )
     service = PolicyService(
-        settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log, facts=facts
+        settings=settings, pipeline=pipeline, metrics=metrics, decision_log=decision_log, facts=facts, sessions=ledger
     )
 
     @asynccontextmanager
@@ -218,6 +230,8 @@ def create_app(
             await decision_log.close()
         await pipeline.close()
         await facts.close()
+        if own_ledger:
+            await ledger.close()
 
     app = PolicyApp(
         title="ACGS policy engine",
@@ -229,6 +243,7 @@ def create_app(
     )
     app.policy = service
     app.state.policy = service
+    app.state.session_ledger = ledger
     app.observer = observer_for("policy", metrics.registry, observability)
     app.state.observer = app.observer
     app.include_router(routes.router)

@@ -19,6 +19,7 @@ from acgs.services.policy.settings import PolicySettings
 if TYPE_CHECKING:
     from acgs.audit.decision_log import DecisionLog
     from acgs.trust import TrustedFacts
+    from acgs.trust.sessions import SessionLedger
 
 
 @dataclass(slots=True)
@@ -34,6 +35,9 @@ class PolicyService:
     #: The ``trusted`` document of every evaluation (acgs.trust); None: requests are admitted
     #: without facts (their own ``trusted`` is still dropped).
     facts: TrustedFacts | None = None
+    #: Each session's tool decisions (acgs.trust.sessions): the history the tool decision
+    #: reads, and where it is recorded; None: the tool decision reads the request's history.
+    sessions: SessionLedger | None = None
 
     def provenance(self) -> dict[str, Any]:
         """OPA's ``provenance`` object (``?provenance=true``)."""

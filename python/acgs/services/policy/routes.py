@@ -15,6 +15,9 @@ Fail closed: an engine fault (timeout, trap, memory cap) on a ``.../decision`` e
 a deny decision (HTTP 200, the fault in ``warning`` and in the decision's reasons); on a
 ``.../allow`` path it gives ``false``; on any other value an OPA error (HTTP 500). With no
 bundle loaded the same answers carry HTTP 503. Never a 500 that carries an allow.
+
+The tool decision (``acgs/tools/decision``), however it is reached, is judged on the service's
+own record of the caller's session and recorded there before the answer (``sessions``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from acgs.services.policy.pipeline import (
     DECISION_META,
     MAIN_DECISION,
     BundleNotLoaded,
+    Decided,
     DecisionPipeline,
     Kind,
     Role,
@@ -65,6 +69,9 @@ from acgs.services.policy.pipeline import (
     outcome_of,
     walk,
 )
+from acgs.services.policy.sessions import SessionCall, decision_in, reaches_tools, session_id_of
+from acgs.trust import owner_of
+from acgs.trust.sessions import SessionHistoryUnavailable
 
 router = APIRouter()
 
@@ -138,11 +145,13 @@ def _input_of_body(raw_body: bytes) -> tuple[dict[str, Any], bool]:
 class _Answer:
     """One Data API answer being put together."""
 
-    __slots__ = ("cache_hit", "defined", "eval_ns", "exact", "outcome", "result", "status", "warning")
+    __slots__ = ("cache_hit", "defined", "eval_ns", "exact", "outcome", "result", "status", "value", "warning")
 
     def __init__(self) -> None:
         self.defined = False
         self.result: Any = None
+        #: An evaluated entrypoint's whole value (``result`` is the part the path names).
+        self.value: Any = None
         #: The result as the evaluator wrote it, when a double could change one of its numbers
         #: (``exact_result``): the reply carries this, the decision log the Python value.
         self.exact: orjson.Fragment | None = None
@@ -204,6 +213,7 @@ async def _evaluate_target(
         rows = orjson.loads(result_set)
         if rows:
             answer.defined, answer.result = True, rows[0]["result"]
+            answer.value = answer.result
             if target.rest:
                 answer.defined, answer.result = walk(answer.result, target.rest)
             else:
@@ -264,6 +274,43 @@ def _fail_closed(service: PolicyService, target: Target, fault: AcgsError, answe
         answer.status = 503
 
 
+def _session_call(service: PolicyService, scope: Scope, target: Target, value: Any) -> SessionCall | None:
+    """The session of an evaluation that reaches the tool decision; None for any other."""
+    ledger = service.sessions
+    if ledger is None or not reaches_tools(target):
+        return None
+    return SessionCall(ledger, owner_of(scope), session_id_of(value), value)
+
+
+async def _decide_in_session(
+    service: PolicyService,
+    call: SessionCall,
+    target: Target,
+    raw: bytes | None,
+    value: Any,
+    answer: _Answer,
+    trusted: bytes | None,
+    decision_id: str,
+    count_hits: bool = False,
+) -> None:
+    """``_evaluate_target`` for the tool decision: the service's record of the session goes
+    into the facts, and the decision into the record under ``decision_id``, before any answer.
+    A ledger that cannot be read or written fails closed."""
+    try:
+        trusted = await call.attach(trusted)
+    except SessionHistoryUnavailable as fault:
+        _fail_closed(service, target, fault, answer)
+        return
+    await _evaluate_target(service, target, raw, value, answer, count_hits, trusted)
+    decision = answer.value if target.kind is Kind.ENTRYPOINT else decision_in(target, answer.result)
+    try:
+        await call.record(decision_id, decision)
+    except SessionHistoryUnavailable as fault:
+        # Unrecorded, the call would be missing from the history later calls are judged on.
+        answer.exact, answer.outcome, answer.warning = None, None, None
+        _fail_closed(service, target, fault, answer)
+
+
 def _respond(
     service: PolicyService, answer: _Answer, flags: QueryFlags, started: int, endpoint: str, decision_id: str | None = None
 ) -> Reply:
@@ -291,14 +338,22 @@ def _respond(
 
 
 async def _respond_logged(
-    service: PolicyService, target: Target, path: str, raw: bytes | None, answer: _Answer, flags: QueryFlags, started: int
+    service: PolicyService,
+    target: Target,
+    path: str,
+    raw: bytes | None,
+    answer: _Answer,
+    flags: QueryFlags,
+    started: int,
+    decision_id: str | None = None,
 ) -> Reply:
     """``_respond`` for the Data API, with a decision log entry when an entrypoint was
-    evaluated on an input and decision logs are on."""
+    evaluated on an input and decision logs are on. ``decision_id``: the one already given
+    (the tool decision's, recorded in its session)."""
     dlog = service.decision_log
     if dlog is None or raw is None or target.kind is not Kind.ENTRYPOINT:
-        return _respond(service, answer, flags, started, "data")
-    decision_id = service.pipeline.next_decision_id()
+        return _respond(service, answer, flags, started, "data", decision_id)
+    decision_id = decision_id or service.pipeline.next_decision_id()
     reply = _respond(service, answer, flags, started, "data", decision_id)
     try:
         await dlog.offer(decision_id, path, raw, answer.result, answer.outcome)
@@ -319,10 +374,25 @@ async def _decide_flat(
     """The seed's call: a bare body on a decision entrypoint, answered flat."""
     assert target.entrypoint is not None
     facts = await _facts(service, scope, target)
-    try:
-        decided = await service.pipeline.decide(target.entrypoint, raw_body, body, facts[0] if facts else None)
-    except (ConstitutionalHashMismatch, InvalidInputError) as exc:
-        raise _rejected(exc) from None
+    trusted = facts[0] if facts else None
+    call = _session_call(service, scope, target, body)
+    decided: Decided | None = None
+    if call is not None:
+        try:
+            trusted = await call.attach(trusted)
+        except SessionHistoryUnavailable as fault:
+            decided = _flat_deny(service.pipeline, fault)
+    if decided is None:
+        try:
+            decided = await service.pipeline.decide(target.entrypoint, raw_body, body, trusted)
+        except (ConstitutionalHashMismatch, InvalidInputError) as exc:
+            raise _rejected(exc) from None
+        if call is not None:
+            decision_id = decided.decision["decision_id"]
+            try:
+                await call.record(decision_id, None if decided.fault is not None else decided.decision)
+            except SessionHistoryUnavailable as fault:
+                decided = _flat_deny(service.pipeline, fault, decision_id)
     note_decision(decided.decision["decision_id"])
     metrics = service.metrics
     metrics.durations["decision"].observe((time.perf_counter_ns() - started) / 1e9)
@@ -340,6 +410,17 @@ async def _decide_flat(
     if flags.provenance:
         decided.decision["provenance"] = service.provenance()
     return json_reply(decided.decision, decided.status, flags.pretty)
+
+
+def _flat_deny(pipeline: DecisionPipeline, fault: AcgsError, decision_id: str | None = None) -> Decided:
+    """The flat fail-closed deny of a decision that could not be made in its session."""
+    decision = pipeline.deny(fault)
+    decision["decision_id"] = decision_id or pipeline.next_decision_id()
+    decision["bundle_digest"] = pipeline.bundle_digest
+    decision["cache_hit"] = False
+    decision["fast_path"] = False
+    decision["evaluation_time_ms"] = 0.0
+    return Decided(200, decision, fault)
 
 
 # -- Data API --------------------------------------------------------------------------------
@@ -377,9 +458,30 @@ async def data_post(service: PolicyService, scope: Scope, receive: Receive, path
                 service.pipeline.check_hash(body)
             except (ConstitutionalHashMismatch, InvalidInputError) as exc:
                 raise _rejected(exc) from None
+    return await _answer_data(service, scope, target, path, raw, value, answer, flags, started)
+
+
+async def _answer_data(
+    service: PolicyService,
+    scope: Scope,
+    target: Target,
+    path: str,
+    raw: bytes | None,
+    value: Any,
+    answer: _Answer,
+    flags: QueryFlags,
+    started: int,
+) -> Reply:
+    """Evaluates a Data API request (POST or GET) and answers it."""
     facts = await _facts(service, scope, target)
-    await _evaluate_target(service, target, raw, value, answer, flags.metrics, facts[0] if facts else None)
-    return await _respond_logged(service, target, path, raw, answer, flags, started)
+    trusted = facts[0] if facts else None
+    call = _session_call(service, scope, target, value)
+    if call is None:
+        await _evaluate_target(service, target, raw, value, answer, flags.metrics, trusted)
+        return await _respond_logged(service, target, path, raw, answer, flags, started)
+    decision_id = service.pipeline.next_decision_id()
+    await _decide_in_session(service, call, target, raw, value, answer, trusted, decision_id, flags.metrics)
+    return await _respond_logged(service, target, path, raw, answer, flags, started, decision_id)
 
 
 @router.post("/v1/data", include_in_schema=False)
@@ -407,10 +509,7 @@ async def data_get(service: PolicyService, scope: Scope, receive: Receive, path:
         text = flags.input.encode()
         value = _loads(text, "the input parameter")
         raw = _exact(text, what="the input parameter")
-    answer = _Answer()
-    facts = await _facts(service, scope, target)
-    await _evaluate_target(service, target, raw, value, answer, flags.metrics, facts[0] if facts else None)
-    return await _respond_logged(service, target, path, raw, answer, flags, started)
+    return await _answer_data(service, scope, target, path, raw, value, _Answer(), flags, started)
 
 
 @router.get("/v1/data", include_in_schema=False)
@@ -442,7 +541,13 @@ async def default_post(service: PolicyService, scope: Scope, receive: Receive) -
     answer = _Answer()
     if target.kind is Kind.ENTRYPOINT or not service.pipeline.loaded:
         facts = await _facts(service, scope, target)
-        await _evaluate_target(service, target, raw, value, answer, trusted=facts[0] if facts else None)
+        trusted = facts[0] if facts else None
+        call = _session_call(service, scope, target, value)
+        if call is None:
+            await _evaluate_target(service, target, raw, value, answer, trusted=trusted)
+        else:
+            decision_id = service.pipeline.next_decision_id()
+            await _decide_in_session(service, call, target, raw, value, answer, trusted, decision_id)
     service.metrics.durations["default"].observe((time.perf_counter_ns() - started) / 1e9)
     if answer.outcome is not None:
         service.metrics.outcomes[answer.outcome] += 1
@@ -532,7 +637,27 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
     logged: list[tuple[str, bytes, Any, str | None]] | None = [] if service.decision_log is not None else None
     # Each input of a batch is one decision for the caller's counters.
     facts = await _facts(service, scope, target, len(runnable)) if runnable else None
-    if target.kind is Kind.ENTRYPOINT and target.entrypoint is not None and runnable:
+    if runnable and service.sessions is not None and reaches_tools(target):
+        # One input after the other: each is judged on a history holding the ones before it.
+        for n, i in enumerate(runnable):
+            answer = _Answer()
+            call = _session_call(service, scope, target, values[i])
+            assert call is not None
+            decision_id = pipeline.next_decision_id()
+            try:
+                await _decide_in_session(
+                    service, call, target, raws[i], values[i], answer, facts[n] if facts else None, decision_id
+                )
+            except ServiceError as err:
+                entries[i] = _item_error(err)
+                failed = True
+                continue
+            if answer.outcome is not None:
+                service.metrics.outcomes[answer.outcome] += 1
+            entries[i] = _entry(pipeline, answer, decision_id)
+            if logged is not None and target.kind is Kind.ENTRYPOINT:
+                logged.append((decision_id, raws[i], answer.result, answer.outcome))
+    elif target.kind is Kind.ENTRYPOINT and target.entrypoint is not None and runnable:
         results = await pipeline.evaluate_batch(target.entrypoint, [raws[i] for i in runnable], facts)
         for i, result in zip(runnable, results, strict=True):
             answer = _Answer()
@@ -588,8 +713,8 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
     return json_reply(out, 207 if failed else 200, flags.pretty)
 
 
-def _entry(pipeline: DecisionPipeline, answer: _Answer) -> dict[str, Any]:
-    entry: dict[str, Any] = {"decision_id": pipeline.next_decision_id()}
+def _entry(pipeline: DecisionPipeline, answer: _Answer, decision_id: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"decision_id": decision_id or pipeline.next_decision_id()}
     if answer.defined:
         entry["result"] = answer.result if answer.exact is None else answer.exact
     if answer.warning is not None:

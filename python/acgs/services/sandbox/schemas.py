@@ -42,6 +42,11 @@ class ExecuteRequest(BaseModel):
     decision_id: str | None = None
     #: The constitution the caller expects; the loaded one's when absent.
     constitutional_hash: str | None = None
+    #: A claim by the caller: the guard's tool decision (``acgs/tools/decision``) this run
+    #: carries out (``acgs.guard.code``). Recorded with the execution and in its audit event
+    #: (``claimed_tool_decision_id``) to link the two trails; never part of the constitution's
+    #: input, so it changes nothing the sandbox decides.
+    tool_decision_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 
     @model_validator(mode="after")
     def _code_or_command(self) -> ExecuteRequest:
@@ -109,6 +114,8 @@ class Execution(BaseModel):
     limits_hit: list[str] = Field(default_factory=list)
     runtime: str | None = None
     decision_id: str
+    #: The caller's claimed tool decision id, as sent (``ExecuteRequest.tool_decision_id``).
+    tool_decision_id: str | None = None
     agent_id: str
     language: str
     #: The limits the run got (the constitution's effective limits).

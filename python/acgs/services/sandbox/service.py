@@ -258,6 +258,7 @@ class SandboxService:
             "limits_hit": [],
             "runtime": None,
             "decision_id": decision_id,
+            "tool_decision_id": req.tool_decision_id,
             "agent_id": req.agent_id,
             "language": req.language,
             "limits": admission.limits,
@@ -401,6 +402,9 @@ class SandboxService:
             reasons=record.get("reasons"),
             error=record.get("error"),
         )
+        if record.get("tool_decision_id") is not None:
+            # The caller's claim, named as one: it links trails, it proves nothing.
+            meta["claimed_tool_decision_id"] = record["tool_decision_id"]
         event: AuditEvent = {
             "event_type": EVENT_TYPE,
             "agent_id": record["agent_id"],
