@@ -1,7 +1,8 @@
 """The package installs and works outside the repository: `pip install .` in a fresh virtualenv,
 and the release wheel from `make wheel` in another: tagged manylinux_2_28 or broader (as
-`auditwheel show` reads it), carrying the sandbox's launcher, so the installed sandbox has its
-warm pool."""
+`auditwheel show` reads it), running docs/agents.md's quickstart as written and every example
+of examples/ (the adapters' extras installed from the wheel), carrying the sandbox's launcher,
+so the installed sandbox has its warm pool."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.test_examples import EXAMPLES, run_example, unmet_need
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +117,45 @@ def sandbox_problem() -> str | None:
     return None
 
 
+#: The adapters' extras, installed from the wheel for the examples.
+EXTRAS = "langgraph,openai-agents,mcp,pydantic-ai"
+
+
+def docs_quickstart() -> str:
+    """docs/agents.md's quickstart: its first ```python block (as tests/test_docs_agents.py reads it)."""
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "agents.md").read_text(), flags=re.S)[0]
+
+
+def check_quickstarts(python: Path, tmp_path: Path) -> None:
+    """docs/agents.md's quickstart as written, then examples/quickstart.py, each a file in a
+    directory outside the repository, run by the installed package alone (no extras)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "agent.py").write_text(docs_quickstart())
+    out = run([str(python), "agent.py"], cwd=elsewhere)
+    lines = out.strip().splitlines()
+    assert lines[0] == "contents of /workspace/notes.txt", out
+    assert "argument path /etc/passwd" in lines[1] and re.search(r" [0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", lines[1]), out
+    shutil.copy(ROOT / "examples" / "quickstart.py", elsewhere / "quickstart.py")
+    out = run([str(python), "quickstart.py"], cwd=elsewhere)
+    assert out.startswith("read_file: contents of /workspace/notes.txt\nhttp_get denied: argument url"), out
+
+
+def check_examples(python: Path, wheel: Path, tmp_path: Path) -> None:
+    """Every example of examples/ (copied out of the repository) with the adapters' extras
+    installed from the wheel; an example whose needs the machine lacks is left out, as
+    tests/test_examples.py skips it."""
+    run([str(python), "-m", "pip", "install", "-q", f"{wheel}[{EXTRAS}]"], cwd=tmp_path)
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", examples, ignore=shutil.ignore_patterns("__pycache__"))
+    ran = []
+    for example in EXAMPLES:
+        if unmet_need(example) is None:
+            run_example(python, examples / example.name, tmp_path)
+            ran.append(example.name)
+    assert {"quickstart.py", "langgraph_agent.py", "mcp_proxy.py", "approval.py"} <= set(ran), ran
+
+
 def test_release_wheel_in_another_fresh_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     run(["make", "--no-print-directory", "wheel", f"WHEEL_DIR={dist}", f"PY={sys.executable}"], cwd=ROOT)
@@ -136,6 +178,8 @@ def test_release_wheel_in_another_fresh_venv(tmp_path: Path) -> None:
     python = fresh_venv(tmp_path / "venv")
     run([str(python), "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path)
     check_install(python, tmp_path)
+    check_quickstarts(python, tmp_path)
+    check_examples(python, wheel, tmp_path)
 
     problem = sandbox_problem()
     if problem:
