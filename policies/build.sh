@@ -24,7 +24,7 @@ service_fixture_dir="$(cd "$service_fixture_dir" && pwd)"
 
 # with_plan OUT ARGS...: `opa build -t wasm ARGS -o OUT`, then `opa build -t plan` with the same
 # ARGS, and OUT gains the plan as /plan.json beside /policy.wasm (the plan is what ACGS's native
-# evaluator compiles). The archive is rewritten with fixed metadata, so builds stay reproducible.
+# evaluator compiles), by python/acgs/bundle_plan.py, which `acgs bundle build` uses too.
 with_plan() {
 	local out="$1"
 	shift
@@ -32,28 +32,7 @@ with_plan() {
 	plan_tmp="$(mktemp "${TMPDIR:-/tmp}/acgs-plan.XXXXXX")"
 	"$OPA" build -t wasm "$@" -o "$out"
 	"$OPA" build -t plan "$@" -o "$plan_tmp"
-	python3 - "$out" "$plan_tmp" <<'PY'
-import gzip, io, sys, tarfile
-
-out, plan = sys.argv[1], sys.argv[2]
-with tarfile.open(plan, "r:gz") as t:
-    member = next(m for m in t.getmembers() if m.name.lstrip("/") == "plan.json")
-    plan_json = t.extractfile(member).read()
-members = []
-with tarfile.open(out, "r:gz") as t:
-    for m in t.getmembers():
-        if m.isfile() and m.name.lstrip("/") != "plan.json":
-            members.append((m.name, t.extractfile(m).read()))
-members.append(("/plan.json", plan_json))
-raw = io.BytesIO()
-with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
-    for name, content in members:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(content), 0o600, 0
-        t.addfile(info, io.BytesIO(content))
-with open(out, "wb") as f:
-    f.write(gzip.compress(raw.getvalue(), mtime=0))
-PY
+	python3 "$root/python/acgs/bundle_plan.py" "$out" "$plan_tmp"
 	rm -f "$plan_tmp"
 }
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from acgs import SEED_REQUEST, Engine, __version__, default_bundle_path
+from acgs.bundle_plan import PlanMissing, add_plan
 from acgs.config import CONFIG_ENV, AcgsConfig, ConfigError, load_config, template
 from acgs.errors import AcgsError
 
@@ -218,35 +216,17 @@ def find_opa(explicit: str | None = None) -> str:
     raise click.UsageError("OPA CLI not found: install it (`make opa`) or pass --opa / set $OPA")
 
 
+def _add_plan(bundle: Path, plan_bundle: Path) -> None:
+    try:
+        add_plan(bundle, plan_bundle)
+    except PlanMissing as exc:
+        raise click.ClickException(f"opa build -t plan wrote no /plan.json ({exc})") from None
+
+
 def _run_step(argv: list[str], cwd: Path | None = None) -> None:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise click.ClickException(f"{' '.join(argv[:2])} failed:\n{(done.stderr or done.stdout).strip()}")
-
-
-def _add_plan(bundle: Path, plan_bundle: Path) -> None:
-    """Rewrites the Wasm bundle with /plan.json from the plan bundle (fixed metadata, so the
-    same sources give the same archive)."""
-    with tarfile.open(plan_bundle, "r:gz") as t:
-        member = next((m for m in t.getmembers() if m.name.lstrip("/") == "plan.json"), None)
-        extracted = t.extractfile(member) if member is not None else None
-        if extracted is None:
-            raise click.ClickException("opa build -t plan wrote no /plan.json")
-        plan_json = extracted.read()
-    members: list[tuple[str, bytes]] = []
-    with tarfile.open(bundle, "r:gz") as t:
-        for m in t.getmembers():
-            f = t.extractfile(m) if m.isfile() and m.name.lstrip("/") != "plan.json" else None
-            if f is not None:
-                members.append((m.name, f.read()))
-    members.append(("/plan.json", plan_json))
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(content), 0o600, 0
-            t.addfile(info, io.BytesIO(content))
-    bundle.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
 
 
 @bundle.command("build")

@@ -1,5 +1,6 @@
 //! OPA bundles as `opa build -t wasm` writes them: `/.manifest`, `/policy.wasm`, `data.json`
-//! files (possibly nested), and the Rego sources, in a `.tar.gz`, a directory, or bytes.
+//! files (possibly nested), and the Rego sources, in a `.tar.gz`, a directory, or bytes. Bundles
+//! ACGS builds also carry OPA's plan of the same entrypoints (`/plan.json`, `opa build -t plan`).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -46,6 +47,8 @@ pub struct Bundle {
     pub digest: String,
     /// SHA-256 (hex) of each Rego module the bundle carries, sorted.
     pub rego_digests: Vec<String>,
+    /// `/plan.json` as the bundle carries it (unparsed), when it does.
+    plan: Option<Vec<u8>>,
 }
 
 impl Bundle {
@@ -137,12 +140,18 @@ impl Bundle {
             .collect();
         rego_digests.sort();
         Ok(Bundle {
+            plan: files.get("plan.json").cloned(),
             digest: digest_files(&files),
             rego_digests,
             manifest,
             wasm,
             data,
         })
+    }
+
+    /// OPA's plan of the bundle's entrypoints (`/plan.json`), when the bundle carries one.
+    pub fn plan_json(&self) -> Option<&[u8]> {
+        self.plan.as_deref()
     }
 
     /// The entrypoints the manifest declares, in order.
@@ -376,6 +385,19 @@ mod tests {
         ]))
         .unwrap();
         assert_ne!(b.digest, other.digest);
+    }
+
+    #[test]
+    fn carries_the_plan_when_there_is_one() {
+        let plain = Bundle::from_files(files(&[("policy.wasm", WASM_MAGIC)])).unwrap();
+        assert_eq!(plain.plan_json(), None);
+        let planned = Bundle::from_files(files(&[
+            ("policy.wasm", WASM_MAGIC),
+            ("plan.json", br#"{"plans":{"plans":[]}}"#),
+        ]))
+        .unwrap();
+        assert_eq!(planned.plan_json(), Some(&br#"{"plans":{"plans":[]}}"#[..]));
+        assert_ne!(plain.digest, planned.digest);
     }
 
     #[test]

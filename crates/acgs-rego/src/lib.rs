@@ -3,6 +3,7 @@
 //! Pure Rust with no Wasm or Python dependency, so it builds and tests quickly on its own.
 
 pub mod builtins;
+pub mod decimal;
 pub mod value;
 
 pub use value::{Number, Value};

@@ -19,8 +19,6 @@
 //! requests with another or a non-string constitutional hash, non-object inputs) it leaves to
 //! the Wasm by answering `None`.
 
-mod number;
-
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
@@ -30,7 +28,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value as Data;
 
 use crate::canon::Json;
-pub use number::Dec;
+pub use acgs_rego::decimal::Dec;
 
 /// SHA-256 of `policies/acgs/main.rego` as `opa build` writes it into the bundle (formatted,
 /// without comments): the rules this module implements.

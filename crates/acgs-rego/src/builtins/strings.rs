@@ -1,9 +1,10 @@
-//! Host builtins: sprintf, strings.*, indexof_n, regex.*, glob.quote_meta, units.*, semver.*,
-//! cast_*, numbers.range_step, object.subset, graph.reachable_paths, uuid.*, rand.intn.
+//! Host builtins: sprintf, strings.*, indexof_n, regex.*, glob.match, glob.quote_meta, units.*,
+//! semver.*, cast_*, numbers.range_step, object.subset, graph.reachable_paths, uuid.*, rand.intn.
 
 use super::{BuiltinError, BuiltinFn, BuiltinResult};
 use crate::value::Value;
 
+mod glob;
 mod gofmt;
 mod goregex;
 mod patterns;
@@ -22,6 +23,8 @@ pub(super) fn lookup(name: &str) -> Option<BuiltinFn> {
         "indexof_n" => text::indexof_n,
         "strings.render_template" => template::render_template,
         "glob.quote_meta" => text::glob_quote_meta,
+        "regex.match" => patterns::is_match,
+        "glob.match" => glob::glob_match,
         "regex.find_n" => patterns::find_n,
         "regex.split" => patterns::split,
         "regex.replace" => patterns::replace,

@@ -1,4 +1,4 @@
-//! regex.find_n, regex.split, regex.replace, regex.template_match and regex.globs_match.
+//! regex.match, regex.find_n, regex.split, regex.replace, regex.template_match and regex.globs_match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,7 +13,7 @@ use crate::value::Value;
 /// Policies call the same few patterns over and over; like OPA, keep up to 100 compiled.
 const CACHE_LIMIT: usize = 100;
 
-fn cached(pattern: &str) -> Result<Arc<Regex>, BuiltinError> {
+pub(super) fn cached(pattern: &str) -> Result<Arc<Regex>, BuiltinError> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(re) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
@@ -31,6 +31,12 @@ fn cached(pattern: &str) -> Result<Arc<Regex>, BuiltinError> {
 
 fn strings(items: impl Iterator<Item = String>) -> Value {
     Value::Array(items.map(Value::String).collect())
+}
+
+pub(super) fn is_match(args: &[Value], _: &Context) -> BuiltinResult {
+    let pattern = str_operand(args, 1)?;
+    let s = str_operand(args, 2)?;
+    ok(Value::Bool(cached(pattern)?.is_match(s)))
 }
 
 pub(super) fn find_n(args: &[Value], _: &Context) -> BuiltinResult {

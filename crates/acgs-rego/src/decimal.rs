@@ -1,9 +1,14 @@
 //! Decimal numbers with the arithmetic OPA's Wasm runtime uses for Rego numbers: exact sums,
 //! differences and products, quotients rounded to 18 significant digits (half up), `round` to
 //! an integer half away from zero, and exact comparisons. Anything that would not fit the
-//! fixed-width representation is `None`, which sends the request back to the Wasm evaluator.
+//! fixed-width representation is `None`: the caller then falls back (the constitution's native
+//! evaluator to the Wasm, the plan evaluator to exact literal comparison).
 
 use std::cmp::Ordering;
+
+use num_bigint::{BigInt, Sign};
+use num_integer::Integer;
+use num_traits::{Signed, Zero};
 
 /// Coefficients stay below 10^36, so a coefficient times ten still fits an `i128`.
 const MAX_COEF: i128 = 1_000_000_000_000_000_000_000_000_000_000_000_000;
@@ -216,6 +221,44 @@ impl Dec {
         Dec::new(q, 0)
     }
 
+    /// `coef * 10^exp`, when it is in range (normalised on the way in).
+    pub fn from_parts(coef: i128, exp: i32) -> Option<Dec> {
+        Dec::new(coef, exp)
+    }
+
+    /// The normalised coefficient and exponent.
+    pub fn parts(self) -> (i128, i32) {
+        (self.coef, self.exp)
+    }
+
+    /// Whether the value is an integer.
+    pub fn is_integer(self) -> bool {
+        self.exp >= 0
+    }
+
+    /// JSON text for the value: plain decimal notation while it stays short, else
+    /// `<coefficient>e<exponent>`. Equal values give equal text.
+    pub fn to_text(self) -> String {
+        let digits = self.coef.unsigned_abs().to_string();
+        let sign = if self.coef < 0 { "-" } else { "" };
+        let len = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+        if self.exp >= 0 && len.saturating_add(self.exp) <= 21 {
+            let zeros = "0".repeat(usize::try_from(self.exp).unwrap_or(0));
+            return format!("{sign}{digits}{zeros}");
+        }
+        if self.exp < 0 && self.exp >= -(len + 6) {
+            let point = len + self.exp;
+            return if point > 0 {
+                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
+                format!("{sign}{int}.{frac}")
+            } else {
+                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+                format!("{sign}0.{zeros}{digits}")
+            };
+        }
+        format!("{sign}{digits}e{}", self.exp)
+    }
+
     /// The integer value, when this is an integer that fits.
     pub fn as_i64(self) -> Option<i64> {
         if self.exp < 0 {
@@ -256,6 +299,219 @@ impl Dec {
         let end = used.iter().rposition(|&d| d != b'0')? + 1;
         out.push_str(std::str::from_utf8(used.get(..end)?).ok()?);
         Some(out)
+    }
+}
+
+/// A decimal of any size: `coef * 10^exp` with no trailing zeros in `coef` (zero is `0 * 10^0`).
+/// The exact arithmetic of OPA's Wasm runtime (libmpdec at its maximum precision) where [`Dec`]
+/// has no room: sums, differences and products exact, quotients to 18 significant digits (half
+/// up), `round` half away from zero. Aligning exponents further apart than [`MAX_ALIGN`] digits
+/// is refused (`None`), so a hostile `1e999999999` cannot exhaust memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BigDec {
+    coef: BigInt,
+    exp: i64,
+}
+
+/// Digits an operation may add to align two exponents.
+pub const MAX_ALIGN: i64 = 10_000;
+
+fn big_pow10(n: i64) -> Option<BigInt> {
+    let n = u32::try_from(n).ok()?;
+    Some(BigInt::from(10u8).pow(n))
+}
+
+fn big_digits(x: &BigInt) -> i64 {
+    if x.is_zero() {
+        return 1;
+    }
+    i64::try_from(x.magnitude().to_str_radix(10).len()).unwrap_or(i64::MAX)
+}
+
+impl BigDec {
+    fn new(coef: BigInt, exp: i64) -> BigDec {
+        if coef.is_zero() {
+            return BigDec { coef, exp: 0 };
+        }
+        let text = coef.magnitude().to_str_radix(10);
+        let trimmed = text.trim_end_matches('0');
+        let zeros = text.len() - trimmed.len();
+        if zeros == 0 {
+            return BigDec { coef, exp };
+        }
+        let mag = BigInt::parse_bytes(trimmed.as_bytes(), 10).unwrap_or_default();
+        let coef = if coef.sign() == Sign::Minus {
+            -mag
+        } else {
+            mag
+        };
+        BigDec {
+            coef,
+            exp: exp.saturating_add(i64::try_from(zeros).unwrap_or(0)),
+        }
+    }
+
+    /// A JSON number literal's text, exactly.
+    pub fn parse(text: &str) -> Option<BigDec> {
+        let lit = Literal::parse(text)?;
+        if lit.is_zero() {
+            return Some(BigDec::new(BigInt::zero(), 0));
+        }
+        let digits: Vec<u8> = lit.digits().copied().collect();
+        let mag = BigInt::parse_bytes(&digits, 10)?;
+        let n = i64::try_from(digits.len()).ok()?;
+        // lit's value is 0.DIGITS * 10^exp.
+        let exp = lit.exp.checked_sub(n)?;
+        Some(BigDec::new(if lit.neg { -mag } else { mag }, exp))
+    }
+
+    pub fn from_dec(d: Dec) -> BigDec {
+        BigDec::new(BigInt::from(d.coef), i64::from(d.exp))
+    }
+
+    /// The same value as a [`Dec`], when it fits one.
+    pub fn to_dec(&self) -> Option<Dec> {
+        let coef = i128::try_from(&self.coef).ok()?;
+        Dec::new(coef, i32::try_from(self.exp).ok()?)
+    }
+
+    fn aligned(&self, o: &BigDec) -> Option<(BigInt, BigInt, i64)> {
+        let e = self.exp.min(o.exp);
+        let (da, db) = (self.exp.checked_sub(e)?, o.exp.checked_sub(e)?);
+        if da > MAX_ALIGN || db > MAX_ALIGN {
+            return None;
+        }
+        Some((&self.coef * big_pow10(da)?, &o.coef * big_pow10(db)?, e))
+    }
+
+    pub fn plus(&self, o: &BigDec) -> Option<BigDec> {
+        if o.coef.is_zero() {
+            return Some(self.clone());
+        }
+        if self.coef.is_zero() {
+            return Some(o.clone());
+        }
+        let (a, b, e) = self.aligned(o)?;
+        Some(BigDec::new(a + b, e))
+    }
+
+    pub fn minus(&self, o: &BigDec) -> Option<BigDec> {
+        self.plus(&BigDec {
+            coef: -o.coef.clone(),
+            exp: o.exp,
+        })
+    }
+
+    pub fn times(&self, o: &BigDec) -> Option<BigDec> {
+        Some(BigDec::new(
+            &self.coef * &o.coef,
+            self.exp.checked_add(o.exp)?,
+        ))
+    }
+
+    /// `self / o` to 18 significant digits, half up; `None` for division by zero.
+    pub fn quotient(&self, o: &BigDec) -> Option<BigDec> {
+        if o.coef.is_zero() {
+            return None;
+        }
+        if self.coef.is_zero() {
+            return Some(BigDec::new(BigInt::zero(), 0));
+        }
+        let neg = (self.coef.sign() == Sign::Minus) != (o.coef.sign() == Sign::Minus);
+        let (a, b) = (self.coef.abs(), o.coef.abs());
+        // Scale the dividend so the quotient has at least one digit more than kept.
+        let shift = (i64::from(DIV_DIGITS) + 1 + big_digits(&b) - big_digits(&a)).max(0);
+        if shift > MAX_ALIGN {
+            return None;
+        }
+        let q = (a * big_pow10(shift)?) / b;
+        let mut exp = self.exp.checked_sub(o.exp)?.checked_sub(shift)?;
+        let extra = big_digits(&q) - i64::from(DIV_DIGITS);
+        let q = if extra > 0 {
+            let unit = big_pow10(extra)?;
+            let (kept, dropped) = q.div_rem(&unit);
+            exp = exp.checked_add(extra)?;
+            if dropped * 2 >= unit {
+                kept + 1
+            } else {
+                kept
+            }
+        } else {
+            q
+        };
+        Some(BigDec::new(if neg { -q } else { q }, exp))
+    }
+
+    /// To an integer, half away from zero.
+    pub fn round(&self) -> Option<BigDec> {
+        if self.exp >= 0 {
+            return Some(self.clone());
+        }
+        if -self.exp > big_digits(&self.coef) + 1 {
+            return Some(BigDec::new(BigInt::zero(), 0));
+        }
+        let unit = big_pow10(-self.exp)?;
+        let (kept, dropped) = self.coef.div_rem(&unit);
+        let away = dropped.abs() * 2 >= unit;
+        let q = match (away, self.coef.sign() == Sign::Minus) {
+            (true, false) => kept + 1,
+            (true, true) => kept - 1,
+            _ => kept,
+        };
+        Some(BigDec::new(q, 0))
+    }
+
+    pub fn is_integer(&self) -> bool {
+        self.exp >= 0
+    }
+
+    pub fn compare(&self, o: &BigDec) -> Ordering {
+        let (sa, sb) = (self.coef.sign(), o.coef.sign());
+        if sa != sb {
+            return sa.cmp(&sb);
+        }
+        if sa == Sign::NoSign {
+            return Ordering::Equal;
+        }
+        // Same sign: the adjusted exponent (of the leading digit) decides, then the digits.
+        let adj_a = self.exp.saturating_add(big_digits(&self.coef));
+        let adj_b = o.exp.saturating_add(big_digits(&o.coef));
+        let mag = adj_a.cmp(&adj_b).then_with(|| {
+            let a = self.coef.magnitude().to_str_radix(10);
+            let b = o.coef.magnitude().to_str_radix(10);
+            a.cmp(&b)
+        });
+        if sa == Sign::Minus {
+            mag.reverse()
+        } else {
+            mag
+        }
+    }
+
+    /// JSON text, as [`Dec::to_text`] writes it.
+    pub fn to_text(&self) -> String {
+        let digits = self.coef.magnitude().to_str_radix(10);
+        let sign = if self.coef.sign() == Sign::Minus {
+            "-"
+        } else {
+            ""
+        };
+        let len = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+        if self.exp >= 0 && len.saturating_add(self.exp) <= 21 {
+            let zeros = "0".repeat(usize::try_from(self.exp).unwrap_or(0));
+            return format!("{sign}{digits}{zeros}");
+        }
+        if self.exp < 0 && self.exp >= -(len + 6) {
+            let point = len + self.exp;
+            return if point > 0 {
+                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
+                format!("{sign}{int}.{frac}")
+            } else {
+                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+                format!("{sign}0.{zeros}{digits}")
+            };
+        }
+        format!("{sign}{digits}e{}", self.exp)
     }
 }
 
@@ -431,6 +687,57 @@ mod tests {
         assert_eq!(d("1e400").lt(d("2e400")), Some(true));
         assert_eq!(d("-1").lt(d("0")), Some(true));
         assert_eq!(d("0.1").plus(d("0.2")), Some(d("0.3")));
+    }
+
+    #[test]
+    fn writes_text_that_parses_back() {
+        for (v, text) in [
+            ("0", "0"),
+            ("-12.50", "-12.5"),
+            ("1e3", "1000"),
+            ("0.001", "0.001"),
+            ("1e-9", "1e-9"),
+            ("1.5e-6", "0.0000015"),
+            ("1e30", "1e30"),
+            ("-1.5e-30", "-15e-31"),
+        ] {
+            assert_eq!(d(v).to_text(), text, "{v}");
+            assert_eq!(d(&d(v).to_text()), d(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn big_decimals_are_exact() {
+        let b = |t: &str| BigDec::parse(t).unwrap();
+        let x = b("0.065229996060497810000000000000000000001");
+        assert_eq!(x.plus(&b("0")).unwrap(), x);
+        assert_eq!(
+            x.times(&b("10")).unwrap(),
+            b("0.65229996060497810000000000000000000001")
+        );
+        assert_eq!(b("2").quotient(&b("3")).unwrap(), b("0.666666666666666667"));
+        assert_eq!(
+            b("123456789012345678901").quotient(&b("1")).unwrap(),
+            b("1.23456789012345679e20")
+        );
+        assert_eq!(b("-2.5").round().unwrap(), b("-3"));
+        assert_eq!(b("1e-400").round().unwrap(), b("0"));
+        assert_eq!(b("1e400").compare(&b("2e399")), Ordering::Greater);
+        assert_eq!(b("-1e400").compare(&b("-2e399")), Ordering::Less);
+        assert_eq!(b("1e99999").plus(&b("1")), None);
+        assert_eq!(b("1.50").to_text(), "1.5");
+        assert_eq!(BigDec::from_dec(d("2.5")).to_dec(), Some(d("2.5")));
+        for (x, y) in [
+            ("1", "7"),
+            ("960", "10000"),
+            ("1234567890123456785", "10000000000000000000"),
+        ] {
+            assert_eq!(
+                b(x).quotient(&b(y)).unwrap().to_dec(),
+                d(x).quotient(d(y)),
+                "{x}/{y}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,591 @@
+//! The plan interpreter, with the semantics of OPA's Wasm target: a failing statement ends its
+//! block, `Break n` leaves n+1 blocks, rule values are memoised per evaluation (a fresh memo
+//! per `With`), and only conflicts are errors. A step budget and a call-depth cap stop a
+//! looping or exploding plan with an error, never a hang or a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::builtins::{Ctx, Fault, Impl};
+use crate::program::{Block, Op, Program, Stmt};
+use crate::value::Val;
+use crate::{EvalError, Limits};
+
+type Frame = Vec<Option<Val>>;
+
+/// What a statement tells the block that runs it.
+enum Flow {
+    Next,
+    /// End the current block (a failed condition, or `Break 0`).
+    Fail,
+    /// Leave this many blocks beyond the current one.
+    Break(u32),
+    /// `ReturnLocal`: the function is done.
+    Return,
+}
+
+/// How a block ended.
+enum End {
+    /// Ran every statement.
+    Done,
+    /// Stopped early (failed or broke out of itself only).
+    Stopped,
+    Break(u32),
+    Return,
+}
+
+pub(crate) struct Eval<'p> {
+    prog: &'p Program,
+    limits: Limits,
+    deadline: Option<Instant>,
+    steps: u64,
+    depth: u32,
+    /// One memo per `With` level: function index to its value.
+    memo: Vec<Vec<Option<Val>>>,
+    results: BTreeSet<Val>,
+    /// The local the last `ReturnLocal` named.
+    returned: Option<u32>,
+    /// Frames of returned calls, for reuse.
+    pool: Vec<Frame>,
+    pub(crate) ctx: Ctx,
+}
+
+impl<'p> Eval<'p> {
+    pub(crate) fn new(prog: &'p Program, limits: Limits) -> Eval<'p> {
+        Eval {
+            prog,
+            limits,
+            deadline: limits.timeout.and_then(|t| Instant::now().checked_add(t)),
+            steps: 0,
+            depth: 0,
+            memo: vec![vec![None; prog.funcs.len()]],
+            results: BTreeSet::new(),
+            returned: None,
+            pool: Vec::new(),
+            ctx: Ctx::now(),
+        }
+    }
+
+    /// Runs plan `index` on `input` (undefined when `None`) and `data`; returns its result set.
+    pub(crate) fn run_plan(
+        mut self,
+        index: usize,
+        input: Option<Val>,
+        data: Val,
+    ) -> Result<BTreeSet<Val>, EvalError> {
+        let prog = self.prog;
+        let (_, entry) = prog
+            .plans
+            .get(index)
+            .ok_or_else(|| EvalError::Internal(format!("no plan {index}")))?;
+        let mut frame: Frame = vec![None; entry.frame.max(2)];
+        set(&mut frame, 0, input)?;
+        set(&mut frame, 1, Some(data))?;
+        self.blocks(&entry.blocks, &mut frame)?;
+        Ok(self.results)
+    }
+
+    fn blocks(&mut self, blocks: &[Block], frame: &mut Frame) -> Result<Flow, EvalError> {
+        for b in blocks {
+            match self.block(b, frame)? {
+                End::Done | End::Stopped => {}
+                End::Break(n) => return Ok(Flow::Break(n)),
+                End::Return => return Ok(Flow::Return),
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    fn block(&mut self, block: &Block, frame: &mut Frame) -> Result<End, EvalError> {
+        for s in &block.stmts {
+            self.step()?;
+            match self.stmt(s, frame)? {
+                Flow::Next => {}
+                Flow::Fail | Flow::Break(0) => return Ok(End::Stopped),
+                Flow::Break(n) => return Ok(End::Break(n - 1)),
+                Flow::Return => return Ok(End::Return),
+            }
+        }
+        Ok(End::Done)
+    }
+
+    /// A body run as one level (Scan iteration, Not, With): whether it reached its end.
+    fn body(&mut self, block: &Block, frame: &mut Frame) -> Result<Option<bool>, EvalError> {
+        Ok(match self.block(block, frame)? {
+            End::Done => Some(true),
+            End::Stopped | End::Break(_) => Some(false),
+            End::Return => None,
+        })
+    }
+
+    /// Calls function `f` with `args` read from the caller's `frame`.
+    fn call(&mut self, f: usize, frame: &Frame, args: &[Op]) -> Result<Option<Val>, EvalError> {
+        let prog = self.prog;
+        let func = prog
+            .funcs
+            .get(f)
+            .ok_or_else(|| EvalError::Internal(format!("no function {f}")))?;
+        if func.memo {
+            if let Some(v) = self
+                .memo
+                .last()
+                .and_then(|m| m.get(f))
+                .and_then(Option::as_ref)
+            {
+                return Ok(Some(v.clone()));
+            }
+        }
+        if self.depth >= self.limits.max_depth {
+            return Err(EvalError::CallDepth(self.limits.max_depth));
+        }
+        // Frames are reused: most evaluations make a few hundred calls.
+        let mut callee = self.pool.pop().unwrap_or_default();
+        callee.resize(func.frame, None);
+        for (&p, a) in func.params.iter().zip(args) {
+            set(&mut callee, p, read(frame, a))?;
+        }
+        self.depth += 1;
+        self.returned = None;
+        let r = self.blocks(&func.blocks, &mut callee);
+        self.depth -= 1;
+        let ret = self.returned.take().unwrap_or(func.ret);
+        let out = callee.get_mut(ret as usize).and_then(Option::take);
+        callee.clear();
+        self.pool.push(callee);
+        r?;
+        if func.memo {
+            if let (Some(v), Some(slot)) = (&out, self.memo.last_mut().and_then(|m| m.get_mut(f))) {
+                *slot = Some(v.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn stmt(&mut self, s: &Stmt, frame: &mut Frame) -> Result<Flow, EvalError> {
+        Ok(match s {
+            Stmt::ArrayAppend { value, array } => {
+                let Some(v) = read(frame, value) else {
+                    return Ok(Flow::Fail);
+                };
+                match slot(frame, *array)? {
+                    Some(Val::Arr(a)) => Arc::make_mut(a).push(v),
+                    _ => return Ok(Flow::Fail),
+                }
+                Flow::Next
+            }
+            Stmt::AssignInt { value, target } => {
+                set(frame, *target, Some(Val::int(*value)))?;
+                Flow::Next
+            }
+            Stmt::AssignVarOnce {
+                source,
+                target,
+                loc,
+            } => {
+                let v = read(frame, source);
+                let t = slot(frame, *target)?;
+                match (t.as_ref(), v) {
+                    (None, v) => *t = v,
+                    (Some(_), None) => {}
+                    (Some(old), Some(v)) => {
+                        if *old != v {
+                            return Err(self.conflict("var assignment conflict", *loc));
+                        }
+                    }
+                }
+                Flow::Next
+            }
+            Stmt::AssignVar { source, target } => {
+                let v = read(frame, source);
+                set(frame, *target, v)?;
+                Flow::Next
+            }
+            Stmt::Block(blocks) => self.blocks(blocks, frame)?,
+            Stmt::Break(n) => Flow::Break(*n),
+            Stmt::CallDynamic { args, result, path } => {
+                let mut key = Vec::with_capacity(path.len());
+                for p in path {
+                    match read(frame, p) {
+                        Some(Val::Str(s)) => key.push(s.to_string()),
+                        _ => return Ok(Flow::Fail),
+                    }
+                }
+                let Some(&f) = self.prog.paths.get(&key) else {
+                    return Ok(Flow::Fail);
+                };
+                match self.call(f, frame, args)? {
+                    Some(v) => {
+                        set(frame, *result, Some(v))?;
+                        Flow::Next
+                    }
+                    // OPA's Wasm leaves three blocks when a dynamic call is undefined.
+                    None => Flow::Break(3),
+                }
+            }
+            Stmt::CallFunc { func, args, result } => match self.call(*func, frame, args)? {
+                Some(v) => {
+                    set(frame, *result, Some(v))?;
+                    Flow::Next
+                }
+                None => Flow::Fail,
+            },
+            Stmt::CallBuiltin {
+                builtin,
+                args,
+                result,
+            } => {
+                if matches!(builtin.imp, Impl::Void) {
+                    return Ok(Flow::Next);
+                }
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    match read(frame, a) {
+                        Some(v) => vals.push(v),
+                        None => return Ok(Flow::Fail),
+                    }
+                }
+                let out = match builtin.imp {
+                    Impl::Native(f) => f(&vals, &mut self.ctx),
+                    Impl::Host(f) => crate::builtins::call_host(f, &vals, &self.ctx),
+                    Impl::Void => return Ok(Flow::Next),
+                };
+                match out {
+                    Ok(Some(v)) => {
+                        set(frame, *result, Some(v))?;
+                        Flow::Next
+                    }
+                    // A builtin error makes the expression undefined, as in OPA's Wasm.
+                    Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
+                    Err(Fault::TooLarge(what)) => return Err(EvalError::TooLarge(what)),
+                }
+            }
+            Stmt::Dot {
+                source,
+                key,
+                target,
+            } => {
+                let (Some(src), Some(k)) = (read_ref(frame, source), read(frame, key)) else {
+                    return Ok(Flow::Fail);
+                };
+                let Some(v) = dot(src, &k) else {
+                    return Ok(Flow::Fail);
+                };
+                set(frame, *target, Some(v))?;
+                Flow::Next
+            }
+            Stmt::Equal(a, b) => match (read_ref(frame, a), read_ref(frame, b)) {
+                (Some(x), Some(y)) if x == y => Flow::Next,
+                _ => Flow::Fail,
+            },
+            Stmt::NotEqual(a, b) => match (read_ref(frame, a), read_ref(frame, b)) {
+                (Some(x), Some(y)) if x != y => Flow::Next,
+                _ => Flow::Fail,
+            },
+            Stmt::IsArray(o) => pass(matches!(read_ref(frame, o), Some(Val::Arr(_)))),
+            Stmt::IsObject(o) => pass(matches!(read_ref(frame, o), Some(Val::Obj(_)))),
+            Stmt::IsSet(o) => pass(matches!(read_ref(frame, o), Some(Val::Set(_)))),
+            Stmt::IsDefined(l) => pass(frame.get(*l as usize).is_some_and(Option::is_some)),
+            Stmt::IsUndefined(l) => pass(frame.get(*l as usize).is_none_or(Option::is_none)),
+            Stmt::Len { source, target } => {
+                let Some(v) = read_ref(frame, source) else {
+                    return Ok(Flow::Fail);
+                };
+                let n = match v {
+                    Val::Str(s) => s.len(),
+                    Val::Arr(a) => a.len(),
+                    Val::Obj(o) => o.len(),
+                    Val::Set(s) => s.len(),
+                    _ => 0,
+                };
+                set(
+                    frame,
+                    *target,
+                    Some(Val::int(i64::try_from(n).unwrap_or(i64::MAX))),
+                )?;
+                Flow::Next
+            }
+            Stmt::MakeArray(t) => {
+                set(frame, *t, Some(Val::Arr(Arc::new(Vec::new()))))?;
+                Flow::Next
+            }
+            Stmt::MakeNull(t) => {
+                set(frame, *t, Some(Val::Null))?;
+                Flow::Next
+            }
+            Stmt::MakeObject(t) => {
+                set(frame, *t, Some(Val::empty_object()))?;
+                Flow::Next
+            }
+            Stmt::MakeSet(t) => {
+                set(frame, *t, Some(Val::Set(Arc::new(BTreeSet::new()))))?;
+                Flow::Next
+            }
+            Stmt::MakeValue { value, target } => {
+                set(frame, *target, Some(value.clone()))?;
+                Flow::Next
+            }
+            Stmt::Nop => Flow::Next,
+            Stmt::Not(block) => match self.body(block, frame)? {
+                Some(true) => Flow::Fail,
+                Some(false) => Flow::Next,
+                None => Flow::Return,
+            },
+            Stmt::ObjectInsertOnce {
+                key,
+                value,
+                object,
+                loc,
+            } => {
+                let (Some(k), Some(v)) = (read(frame, key), read(frame, value)) else {
+                    return Ok(Flow::Fail);
+                };
+                let conflict = match slot(frame, *object)? {
+                    Some(Val::Obj(o)) => match o.get(&k) {
+                        Some(old) => *old != v,
+                        None => {
+                            Arc::make_mut(o).insert(k, v);
+                            false
+                        }
+                    },
+                    _ => return Ok(Flow::Fail),
+                };
+                if conflict {
+                    return Err(self.conflict("object insert conflict", *loc));
+                }
+                Flow::Next
+            }
+            Stmt::ObjectInsert { key, value, object } => {
+                let (Some(k), Some(v)) = (read(frame, key), read(frame, value)) else {
+                    return Ok(Flow::Fail);
+                };
+                match slot(frame, *object)? {
+                    Some(Val::Obj(o)) => {
+                        Arc::make_mut(o).insert(k, v);
+                    }
+                    _ => return Ok(Flow::Fail),
+                }
+                Flow::Next
+            }
+            Stmt::ObjectMerge { a, b, target } => {
+                let x = frame.get(*a as usize).cloned().flatten();
+                let y = frame.get(*b as usize).cloned().flatten();
+                let merged = match (x, y) {
+                    (None, y) => y,
+                    (Some(x), Some(y)) => Some(merge(x, &y)),
+                    (Some(x), None) => Some(x),
+                };
+                set(frame, *target, merged)?;
+                Flow::Next
+            }
+            Stmt::ResetLocal(t) => {
+                set(frame, *t, None)?;
+                Flow::Next
+            }
+            Stmt::ResultSetAdd(l) => {
+                if let Some(v) = frame.get(*l as usize).cloned().flatten() {
+                    self.results.insert(v);
+                }
+                Flow::Next
+            }
+            Stmt::ReturnLocal(l) => {
+                self.returned = Some(*l);
+                Flow::Return
+            }
+            Stmt::Scan {
+                source,
+                key,
+                value,
+                block,
+            } => {
+                // Iterate a snapshot: the body may change the collection's local.
+                let Some(coll) = frame.get(*source as usize).cloned().flatten() else {
+                    return Ok(Flow::Next);
+                };
+                match &coll {
+                    Val::Arr(a) => {
+                        for (i, e) in a.iter().enumerate() {
+                            let k = Val::int(i64::try_from(i).unwrap_or(i64::MAX));
+                            if self.iterate(frame, *key, *value, k, e.clone(), block)? {
+                                return Ok(Flow::Return);
+                            }
+                        }
+                    }
+                    Val::Obj(o) => {
+                        for (k, v) in o.iter() {
+                            if self.iterate(frame, *key, *value, k.clone(), v.clone(), block)? {
+                                return Ok(Flow::Return);
+                            }
+                        }
+                    }
+                    Val::Set(s) => {
+                        for e in s.iter() {
+                            if self.iterate(frame, *key, *value, e.clone(), e.clone(), block)? {
+                                return Ok(Flow::Return);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                Flow::Next
+            }
+            Stmt::SetAdd { value, set: s } => {
+                let Some(v) = read(frame, value) else {
+                    return Ok(Flow::Fail);
+                };
+                match slot(frame, *s)? {
+                    Some(Val::Set(set)) => {
+                        Arc::make_mut(set).insert(v);
+                    }
+                    _ => return Ok(Flow::Fail),
+                }
+                Flow::Next
+            }
+            Stmt::With {
+                local,
+                path,
+                value,
+                block,
+            } => {
+                let Some(v) = read(frame, value) else {
+                    return Ok(Flow::Fail);
+                };
+                let saved = frame.get(*local as usize).cloned().flatten();
+                set(frame, *local, Some(upsert(saved.clone(), path, v)))?;
+                self.memo.push(vec![None; self.prog.funcs.len()]);
+                let r = self.body(block, frame);
+                self.memo.pop();
+                set(frame, *local, saved)?;
+                match r? {
+                    Some(true) => Flow::Next,
+                    Some(false) => Flow::Fail,
+                    None => Flow::Return,
+                }
+            }
+        })
+    }
+
+    /// One Scan iteration; `true` when the body returned from the function.
+    fn iterate(
+        &mut self,
+        frame: &mut Frame,
+        key: u32,
+        value: u32,
+        k: Val,
+        v: Val,
+        block: &Block,
+    ) -> Result<bool, EvalError> {
+        self.step()?;
+        set(frame, key, Some(k))?;
+        set(frame, value, Some(v))?;
+        Ok(self.body(block, frame)?.is_none())
+    }
+
+    /// Counts one step against the budget, and every 4096 steps looks at the clock.
+    fn step(&mut self) -> Result<(), EvalError> {
+        self.steps += 1;
+        if self.steps > self.limits.max_steps {
+            return Err(EvalError::StepBudget(self.limits.max_steps));
+        }
+        if self.steps % 4096 == 0 {
+            if let (Some(deadline), Some(timeout)) = (self.deadline, self.limits.timeout) {
+                if Instant::now() >= deadline {
+                    return Err(EvalError::Deadline(timeout));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn conflict(&self, what: &'static str, loc: crate::ir::Loc) -> EvalError {
+        let file = self
+            .prog
+            .files
+            .get(loc.file as usize)
+            .cloned()
+            .unwrap_or_default();
+        EvalError::Conflict {
+            what,
+            at: format!("{file}:{}:{}", loc.row, loc.col),
+        }
+    }
+}
+
+fn pass(ok: bool) -> Flow {
+    if ok {
+        Flow::Next
+    } else {
+        Flow::Fail
+    }
+}
+
+fn slot(frame: &mut Frame, l: u32) -> Result<&mut Option<Val>, EvalError> {
+    frame
+        .get_mut(l as usize)
+        .ok_or_else(|| EvalError::Internal(format!("local {l} outside its frame")))
+}
+
+fn set(frame: &mut Frame, l: u32, v: Option<Val>) -> Result<(), EvalError> {
+    *slot(frame, l)? = v;
+    Ok(())
+}
+
+fn read(frame: &Frame, op: &Op) -> Option<Val> {
+    read_ref(frame, op).cloned()
+}
+
+fn read_ref<'a>(frame: &'a Frame, op: &'a Op) -> Option<&'a Val> {
+    match op {
+        Op::Local(l) => frame.get(*l as usize).and_then(Option::as_ref),
+        Op::Const(v) => Some(v),
+    }
+}
+
+/// `source[key]`: an object's value, a set's member, an array's element at an integer index.
+pub(crate) fn dot(source: &Val, key: &Val) -> Option<Val> {
+    match source {
+        Val::Obj(o) => o.get(key).cloned(),
+        Val::Set(s) => s.contains(key).then(|| key.clone()),
+        Val::Arr(a) => match key {
+            Val::Num(n) => {
+                let i = usize::try_from(n.as_i64()?).ok()?;
+                a.get(i).cloned()
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ObjectMerge`: shared keys merged recursively; a non-object side keeps `a`.
+fn merge(a: Val, b: &Val) -> Val {
+    match (a, b) {
+        (Val::Obj(mut x), Val::Obj(y)) => {
+            let m = Arc::make_mut(&mut x);
+            for (k, v) in y.iter() {
+                let merged = match m.remove(k) {
+                    Some(old) => merge(old, v),
+                    None => v.clone(),
+                };
+                m.insert(k.clone(), merged);
+            }
+            Val::Obj(x)
+        }
+        (a, _) => a,
+    }
+}
+
+/// `With`: `base` with `value` at `path` (missing or non-object steps become objects).
+fn upsert(base: Option<Val>, path: &[Val], value: Val) -> Val {
+    let Some((first, rest)) = path.split_first() else {
+        return value;
+    };
+    let mut obj = match base {
+        Some(Val::Obj(o)) => o,
+        _ => Arc::new(BTreeMap::new()),
+    };
+    let m = Arc::make_mut(&mut obj);
+    let child = m.remove(first);
+    m.insert(first.clone(), upsert(child, rest, value));
+    Val::Obj(obj)
+}

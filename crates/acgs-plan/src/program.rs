@@ -1,0 +1,488 @@
+//! The plan lowered for evaluation and checked on the way: every function and builtin name
+//! resolves, every local, string and break depth is in range. A plan that fails a check is
+//! refused with the reason, never half-loaded.
+
+use std::collections::HashMap;
+
+use crate::builtins::{self, Builtin};
+use crate::ir::{self, BlockDef, Loc, Operand, StmtDef};
+use crate::value::{Num, Val};
+use crate::PlanError;
+
+/// Locals a frame may have; plans use a few dozen.
+const MAX_LOCALS: u32 = 1 << 16;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Local(u32),
+    Const(Val),
+}
+
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub stmts: Vec<Stmt>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Stmt {
+    ArrayAppend {
+        value: Op,
+        array: u32,
+    },
+    AssignInt {
+        value: i64,
+        target: u32,
+    },
+    AssignVarOnce {
+        source: Op,
+        target: u32,
+        loc: Loc,
+    },
+    AssignVar {
+        source: Op,
+        target: u32,
+    },
+    Block(Vec<Block>),
+    Break(u32),
+    CallDynamic {
+        args: Vec<Op>,
+        result: u32,
+        path: Vec<Op>,
+    },
+    CallFunc {
+        func: usize,
+        args: Vec<Op>,
+        result: u32,
+    },
+    CallBuiltin {
+        builtin: Builtin,
+        args: Vec<Op>,
+        result: u32,
+    },
+    Dot {
+        source: Op,
+        key: Op,
+        target: u32,
+    },
+    Equal(Op, Op),
+    NotEqual(Op, Op),
+    IsArray(Op),
+    IsObject(Op),
+    IsSet(Op),
+    IsDefined(u32),
+    IsUndefined(u32),
+    Len {
+        source: Op,
+        target: u32,
+    },
+    MakeArray(u32),
+    MakeNull(u32),
+    MakeObject(u32),
+    MakeSet(u32),
+    MakeValue {
+        value: Val,
+        target: u32,
+    },
+    Nop,
+    Not(Block),
+    ObjectInsertOnce {
+        key: Op,
+        value: Op,
+        object: u32,
+        loc: Loc,
+    },
+    ObjectInsert {
+        key: Op,
+        value: Op,
+        object: u32,
+    },
+    ObjectMerge {
+        a: u32,
+        b: u32,
+        target: u32,
+    },
+    ResetLocal(u32),
+    ResultSetAdd(u32),
+    ReturnLocal(u32),
+    Scan {
+        source: u32,
+        key: u32,
+        value: u32,
+        block: Block,
+    },
+    SetAdd {
+        value: Op,
+        set: u32,
+    },
+    With {
+        local: u32,
+        path: Vec<Val>,
+        value: Op,
+        block: Block,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Func {
+    pub name: String,
+    pub params: Vec<u32>,
+    pub ret: u32,
+    pub blocks: Vec<Block>,
+    pub frame: usize,
+    /// Rule values (functions of input and data alone) are memoised per evaluation.
+    pub memo: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub blocks: Vec<Block>,
+    pub frame: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Program {
+    pub funcs: Vec<Func>,
+    pub plans: Vec<(String, Entry)>,
+    /// `path` of each function reachable through CallDynamic, to its index.
+    pub paths: HashMap<Vec<String>, usize>,
+    pub files: Vec<String>,
+    pub builtin_names: Vec<String>,
+}
+
+struct Lower<'a> {
+    strings: &'a [ir::StringConst],
+    funcs: &'a HashMap<String, usize>,
+    /// Highest local seen in the body being lowered.
+    max_local: u32,
+    /// Where the statement being lowered sits, for refusals.
+    at: String,
+    /// Function calls seen: callee, argument count, caller (checked once all are lowered).
+    calls: Vec<(usize, usize, String)>,
+}
+
+impl Lower<'_> {
+    fn refuse(&self, why: String) -> PlanError {
+        PlanError::Invalid(format!("{}: {why}", self.at))
+    }
+
+    fn local(&mut self, l: u32) -> Result<u32, PlanError> {
+        if l >= MAX_LOCALS {
+            return Err(self.refuse(format!("local {l} is out of range")));
+        }
+        self.max_local = self.max_local.max(l);
+        Ok(l)
+    }
+
+    fn string(&self, i: u32) -> Result<&str, PlanError> {
+        self.strings
+            .get(i as usize)
+            .map(|s| s.value.as_str())
+            .ok_or_else(|| self.refuse(format!("string index {i} is out of range")))
+    }
+
+    fn op(&mut self, o: Operand) -> Result<Op, PlanError> {
+        Ok(match o {
+            Operand::Local(l) => Op::Local(self.local(l)?),
+            Operand::StringIndex(i) => Op::Const(Val::str(self.string(i)?)),
+            Operand::Bool(b) => Op::Const(Val::Bool(b)),
+        })
+    }
+
+    fn ops(&mut self, os: Option<Vec<Operand>>) -> Result<Vec<Op>, PlanError> {
+        os.unwrap_or_default()
+            .into_iter()
+            .map(|o| self.op(o))
+            .collect()
+    }
+
+    /// `depth`: block levels a `Break` may leave from inside this block (the block itself
+    /// included) before it would cross a function, Scan, Not or With body.
+    fn block(&mut self, b: BlockDef, depth: u32) -> Result<Block, PlanError> {
+        let mut stmts = Vec::new();
+        for s in b.stmts.unwrap_or_default() {
+            stmts.push(self.stmt(s, depth)?);
+        }
+        Ok(Block { stmts })
+    }
+
+    fn blocks(&mut self, bs: Option<Vec<BlockDef>>, depth: u32) -> Result<Vec<Block>, PlanError> {
+        bs.unwrap_or_default()
+            .into_iter()
+            .map(|b| self.block(b, depth))
+            .collect()
+    }
+
+    fn stmt(&mut self, s: StmtDef, depth: u32) -> Result<Stmt, PlanError> {
+        Ok(match s {
+            StmtDef::ArrayAppendStmt { value, array } => Stmt::ArrayAppend {
+                value: self.op(value)?,
+                array: self.local(array)?,
+            },
+            StmtDef::AssignIntStmt { value, target } => Stmt::AssignInt {
+                value,
+                target: self.local(target)?,
+            },
+            StmtDef::AssignVarOnceStmt {
+                source,
+                target,
+                loc,
+            } => Stmt::AssignVarOnce {
+                source: self.op(source)?,
+                target: self.local(target)?,
+                loc,
+            },
+            StmtDef::AssignVarStmt { source, target } => Stmt::AssignVar {
+                source: self.op(source)?,
+                target: self.local(target)?,
+            },
+            StmtDef::BlockStmt { blocks } => Stmt::Block(self.blocks(blocks, depth + 1)?),
+            StmtDef::BreakStmt { index } => {
+                if index >= depth {
+                    return Err(self.refuse(format!(
+                        "break {index} leaves more blocks than enclose it ({depth})"
+                    )));
+                }
+                Stmt::Break(index)
+            }
+            StmtDef::CallDynamicStmt { args, result, path } => Stmt::CallDynamic {
+                args: args
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| self.local(a).map(Op::Local))
+                    .collect::<Result<_, _>>()?,
+                result: self.local(result)?,
+                path: self.ops(path)?,
+            },
+            StmtDef::CallStmt { func, args, result } => {
+                let args = self.ops(args)?;
+                let result = self.local(result)?;
+                if let Some(&i) = self.funcs.get(&func) {
+                    self.calls.push((i, args.len(), self.at.clone()));
+                    Stmt::CallFunc {
+                        func: i,
+                        args,
+                        result,
+                    }
+                } else if let Some(b) = builtins::lookup(&func) {
+                    if !b.arity_ok(args.len()) {
+                        return Err(self.refuse(format!(
+                            "builtin {func} called with {} arguments",
+                            args.len()
+                        )));
+                    }
+                    Stmt::CallBuiltin {
+                        builtin: b,
+                        args,
+                        result,
+                    }
+                } else {
+                    return Err(PlanError::UnknownBuiltin(func));
+                }
+            }
+            StmtDef::DotStmt {
+                source,
+                key,
+                target,
+            } => Stmt::Dot {
+                source: self.op(source)?,
+                key: self.op(key)?,
+                target: self.local(target)?,
+            },
+            StmtDef::EqualStmt { a, b } => Stmt::Equal(self.op(a)?, self.op(b)?),
+            StmtDef::NotEqualStmt { a, b } => Stmt::NotEqual(self.op(a)?, self.op(b)?),
+            StmtDef::IsArrayStmt { source } => Stmt::IsArray(self.op(source)?),
+            StmtDef::IsObjectStmt { source } => Stmt::IsObject(self.op(source)?),
+            StmtDef::IsSetStmt { source } => Stmt::IsSet(self.op(source)?),
+            StmtDef::IsDefinedStmt { source } => Stmt::IsDefined(self.local(source)?),
+            StmtDef::IsUndefinedStmt { source } => Stmt::IsUndefined(self.local(source)?),
+            StmtDef::LenStmt { source, target } => Stmt::Len {
+                source: self.op(source)?,
+                target: self.local(target)?,
+            },
+            StmtDef::MakeArrayStmt { target } => Stmt::MakeArray(self.local(target)?),
+            StmtDef::MakeNullStmt { target } => Stmt::MakeNull(self.local(target)?),
+            StmtDef::MakeObjectStmt { target } => Stmt::MakeObject(self.local(target)?),
+            StmtDef::MakeSetStmt { target } => Stmt::MakeSet(self.local(target)?),
+            StmtDef::MakeNumberIntStmt { value, target } => Stmt::MakeValue {
+                value: Val::Num(Num::int(value)),
+                target: self.local(target)?,
+            },
+            StmtDef::MakeNumberRefStmt {
+                index,
+                legacy_index,
+                target,
+            } => {
+                let i = index
+                    .or(legacy_index)
+                    .ok_or_else(|| self.refuse("MakeNumberRefStmt without an index".into()))?;
+                let text = self.string(i)?;
+                let n = Num::parse(text)
+                    .ok_or_else(|| self.refuse(format!("{text:?} is not a number")))?;
+                Stmt::MakeValue {
+                    value: Val::Num(n),
+                    target: self.local(target)?,
+                }
+            }
+            StmtDef::NopStmt {} => Stmt::Nop,
+            StmtDef::NotStmt { block } => Stmt::Not(self.block(block, 1)?),
+            StmtDef::ObjectInsertOnceStmt {
+                key,
+                value,
+                object,
+                loc,
+            } => Stmt::ObjectInsertOnce {
+                key: self.op(key)?,
+                value: self.op(value)?,
+                object: self.local(object)?,
+                loc,
+            },
+            StmtDef::ObjectInsertStmt { key, value, object } => Stmt::ObjectInsert {
+                key: self.op(key)?,
+                value: self.op(value)?,
+                object: self.local(object)?,
+            },
+            StmtDef::ObjectMergeStmt { a, b, target } => Stmt::ObjectMerge {
+                a: self.local(a)?,
+                b: self.local(b)?,
+                target: self.local(target)?,
+            },
+            StmtDef::ResetLocalStmt { target } => Stmt::ResetLocal(self.local(target)?),
+            StmtDef::ResultSetAddStmt { value } => Stmt::ResultSetAdd(self.local(value)?),
+            StmtDef::ReturnLocalStmt { source } => Stmt::ReturnLocal(self.local(source)?),
+            StmtDef::ScanStmt {
+                source,
+                key,
+                value,
+                block,
+            } => Stmt::Scan {
+                source: self.local(source)?,
+                key: self.local(key)?,
+                value: self.local(value)?,
+                block: self.block(block, 1)?,
+            },
+            StmtDef::SetAddStmt { value, set } => Stmt::SetAdd {
+                value: self.op(value)?,
+                set: self.local(set)?,
+            },
+            StmtDef::WithStmt {
+                local,
+                path,
+                value,
+                block,
+            } => Stmt::With {
+                local: self.local(local)?,
+                path: path
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| self.string(i).map(Val::str))
+                    .collect::<Result<_, _>>()?,
+                value: self.op(value)?,
+                block: self.block(block, 1)?,
+            },
+        })
+    }
+}
+
+impl Program {
+    pub(crate) fn lower(file: ir::PlanFile) -> Result<Program, PlanError> {
+        let statics = file.statics.unwrap_or_default();
+        let strings = statics.strings.unwrap_or_default();
+        let files = statics
+            .files
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.value)
+            .collect();
+        let builtin_names: Vec<String> = statics
+            .builtin_funcs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        // Every declared builtin must exist here, whether or not a statement calls it.
+        for name in &builtin_names {
+            if builtins::lookup(name).is_none() {
+                return Err(PlanError::UnknownBuiltin(name.clone()));
+            }
+        }
+        let defs = file.funcs.and_then(|f| f.funcs).unwrap_or_default();
+        let mut index = HashMap::new();
+        for (i, f) in defs.iter().enumerate() {
+            if index.insert(f.name.clone(), i).is_some() {
+                return Err(PlanError::Invalid(format!(
+                    "function {} is defined twice",
+                    f.name
+                )));
+            }
+        }
+        let mut funcs = Vec::with_capacity(defs.len());
+        let mut calls = Vec::new();
+        let mut paths = HashMap::new();
+        for (i, f) in defs.into_iter().enumerate() {
+            let mut lower = Lower {
+                strings: &strings,
+                funcs: &index,
+                max_local: 0,
+                at: format!("function {}", f.name),
+                calls: Vec::new(),
+            };
+            let params = f
+                .params
+                .iter()
+                .map(|&p| lower.local(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ret = lower.local(f.ret)?;
+            let blocks = lower.blocks(f.blocks, 1)?;
+            if let Some(path) = f.path {
+                paths.insert(path, i);
+            }
+            calls.append(&mut lower.calls);
+            funcs.push(Func {
+                memo: params.len() == 2,
+                name: f.name,
+                params,
+                ret,
+                blocks,
+                frame: lower.max_local as usize + 1,
+            });
+        }
+        let mut plans = Vec::new();
+        for p in file.plans.and_then(|p| p.plans).unwrap_or_default() {
+            let mut lower = Lower {
+                strings: &strings,
+                funcs: &index,
+                max_local: 1,
+                at: format!("plan {}", p.name),
+                calls: Vec::new(),
+            };
+            let blocks = lower.blocks(p.blocks, 1)?;
+            calls.append(&mut lower.calls);
+            plans.push((
+                p.name,
+                Entry {
+                    blocks,
+                    frame: lower.max_local as usize + 1,
+                },
+            ));
+        }
+        for (callee, nargs, caller) in calls {
+            let f = funcs
+                .get(callee)
+                .ok_or_else(|| PlanError::Invalid(format!("{caller}: no function {callee}")))?;
+            if f.params.len() != nargs {
+                return Err(PlanError::Invalid(format!(
+                    "{caller}: calls {} with {nargs} arguments; it takes {}",
+                    f.name,
+                    f.params.len()
+                )));
+            }
+        }
+        Ok(Program {
+            funcs,
+            plans,
+            paths,
+            files,
+            builtin_names,
+        })
+    }
+}
