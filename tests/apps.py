@@ -5,7 +5,9 @@ calling test module imports)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -46,3 +48,19 @@ def build_app(
         raise ValueError(f"no service {name!r} (one of {', '.join(SERVICES)})")
     service = request.getfixturevalue("sandbox_service")
     return sandbox_app(service.settings, service=service, security=security)
+
+
+def evolution_events(data_dir: Path) -> list[dict[str, Any]]:
+    """The audit events an evolution service with its SQLite store in ``data_dir`` has put in
+    its outbox, delivered or not, oldest first."""
+    from acgs.services.evolution.store import open_store
+
+    async def read() -> list[dict[str, Any]]:
+        store = open_store(f"sqlite:///{data_dir / 'evolution.sqlite3'}")
+        await store.open()
+        try:
+            return [dict(e.event) for e in await store.outbox(pending_only=False, limit=1000)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

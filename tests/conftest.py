@@ -1,14 +1,19 @@
 """Fixtures shared by every test directory: a throwaway PostgreSQL server (``postgres_url``,
 ``postgres_database``; see tests/services/pg.py), the host names the in-process clients use
-(``ACGS_ALLOWED_HOSTS``) and a signed audit log of the test's own process (``audit_log``)."""
+(``ACGS_ALLOWED_HOSTS``), a signed audit log of the test's own process (``audit_log``) and a
+real Redis server for a test module (``redis``)."""
 
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from acgs.audit import AuditLog
+
+if TYPE_CHECKING:
+    from tests.services.conftest import RedisServer
 
 pytest_plugins = ["tests.services.pg"]
 
@@ -33,3 +38,16 @@ def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
     asyncio.run(log.open())
     yield log
     asyncio.run(log.close())
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RedisServer"]:
+    """A real Redis server (``redis-server``) on a loopback port for the test module."""
+    from tests.services.conftest import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

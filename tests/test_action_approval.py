@@ -29,8 +29,8 @@ from acgs.registry import new_agent, open_registry
 from acgs.registry.settings import RegistrySettings
 from acgs.security import SecuritySettings, create_key, open_key_store
 from acgs.services.evolution import EvolutionSettings, create_app
-from acgs.services.evolution.store import open_store
 from acgs.services.evolution.webhooks import verify_signature
+from tests.apps import evolution_events
 from tests.services.conftest import ServerThread
 from tests.services.test_evolution_webhooks import SECRET, Receiver
 
@@ -105,16 +105,6 @@ def tool_events(log: AuditLog) -> list[dict[str, Any]]:
     return [s.event() for s in stored]
 
 
-def transitions(tmp_path: Path) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        store = open_store(f"sqlite:///{tmp_path / 'evolution.sqlite3'}")
-        await store.open()
-        try:
-            return [dict(e.event) for e in await store.outbox(pending_only=False, limit=1000)]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 # -- waiting for reviewers -----------------------------------------------------------------------
@@ -148,7 +138,7 @@ def test_a_transfer_waits_for_two_reviewers_then_runs_and_shares_one_decision_id
     assert submission["session_id"] == "s-1" and submission["tool"] == "payments.transfer"
     assert any("amount" in r for r in record["reasons"])
 
-    events = transitions(tmp_path)
+    events = evolution_events(tmp_path)
     assert [e["action"] for e in events] == [
         "evolution.submit", "evolution.approval_recorded", "evolution.approve", "evolution.deploy",
     ]  # fmt: skip

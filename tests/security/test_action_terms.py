@@ -29,8 +29,8 @@ from acgs.registry.settings import RegistrySettings
 from acgs.security import SecuritySettings, create_key, open_key_store
 from acgs.services.evolution import EvolutionSettings, create_app
 from acgs.services.evolution.assessment import Assessor
-from acgs.services.evolution.store import open_store
 from acgs.trust.sessions import LocalSessionLedger
+from tests.apps import evolution_events
 from tests.services.conftest import ServerThread
 
 AGENT = "agent-7"
@@ -89,16 +89,6 @@ def requests_in(base: str, **params: str) -> list[dict[str, Any]]:
     return items
 
 
-def outbox(tmp_path: Path) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        store = open_store(f"sqlite:///{tmp_path / 'evolution.sqlite3'}")
-        await store.open()
-        try:
-            return [dict(e.event) for e in await store.outbox(pending_only=False, limit=1000)]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def seconds(iso: str) -> float:
@@ -148,7 +138,7 @@ def test_a_denied_call_is_refused_403_and_held_for_nobody(base: str, tmp_path: P
     rid = record["request_id"]
     late = httpx.post(f"{base}/evolution/requests/{rid}/approve", json={"reason": "friendly"}, headers=reviewer("alice"), timeout=10)
     assert late.status_code == 409
-    assert [e["action"] for e in outbox(tmp_path)] == ["evolution.submit", "evolution.reject"]
+    assert [e["action"] for e in evolution_events(tmp_path)] == ["evolution.submit", "evolution.reject"]
     # The same decision submitted again is refused again.
     again = submit(base, action("d-5", "read_file", {"path": "/etc/passwd"}))
     assert again.status_code == 403 and again.json()["code"] == "action_denied"
@@ -162,7 +152,7 @@ def test_an_allowed_call_needs_no_approval_409(base: str, tmp_path: Path) -> Non
     allowed = submit(base, action("d-8", "read_file", {"path": "/workspace/notes.txt"}))
     assert allowed.status_code == 409 and allowed.json()["code"] == "approval_not_required"
     assert allowed.json()["reasons"] == ["tool read_file is allowed with these arguments"]
-    assert requests_in(base) == [] and outbox(tmp_path) == []
+    assert requests_in(base) == [] and evolution_events(tmp_path) == []
 
 
 def test_redacted_arguments_appear_nowhere_but_as_their_digest(base: str, tmp_path: Path) -> None:
@@ -183,7 +173,7 @@ def test_redacted_arguments_appear_nowhere_but_as_their_digest(base: str, tmp_pa
             http.get(f"/evolution/review/{rid}").text,
         ]
         assert http.post(f"/evolution/requests/{rid}/reject", json={"reason": "no"}).status_code == 200
-    shown.append(json.dumps(outbox(tmp_path)))
+    shown.append(json.dumps(evolution_events(tmp_path)))
     for text in shown:
         assert IBAN not in text and '"amount"' not in text
     assert digest in shown[3]  # the review page shows the digest

@@ -38,16 +38,6 @@ SECRET = {"tool": "read_secret", "arguments": {"name": "db_password"}}
 POST = {"tool": "http_post", "arguments": {"url": "https://api.github.com/gists", "body": "s3cr3t"}}
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def approval_bundle(tmp_path: Path) -> Path:
     """The shipped constitution with read_secret held for approval (its catalogue is data)."""
 
