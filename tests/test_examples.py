@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.sandbox_fixtures import host_problem as sandbox_problem
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 #: A guard's decision id, as printed with a denial.
@@ -79,14 +81,6 @@ def header(path: Path) -> dict[str, str]:
         if sep and key.strip() in ("helper", "needs"):
             found[key.strip()] = value.strip()
     return found
-
-
-def sandbox_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "the sandbox controller needs root"
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed"
-    return None
 
 
 #: What each declared need requires of the machine: None when it has it, else why not.

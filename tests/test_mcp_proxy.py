@@ -466,6 +466,18 @@ async def test_acgs_mcp_proxy_command_over_stdio(tmp_path: Path, calls_file: Pat
     assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
 
 
+async def listening(port: int) -> None:
+    """Waits (up to 30 s) until something accepts connections on the loopback port."""
+    with anyio.fail_after(30):
+        while True:
+            try:
+                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                return
+            except OSError:
+                await anyio.sleep(0.05)
+
+
+
 async def test_acgs_mcp_proxy_command_over_http_keeps_a_session_per_client(tmp_path: Path, calls_file: Path) -> None:
     audit_path = tmp_path / "proxy-audit.sqlite3"
     port = free_port()
@@ -475,13 +487,7 @@ async def test_acgs_mcp_proxy_command_over_http_keeps_a_session_per_client(tmp_p
     env = {**os.environ, "ACGS_DATA_DIR": str(tmp_path / "data")}
     process = await anyio.open_process([sys.executable, "-m", "acgs", *args], env=env)
     try:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                    break
-                except OSError:
-                    await anyio.sleep(0.05)
+        await listening(port)
         url = f"http://127.0.0.1:{port}/mcp"
         async with Client(url) as a, Client(url) as b:
             for client, path in ((a, "/workspace/a.txt"), (b, "/workspace/b.txt"), (a, "/workspace/c.txt")):
@@ -508,13 +514,7 @@ async def test_upstream_over_streamable_http(engine: acgs.Engine, calls_file: Pa
     port = free_port()
     process = await anyio.open_process([sys.executable, str(UPSTREAM), str(calls_file), "--http", str(port)])
     try:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                    break
-                except OSError:
-                    await anyio.sleep(0.05)
+        await listening(port)
         guard = Guard(engine, agent_id="mcp-agent-6")
         async with Client(make_proxy(f"http://127.0.0.1:{port}/mcp", guard)) as client:
             assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.sandbox_fixtures import host_problem as sandbox_problem
 from tests.test_examples import EXAMPLES, run_example, unmet_need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,14 +108,6 @@ def glibc_of(tag: str) -> tuple[int, int]:
     match = re.fullmatch(r"manylinux_(\d+)_(\d+)_\w+", tag)
     assert match, f"{tag} is not a manylinux tag"
     return int(match.group(1)), int(match.group(2))
-
-
-def sandbox_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "the sandbox controller needs root"
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed"
-    return None
 
 
 #: The adapters' extras, installed from the wheel for the examples.
