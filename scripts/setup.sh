@@ -14,9 +14,10 @@ export PATH="$GOBIN:/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 # controller's runtimes (bwrap, gVisor); slirp4netns, nftables: the user-mode network and egress
 # filter of runs allowed the network. chromium, chromium-driver: the evolution review page's
 # browser test. openjdk-17-jre-headless, maven: the audit stream test runs a Kafka broker from
-# Maven Central jars (tests/services/kafka.py).
+# Maven Central jars (tests/services/kafka.py). slapd, ldap-utils: the operators' LDAP sign-in
+# tests start and seed a throwaway directory (tests/services/ldap.py).
 APT_PACKAGES=(build-essential pkg-config git curl ca-certificates redis-server postgresql bubblewrap runsc slirp4netns nftables chromium chromium-driver
-    openjdk-17-jre-headless maven)
+    openjdk-17-jre-headless maven slapd ldap-utils)
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES+=(wrk)
 fi
