@@ -162,7 +162,12 @@ def test_refused_events_of_every_producer_do_not_block_the_others(audit_url: str
                     f"evolution:{request_id}:evolution.submit", f"evolution:{request_id}:evolution.auto_approve",
                     "rejected:evolution:dec-e-legacy",
                 }, _marker)  # fmt: skip
-                rows = await svc.store.outbox(pending_only=False, limit=100)
+                # The audit service holds the events a moment before the relay settles them.
+                for _ in range(500):
+                    rows = await svc.store.outbox(pending_only=False, limit=100)
+                    if all(r.delivered_at is not None for r in rows):
+                        break
+                    await asyncio.sleep(0.02)
                 dead = await svc.store.dead_letters()
                 assert [d["event"]["decision_id"] for d in dead] == ["dec-e-legacy"]
                 assert dead[0]["event"]["agent_id"] == "b" * 600 and dead[0]["reason"].startswith("audit service answered 422")

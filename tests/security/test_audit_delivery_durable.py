@@ -127,6 +127,11 @@ def test_sandbox_events_survive_a_restart_and_keep_their_order(audit_server: Ser
         relay.start_thread()
         try:
             events = _wait_for(_url(audit_server), {f"sandbox:run-{i}" for i in range(5)}, _marker)
+            # The audit service holds them a moment before the relay has settled its rows:
+            # closing the relay in between would leave them to be delivered again next start.
+            deadline = time.monotonic() + 10
+            while relay.delivered < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
         finally:
             relay.close()
     assert [e["metadata"]["execution_id"] for e in events] == [f"run-{i}" for i in range(5)]
