@@ -13,6 +13,7 @@ from acgs.errors import AcgsError
 from acgs.registry.records import UNSET, AgentRecord, AgentUpdate, loads_exact, new_agent, trust_text
 from acgs.registry.settings import RegistrySettings
 from acgs.registry.store import AgentRegistry, open_registry
+from acgs.security.cli import admin_command
 
 T = TypeVar("T")
 
@@ -103,6 +104,7 @@ def agents() -> None:
 
 
 @agents.command("add")
+@admin_command
 @click.argument("agent_id")
 @click.option("--trust", "trust", required=True, metavar="DECIMAL", help="Trust level, a plain decimal in [0, 1] (e.g. 0.8).")
 @click.option("--tier", help="Tier or class of the agent.")
@@ -174,6 +176,7 @@ def show(agent_id: str, as_json: bool, store_url: str | None) -> None:
 
 
 @agents.command("update")
+@admin_command
 @click.argument("agent_id")
 @click.option("--trust", "trust", metavar="DECIMAL", help="New trust level, a plain decimal in [0, 1].")
 @click.option("--tier", help="New tier or class.")
@@ -236,6 +239,7 @@ def update(
 
 
 @agents.command("remove")
+@admin_command
 @click.argument("agent_id")
 @_STORE
 def remove(agent_id: str, store_url: str | None) -> None:
