@@ -32,6 +32,15 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# Node.js and npm run the OIDC provider of the sign-in tests (tests/services/oidc.py, which
+# installs its locked npm packages into ~/.cache/acgs). Checked by command, not package: the
+# machines may carry a Node.js build whose package is not Debian's.
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    echo "setup: installing nodejs npm"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
+fi
+
 # promtool checks deploy/prometheus's alert rules in the tests; it ships in Debian's prometheus
 # package. No recommends (node-exporter), and where systemd started the Prometheus daemon on
 # install, it is stopped and disabled: the tests want the tool, not a server on :9090.

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -52,6 +52,17 @@ class ErrorStyle:
 OPA_ERRORS = ErrorStyle(unauthenticated="unauthorized", invalid="invalid_parameter")
 #: ACGS's own services (evolution, sandbox).
 ACGS_ERRORS = ErrorStyle(unauthenticated="unauthenticated")
+
+
+class Sessions(Protocol):
+    """Signed-in people (``acgs.security.oidc.OidcSignIn``): a session cookie stands for its user
+    on the pages under ``paths`` when the request carries no credentials of its own."""
+
+    paths: tuple[str, ...]
+
+    def principal(self, scope: MutableMapping[str, Any]) -> Principal | None: ...
+
+    def sign_in_location(self, scope: MutableMapping[str, Any]) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +143,8 @@ class Gate:
         self._limits: dict[frozenset[str], tuple[float, float]] = {}
         self.counts: dict[str, int] = dict.fromkeys(SecurityMetrics.OUTCOMES, 0)
         self.metrics = SecurityMetrics(self)
+        #: Single sign-on sessions, when the service has them (set by the service's app).
+        self.sessions: Sessions | None = None
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -228,6 +241,8 @@ class Gate:
         """The caller's principal, or the refusal; None when an API key was sent and the keys
         must be (re)loaded first. Synchronous, so the common case costs no coroutine."""
         token = _credential(scope)
+        if not token and self.sessions is not None and path.startswith(self.sessions.paths):
+            return self._session(scope, path)
         if not token:
             return self._unauthenticated(
                 path, "missing_credentials", "credentials required: send Authorization: Bearer <API key or JWT>"
@@ -247,6 +262,21 @@ class Gate:
             return self.jwt.verify(token)
         except TokenRejected as exc:
             return self._unauthenticated(path, exc.reason, exc.message)
+
+    def _session(self, scope: MutableMapping[str, Any], path: str) -> Principal | Denial:
+        """The signed-in person of a browser page; without a valid session, a page read is sent
+        to sign in (303) and anything else is a 401."""
+        assert self.sessions is not None
+        principal = self.sessions.principal(scope)
+        if principal is not None:
+            return principal
+        self.counts["unauthenticated"] += 1
+        location = self.sessions.sign_in_location(scope)
+        message = f"sign in first: {location.partition('?')[0]} (or send Authorization: Bearer <API key or JWT>)"
+        body = _body(self.style.unauthenticated, "sign_in_required", message)
+        if scope["method"] in ("GET", "HEAD"):
+            return Denial(303, body, {"Location": location, "Cache-Control": "no-store"})
+        return Denial(401, body, {"WWW-Authenticate": 'Bearer realm="acgs"'})
 
     async def close(self) -> None:
         if self._refreshing is not None and not self._refreshing.done():

@@ -23,13 +23,16 @@ SCOPE_KEY = "acgs.principal"
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. ``subject`` is the name others see (an API key's name, a JWT's
-    ``sub``); ``bucket`` is what its rate limit is counted under."""
+    or a single sign-on provider's ``sub``); ``bucket`` is what its rate limit is counted under."""
 
     subject: str
     roles: frozenset[str]
-    #: ``api_key``, ``jwt`` or ``address`` (no authentication: the client's address).
+    #: ``api_key``, ``jwt``, ``oidc`` (a signed-in person) or ``address`` (no authentication:
+    #: the client's address).
     via: str
     key_id: str | None = None
+    #: The identity provider that vouches for ``subject`` (``oidc``: its issuer URL).
+    issuer: str | None = None
 
     def accepted(self, roles: frozenset[str]) -> bool:
         return ADMIN in self.roles or not self.roles.isdisjoint(roles)
@@ -38,6 +41,8 @@ class Principal:
     def bucket(self) -> str:
         if self.via == "api_key":
             return f"key:{self.key_id}"
+        if self.issuer is not None:
+            return f"{self.via}:{self.issuer}#{self.subject}"
         return f"{self.via}:{self.subject}"
 
 

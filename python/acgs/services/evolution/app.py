@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import acgs
 from acgs.registry.settings import RegistrySettings
 from acgs.security import SecuritySettings, install_security
+from acgs.security.oidc import OidcSettings, OidcSignIn, with_sign_in
 from acgs.services.common.observability import ObservabilitySettings, install_observability
 from acgs.services.evolution import routes
 from acgs.services.evolution.access import ACCESS
@@ -105,6 +106,7 @@ def create_app(
     observability: ObservabilitySettings | None = None,
     agent_registry: RegistrySettings | None = None,
     session_ledger: SessionLedger | None = None,
+    oidc: OidcSettings | None = None,
 ) -> FastAPI:
     """The service. Anything not passed is built from ``settings``: the assessor from the
     bundle, the store from the database URL, the rollback executor from its factory. With an
@@ -114,8 +116,17 @@ def create_app(
     ``agent_registry`` (with authentication on) is where callers' trusted facts come from;
     ``session_ledger`` (``acgs.trust.sessions``, shared with the policy service in ``acgs
     serve``; or set as ``app.state.session_ledger`` before start-up) gives an action's decision
-    its session's history and learns how reviewers decided it."""
+    its session's history and learns how reviewers decided it. ``oidc`` (default: from the
+    environment, ``ACGS_OIDC_*``) lets reviewers sign in to the review page through an identity
+    provider; it needs authentication on."""
     settings = settings or EvolutionSettings.from_env()
+    oidc = oidc if oidc is not None else OidcSettings.from_env()
+    sign_in = None
+    if oidc.enabled:
+        security = security if security is not None else SecuritySettings.from_env()
+        if not security.auth:
+            raise ValueError("ACGS_OIDC_ISSUER (single sign-on) needs authentication on: set ACGS_AUTH=1")
+        sign_in = OidcSignIn(oidc)
     assessor = assessor or Assessor.load(str(settings.bundle), settings.entrypoint)
     store = store or open_store(settings.resolved_database_url())
     executor = executor or load_executor(settings.rollback_executor)
@@ -192,7 +203,11 @@ def create_app(
     app.state.session_ledger = session_ledger
     _install_error_handlers(app)
     app.include_router(routes.router)
-    install_security(app, ACCESS, security=security, registry=metrics.registry)
+    gate = install_security(app, with_sign_in(ACCESS) if sign_in else ACCESS, security=security, registry=metrics.registry)
+    if sign_in is not None and gate is not None:
+        # After the gate, so the session cookie is read before the gate looks for a signed-in person.
+        sign_in.install(app, ACCESS.browser)
+        gate.sessions = sign_in
     install_observability(app, "evolution", metrics.registry, observability)
     return app
 

@@ -14,15 +14,48 @@ order.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, Protocol, cast
 
 from acgs.audit.delivery import fit_event
 from acgs.audit.outbox import OutboxRelay
+from acgs.security.principal import Principal
 from acgs.services.evolution.records import AuditEvent, EvolutionRecord
 from acgs.services.evolution.store import PRODUCER
 
 EVENT_TYPE = "evolution_transition"
+
+#: The authenticated principal a route acts for while it calls the workflow (``acting_as``).
+_ACTING: ContextVar[Principal | None] = ContextVar("acgs_evolution_acting", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal | None) -> Iterator[None]:
+    """While the block runs, the events whose ``actor`` is ``principal`` say how it was
+    authenticated: ``actor_via`` (``oidc``, ``jwt``, ``api_key``) and, for a person signed in
+    through single sign-on, ``actor_issuer`` and ``actor_subject`` as the provider gave them
+    (the workflow itself only knows the name)."""
+    token = _ACTING.set(principal)
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
+
+
+def _actor_details(actor: str) -> dict[str, Any]:
+    principal = _ACTING.get()
+    if principal is None or principal.subject != actor:
+        return {}
+    out: dict[str, Any] = {"actor_via": principal.via}
+    if principal.issuer is not None:
+        out["actor_issuer"] = principal.issuer
+        out["actor_subject"] = principal.subject
+    if principal.key_id is not None:
+        out["actor_key_id"] = principal.key_id
+    return out
 
 
 def audit_event(
@@ -45,6 +78,7 @@ def audit_event(
         "from_status": previous,
         "to_status": record.status.value,
         "actor": actor,
+        **_actor_details(actor),
         "requested_by": record.requested_by,
         "approval_type": record.approval_type,
         "kind": record.kind,
@@ -76,4 +110,4 @@ class AuditSink(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
 
 
-__all__ = ["EVENT_TYPE", "PRODUCER", "AuditSink", "OutboxRelay", "audit_event"]
+__all__ = ["EVENT_TYPE", "PRODUCER", "AuditSink", "OutboxRelay", "acting_as", "audit_event"]

@@ -2,7 +2,9 @@
 
 With authentication on (``ACGS_AUTH``), the caller is the principal the API key or JWT stands
 for, with its roles; identity headers and the review form's name field are ignored, so nobody
-acts under another name. With it off, ``X-ACGS-Identity`` (``X-ACGS-Reviewer`` is accepted as
+acts under another name. With single sign-on on (``ACGS_OIDC_ISSUER``), a reviewer on the page is
+the person the identity provider signed in: a name typed into the form is refused. With
+authentication off, ``X-ACGS-Identity`` (``X-ACGS-Reviewer`` is accepted as
 the same thing) names the caller and ``X-ACGS-Role`` lists its roles, comma-separated.
 """
 
@@ -14,7 +16,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from acgs.security import principal_of
-from acgs.services.evolution.workflow import NotPermitted, Principal, Workflow, WorkflowError
+from acgs.security.oidc import sign_in_of
+from acgs.services.evolution.workflow import InvalidRequest, NotPermitted, Principal, Workflow, WorkflowError
 
 IDENTITY_HEADERS = ("x-acgs-identity", "x-acgs-reviewer")
 ROLE_HEADER = "x-acgs-role"
@@ -29,6 +32,13 @@ class Unauthenticated(WorkflowError):
 class MissingRole(WorkflowError):
     status = 403
     code = "forbidden"
+
+
+class CsrfFailed(WorkflowError):
+    """A signed-in reviewer's form without the session's CSRF token (another page's post)."""
+
+    status = 403
+    code = "csrf_failed"
 
 
 def _roles(text: str | None) -> frozenset[str]:
@@ -66,7 +76,21 @@ def check_requester(request: Request, requested_by: str | None) -> None:
 def reviewer_from_form(request: Request, fields: Mapping[str, str]) -> Principal:
     """The reviewer behind a form on the review page: the authenticated principal, else the
     header identity when there is one, else the name typed into the form, in the reviewer role
-    (the page is the reviewers' tool)."""
+    (the page is the reviewers' tool). With single sign-on on, the form must carry the
+    session's CSRF token and no name: the reviewer is who the identity provider signed in."""
+    sign_in = sign_in_of(request.app)
+    if sign_in is not None:
+        if (fields.get("reviewer") or "").strip():
+            raise InvalidRequest(
+                "with single sign-on the reviewer is the signed-in user: a name typed into the form is not accepted"
+            )
+        found = authenticated(request)
+        if found is None:
+            raise Unauthenticated("sign in first: /auth/login")
+        who = principal_of(request.scope)
+        if who is not None and who.via == "oidc" and not sign_in.check_csrf(request.scope, fields.get("csrf")):
+            raise CsrfFailed("the form's CSRF token does not match your session: reload the page and try again")
+        return require_role(found, REVIEWER)
     found = caller_of(request)
     if found is not None:
         return require_role(found, REVIEWER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -26,6 +27,18 @@ form { display: grid; gap: .4rem; max-width: 40rem; margin-top: .6rem; }
 textarea { min-height: 3rem; } .buttons button { margin-right: .5rem; }
 pre.diff .add { color: #1b5e20; } pre.diff .del { color: #b3261e; } pre.diff .hunk { color: #555; }
 """
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """The reviewer signed in through single sign-on: the forms carry no name field (the
+    identity provider says who reviews) but the session's CSRF token, and the page offers a
+    sign-out."""
+
+    name: str
+    subject: str
+    issuer: str
+    csrf: str
 
 
 def _e(value: Any) -> str:
@@ -69,13 +82,17 @@ def _list(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in items) + "</ul>" if items else ""
 
 
-def _form(r: EvolutionRecord) -> str:
+def _form(r: EvolutionRecord, who: SignedIn | None) -> str:
     if r.status is not Status.PENDING:
         return ""
     rid = _e(r.request_id)
+    if who is None:
+        reviewer = '<label>Reviewer <input name="reviewer" class="reviewer" required autocomplete="username"></label>'
+    else:
+        reviewer = f'<input type="hidden" name="csrf" value="{_e(who.csrf)}">'
     return f"""
 <form method="post" action="/evolution/review/{rid}/approve" data-request="{rid}">
-  <label>Reviewer <input name="reviewer" class="reviewer" required autocomplete="username"></label>
+  {reviewer}
   <label>Reason <textarea name="reason" required></textarea></label>
   <div class="buttons">
     <button type="submit" name="verdict" value="approve">Approve</button>
@@ -84,7 +101,7 @@ def _form(r: EvolutionRecord) -> str:
 </form>"""
 
 
-def _action_card(r: EvolutionRecord) -> str:
+def _action_card(r: EvolutionRecord, who: SignedIn | None) -> str:
     """A single tool call held for approval: tool, arguments (or their digest when the service's
     decision redacts them), agent, session and the constitution's reasons."""
     s, a = r.submission, r.assessment
@@ -106,13 +123,13 @@ def _action_card(r: EvolutionRecord) -> str:
      ({approvals}) · risk {_e(a.get("risk_level") or "-")}{roles}</p>
   {_list(a.get("reasons", []))}
   <details open><summary>Arguments</summary>{arguments}</details>
-  {_form(r)}
+  {_form(r, who)}
 </article>"""
 
 
-def _card(r: EvolutionRecord) -> str:
+def _card(r: EvolutionRecord, who: SignedIn | None = None) -> str:
     if r.kind == "action":
-        return _action_card(r)
+        return _action_card(r, who)
     a = r.assessment
     approvals = ", ".join(f"{_e(x.reviewer)} ({_e(x.reason)})" for x in r.approvals) or "none yet"
     given = dict(r.submission.get("changes") or {})
@@ -127,7 +144,7 @@ def _card(r: EvolutionRecord) -> str:
         extra += f"<p><b>Description:</b> {_e(r.submission['description'])}</p>"
     if perf:
         extra += f"<details><summary>Performance analysis</summary><pre>{_e(json.dumps(perf, indent=2, sort_keys=True))}</pre></details>"
-    form = _form(r)
+    form = _form(r, who)
     return f"""
 <article id="{_e(r.request_id)}" data-status="{_e(r.status.value)}">
   <h2><a href="/evolution/review/{_e(r.request_id)}" class="detail">{_e(r.type)} for agent {_e(r.agent_id)}</a></h2>
@@ -152,20 +169,21 @@ def page(
     status: Status,
     notice: str | None = None,
     error: str | None = None,
+    who: SignedIn | None = None,
 ) -> str:
     tabs = " ".join(
         f'<a href="/evolution/review?status={s.value}"{" class=current" if s is status else ""}>{s.value}</a>' for s in Status
     )
     shown = f"{len(records)} of {total}" if total > len(records) else str(total)
-    cards = "".join(_card(r) for r in records) or f"<p>No {status.value} requests.</p>"
+    cards = "".join(_card(r, who) for r in records) or f"<p>No {status.value} requests.</p>"
     body = f"""<nav>{tabs}</nav>
 {_banner(notice, error)}
 <p class="meta">{_e(shown)} {_e(status.value)} request(s)</p>
 <main>{cards}</main>"""
-    return _document("ACGS evolution review", body)
+    return _document("ACGS evolution review", body, who)
 
 
-def detail(record: EvolutionRecord, *, error: str | None = None) -> str:
+def detail(record: EvolutionRecord, *, error: str | None = None, who: SignedIn | None = None) -> str:
     """One request on its own page, whatever its status, with its history."""
     history = "".join(
         f"<tr><td>{_e(h.get('at', ''))}</td><td>{_e(h.get('from', ''))} → {_e(h.get('to', ''))}</td>"
@@ -175,9 +193,9 @@ def detail(record: EvolutionRecord, *, error: str | None = None) -> str:
     body = f"""<nav><a href="/evolution/review">pending</a>
 <a href="/evolution/review?status={_e(record.status.value)}">{_e(record.status.value)}</a></nav>
 {_banner(None, error)}
-<main>{_card(record)}
+<main>{_card(record, who)}
 <details><summary>History</summary><table class="history">{history}</table></details></main>"""
-    return _document(f"ACGS evolution review: {record.request_id}", body)
+    return _document(f"ACGS evolution review: {record.request_id}", body, who)
 
 
 def _banner(notice: str | None, error: str | None) -> str:
@@ -189,7 +207,16 @@ def _banner(notice: str | None, error: str | None) -> str:
     return banner
 
 
-def _document(title: str, body: str) -> str:
+def _signed_in(who: SignedIn | None) -> str:
+    if who is None:
+        return ""
+    return f"""<form class="signed-in meta" method="post" action="/auth/logout">
+  Signed in as <b class="who">{_e(who.name)}</b> ({_e(who.subject)} at {_e(who.issuer)})
+  <input type="hidden" name="csrf" value="{_e(who.csrf)}"><button type="submit" class="sign-out">Sign out</button>
+</form>"""
+
+
+def _document(title: str, body: str, who: SignedIn | None = None) -> str:
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -201,6 +228,7 @@ def _document(title: str, body: str) -> str:
 </head>
 <body>
 <h1>ACGS evolution review</h1>
+{_signed_in(who)}
 {body}
 </body>
 </html>

@@ -13,8 +13,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from acgs import _acgs as core
 from acgs.errors import AcgsError, InvalidInputError
+from acgs.security.oidc import sign_in_of
 from acgs.security.principal import own_records_only, principal_of
 from acgs.services.evolution import actions, review
+from acgs.services.evolution.audit import acting_as
 from acgs.services.evolution.deps import (
     CallerDep,
     PrincipalDep,
@@ -195,59 +197,81 @@ router.add_api_route(
 
 
 @router.post("/evolution/requests/{request_id}/approve", response_model=EvolutionRequestOut, responses=_ERRORS)
-async def approve(request_id: str, body: ReviewIn, workflow: WorkflowDep, reviewer: ReviewerDep) -> EvolutionRequestOut:
-    return EvolutionRequestOut.of(await workflow.approve(request_id, reviewer, body.reason))
+async def approve(
+    request_id: str, body: ReviewIn, request: Request, workflow: WorkflowDep, reviewer: ReviewerDep
+) -> EvolutionRequestOut:
+    with acting_as(principal_of(request.scope)):
+        return EvolutionRequestOut.of(await workflow.approve(request_id, reviewer, body.reason))
 
 
 @router.post("/evolution/requests/{request_id}/reject", response_model=EvolutionRequestOut, responses=_ERRORS)
-async def reject(request_id: str, body: ReviewIn, workflow: WorkflowDep, reviewer: ReviewerDep) -> EvolutionRequestOut:
-    return EvolutionRequestOut.of(await workflow.reject(request_id, reviewer, body.reason))
+async def reject(
+    request_id: str, body: ReviewIn, request: Request, workflow: WorkflowDep, reviewer: ReviewerDep
+) -> EvolutionRequestOut:
+    with acting_as(principal_of(request.scope)):
+        return EvolutionRequestOut.of(await workflow.reject(request_id, reviewer, body.reason))
 
 
 @router.post("/evolution/requests/{request_id}/cancel", response_model=EvolutionRequestOut, responses=_ERRORS)
 async def cancel(
-    request_id: str, workflow: WorkflowDep, caller: PrincipalDep, body: CancelIn | None = None
+    request_id: str, request: Request, workflow: WorkflowDep, caller: PrincipalDep, body: CancelIn | None = None
 ) -> EvolutionRequestOut:
-    return EvolutionRequestOut.of(await workflow.cancel(request_id, caller, body.reason if body else None))
+    with acting_as(principal_of(request.scope)):
+        return EvolutionRequestOut.of(await workflow.cancel(request_id, caller, body.reason if body else None))
 
 
 @router.post("/evolution/requests/{request_id}/deploy", response_model=EvolutionRequestOut, responses=_ERRORS)
 async def deploy(
-    request_id: str, workflow: WorkflowDep, caller: PrincipalDep, body: DeployIn | None = None
+    request_id: str, request: Request, workflow: WorkflowDep, caller: PrincipalDep, body: DeployIn | None = None
 ) -> EvolutionRequestOut:
-    return EvolutionRequestOut.of(await workflow.deploy(request_id, caller, body.note if body else None))
+    with acting_as(principal_of(request.scope)):
+        return EvolutionRequestOut.of(await workflow.deploy(request_id, caller, body.note if body else None))
 
 
 @router.post("/evolution/requests/{request_id}/rollback", response_model=EvolutionRequestOut, responses=_ERRORS)
-async def rollback(request_id: str, body: RollbackIn, workflow: WorkflowDep, caller: PrincipalDep) -> EvolutionRequestOut:
+async def rollback(
+    request_id: str, body: RollbackIn, request: Request, workflow: WorkflowDep, caller: PrincipalDep
+) -> EvolutionRequestOut:
     """Carries out the rollback plan. The answer is 200 whether or not every step succeeded:
     ``status`` is ``rolled_back`` only if all did, and ``rollbacks[-1].steps`` says how each went."""
-    record = await workflow.rollback(request_id, caller, body.reason, attest_manual=body.attest_manual)
+    with acting_as(principal_of(request.scope)):
+        record = await workflow.rollback(request_id, caller, body.reason, attest_manual=body.attest_manual)
     return EvolutionRequestOut.of(record)
 
 
 # -- the reviewers' page ----------------------------------------------------------------------
 
 
+def _signed_in(request: Request) -> review.SignedIn | None:
+    """The person signed in through single sign-on, for the page (None: no sign-on session)."""
+    sign_in = sign_in_of(request.app)
+    data = sign_in.identity(request.scope) if sign_in is not None else None
+    if data is None:
+        return None
+    return review.SignedIn(name=str(data.get("name") or data["sub"]), subject=data["sub"], issuer=data["iss"], csrf=data["csrf"])
+
+
 @router.get("/evolution/review", response_class=HTMLResponse, include_in_schema=False)
 async def review_page(
+    request: Request,
     workflow: WorkflowDep,
     status: Status = Status.PENDING,
     done: str | None = None,
 ) -> HTMLResponse:
     records, total = await workflow.list_requests(status=status, agent_id=None, limit=200, offset=0)
-    return HTMLResponse(review.page(records, total=total, status=status, notice=done))
+    return HTMLResponse(review.page(records, total=total, status=status, notice=done, who=_signed_in(request)))
 
 
 @router.get("/evolution/review/{request_id}", response_class=HTMLResponse, include_in_schema=False)
-async def review_detail(request_id: str, workflow: WorkflowDep) -> HTMLResponse:
+async def review_detail(request_id: str, request: Request, workflow: WorkflowDep) -> HTMLResponse:
     """One request's page: its risk breakdown, changes and history, and the form while pending."""
+    who = _signed_in(request)
     try:
         record = await workflow.get(request_id)
     except WorkflowError as exc:
         records, total = await workflow.list_requests(status=Status.PENDING, agent_id=None, limit=200, offset=0)
-        return HTMLResponse(review.page(records, total=total, status=Status.PENDING, error=exc.message), exc.status)
-    return HTMLResponse(review.detail(record))
+        return HTMLResponse(review.page(records, total=total, status=Status.PENDING, error=exc.message, who=who), exc.status)
+    return HTMLResponse(review.detail(record, who=who))
 
 
 @router.post("/evolution/review/{request_id}/{verdict}", include_in_schema=False)
@@ -255,7 +279,8 @@ async def review_form(request_id: str, verdict: str, request: Request, workflow:
     """The page's forms post here (``application/x-www-form-urlencoded``) and are sent back to
     the page; a refused review re-renders the page with the reason and the refusal's status.
     Posts another site makes a browser send never get here: the site guard refuses them (403,
-    ``acgs.security.site``)."""
+    ``acgs.security.site``); with single sign-on, a form must also carry the session's CSRF
+    token (``deps.reviewer_from_form``)."""
     fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     try:
         if verdict not in ("approve", "reject"):
@@ -264,13 +289,14 @@ async def review_form(request_id: str, verdict: str, request: Request, workflow:
         reason = (fields.get("reason") or "").strip()
         if not reason:
             raise InvalidRequest("a reason is required")
-        if verdict == "approve":
-            record = await workflow.approve(request_id, reviewer, reason)
-        else:
-            record = await workflow.reject(request_id, reviewer, reason)
+        with acting_as(principal_of(request.scope)):
+            if verdict == "approve":
+                record = await workflow.approve(request_id, reviewer, reason)
+            else:
+                record = await workflow.reject(request_id, reviewer, reason)
     except WorkflowError as exc:
         records, total = await workflow.list_requests(status=Status.PENDING, agent_id=None, limit=200, offset=0)
-        html = review.page(records, total=total, status=Status.PENDING, error=exc.message)
+        html = review.page(records, total=total, status=Status.PENDING, error=exc.message, who=_signed_in(request))
         return HTMLResponse(html, status_code=exc.status)
     notice = f"{'approved' if verdict == 'approve' else 'rejected'} {request_id}: now {record.status.value}"
     return RedirectResponse(f"/evolution/review?{urlencode({'done': notice})}", status_code=303)
