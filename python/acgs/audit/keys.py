@@ -1,7 +1,11 @@
 """The log's checkpoint signing key: from ``ACGS_AUDIT_SIGNING_KEY``, or a file under the data
 directory, generated (Ed25519, through the Rust core) on first start with mode 0600. Also the
 verifier key ``acgs audit verify`` pins: read from a file (a verifier key, or the signing key it
-derives from), never from the database it checks."""
+derives from), never from the database it checks.
+
+``ACGS_AUDIT_SIGNING_KEY`` may hold the key or a reference into a secrets store (``file:``,
+``env:``, ``vault:``; see ``acgs.security.secrets``): a reference that cannot be read raises
+``SecretError`` and the log is not opened (no key is generated in its place)."""
 
 from __future__ import annotations
 
@@ -48,14 +52,24 @@ def pinned_verifier(key_file: Path | None, data_dir: Path, environ: Mapping[str,
             return verifier_from_text(Path(key_file).read_text()), str(key_file)
         except OSError as exc:
             raise SigningKeyError(f"cannot read the key file {key_file}: {exc}") from None
-    env = os.environ if environ is None else environ
-    text = env.get(ENV_KEY, "").strip()
+    text = _from_env(environ)
     if text:
         return verifier_from_text(text), ENV_KEY
     path = data_dir / KEY_FILE
     if not path.exists():
         raise SigningKeyError(f"no key to verify with: {path} does not exist; pass --key FILE (the log's verifier key)")
     return verifier_from_text(path.read_text()), str(path)
+
+
+def _from_env(environ: Mapping[str, str] | None) -> str:
+    """``ACGS_AUDIT_SIGNING_KEY``, a secrets-store reference in it resolved; "" when unset."""
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_KEY, "").strip()
+    if not text:
+        return ""
+    from acgs.security.secrets import resolve  # imported late: the audit core needs no services
+
+    return resolve(text).strip()
 
 
 def key_name(private_key: str) -> str:
@@ -69,8 +83,7 @@ def key_name(private_key: str) -> str:
 def load_or_create(data_dir: Path, origin: str = DEFAULT_ORIGIN, environ: Mapping[str, str] | None = None) -> str:
     """The private key string. The environment wins; otherwise ``<data_dir>/audit-signing.key``,
     created atomically if absent, so processes starting together agree on one key."""
-    env = os.environ if environ is None else environ
-    text = env.get(ENV_KEY, "").strip()
+    text = _from_env(environ)
     if text:
         key_name(text)
         return text

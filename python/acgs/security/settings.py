@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs.security.principal import ROLES
+from acgs.security.secrets import is_reference, resolve, resolve_optional_url, resolve_url
 from acgs.services.common.env import read_env
 
 #: Environment variable for each setting. The data directory and Redis are shared by every
@@ -162,7 +163,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit": _non_negative,
     "rate_burst": _non_negative,
     "rate_limit_roles": _role_limits_text,
-    "redis_url": _optional_text,
+    "redis_url": resolve_optional_url,  # a reference, or {reference} as the password, is read at start
     "redis_timeout_ms": _non_negative,
     "redis_retry_after": _non_negative,
     "tls_cert_file": _optional_path,
@@ -193,11 +194,12 @@ class SecuritySettings:
     public_metrics: bool = False
     #: JWT algorithms accepted: HS256 and/or RS256; empty: JWTs are refused.
     jwt_algorithms: tuple[str, ...] = ()
-    #: Shared key for HS256 (prefer ``jwt_hs256_key_file``: variables leak into process
-    #: listings and crash reports).
+    #: Shared key for HS256 (prefer ``jwt_hs256_key_file`` or a ``file:``/``vault:`` reference:
+    #: variables leak into process listings and crash reports). Keys are re-read as they rotate
+    #: (``acgs.security.tokens``).
     jwt_hs256_key: str | None = None
     jwt_hs256_key_file: Path | None = None
-    #: PEM public key verifying RS256 tokens.
+    #: PEM public key verifying RS256 tokens: a file, or a ``file:``/``env:``/``vault:`` reference.
     jwt_public_key_file: Path | None = None
     #: Required ``iss`` and ``aud`` when set.
     jwt_issuer: str | None = None
@@ -214,7 +216,8 @@ class SecuritySettings:
     #: Per-role limits overriding the defaults, ``role=rate[:burst],...`` (``agent=1000:2000,
     #: admin=0``; 0 is unlimited); a principal with several roles gets its most generous.
     rate_limit_roles: str = ""
-    #: Shared buckets in Redis when set (the same variable as the policy service's L2 cache).
+    #: Shared buckets in Redis when set (the same variable as the policy service's L2 cache). A
+    #: secrets-store reference, or one as the password, is resolved when the settings are read.
     redis_url: str | None = None
     redis_timeout_ms: float = 50.0
     #: After a Redis failure, seconds during which buckets are kept in process.
@@ -257,7 +260,11 @@ class SecuritySettings:
             raise ValueError("ACGS_TLS_KEY_FILE is set without ACGS_TLS_CERT_FILE")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("ACGS_TLS_CLIENT_CA_FILE (mutual TLS) needs ACGS_TLS_CERT_FILE and ACGS_TLS_KEY_FILE")
-        if self.key_store and not self.key_store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        if (
+            self.key_store
+            and not is_reference(self.key_store)
+            and not self.key_store.startswith(("sqlite:///", "postgresql://", "postgres://"))
+        ):
             raise ValueError(f"ACGS_AUTH_KEY_STORE={self.key_store!r}: use sqlite:///path or postgresql://...")
         try:
             parse_role_limits(self.rate_limit_roles)
@@ -265,12 +272,13 @@ class SecuritySettings:
             raise ValueError(f"ACGS_RATE_LIMIT_ROLES={self.rate_limit_roles!r}: {exc}") from None
 
     def resolved_key_store(self) -> str:
-        return self.key_store or f"sqlite:///{self.data_dir / 'keys.sqlite3'}"
+        """The key store's URL, a secrets-store reference in it resolved."""
+        return resolve_url(self.key_store) if self.key_store else f"sqlite:///{self.data_dir / 'keys.sqlite3'}"
 
     def hs256_key(self) -> bytes | None:
         if self.jwt_hs256_key_file is not None:
             return self.jwt_hs256_key_file.read_bytes().strip()
-        return self.jwt_hs256_key.encode() if self.jwt_hs256_key else None
+        return resolve(self.jwt_hs256_key).encode() if self.jwt_hs256_key else None
 
     def limit_for(self, roles: frozenset[str]) -> tuple[float, float]:
         """(tokens per second, burst) for a principal with ``roles``; rate 0 means unlimited."""

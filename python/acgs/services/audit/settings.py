@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acgs.security.secrets import resolve_url
 from acgs.services.common.env import mask_password, non_negative_float, non_negative_int, optional_text, positive_int, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
@@ -55,14 +56,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     """Everything the audit service can be told. Defaults suit one embedded node. The signing
-    key comes from ``ACGS_AUDIT_SIGNING_KEY`` or ``<data_dir>/audit-signing.key`` (see
-    ``acgs.audit.keys``) and is never a setting that ``public`` would show."""
+    key comes from ``ACGS_AUDIT_SIGNING_KEY`` (the key, or a ``file:``/``env:``/``vault:``
+    reference to it) or ``<data_dir>/audit-signing.key`` (see ``acgs.audit.keys``) and is never a
+    setting that ``public`` would show."""
 
     host: str = "127.0.0.1"
     port: int = 8003
     #: Where the SQLite log and the signing key live.
     data_dir: Path = Path(".acgs-data")
-    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir.
+    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir. May
+    #: be a secrets-store reference, or hold one as its password (``acgs.security.secrets``).
     database_url: str | None = None
     #: The log's origin line in checkpoints; None: the signing key's name.
     origin: str | None = None
@@ -99,9 +102,10 @@ class AuditSettings:
         return dataclasses.replace(self, **changes)
 
     def resolved_database_url(self) -> str:
-        """The database URL, with the SQLite default filled in under ``data_dir``."""
+        """The database URL, with the SQLite default filled in under ``data_dir`` and a
+        secrets-store reference (the whole URL, or ``{reference}`` as its password) resolved."""
         if self.database_url:
-            return self.database_url
+            return resolve_url(self.database_url)
         return f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
 
     def resolved_archive(self) -> str:
@@ -111,5 +115,5 @@ class AuditSettings:
         """The settings as JSON-ready values, with any password in the database URL masked."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["data_dir"] = str(self.data_dir)
-        out["database_url"] = mask_password(self.resolved_database_url())
+        out["database_url"] = mask_password(self.database_url or f"sqlite:///{self.data_dir / 'audit.sqlite3'}")
         return out

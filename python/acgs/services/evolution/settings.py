@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs import default_bundle_path
+from acgs.security.secrets import resolve_url
 from acgs.services.common.env import mask_password, non_negative_int, optional_text, positive_float, read_env
 
 #: Environment variable for each setting. The data directory is shared by the services, so its
@@ -74,7 +75,8 @@ class EvolutionSettings:
     port: int = 8002
     #: Where the SQLite database lives when no database URL is given.
     data_dir: Path = Path(".acgs-data")
-    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir.
+    #: ``postgresql://user@host:port/db`` or ``sqlite:///path``; None: SQLite under data_dir. May
+    #: be a secrets-store reference, or hold one as its password (``acgs.security.secrets``).
     database_url: str | None = None
     #: Seconds a pending request waits for its reviewers before it expires.
     review_timeout: float = 24 * 3600.0
@@ -91,7 +93,8 @@ class EvolutionSettings:
     audit_url: str | None = None
     #: URLs notified of every state change (signed POSTs, retried until acknowledged).
     webhook_urls: tuple[str, ...] = ()
-    #: HMAC-SHA256 key of the webhook signatures; required when webhook_urls is set.
+    #: HMAC-SHA256 key of the webhook signatures; required when webhook_urls is set. A
+    #: ``file:``/``env:``/``vault:`` reference is read again as it rotates (see webhooks.py).
     webhook_secret: str | None = None
     #: Seconds one webhook delivery may take before it counts as failed.
     webhook_timeout: float = 10.0
@@ -115,9 +118,10 @@ class EvolutionSettings:
         return dataclasses.replace(self, **changes)
 
     def resolved_database_url(self) -> str:
-        """The database URL, with the SQLite default filled in under ``data_dir``."""
+        """The database URL, with the SQLite default filled in under ``data_dir`` and a
+        secrets-store reference (the whole URL, or ``{reference}`` as its password) resolved."""
         if self.database_url:
-            return self.database_url
+            return resolve_url(self.database_url)
         return f"sqlite:///{self.data_dir / 'evolution.sqlite3'}"
 
     def public(self) -> dict[str, Any]:
@@ -127,5 +131,5 @@ class EvolutionSettings:
         out["data_dir"] = str(self.data_dir)
         out["webhook_urls"] = list(self.webhook_urls)
         out["webhook_secret"] = "***" if self.webhook_secret else None
-        out["database_url"] = mask_password(self.resolved_database_url())
+        out["database_url"] = mask_password(self.database_url or f"sqlite:///{self.data_dir / 'evolution.sqlite3'}")
         return out

@@ -12,6 +12,12 @@ names it so receivers can drop repeats.
 Each request carries ``X-ACGS-Signature: t=<unix seconds>,v1=<hex>``, where ``<hex>`` is
 HMAC-SHA256 with the shared secret over ``"<t>." + body``. A receiver recomputes it (see
 ``verify_signature``) and rejects stale timestamps, which stops replays of captured requests.
+
+The secret setting may be a reference into a secrets store (``acgs.security.secrets``): it is
+read again before a delivery once ``ACGS_SECRETS_TTL`` has passed, and at once after a receiver
+answers 401 or 403, so a rotated secret signs the next deliveries without a restart. A secret
+that cannot be read fails the delivery (retried like any other failure); nothing is sent
+unsigned or signed with an empty key.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import httpx
 import orjson
 
+from acgs.security.secrets import SecretInvalid, SecretResolver, default_resolver
 from acgs.services.evolution.records import OutboxEntry
 from acgs.services.evolution.store import EvolutionStore
 
@@ -103,10 +110,15 @@ class WebhookRelay:
         batch: int = 100,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        secrets: SecretResolver | None = None,
     ) -> None:
         self.store = store
         self.url = url
+        #: The setting: the secret itself or a reference to it (never logged).
         self.secret = secret
+        self._secrets = secrets
+        # Fail closed at start: a service whose webhook secret cannot be read does not start.
+        self.signing_key()
         self.interval = interval
         self.max_backoff = max_backoff
         self.batch = batch
@@ -117,6 +129,14 @@ class WebhookRelay:
         self.delivered = 0
         self.failures = 0
         self.last_error: str | None = None
+
+    def signing_key(self) -> str:
+        """The secret that signs the next delivery; ``SecretError`` when it cannot be had."""
+        resolver = self._secrets or default_resolver()
+        key = resolver.resolve(self.secret) if self.secret else ""
+        if not key.strip():
+            raise SecretInvalid("ACGS_EVOLUTION_WEBHOOK_SECRET", "the webhook secret is empty")
+        return key
 
     def notify(self) -> None:
         """Something was written to the outbox: deliver now instead of at the next tick."""
@@ -129,9 +149,12 @@ class WebhookRelay:
             "User-Agent": "acgs-evolution-webhook",
             EVENT_HEADER: str(entry.event.get("action", "")),
             DELIVERY_HEADER: str(payload(entry)["id"]),
-            SIGNATURE_HEADER: sign(self.secret, body, int(self.clock())),
+            SIGNATURE_HEADER: sign(await asyncio.to_thread(self.signing_key), body, int(self.clock())),
         }
         response = await self._client.post(self.url, content=body, headers=headers)
+        if response.status_code in (401, 403):
+            # The receiver may hold a rotated secret already: the retry reads the store again.
+            (self._secrets or default_resolver()).forget(self.secret)
         if not 200 <= response.status_code < 300:
             raise WebhookRefused(f"{self.url} answered {response.status_code}")
 
