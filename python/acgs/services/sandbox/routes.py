@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,6 +26,7 @@ _INVALID: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "descript
     responses={
         **_INVALID,
         413: {"model": ErrorBody, "description": "request body over the configured limit"},
+        409: {"model": ErrorBody, "description": "decision_id already names a run"},
         403: {"model": Execution, "description": "denied by the constitution (status denied, reasons)"},
         422: {"model": Execution, "description": "allowed, but no runtime or interpreter for it here (status error)"},
         429: {"model": Execution, "description": "the run queue is full (status error)"},
@@ -44,6 +46,12 @@ async def execute(req: ExecuteRequest, service: Service, request: Request) -> JS
         # With authentication on, an agent runs code as itself: the credential says who it is.
         return JSONResponse(
             {"code": "forbidden", "message": f"agent_id {req.agent_id!r} is not the caller ({own!r})"}, status_code=403
+        )
+    if req.decision_id is not None and await asyncio.to_thread(service.store.has_decision, req.decision_id):
+        # One decision, one run: a second run under the same id would land in the first
+        # run's audit trail (another caller's, possibly).
+        return JSONResponse(
+            {"code": "decision_id_in_use", "message": f"decision_id {req.decision_id!r} already names a run"}, status_code=409
         )
     facts = getattr(request.app.state, "trusted_facts", None)
     trusted = (await facts.for_request("execute", request.scope))[0] if facts is not None else None

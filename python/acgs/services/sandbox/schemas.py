@@ -38,8 +38,9 @@ class ExecuteRequest(BaseModel):
     #: optionally ``class``.
     agent: dict[str, Any] = Field(default_factory=dict)
     #: The policy decision this run belongs to; the execution is audited under it (a new id
-    #: is made when absent).
-    decision_id: str | None = None
+    #: is made when absent). An id that already names a run is refused (409): one decision,
+    #: one run, so a caller cannot file its run under another caller's decision.
+    decision_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     #: The constitution the caller expects; the loaded one's when absent.
     constitutional_hash: str | None = None
     #: A claim by the caller: the guard's tool decision (``acgs/tools/decision``) this run

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent_id, created_at);
 CREATE INDEX IF NOT EXISTS executions_status ON executions (status);
+CREATE INDEX IF NOT EXISTS executions_decision ON executions (decision_id);
 """
 
 UNFINISHED = ("queued", "running")
@@ -123,6 +124,11 @@ class ExecutionStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+
+    def has_decision(self, decision_id: str) -> bool:
+        """Whether a run is already filed under ``decision_id``."""
+        with self._tx() as db:
+            return db.execute("SELECT 1 FROM executions WHERE decision_id = ? LIMIT 1", (decision_id,)).fetchone() is not None
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
         with self._tx() as db:
