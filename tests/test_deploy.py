@@ -1,14 +1,24 @@
 """deploy/ checked without Docker: the compose file's services, ports, volumes, dependencies
-and ``ACGS_*`` settings; Prometheus's scrape targets and mounts; the alert rules through
-``promtool``; Alertmanager's routes; Grafana's provisioning. (That every metric the rules and
-the dashboard name is exported is checked against the running services in
-tests/services/test_observability.py.)"""
+and ``ACGS_*`` settings, alone and with each override (LDAP, single sign-on, secrets);
+Prometheus's scrape targets and mounts; the alert rules through ``promtool``; Alertmanager's
+routes; Grafana's provisioning; the Keycloak realm against the evolution service's settings; the
+OpenBao seed against the references; and the OpenLDAP container's entrypoint, run against
+Debian's slapd. (That every metric the rules and the dashboard name is exported is checked
+against the running services in tests/services/test_observability.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +26,13 @@ from typing import Any
 import pytest
 import yaml
 
+from acgs.security import ldap as ldap_auth
 from acgs.security.bind import check_bind
+from acgs.security.cli import OPERATOR_ENV, OPERATOR_PASSWORD_FILE_ENV
+from acgs.security.oidc import ENV_NAMES as OIDC_ENV
+from acgs.security.oidc import OidcSettings
+from acgs.security.secrets import ENV_NAMES as SECRETS_ENV
+from acgs.security.secrets import SecretsSettings, parse_reference
 from acgs.security.settings import ENV_NAMES as SECURITY_ENV
 from acgs.security.settings import SecuritySettings
 from acgs.services.audit.settings import ENV_NAMES as AUDIT_ENV
@@ -57,6 +73,24 @@ KNOWN_ACGS_VARS = {
     *SANDBOX_ENV.values(),
     *OBSERVABILITY_ENV.values(),
     *SECURITY_ENV.values(),
+    *OIDC_ENV.values(),
+    *ldap_auth.ENV_NAMES.values(),
+    ldap_auth.OPERATOR_AUTH_ENV,
+    OPERATOR_ENV,
+    OPERATOR_PASSWORD_FILE_ENV,
+    *SECRETS_ENV.values(),
+}
+#: The stacks: the compose file alone, and with each override file (``docker compose -f
+#: docker-compose.yml -f <override>``).
+OVERRIDES = {
+    "ldap": "docker-compose.ldap.yml",
+    "sso": "docker-compose.sso.yml",
+    "secrets": "docker-compose.secrets.yml",
+}
+STACKS: dict[str, tuple[str, ...]] = {
+    "base": (),
+    **{name: (override,) for name, override in OVERRIDES.items()},
+    "all": tuple(OVERRIDES.values()),
 }
 
 
@@ -64,10 +98,42 @@ def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    doc: dict[str, Any] = _yaml(DEPLOY / "docker-compose.yml")
-    return doc
+def _merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of a service: mappings merge key by key, volumes by their target path,
+    ports and secrets add up, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if key in ("environment", "depends_on", "healthcheck", "build") and isinstance(value, dict):
+            out[key] = {**(base.get(key) or {}), **value}
+        elif key == "volumes":
+            merged = {str(spec).split(":")[1]: spec for spec in base.get(key, [])}
+            merged.update({str(spec).split(":")[1]: spec for spec in value})
+            out[key] = list(merged.values())
+        elif key in ("ports", "secrets"):
+            out[key] = [*base.get(key, []), *(v for v in value if v not in base.get(key, []))]
+        else:
+            out[key] = value
+    return out
+
+
+def _stack(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The compose file merged with ``overrides`` in order, as ``docker compose -f ... -f ...``."""
+    merged: dict[str, Any] = _yaml(DEPLOY / "docker-compose.yml")
+    for override in overrides:
+        extra = _yaml(DEPLOY / override)
+        services = dict(merged["services"])
+        for name, service in extra["services"].items():
+            services[name] = _merge_service(services[name], service) if name in services else service
+        merged = {**merged, "services": services}
+        for key in ("volumes", "secrets"):
+            if extra.get(key) or merged.get(key):
+                merged[key] = {**(merged.get(key) or {}), **(extra.get(key) or {})}
+    return merged
+
+
+@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+def compose(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _stack(STACKS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +232,8 @@ def test_volumes_are_declared_and_mounted(compose: dict[str, Any], services: dic
         "alertmanager": "/alertmanager",
         **{name: "/var/lib/acgs" for name in ACGS},
     }
+    if "openldap" in services:
+        stateful["openldap"] = "/var/lib/ldap"
     for name, path in stateful.items():
         assert any(t == path and s in declared for s, t in _mounts(services[name])), f"{name}: no volume at {path}"
 
@@ -213,6 +281,19 @@ def test_acgs_environment_is_real_settings(services: dict[str, dict[str, Any]]) 
         assert security.auth or security.insecure
         assert {"policy", "evolution", "audit", "sandbox"} <= set(security.allowed_hosts), name
         ObservabilitySettings.from_env(env)
+        SecretsSettings.from_env(env)
+        if env.get("ACGS_OIDC_ISSUER"):
+            # Sign-on needs authentication on (the service refuses to start otherwise).
+            assert OidcSettings.from_env(env).enabled and security.auth, name
+        if ldap_auth.operator_auth(env) == "ldap":
+            # The CA file is on a volume the directory fills: checked to be mounted, not present.
+            ldap_settings = ldap_auth.LdapSettings.from_env(env, ca_file=None)
+            ca_file = env["ACGS_LDAP_CA_FILE"]
+            (source,) = [s for s, target in _mounts(services[name]) if ca_file.startswith(f"{target}/")]
+            # ... the volume where the directory's entrypoint puts its CA certificate (LDAP_CA_DIR).
+            assert (source, "/etc/ldap/ca") in _mounts(services["openldap"]), name
+            assert f"{source}:{Path(ca_file).parent}:ro" in services[name]["volumes"], name
+            assert ldap_settings.endpoint == ("ldaps", "openldap", 636)
         assert env["ACGS_DATA_DIR"] == "/var/lib/acgs" and env["ACGS_LOG_FORMAT"] == "json"
         own = [k for k in env if k.startswith(f"ACGS_{name.upper()}_")]
         assert own and set(own) <= set(names.values())
@@ -233,7 +314,30 @@ def test_acgs_environment_is_real_settings(services: dict[str, dict[str, Any]]) 
     for url in (audit.database_url, evolution.database_url):
         db = url.rsplit("/", 1)[1]
         assert db == pg["POSTGRES_DB"] or f"CREATE DATABASE {db} " in init
-        assert url.startswith(f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@")
+        match = re.match(r"postgresql://([^:]+):\{([^{}]+)\}@", url)
+        if match is None:
+            assert url.startswith(f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@")
+            continue
+        # The password is a reference: the one-shot seed job stores PostgreSQL's password there.
+        ref = parse_reference(match[2])
+        assert ref is not None and ref.scheme == "vault" and match[1] == pg["POSTGRES_USER"]
+        assert _seeded(services)[(ref.mount, ref.path, ref.field)] == pg["POSTGRES_PASSWORD"]
+
+
+def _seeded(services: dict[str, dict[str, Any]]) -> dict[tuple[str, str, str | None], str]:
+    """(mount, path, field) -> value for each ``bao kv put -mount=M PATH FIELD=VALUE`` of the
+    seed job."""
+    out: dict[tuple[str, str, str | None], str] = {}
+    for command in " ".join(services["openbao-seed"]["command"]).split("&&"):
+        words = shlex.split(command)
+        if words[:3] != ["bao", "kv", "put"]:
+            continue
+        mount = next(w.removeprefix("-mount=") for w in words if w.startswith("-mount="))
+        path, *fields = [w for w in words[3:] if not w.startswith("-")]
+        for field in fields:
+            key, _, value = field.partition("=")
+            out[(mount, path, key)] = value
+    return out
 
 
 def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
@@ -331,3 +435,159 @@ def test_grafana_provisioning(services: dict[str, dict[str, Any]]) -> None:
             assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
             assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
             assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
+
+
+# -- people and secrets (docs/security.md) -------------------------------------------------
+
+
+def test_the_image_carries_the_extras_of_people_and_secrets() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    installed = re.search(r"acgs-\*\.whl\)\[([a-z0-9,-]+)\]", dockerfile)
+    assert installed is not None
+    extras = set(installed[1].split(","))
+    assert {"sso", "ldap", "vault"} <= extras
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for extra in extras:
+        assert re.search(rf"^{extra} = \[", pyproject, re.M), f"pyproject.toml has no extra {extra}"
+
+
+@pytest.mark.parametrize("override", list(OVERRIDES.values()))
+def test_overrides_add_to_the_stack_without_replacing_it(override: str) -> None:
+    base = _yaml(DEPLOY / "docker-compose.yml")["services"]
+    extra = _yaml(DEPLOY / override)
+    assert set(extra) <= {"services", "volumes", "secrets"} | {k for k in extra if k.startswith("x-")}
+    for name, service in extra["services"].items():
+        if name in base:
+            # Only what the feature needs is added to an existing service: never its image,
+            # command, ports or user.
+            assert set(service) <= {"environment", "volumes", "secrets", "depends_on"}, f"{override}: {name}"
+        else:
+            assert service.get("image"), f"{override}: {name} has no image"
+    header = (DEPLOY / override).read_text().split("\n\n", 1)[0]
+    assert f"-f deploy/{override}" in header and "Not run here" in (DEPLOY / override).read_text()
+    # The README says how to use it.
+    assert override in (DEPLOY / "README.md").read_text()
+
+
+def test_the_keycloak_realm_fits_the_evolution_service() -> None:
+    services = _stack(STACKS["sso"])["services"]
+    env = _env(services["evolution"])
+    oidc = OidcSettings.from_env(env)
+    realm = json.loads((DEPLOY / "keycloak" / "acgs-realm.json").read_text())
+    keycloak = _env(services["keycloak"])
+    # The issuer is Keycloak's front-end URL (what browsers use) with the realm.
+    assert oidc.issuer == f"{keycloak['KC_HOSTNAME']}/realms/{realm['realm']}"
+    assert urllib.parse.urlsplit(oidc.metadata_url).netloc == "keycloak:8080"
+    (client,) = [c for c in realm["clients"] if c["clientId"] == oidc.client_id]
+    assert client["publicClient"] is False and client["standardFlowEnabled"] is True
+    assert client["implicitFlowEnabled"] is False and client["directAccessGrantsEnabled"] is False
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert client["redirectUris"] == [oidc.callback_url]
+    # The secret file the service reads is the realm's client secret.
+    secret_file = _stack(STACKS["sso"])["secrets"]["oidc-client-secret"]["file"]
+    assert (DEPLOY / secret_file).read_text().strip() == client["secret"]
+    assert str(oidc.client_secret_file) == "/run/secrets/oidc-client-secret"
+    # The groups reach the ID token under the claim ACGS reads, and the mapped groups exist.
+    (mapper,) = [m for m in client["protocolMappers"] if m["protocolMapper"] == "oidc-group-membership-mapper"]
+    assert mapper["config"]["claim.name"] == oidc.groups_claim and mapper["config"]["id.token.claim"] == "true"
+    assert mapper["config"]["full.path"] == "false"
+    groups = {g["name"] for g in realm["groups"]}
+    assert set(oidc.role_map) <= groups
+    assert oidc.roles_for(["acgs-reviewers"]) == {"reviewer"}
+    for user in realm["users"]:
+        assert all(g.lstrip("/") in groups for g in user["groups"])
+        assert all(c["temporary"] for c in user["credentials"])
+    # The volume and the evolution service wait for Keycloak to be ready.
+    assert dict(_mounts(services["keycloak"]))["./keycloak/acgs-realm.json"].startswith("/opt/keycloak/data/import/")
+    assert services["evolution"]["depends_on"]["keycloak"]["condition"] == "service_healthy"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_the_openldap_entrypoint_seeds_a_directory_the_operators_settings_work_with() -> None:
+    """deploy/openldap/entrypoint.sh run as it is, on this machine's Debian slapd: the first
+    start makes the certificate and loads config.ldif and seed.ldif; the ACGS containers'
+    ACGS_LDAP_* settings then authenticate the seeded operator as admin over LDAPS, and refuse
+    a wrong password; a second start keeps the directory."""
+    tools = ("slapd", "slapadd", "slapcat", "slappasswd", "openssl", "ldapsearch")
+    missing = [b for b in tools if not (shutil.which(b) or Path(f"/usr/sbin/{b}").exists())]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (Debian packages slapd, ldap-utils, openssl; scripts/setup.sh installs them)")
+    root = Path(tempfile.mkdtemp(prefix="acgs-deploy-ldap-"))
+    root.chmod(0o755)  # slapd drops to the openldap user when run as root
+    port = _free_port()
+    ldapi = f"ldapi://{urllib.parse.quote(str(root / 'run' / 'ldapi'), safe='')}"
+    password = "operator-Pw-9"
+    env = {
+        "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin:/bin",
+        "LDAP_SEED_DIR": str(DEPLOY / "openldap"),
+        "LDAP_CONFIG_DIR": str(root / "slapd.d"),
+        "LDAP_DATA_DIR": str(root / "data"),
+        "LDAP_TLS_DIR": str(root / "tls"),
+        "LDAP_CA_DIR": str(root / "ca"),
+        "LDAP_RUN_DIR": str(root / "run"),
+        "LDAP_URLS": f"ldaps://127.0.0.1:{port}/ {ldapi}",
+        "LDAP_OPERATOR_PASSWORD": password,
+    }
+    entrypoint = (DEPLOY / "openldap" / "entrypoint.sh").read_text()
+    image = (DEPLOY / "openldap" / "Dockerfile").read_text()
+    assert "COPY config.ldif seed.ldif /etc/ldap/acgs/" in image and "SEED_DIR=${LDAP_SEED_DIR:-/etc/ldap/acgs}" in entrypoint
+    assert os.access(DEPLOY / "openldap" / "entrypoint.sh", os.X_OK)
+    assert "CA_DIR=${LDAP_CA_DIR:-/etc/ldap/ca}" in entrypoint and "DATA_DIR=${LDAP_DATA_DIR:-/var/lib/ldap}" in entrypoint
+    compose_env = _env(_stack(STACKS["ldap"])["services"]["policy"])
+    acgs_env = {**compose_env, "ACGS_LDAP_URL": f"ldaps://127.0.0.1:{port}", "ACGS_LDAP_CA_FILE": str(root / "ca" / "ca.pem")}
+    health = _stack(STACKS["ldap"])["services"]["openldap"]["healthcheck"]["test"][1:]
+    health = [ldapi if arg == "ldapi:///" else arg for arg in health]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["sh", str(DEPLOY / "openldap" / "entrypoint.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (proc.stdout.read() if proc.stdout else b"").decode(errors="replace")
+            # The compose file's health check, against this socket.
+            if subprocess.run(health, env=env, capture_output=True, timeout=10).returncode == 0:
+                return proc
+            time.sleep(0.1)
+        raise AssertionError("slapd did not become healthy within 30 s")
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    try:
+        for attempt in ("first start", "restart"):
+            proc = start()
+            try:
+                directory = ldap_auth.Directory(ldap_auth.LdapSettings.from_env(acgs_env))
+                operator = directory.authenticate("operator", password)
+                assert operator.has("admin"), attempt
+                assert operator.by == "ldap:uid=operator,ou=people,dc=acgs,dc=local"
+                with pytest.raises(ldap_auth.InvalidCredentials):
+                    directory.authenticate("operator", "not-the-password")
+                with pytest.raises(ldap_auth.InvalidCredentials):
+                    directory.authenticate("nobody", password)
+            finally:
+                stop(proc)
+        # The volume the ACGS containers mount holds the CA certificate only; the keys stay with
+        # the directory (the CA's is gone).
+        assert sorted(p.name for p in (root / "ca").iterdir()) == ["ca.pem"]
+        assert (root / "tls" / "server.key").stat().st_mode & 0o077 == 0
+        assert not list(root.rglob("ca.key"))
+        # The password is stored hashed.
+        seeded = subprocess.run(
+            ["slapcat", "-n", "1", "-F", env["LDAP_CONFIG_DIR"], "-a", "(uid=operator)"], env=env, capture_output=True, text=True
+        )
+        assert seeded.returncode == 0 and password not in seeded.stdout and "userPassword:: " in seeded.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
