@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -25,7 +25,20 @@ import uvicorn
 from click.testing import CliRunner
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.server import MCPServer, Server
-from mcp.types import INVALID_REQUEST, CallToolResult, Implementation, ListToolsResult
+from mcp.server.mcpserver import Elicit, Resolve, Sample
+from mcp.types import (
+    INVALID_REQUEST,
+    CallToolResult,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitResult,
+    ErrorData,
+    Implementation,
+    ListToolsResult,
+    SamplingMessage,
+    TextContent,
+)
+from pydantic import BaseModel
 
 import acgs
 from acgs import _acgs as core
@@ -36,7 +49,7 @@ from acgs.audit.store import open_store
 from acgs.guard import Guard, ReviewApprover, ToolDecision
 from acgs.guard.approval import current_call
 from acgs.mcp import make_proxy, never_allowed
-from acgs.mcp.proxy import PROMPT_GET, RESOURCE_READ
+from acgs.mcp.proxy import PROMPT_GET, RESOURCE_READ, _relay_sampling
 from acgs.mcp.serve import bound_port, http_server, parse_listen
 from acgs.security import SecuritySettings
 from acgs.services.evolution import EvolutionSettings
@@ -683,3 +696,144 @@ async def test_acgs_mcp_proxy_command_holds_approvals_for_reviewers(tmp_path: Pa
         page = (await http.get("/evolution/requests", params={"status": "pending"}, headers={"X-ACGS-Identity": "rita"})).json()
     assert [item["request_id"] for item in page["items"]] == [held.structured_content["acgs"]["approval_request"]["request_id"]]
     assert upstream_calls(calls_file) == []
+
+
+# -- sampling and elicitation: the upstream asks the client, through the proxy -------------------
+
+
+class Confirm(BaseModel):
+    ok: bool
+
+
+# The upstream's questions (module level: the SDK reads the tools' annotations by name).
+def summary_of(topic: str) -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=f"summarise {topic}"))], max_tokens=20)
+
+
+def confirmation_of(path: str) -> Elicit[Confirm]:
+    return Elicit(f"delete {path}?", Confirm)
+
+
+def asking_upstream(calls: list[dict[str, Any]]) -> MCPServer:
+    """An upstream in this process whose tools ask the client mid-call: ``ask_model`` samples
+    the client's model (``sampling/createMessage``), ``ask_user`` asks the user
+    (``elicitation/create``); each answer the upstream gets lands in ``calls``."""
+    server = MCPServer("acgs-test-upstream-asking")
+
+    @server.tool()
+    def ask_model(topic: str, summary: Annotated[CreateMessageResult, Resolve(summary_of)]) -> str:
+        said = getattr(summary.content, "text", "")
+        calls.append({"tool": "ask_model", "model": summary.model, "said": said})
+        return f"the model says: {said}"
+
+    @server.tool()
+    def ask_user(path: str, confirmed: Annotated[Confirm, Resolve(confirmation_of)]) -> str:
+        calls.append({"tool": "ask_user", "ok": confirmed.ok})
+        return f"deleted {path}" if confirmed.ok else f"kept {path}"
+
+    return server
+
+
+class AnsweringClient:
+    """A client's answers to sampling and elicitation, and what it was asked."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.asked: list[tuple[str, Any]] = []
+
+    async def sample(self, context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
+        self.asked.append(("sampling", params.messages[0].content.text))  # type: ignore[union-attr]
+        reply = TextContent(type="text", text=f"{self.name} read it")
+        return CreateMessageResult(role="assistant", content=reply, model=f"model-of-{self.name}")
+
+    async def elicit(self, context: Any, params: Any) -> ElicitResult:
+        self.asked.append(("elicitation", params.message))
+        return ElicitResult(action="accept", content={"ok": True})
+
+
+def approving_guard(engine: acgs.Engine, agent: str) -> Guard:
+    # ask_model and ask_user are not in the catalogue: the default holds them for approval.
+    return Guard(engine, agent_id=agent, trusted=TRUSTED, approver=lambda decision: True)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_sampling_and_elicitation_are_relayed_to_the_calling_client(mode: str, engine: acgs.Engine) -> None:
+    calls: list[dict[str, Any]] = []
+    answers = AnsweringClient("ann")
+    guard = approving_guard(engine, "mcp-agent-ask")
+    proxy = make_proxy(asking_upstream(calls), guard)
+    async with Client(proxy, mode=mode, sampling_callback=answers.sample, elicitation_callback=answers.elicit) as client:
+        if mode == "auto":
+            # An in-process client on the 2026-07-28 protocol has no channel for a request from
+            # the server: the call fails with an MCP error naming the refusal; nothing hangs.
+            for tool, args, method in (
+                ("ask_model", {"topic": "q3"}, "sampling/createMessage"),
+                ("ask_user", {"path": "/workspace/old"}, "elicitation/create"),
+            ):
+                with anyio.fail_after(30), pytest.raises(MCPError) as refused:
+                    await client.call_tool(tool, args)
+                assert refused.value.code == INVALID_REQUEST and method in refused.value.message
+                assert "cannot take requests from the server" in refused.value.message
+            await guard.aclose()
+            assert answers.asked == [] and calls == []
+            return
+        sampled = await client.call_tool("ask_model", {"topic": "q3"})
+        confirmed = await client.call_tool("ask_user", {"path": "/workspace/old"})
+    await guard.aclose()
+    assert not sampled.is_error and text(sampled) == "the model says: ann read it", text(sampled)
+    assert not confirmed.is_error and text(confirmed) == "deleted /workspace/old", text(confirmed)
+    assert answers.asked == [("sampling", "summarise q3"), ("elicitation", "delete /workspace/old?")]
+    assert calls == [{"tool": "ask_model", "model": "model-of-ann", "said": "ann read it"}, {"tool": "ask_user", "ok": True}]
+
+
+async def test_each_http_client_answers_only_its_own_calls_requests(engine: acgs.Engine) -> None:
+    """Two clients over Streamable HTTP call the same sampling tool at once: each is asked on
+    its own call's stream and the upstream gets each client's own answer."""
+    calls: list[dict[str, Any]] = []
+    guards: list[Guard] = []
+
+    def session_guard(mcp_session_id: str | None) -> Guard:
+        guards.append(approving_guard(engine, "mcp-agent-http-ask"))
+        return guards[-1]
+
+    ann, bob = AnsweringClient("ann"), AnsweringClient("bob")
+    results: dict[str, str] = {}
+    async with serving(make_proxy(asking_upstream(calls), session_guard)) as url:
+
+        async def use(who: AnsweringClient) -> None:
+            async with Client(url, sampling_callback=who.sample, elicitation_callback=who.elicit) as client:
+                result = await client.call_tool("ask_model", {"topic": who.name})
+                assert not result.is_error, text(result)
+                results[who.name] = text(result)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(use, ann)
+            tg.start_soon(use, bob)
+    for guard in guards:
+        await guard.aclose()
+    assert results == {"ann": "the model says: ann read it", "bob": "the model says: bob read it"}
+    assert ann.asked == [("sampling", "summarise ann")] and bob.asked == [("sampling", "summarise bob")]
+    assert sorted(c["model"] for c in calls) == ["model-of-ann", "model-of-bob"]
+
+
+async def test_a_client_that_offers_no_sampling_is_named_not_left_waiting(engine: acgs.Engine) -> None:
+    calls: list[dict[str, Any]] = []
+    guard = approving_guard(engine, "mcp-agent-no-sampling")
+    async with Client(make_proxy(asking_upstream(calls), guard), mode="legacy") as client:
+        with anyio.fail_after(30), pytest.raises(MCPError) as refused:
+            await client.call_tool("ask_model", {"topic": "q3"})
+    await guard.aclose()
+    assert refused.value.code == INVALID_REQUEST
+    assert "does not offer sampling" in refused.value.message and "sampling/createMessage" in refused.value.message
+    assert calls == []
+
+
+async def test_a_request_tied_to_no_call_is_refused_by_name() -> None:
+    """What an upstream on an older protocol sends as a request of its own names no call: the
+    proxy cannot tell whose client should answer it, and refuses it with an MCP error."""
+    params = CreateMessageRequestParams(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text="hi"))], max_tokens=5
+    )
+    refused = await _relay_sampling(None, params)  # type: ignore[arg-type]
+    assert isinstance(refused, ErrorData) and refused.code == INVALID_REQUEST
+    assert "sampling/createMessage" in refused.message and "names no call" in refused.message

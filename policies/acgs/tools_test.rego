@@ -339,6 +339,25 @@ test_no_exfiltration_after_secrets if {
 	allowed(object.union(send, {"session": history_of([{"tool": "read_file"}])}))
 }
 
+# A tool carrying both an after label and a deny label of one rule (here: reads customer
+# records and sends them out), held for approval. Its first call is held for review; any entry
+# of it in the history, its own included, denies it. So a service that decides the call again
+# (at review, or when a remote guard resumes it) leaves the call's own entry out of the history
+# (acgs.services.policy.sessions): a call is never its own predecessor. A second call of it,
+# after the first ran, is denied.
+export_entry := {"outcome": "require_approval", "risk": "high", "labels": ["reads_private_data", "sends_data_out"], "approval": {"reviewers": 1, "expires_seconds": 600, "roles": ["reviewer"]}}
+
+test_a_tool_with_both_labels_of_a_rule if {
+	export := with_tool("crm.export", {})
+	own := {"tool": "crm.export", "outcome": "require_approval", "labels": ["reads_private_data", "sends_data_out"]}
+	approval_with(object.union(export, across([], [])), "tool crm.export requires approval") with data.acgs.constitution.tools.catalogue["crm.export"] as export_entry
+	denied_with(object.union(export, across([own], [own])), rule_reason("crm.export")) with data.acgs.constitution.tools.catalogue["crm.export"] as export_entry
+	approved := object.union(own, {"outcome": "approved"})
+	denied_with(object.union(export, across([approved], [approved])), rule_reason("crm.export")) with data.acgs.constitution.tools.catalogue["crm.export"] as export_entry
+	rejected := object.union(own, {"outcome": "rejected"})
+	approval_with(object.union(export, across([rejected], [rejected])), "tool crm.export requires approval") with data.acgs.constitution.tools.catalogue["crm.export"] as export_entry
+}
+
 test_malformed_sessions_are_denied if {
 	denied_with(object.union(call, {"session": "s-1"}), "session must be of type object, not string")
 	denied_with(object.union(call, {"session": {"history": {}}}), "session.history must be of type array, not object")

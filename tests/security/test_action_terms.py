@@ -245,6 +245,21 @@ def test_the_session_history_is_the_ledgers(base: str, ledger: LocalSessionLedge
         assert any("no_exfiltration_after_secrets" in reason for reason in r.json()["reasons"])
 
 
+def test_a_submission_cannot_shed_an_entry_by_naming_its_decision(base: str, ledger: LocalSessionLedger) -> None:
+    """The service leaves a call's own entry out of the history it decides on (a call is never
+    its own predecessor), but only the entry of the submitted decision id when the ledger holds
+    it as this caller's call of the same tool in the same session. A send submitted under the
+    decision id of the secret read it follows, or of another caller's read, is still denied."""
+    ledger.record_now(OWNER, "s-8", "p-40", "read_secret", "require_approval", ["reads_secrets"])
+    ledger.record_now("key:someone-else", "s-8", "p-41", "http_post", "require_approval", ["network", "sends_data_out"])
+    args = {"url": "https://api.github.com/repos/acme/app/issues", "body": "the key"}
+    for decision_id in ("p-40", "p-41"):
+        r = submit(base, action(decision_id, "http_post", args, session_id="s-8"))
+        assert r.status_code == 403 and r.json()["code"] == "action_denied", r.text
+        assert any("no_exfiltration_after_secrets" in reason for reason in r.json()["reasons"])
+    assert [e["outcome"] for e in json.loads(ledger.history_now(OWNER, "s-8"))] == ["require_approval"]
+
+
 # -- authentication on ----------------------------------------------------------------------------
 
 
@@ -275,10 +290,14 @@ def test_with_auth_the_registry_decides_the_trust_and_the_agent_is_the_caller(tm
         assert other.status_code == 403 and other.json()["code"] == "forbidden"
 
 
+@pytest.mark.xfail(
+    not hasattr(LocalSessionLedger, "held"), reason="needs SessionLedger.held and histories_json(without=)", strict=True
+)
 def test_a_remote_guards_pending_call_is_settled_where_the_policy_service_recorded_it(tmp_path: Path) -> None:
     """As in ``acgs serve``: the policy service and the evolution service share one ledger. The
     remote guard's decision (recorded as require_approval) is the action request's decision
-    id; the reviewer's approval settles it, and the resumed call runs."""
+    id; the reviewer's approval settles it, and the resumed call runs, leaving no second entry
+    (it names the decision that asked, which the policy service confirms in its record)."""
     from acgs.guard import Guard, ReviewApprover
     from acgs.services.policy import PolicySettings
     from acgs.services.policy import create_app as policy_app
@@ -304,4 +323,4 @@ def test_a_remote_guards_pending_call_is_settled_where_the_policy_service_record
             assert guard.resume(caught.value, "send_email", email, lambda: ran.append("sent") or "sent") == "sent"
     assert ran == ["sent"]
     outcomes = [entry["outcome"] for entry in json.loads(shared.history_now(OWNER, "s-e2e"))]
-    assert outcomes[0] == "approved"
+    assert outcomes == ["approved"]

@@ -27,7 +27,7 @@ from acgs.registry import new_agent, open_registry
 from acgs.security import SecuritySettings, create_key, open_key_store
 from acgs.services.policy import PolicySettings
 from acgs.services.policy import create_app as policy_app
-from acgs.trust.sessions import RedisSessionLedger, open_ledger
+from acgs.trust.sessions import LocalSessionLedger, RedisSessionLedger, open_ledger
 from tests.services.conftest import RedisServer, ServerThread
 
 ENTRYPOINT = "acgs/tools/decision"
@@ -358,6 +358,63 @@ def test_a_call_held_for_approval_blocks_sends_until_rejected(
         # Rejected: it never ran, in its session or in any other of agent-b's.
         assert service.ask("agent-b", SEND, {"id": "s-held-2"})["outcome"] == "allow"
         assert service.ask("agent-b", SEND)["outcome"] == "allow"
+
+
+#: Until the ledger can confirm a call's own entry (``SessionLedger.held``) a resumed call is
+#: judged and recorded as a new one (the name it gives is ignored): these tests then fail.
+LEDGER_KNOWS_OWN_CALLS = hasattr(LocalSessionLedger, "held")
+needs_own_entries = pytest.mark.xfail(
+    not LEDGER_KNOWS_OWN_CALLS, reason="needs SessionLedger.held and histories_json(without=)", strict=True
+)
+
+
+def resumed(session_id: str, decision_id: Any) -> dict[str, Any]:
+    return {"id": session_id, "resumes": decision_id}
+
+
+@needs_own_entries
+def test_a_resumed_call_is_one_entry_and_never_its_own_predecessor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str | None
+) -> None:
+    """The honest case the forged ones below are measured against: a read held for review,
+    decided again naming the decision that asked, is judged without its own entry and leaves
+    no second one; once approved, it holds every send as before."""
+    with Service(tmp_path, monkeypatch, backend, approval_bundle(tmp_path)) as service:
+        first = service.ask("agent-a", SECRET, {"id": "s-r"})
+        assert first["outcome"] == "require_approval"
+        again = service.ask("agent-a", SECRET, resumed("s-r", first["decision_id"]))
+        assert again["outcome"] == "require_approval" and again["decision_id"] != first["decision_id"]
+        assert json.loads(asyncio.run(recorded(service, "agent-a", "s-r"))) == [
+            {"tool": "read_secret", "outcome": "require_approval", "labels": ["reads_secrets"]}
+        ]
+        assert service.ask("agent-a", SEND, {"id": "s-r"})["outcome"] == "deny"
+
+
+def test_a_forged_resumes_sheds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str | None) -> None:
+    """``session.resumes`` is the caller's word: the service leaves an entry out only when its
+    own record holds that decision as this caller's call of the same tool in the same session.
+    A send naming the read it follows (another tool), another caller's pending call of the same
+    tool, its own from another session, an unknown id or a malformed one is judged on the whole
+    history, denied, and recorded."""
+    with Service(tmp_path, monkeypatch, backend, approval_bundle(tmp_path)) as service:
+        read = service.ask("agent-a", SECRET, {"id": "s-f"})["decision_id"]
+        post_elsewhere = service.ask("agent-a", SEND, {"id": "s-g"})
+        assert post_elsewhere["outcome"] == "deny"  # the pending read counts in every session
+        others = service.ask("agent-b", {"tool": "http_get", "arguments": {"url": "https://api.github.com/x"}}, {"id": "s-f"})
+        assert others["outcome"] == "allow"
+        forgeries = (read, others["decision_id"], post_elsewhere["decision_id"], "no-such-decision", "", "x" * 129)
+        forgeries += (7, None, ["a"])
+        for forged in forgeries:
+            denied = service.ask("agent-a", SEND, resumed("s-f", forged))
+            assert denied["outcome"] == "deny", (forged, denied)
+            assert any(RULE in r for r in denied["reasons"]), (forged, denied)
+        entries = json.loads(asyncio.run(recorded(service, "agent-a", "s-f")))
+        assert [e["tool"] for e in entries] == ["read_secret"] + ["http_get"] * 9
+        assert [e["outcome"] for e in entries] == ["require_approval"] + ["deny"] * 9
+        # A read of agent-a's named from agent-b's call: nothing of agent-a's is left out.
+        held_b = service.ask("agent-b", SECRET, resumed("s-f", read))
+        assert held_b["outcome"] == "require_approval"
+        assert len(json.loads(asyncio.run(recorded(service, "agent-b", "s-f")))) == 2
 
 
 def test_a_ledger_that_cannot_be_read_denies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

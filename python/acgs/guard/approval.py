@@ -59,7 +59,12 @@ class ActionCall:
     """The call an approver is asked about. ``resume``: the request id of an earlier
     submission of this call, re-checked in place of a new submission. ``agent``: what the agent
     claims about itself (e.g. ``{"trust_level": 0.9}``), sent as a claim: with authentication
-    on, the service's agent registry decides and a claim can only lower it."""
+    on, the service's agent registry decides and a claim can only lower it. ``resumes``: the
+    decision id that asked for the approval being resumed (the request's ``decision_id``). A
+    remote guard names it with the call's new decision (``session.resumes``) so that the policy
+    service, which checks it against its own record, decides the call without counting the
+    call's own earlier entry as a call before it, and records no second entry for it: the
+    first one stands for the call and the review settles it."""
 
     agent_id: str
     session_id: str | None
@@ -67,6 +72,7 @@ class ActionCall:
     arguments: Mapping[str, Any]
     resume: str | None = None
     agent: Mapping[str, Any] | None = None
+    resumes: str | None = None
 
 
 #: The call being decided, set around the guard's approver.
@@ -91,6 +97,18 @@ def _request_id(pending: ApprovalPending | Mapping[str, Any] | str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("the pending handle has no request_id")
     return value
+
+
+def _asking_decision(pending: ApprovalPending | Mapping[str, Any] | str) -> str | None:
+    """The decision id that asked for the approval, as the pending handle names it (None for a
+    bare request id: the approver reads it from the request)."""
+    if isinstance(pending, ApprovalPending):
+        value: Any = pending.decision_id
+    elif isinstance(pending, str):
+        return None
+    else:
+        value = pending.get("decision_id")
+    return value if isinstance(value, str) and value else None
 
 
 def _digest(args: bytes) -> tuple[str, bool]:
@@ -180,10 +198,42 @@ class ReviewApprover:
     # -- what is sent and what is read -------------------------------------------------------
 
     def _headers(self, call: ActionCall) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "X-ACGS-Identity": call.agent_id}
+        return self._agent_headers(call.agent_id)
+
+    def _agent_headers(self, agent_id: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-ACGS-Identity": agent_id}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    @staticmethod
+    def _asking(response: httpx.Response) -> str | None:
+        if response.status_code != 200:
+            return None
+        try:
+            record = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return None
+        value = record.get("decision_id") if isinstance(record, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    def asking_decision(self, request_id: str, agent_id: str) -> str | None:
+        """The decision id that asked for request ``request_id``, as the service has it; None
+        when it cannot be read (the resumed call is then checked as it comes)."""
+        try:
+            with httpx.Client(base_url=self.url, timeout=self.http_timeout, headers=self._agent_headers(agent_id)) as http:
+                return self._asking(http.get(f"/evolution/requests/{request_id}"))
+        except httpx.HTTPError:
+            return None
+
+    async def aasking_decision(self, request_id: str, agent_id: str) -> str | None:
+        """``asking_decision`` for asyncio callers."""
+        try:
+            headers = self._agent_headers(agent_id)
+            async with httpx.AsyncClient(base_url=self.url, timeout=self.http_timeout, headers=headers) as http:
+                return self._asking(await http.get(f"/evolution/requests/{request_id}"))
+        except httpx.HTTPError:
+            return None
 
     def _body(self, decision: ToolDecision, call: ActionCall) -> bytes:
         """The call, never terms: the service decides those itself. The arguments are always
@@ -248,7 +298,8 @@ class ReviewApprover:
         return self._read(response, "submitting", decision)
 
     def _check_same(self, record: dict[str, Any], decision: ToolDecision, call: ActionCall) -> None:
-        """A resumed request must be this call: the same agent, tool and arguments."""
+        """A resumed request must be this call: the same agent, tool and arguments, asked for
+        by the decision the resumed call names (when it names one)."""
         submission = record.get("submission") or {}
         digest, _ = _digest(arguments_json(call.arguments, call.tool))
         if (
@@ -256,6 +307,7 @@ class ReviewApprover:
             or record.get("agent_id") != call.agent_id
             or submission.get("tool") != decision.tool
             or submission.get("arguments_sha256") != digest
+            or (call.resumes is not None and record.get("decision_id") != call.resumes)
         ):
             raise ToolDenied(
                 f"tool {decision.tool!r}: request {record.get('request_id')} is not an approval of this call",
@@ -263,7 +315,12 @@ class ReviewApprover:
             )  # fmt: skip
 
     def _pending(self, decision: ToolDecision, record: dict[str, Any]) -> ApprovalPending:
-        """Still pending: the handle, with the service's terms (its reviewers and reasons)."""
+        """Still pending: the handle, with the service's terms (its reviewers and reasons). Its
+        decision id is the one that asked for the approval (the request's), also when a resumed
+        call is still waiting: a handle names the same call however often it is resumed."""
+        asking = record.get("decision_id")
+        if isinstance(asking, str) and asking and asking != decision.decision_id:
+            decision = dataclasses.replace(decision, decision_id=asking)
         request_id = record["request_id"]
         reviewers = record.get("reviewers_required")
         approvals = record.get("approvals")
@@ -372,6 +429,12 @@ class ReviewApprover:
 # -- running a call through the guard with its approval ----------------------------------------
 
 
+def _resumed(guard: Any, request_id: str, tool: str, arguments: Mapping[str, Any] | None, asking: str | None) -> ActionCall:
+    return ActionCall(
+        guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id, agent=guard.agent_claims, resumes=asking
+    )
+
+
 def resume(
     guard: Any,
     pending: ApprovalPending | Mapping[str, Any] | str,
@@ -384,9 +447,19 @@ def resume(
     its ``handle()`` or the request id) is approved. The constitution decides the call afresh;
     when it still requires approval, the request is re-checked in place of a new one: approved,
     the call runs (once); rejected or expired, ``ToolDenied``; still pending, ``ApprovalPending``
-    again. ``tool`` and ``arguments`` must be the call's (a request approves one call)."""
+    again. ``tool`` and ``arguments`` must be the call's (a request approves one call).
+
+    The call is the one that asked for the approval, not another: the decision that asked
+    (``ActionCall.resumes``, from the handle or, for a bare request id, the request) must be
+    the request's, and a remote guard names it to the policy service, so that the service's
+    record keeps one entry for the call (the first, which the review settles) and the call's
+    own entry is not counted as a call made before it."""
     request_id = _request_id(pending)
-    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id, agent=guard.agent_claims)):
+    asking = _asking_decision(pending)
+    approver = getattr(guard, "approver", None)
+    if asking is None and isinstance(approver, ReviewApprover):
+        asking = approver.asking_decision(request_id, guard.agent_id)
+    with _calling(_resumed(guard, request_id, tool, arguments, asking)):
         return guard.call(tool, arguments, run, **options)
 
 
@@ -400,7 +473,11 @@ async def aresume(
 ) -> Any:
     """``resume`` for asyncio callers (``run`` is a coroutine function)."""
     request_id = _request_id(pending)
-    with _calling(ActionCall(guard.agent_id, guard.session_id, tool, dict(arguments or {}), resume=request_id, agent=guard.agent_claims)):
+    asking = _asking_decision(pending)
+    approver = getattr(guard, "approver", None)
+    if asking is None and isinstance(approver, ReviewApprover):
+        asking = await approver.aasking_decision(request_id, guard.agent_id)
+    with _calling(_resumed(guard, request_id, tool, arguments, asking)):
         return await guard.acall(tool, arguments, run, **options)
 
 

@@ -1,6 +1,7 @@
 """ACGS in front of MCP servers: ``make_proxy`` builds an MCP server that relays one upstream
 MCP server's tools, resources and prompts with every ``tools/call``, ``resources/read`` and
-``prompts/get`` decided by an ``acgs.Guard``, one guard per MCP client session (``acgs mcp
+``prompts/get`` decided by an ``acgs.Guard``, one guard per MCP client session, and the
+upstream's sampling and elicitation requests relayed to the client whose call asks (``acgs mcp
 proxy``; see README.md). Needs the ``mcp`` extra; importing this package alone (as the ``acgs``
 command does) loads nothing of the MCP SDK."""
 

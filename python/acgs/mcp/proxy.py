@@ -12,6 +12,16 @@ required. ``tools/list`` is the upstream's list, less the tools the constitution
 Each MCP client session has a session of its own (a guard: session id, history, pending
 approvals), so one client's calls never count in another's session rules: a stdio proxy (or an
 in-process client) has one client; over Streamable HTTP each ``Mcp-Session-Id`` is one.
+
+Sampling (``sampling/createMessage``) and elicitation (``elicitation/create``) the upstream asks
+for while it serves a forwarded call are relayed to the client whose call it is, on that call's
+own stream, and the client's answer goes back to the upstream. The upstream connection is one
+for all clients, so a request is relayed only when it can be tied to the call it belongs to:
+over the 2026-07-28 protocol with the upstream the SDK carries such requests inside the call's
+own exchange (an ``InputRequiredResult``), which ties them. Otherwise (an upstream on an older
+protocol sends them as requests of their own, which name no call), or when the client does not
+offer the capability or cannot take requests from the server, an MCP error names what was
+refused and why (to the upstream, or as the failure of the client's call), never a hang.
 """
 
 from __future__ import annotations
@@ -19,16 +29,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 import orjson
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.context import ClientRequestContext
 from mcp.server import MCPServer, Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
@@ -36,6 +49,14 @@ from mcp.types import (
     METHOD_NOT_FOUND,
     CallToolRequestParams,
     CallToolResult,
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    CreateMessageResultWithTools,
+    ElicitRequest,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
     GetPromptRequestParams,
     GetPromptResult,
     ListPromptsResult,
@@ -228,6 +249,70 @@ def _call_key(tool: str, arguments: Mapping[str, Any]) -> tuple[str, bytes] | No
         return None
 
 
+# -- sampling and elicitation, relayed to the client whose call asks -----------------------------
+
+#: The client request a forwarded call is made for, while the upstream serves it: where the
+#: upstream's sampling and elicitation requests during that call go.
+_relaying: ContextVar[ServerRequestContext[Any] | None] = ContextVar("acgs_mcp_relaying", default=None)
+
+_Answer = TypeVar("_Answer", CreateMessageResult, CreateMessageResultWithTools, ElicitResult)
+
+
+async def _relay(request: CreateMessageRequest | ElicitRequest, capability: str, answer: type[_Answer]) -> _Answer | ErrorData:
+    """Sends the upstream's ``request`` to the client whose forwarded call it belongs to, on
+    that call's stream, and returns the client's answer; an ``ErrorData`` naming the refusal
+    when the request belongs to no call the proxy can see, or the client cannot take it."""
+    method = request.method
+    downstream = _relaying.get()
+    if downstream is None:
+        log.warning("mcp proxy: the upstream asked for %s outside any call it can be tied to; refused", method)
+        return ErrorData(
+            code=INVALID_REQUEST,
+            message=(
+                f"ACGS proxy: {method} is relayed to the client only within the call that asks for it "
+                "(the 2026-07-28 protocol ties it to the call); this request names no call and is refused"
+            ),
+        )
+    session = downstream.session
+    if getattr(session.client_capabilities, capability, None) is None:
+        why = f"does not offer {capability}"
+        return ErrorData(code=INVALID_REQUEST, message=f"ACGS proxy: the client of this call {why}; {method} refused")
+    if not session.can_send_request:
+        why = "cannot take requests from the server on its connection"
+        return ErrorData(code=INVALID_REQUEST, message=f"ACGS proxy: the client of this call {why}; {method} refused")
+    log.info("mcp proxy: relaying the upstream's %s to the client of request %s", method, downstream.request_id)
+    on_its_stream = ServerMessageMetadata(related_request_id=downstream.request_id)
+    try:
+        return await session.send_request(request, answer, metadata=on_its_stream)
+    except MCPError as exc:
+        return exc.error  # the client's own refusal, as it sent it
+    except Exception as exc:  # the client's answer could not be had or read: the upstream is told, not left waiting
+        log.warning("mcp proxy: relaying %s failed: %s", method, exc)
+        return ErrorData(code=INTERNAL_ERROR, message=f"ACGS proxy: relaying {method} to the client failed: {type(exc).__name__}")
+
+
+async def _relay_sampling(
+    context: ClientRequestContext, params: CreateMessageRequestParams
+) -> CreateMessageResult | CreateMessageResultWithTools | ErrorData:
+    request = CreateMessageRequest(params=params)
+    if params.tools or params.tool_choice is not None:
+        return await _relay(request, "sampling", CreateMessageResultWithTools)
+    return await _relay(request, "sampling", CreateMessageResult)
+
+
+async def _relay_elicitation(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+    return await _relay(ElicitRequest(params=params), "elicitation", ElicitResult)
+
+
+async def _relayed(ctx: ServerRequestContext[Any], forward: Callable[[], Awaitable[Any]]) -> Any:
+    """``forward()`` with the upstream's requests during it relayed to ``ctx``'s client."""
+    token = _relaying.set(ctx)
+    try:
+        return await forward()
+    finally:
+        _relaying.reset(token)
+
+
 # -- sessions ----------------------------------------------------------------------------------
 
 
@@ -406,7 +491,9 @@ def make_proxy(
     @asynccontextmanager
     async def lifespan(_: Server[Any]) -> AsyncIterator[_Connection]:
         # No response cache: lists are asked of the upstream each time.
-        async with Client(upstream, cache=None) as client:
+        # The upstream's sampling and elicitation requests are relayed to the calling client.
+        to_upstream = Client(upstream, cache=None, sampling_callback=_relay_sampling, elicitation_callback=_relay_elicitation)
+        async with to_upstream as client:
             connection = _Connection(client)
             try:
                 yield connection
@@ -439,7 +526,7 @@ def make_proxy(
         upstream_client = ctx.lifespan_context.upstream
 
         async def forward() -> dict[str, Any]:
-            return _as_json(await upstream_client.call_tool(tool, arguments))
+            return _as_json(await _relayed(ctx, lambda: upstream_client.call_tool(tool, arguments)))
 
         try:
             dumped = await _governed(session, tool, arguments, forward)
@@ -474,7 +561,7 @@ def make_proxy(
         upstream_client = ctx.lifespan_context.upstream
 
         async def forward() -> dict[str, Any]:
-            return _as_json(await upstream_client.read_resource(uri))
+            return _as_json(await _relayed(ctx, lambda: upstream_client.read_resource(uri)))
 
         try:
             dumped = await _governed(session, RESOURCE_READ, {"uri": uri}, forward)
@@ -497,7 +584,7 @@ def make_proxy(
         upstream_client = ctx.lifespan_context.upstream
 
         async def forward() -> dict[str, Any]:
-            return _as_json(await upstream_client.get_prompt(prompt, prompt_arguments or None))
+            return _as_json(await _relayed(ctx, lambda: upstream_client.get_prompt(prompt, prompt_arguments or None)))
 
         try:
             dumped = await _governed(session, PROMPT_GET, {"name": prompt, "arguments": prompt_arguments}, forward)

@@ -18,7 +18,9 @@ import orjson
 
 from acgs.guard.decision import ENTRYPOINT, ToolDecision, fault, read_result_set
 from acgs.services.evolution.assessment import Assessor
+from acgs.services.policy.sessions import call_session, own_entry
 from acgs.trust import admit
+from acgs.trust.sessions import SessionLedger
 
 #: The rate kind an action submission counts under in the trusted facts. It is a kind of its
 #: own: the guard's decision was already counted (as ``decision`` by the policy service, or by
@@ -85,6 +87,19 @@ def terms_of(decision: ToolDecision, *, reviewers: int | None, expires_seconds: 
     return ActionTerms(need, expiry, list(roles))
 
 
+async def session_member(ledger: SessionLedger, owner: str, session_id: str | None, decision_id: str, tool: str) -> bytes:
+    """The ``trusted.session`` member of the service's decision on a submitted call: the
+    session's history and the caller's calls across its sessions as the ledger has them, less
+    the call's own entry. The policy service recorded the call under ``decision_id`` (waiting
+    for approval) when it decided it, and a call is never its own predecessor: a tool that both
+    reads private data and sends data out would otherwise be denied by its own entry. Left out
+    only when the ledger holds ``decision_id`` as this caller's call of ``tool`` in this session
+    held for review (``acgs.services.policy.sessions.own_entry``); any other entry counts.
+    Raises when the ledger cannot be read."""
+    own = decision_id if await own_entry(ledger, owner, session_id, decision_id, tool) else None
+    return await call_session(ledger, owner, session_id, own)
+
+
 async def decide(assessor: Assessor, call: SubmittedCall, trusted: bytes | None) -> ToolDecision:
     """The constitution's tool decision on ``call`` with the caller's ``trusted`` facts (which
     replace anything the client put under ``trusted``). Never raises: a fault is a deny."""
@@ -108,4 +123,4 @@ async def decide(assessor: Assessor, call: SubmittedCall, trusted: bytes | None)
     return decision
 
 
-__all__ = ["RATE_KIND", "ActionTerms", "SubmittedCall", "decide", "terms_of"]
+__all__ = ["RATE_KIND", "ActionTerms", "SubmittedCall", "decide", "session_member", "terms_of"]
