@@ -181,6 +181,8 @@ BASE = {
         ({"ACGS_LDAP_URL": ""}, "ACGS_LDAP_URL is not set"),
         ({"ACGS_LDAP_GROUP_ROLES": ""}, "maps no group"),
         ({"ACGS_LDAP_GROUP_ROLES": f"{ADMINS_DN}=root"}, "unknown role"),
+        # ``service`` is for ACGS's own services: no person gets it through a group.
+        ({"ACGS_LDAP_GROUP_ROLES": f"{ADMINS_DN}=admin,service"}, "unknown role"),
         ({"ACGS_LDAP_GROUP_ROLES": "admin"}, "write <group DN>=<role>"),
         ({"ACGS_LDAP_USER_DN_TEMPLATE": "uid=x,ou=people"}, "exactly once"),
         ({"ACGS_LDAP_USER_BASE": PEOPLE_BASE}, "set one of"),

@@ -338,6 +338,21 @@ def test_service_settings_resolve_references_and_show_none(monkeypatch: pytest.M
         PolicySettings.from_env({"ACGS_REDIS_URL": "env:not a name"})
 
 
+def test_agent_registry_url_may_be_a_reference(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from acgs.registry.settings import RegistrySettings
+
+    monkeypatch.setenv("ACGS_SECRETS_TTL", "0")
+    monkeypatch.setenv("ACGS_TEST_PG_PASSWORD", SECRET)
+    registry = RegistrySettings(data_dir=tmp_path, url="postgresql://acgs:{env:ACGS_TEST_PG_PASSWORD}@127.0.0.1:5432/acgs")
+    registry.validate()
+    assert registry.resolved_url() == f"postgresql://acgs:{SECRET}@127.0.0.1:5432/acgs"
+    assert SECRET not in repr(registry.public())
+    whole = RegistrySettings(data_dir=tmp_path, url="env:ACGS_TEST_REGISTRY_URL")
+    whole.validate()
+    with pytest.raises(SecretNotFound, match="env:ACGS_TEST_REGISTRY_URL"):
+        whole.resolved_url()
+
+
 def test_audit_signing_key_from_references_and_no_key_made_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ACGS_SECRETS_TTL", "0")
     private, verifier = core.generate_signing_key("secrets.test/audit")

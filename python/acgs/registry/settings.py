@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs.registry.store import default_url
+from acgs.security.secrets import is_reference, resolve_url
 from acgs.services.common.env import non_negative_float, read_env
 
 ENV_NAMES: dict[str, str] = {
@@ -60,7 +61,7 @@ class RegistrySettings:
         return settings
 
     def validate(self) -> None:
-        if self.url is not None and not self.url.startswith(_SCHEMES):
+        if self.url is not None and not is_reference(self.url) and not self.url.startswith(_SCHEMES):
             raise ValueError(f"ACGS_AGENT_REGISTRY={self.url!r}: use sqlite:///path or postgresql://...")
         if not self.refresh >= 0:
             raise ValueError(f"ACGS_AGENT_REGISTRY_REFRESH={self.refresh!r}: must not be negative")
@@ -69,7 +70,8 @@ class RegistrySettings:
         return dataclasses.replace(self, **changes)
 
     def resolved_url(self) -> str:
-        return self.url or default_url(self.data_dir)
+        """The registry's URL, a secrets reference in it (or in its password) read now."""
+        return resolve_url(self.url) if self.url else default_url(self.data_dir)
 
     def public(self) -> dict[str, Any]:
         """JSON-ready values, a password in the URL masked."""

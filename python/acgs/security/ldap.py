@@ -22,7 +22,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from acgs.errors import AcgsError
-from acgs.security.principal import ADMIN, ROLES
+from acgs.security.principal import ADMIN, MAPPABLE_ROLES
 from acgs.services.common.env import positive_float, read_env
 
 PROVIDER = "ldap"
@@ -158,9 +158,11 @@ def parse_group_roles(text: str) -> dict[str, frozenset[str]]:
         roles = frozenset(r.strip().lower() for r in roles_text.split(",") if r.strip())
         if not sep or not dn.strip() or not roles:
             raise ValueError(f"{item!r}: write <group DN>=<role>[,<role>], e.g. cn=acgs-admins,ou=groups,dc=example,dc=org=admin")
-        unknown = sorted(roles - set(ROLES))
+        unknown = sorted(roles - set(MAPPABLE_ROLES))
         if unknown:
-            raise ValueError(f"{item!r}: unknown role(s) {', '.join(unknown)}; use {', '.join(ROLES)}")
+            raise ValueError(
+                f"{item!r}: unknown role(s) {', '.join(unknown)} for a directory group; use {', '.join(MAPPABLE_ROLES)}"
+            )
         key = normalise_dn(dn.strip())
         out[key] = out.get(key, frozenset()) | roles
     return out

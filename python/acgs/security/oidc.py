@@ -42,7 +42,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from acgs.security.access import DOCS, PUBLIC, Access, Rule
-from acgs.security.principal import ROLES, SERVICE, Principal
+from acgs.security.principal import MAPPABLE_ROLES, Principal
 from acgs.services.common.env import positive_float, read_env
 
 log = logging.getLogger("acgs.security.oidc")
@@ -57,8 +57,6 @@ _NEXT_KEY = "acgs_next"
 _REAUTH_KEY = "acgs_reauth"
 #: Where a sign-in lands when it was not sent from a page.
 DEFAULT_LANDING = "/evolution/review"
-#: Roles the provider's groups may grant: ``service`` is for ACGS's own services only.
-MAPPABLE_ROLES = tuple(r for r in ROLES if r != SERVICE)
 
 ENV_NAMES: dict[str, str] = {
     "issuer": "ACGS_OIDC_ISSUER",

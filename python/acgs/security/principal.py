@@ -15,6 +15,9 @@ ADMIN = "admin"
 SERVICE = "service"
 #: Every role; ``admin`` is accepted wherever any role is.
 ROLES = (AGENT, REVIEWER, AUDITOR, ADMIN, SERVICE)
+#: Roles an identity provider's groups may grant (OIDC, LDAP): ``service`` is for ACGS's own
+#: services only, which hold keys, not people's accounts.
+MAPPABLE_ROLES = tuple(r for r in ROLES if r != SERVICE)
 
 #: Key of the authenticated principal in the ASGI scope.
 SCOPE_KEY = "acgs.principal"
