@@ -103,10 +103,21 @@ pub fn admitted_bytes<'a>(raw: &'a [u8], doc: &Json<'_>, changed: bool) -> Cow<'
 /// `trusted` (the service's facts, a JSON object) or dropped when `trusted` is None, and a
 /// non-ASCII `action` string in NFKC form. Inputs that are not objects are returned as they are
 /// (they have no members to drop; the policy refuses them). Errors for unreadable JSON when a
-/// rewrite may be needed, and for `trusted` that is not a JSON object.
+/// rewrite may be needed, and for `trusted` that is not a JSON object. Facts for a request with
+/// nothing to drop or rewrite are spliced into its bytes ([`spliced`]), after a check that the
+/// request is one JSON value, rather than the request read into a tree and written out again.
 pub fn admit<'a>(raw: &'a [u8], trusted: Option<&[u8]>) -> Result<Cow<'a, [u8]>> {
-    if trusted.is_none() && !may_need_admission(raw) {
-        return Ok(Cow::Borrowed(raw));
+    if !may_need_admission(raw) {
+        match trusted {
+            None => return Ok(Cow::Borrowed(raw)),
+            Some(trusted) => {
+                if let Some(body) = object_body(raw) {
+                    let facts = parse_facts(trusted)?;
+                    readable(raw)?;
+                    return Ok(Cow::Owned(spliced(body, &facts)));
+                }
+            }
+        }
     }
     let facts = trusted.map(parse_facts).transpose()?;
     let mut doc = match Json::parse(raw) {
@@ -116,6 +127,44 @@ pub fn admit<'a>(raw: &'a [u8], trusted: Option<&[u8]>) -> Result<Cow<'a, [u8]>>
     };
     admit_tree(&mut doc, facts);
     Ok(Cow::Owned(doc.to_json_bytes()))
+}
+
+/// An error unless `raw` is one JSON value (read without building it).
+fn readable(raw: &[u8]) -> Result<()> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+        .map(|_| ())
+        .map_err(|e| Error::InvalidInput(format!("input: {e}")))
+}
+
+/// What follows the opening brace of `raw` when `raw` starts (after whitespace) with `{`, and
+/// None otherwise. Whitespace after the brace stays in the body.
+fn object_body(raw: &[u8]) -> Option<&[u8]> {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace())?;
+    match raw.get(start) {
+        Some(b'{') => raw.get(start + 1..),
+        _ => None,
+    }
+}
+
+/// A request with nothing for admission to drop or rewrite (see [`may_need_admission`]) and the
+/// service's `facts`: `{"trusted":<facts>,` put in place of its opening brace, the rest as sent,
+/// without reading it into a tree and writing it out again (which cost about a microsecond per
+/// entry of a guard's session history). No member of `body` can be `trusted` in any spelling
+/// (no bytes `trusted`, no escapes), and nothing in it can be read two ways (ASCII, no
+/// escapes), so the request reaches the evaluators as it would unadmitted, plus the facts. The
+/// result is valid JSON exactly when the request was: the facts' member only takes the place of
+/// the brace, followed by the request's first member, or by its closing brace when it has none.
+fn spliced(body: &[u8], facts: &Json<'_>) -> Vec<u8> {
+    let facts = facts.to_json_bytes();
+    let mut out = Vec::with_capacity(body.len() + facts.len() + 16);
+    out.extend_from_slice(b"{\"trusted\":");
+    out.extend_from_slice(&facts);
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    if first.and_then(|i| body.get(i)) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(body);
+    out
 }
 
 #[cfg(test)]
@@ -160,6 +209,31 @@ mod tests {
         );
         assert!(admitted(r#"{}"#, Some("[1]")).starts_with("error"));
         assert!(admitted(r#"{}"#, Some("{")).starts_with("error"));
+    }
+
+    #[test]
+    fn facts_are_spliced_into_requests_with_nothing_to_drop() {
+        let raw = r#"{ "tool" : "read_file", "n": 1.50, "h": [{"a":1},{"a":2}] }"#;
+        assert_eq!(
+            admitted(raw, Some(r#"{ "b":1, "a":[2] }"#)),
+            r#"{"trusted":{"a":[2],"b":1}, "tool" : "read_file", "n": 1.50, "h": [{"a":1},{"a":2}] }"#
+        );
+        assert_eq!(admitted("{}", Some("{}")), r#"{"trusted":{}}"#);
+        assert_eq!(admitted(" {\n} ", Some("{}")), "{\"trusted\":{}\n} ");
+        // Unreadable requests and facts that are not an object are refused, as before.
+        for raw in ["{", "{,}", "{} {}", r#"{"a":}"#, r#"{"a":1,}"#, "{}x"] {
+            assert!(admitted(raw, Some("{}")).starts_with("error"), "{raw}");
+        }
+        assert!(admitted(r#"{"a":1}"#, Some("[]")).starts_with("error"));
+        // Anything with the bytes `trusted`, an escape or non-ASCII text is read and written.
+        assert_eq!(
+            admitted(r#"{"b":{"trusted":1},"a":1}"#, Some("{}")),
+            r#"{"a":1,"b":{"trusted":1},"trusted":{}}"#
+        );
+        assert_eq!(
+            admitted(r#"{"b":"\n","trus\u0074ed":1}"#, Some("{}")),
+            r#"{"b":"\n","trusted":{}}"#
+        );
     }
 
     #[test]
@@ -256,7 +330,16 @@ mod tests {
                 "{raw}"
             );
             if !on_bytes.starts_with("error") {
-                assert_eq!(on_tree, on_bytes, "{raw} with {trusted:?}");
+                // The same document (the facts may be spliced in ahead of the other members).
+                let written = |s: &str| Json::parse(s.as_bytes()).map(|d| d.to_json_bytes());
+                assert_eq!(
+                    written(&on_bytes),
+                    written(&on_tree),
+                    "{raw} with {trusted:?}"
+                );
+                if trusted.is_none() {
+                    assert_eq!(on_tree, on_bytes, "{raw}");
+                }
             }
         }
     }

@@ -2,13 +2,17 @@
 thread and delivered by the one ``OutboxRelay`` on a thread of its own, through an audit outbox
 (``acgs.audit.outbox``), to the audit service over HTTP or to an ``AuditLog`` in this process.
 
-A guarded call only puts its event on an in-memory queue (and wakes the relay), so it never
-waits for SQLite or the audit log. The relay's thread fits queued events to the audit log's
-limits (``fit_event``) and appends them to the outbox, a batch per transaction, before each of
-its passes. The outbox is in memory unless ``outbox`` names a file, which then survives the
-process (the next guard on that file delivers what is left); as with the policy decision log,
-events still queued (not yet in the outbox, a few milliseconds' worth) die with the process.
-Events carry ``metadata.idempotency_key`` ``tool:<decision id>``: delivered twice, stored once.
+A guarded call hands over what its event is made of (``record_call``: a builder and a small
+tuple; the relay's thread builds the event, digests included) or a finished event (``record``).
+With the outbox in memory (the default) that is all the calling thread does: the event goes on
+an in-memory queue and the relay is woken, so the call never waits for SQLite or the audit log;
+the relay's thread builds queued events, fits them to the audit log's limits (``fit_event``)
+and appends them to the outbox, a batch per transaction, before each of its passes. A memory
+outbox dies with the process whatever the thread, so nothing acknowledged is lost by queueing.
+With ``outbox`` naming a file, the calling thread builds, fits and appends its event and commits
+it before the call returns, as docs/agents.md promises: an event the guard recorded survives a
+crash of the process (the next guard on that file delivers what is left). Events carry
+``metadata.idempotency_key`` ``tool:<decision id>``: delivered twice, stored once.
 """
 
 from __future__ import annotations
@@ -67,7 +71,12 @@ class GuardAudit:
         self.relay = OutboxRelay(self.outbox, sink, interval=interval, retry=0.05, name="acgs-guard-audit-relay")
         self._started = False
         self._closed = False
-        self._queue: collections.deque[Mapping[str, Any]] = collections.deque()
+        #: Events, or (builder, arguments) pairs the relay's thread makes events of.
+        self._queue: collections.deque[Mapping[str, Any] | tuple[Callable[..., Mapping[str, Any]], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        #: A file outbox: each event is committed in the calling thread before ``record`` returns.
+        self._durable = outbox is not None
         self._woken = False
         self.recorded = 0
         #: Events that could not be made into outbox rows (logged; never expected).
@@ -92,7 +101,13 @@ class GuardAudit:
             return
         events = []
         while self._queue:
-            event = self._queue.popleft()
+            item = self._queue.popleft()
+            try:
+                event: Mapping[str, Any] = item[0](*item[1]) if isinstance(item, tuple) else item
+            except Exception:  # noqa: BLE001 - the builder takes what the guard handed over; never expected
+                self.dropped += 1
+                log.exception("guard audit: an event could not be built")
+                continue
             try:
                 events.append(fit_event(event))
             except Exception:  # noqa: BLE001 - fit_event makes any mapping fit; never expected
@@ -115,11 +130,27 @@ class GuardAudit:
         self.relay.start_thread()
 
     def record(self, event: Mapping[str, Any]) -> None:
-        """Queues one event and wakes the relay (once per batch, not per event)."""
+        """Records one event (see the module's docstring) and wakes the relay (once per batch,
+        not per event)."""
+        self._record(event)
+
+    def record_call(self, build: Callable[..., Mapping[str, Any]], args: tuple[Any, ...]) -> None:
+        """Records the event ``build(*args)``: built on the relay's thread for a memory outbox,
+        here for a file one. ``args`` must not change afterwards (immutable values, copies)."""
+        self._record((build, args))
+
+    def _record(self, item: Mapping[str, Any] | tuple[Callable[..., Mapping[str, Any]], tuple[Any, ...]]) -> None:
         if self._closed:
             raise RuntimeError("the guard's audit trail is closed")
-        self._queue.append(event)  # deque.append is atomic: no lock on the caller's path
+        self._queue.append(item)  # deque.append is atomic: no lock on the caller's path
         self.recorded += 1
+        if self._durable:
+            try:
+                with self._lock:
+                    self._append_queued()  # committed (WAL) before the guarded call returns
+            except sqlite3.Error:
+                # The event stays queued and the relay tries again on its next pass.
+                log.exception("guard audit: the outbox file refused an event; the relay retries")
         if not self._started:
             self._start()
         if not self._woken:

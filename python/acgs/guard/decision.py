@@ -126,8 +126,32 @@ def read_decision(result: Any, decision_id: str, tool: str) -> ToolDecision:
     )
 
 
+#: Decisions read, by the result set's bytes and the tool's name as called: a constitution gives
+#: the same few answers over and over (an allow's reasons and labels do not name the arguments),
+#: so most calls find theirs here and neither parse nor check it again. Emptied when full.
+_READ: dict[tuple[bytes, str], ToolDecision] = {}
+READ_MAX: Final = 512
+
+
 def read_result_set(raw: bytes, decision_id: str, tool: str) -> ToolDecision:
-    """The engine's result set (``[{"result": ...}]``, empty when undefined) as a decision."""
+    """The engine's result set (``[{"result": ...}]``, empty when undefined) as a decision.
+    The same bytes always read the same (the reading depends on nothing else), so a decision
+    read before is copied under the new id (its own lists of reasons and labels; ``raw`` and
+    ``approval`` are shared, read-only)."""
+    key = (raw, tool)
+    seen = _READ.get(key)
+    if seen is None:
+        seen = _read_result_set(raw, "", tool)
+        if len(_READ) >= READ_MAX:
+            _READ.clear()
+        _READ[key] = seen
+    return ToolDecision(
+        seen.outcome, decision_id, seen.tool, list(seen.reasons), list(seen.labels), seen.known, seen.risk, seen.sandbox,
+        seen.redact_arguments, seen.approval, seen.constitutional_hash, seen.fault, seen.raw,
+    )  # fmt: skip
+
+
+def _read_result_set(raw: bytes, decision_id: str, tool: str) -> ToolDecision:
     try:
         rows = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -179,9 +203,31 @@ def _exact(value: Any, where: str, depth: int) -> Any:
     raise _NoJson(where, f"a {t.__name__} has no JSON form")
 
 
+def _plain(arguments: Mapping[str, Any]) -> bool:
+    """Whether ``arguments`` is a dict of string keys to values orjson writes exactly as
+    ``_exact`` would have them (strings, booleans, None, integers in 64 bits, finite floats):
+    the common call, written without a converted copy."""
+    if type(arguments) is not dict:
+        return False
+    for k, v in arguments.items():
+        t = type(v)
+        if type(k) is not str:
+            return False
+        if t is str or t is bool or v is None:
+            continue
+        if t is int:
+            if not -(2**63) <= v < 2**64:
+                return False
+        elif t is not float or not math.isfinite(v):
+            return False
+    return True
+
+
 def arguments_json(arguments: Mapping[str, Any], tool: str) -> bytes:
     """The arguments' JSON bytes, every number exact (integers of any size, Decimals as
     written); ``ToolInputError`` naming the argument when one has no JSON form."""
+    if _plain(arguments):
+        return orjson.dumps(arguments)
     try:
         return orjson.dumps({k: _exact(v, k, 0) for k, v in arguments.items()})
     except _NoJson as exc:

@@ -101,6 +101,74 @@ def note(key: str, value: Any) -> bool:
     return True
 
 
+def _event(
+    agent_id: str,
+    session_id: str,
+    decision: ToolDecision,
+    reasons: tuple[str, ...],
+    called_as: str,
+    args_json: bytes | None,
+    result_sha256: str | None,
+    error: str | None,
+    notes: dict[str, Any] | None,
+    approved: bool | None,
+    approver: str | None,
+    asked: str | None,
+    outcome: str,
+    failed: bool,
+    duration_ms: float,
+) -> dict[str, Any]:
+    """One guarded call's audit event (docs/agents.md, "The audit event"), built on the audit
+    relay's thread from what the calling thread handed over (``Guard._audit``)."""
+    metadata: dict[str, Any] = {
+        "tool": decision.tool,
+        "outcome": decision.outcome,
+        "reasons": list(reasons),
+        "duration_ms": duration_ms,
+        "session_id": session_id,
+        "idempotency_key": f"tool:{decision.decision_id}",
+    }
+    if decision.tool != called_as:
+        metadata["called_as"] = called_as
+    if args_json is not None:
+        try:
+            canonical = core.canonicalize_json(args_json)
+            metadata["arguments_sha256"] = _sha256(canonical)
+            if not decision.redact_arguments:
+                metadata["arguments"] = orjson.loads(canonical)
+        except Exception:  # noqa: BLE001 - numbers a double would alter: the bytes' digest
+            metadata["arguments_sha256"] = _sha256(args_json)
+            metadata["arguments_canonical"] = False
+    if result_sha256 is not None:
+        metadata["result_sha256"] = result_sha256
+    if error is not None:
+        metadata["error"] = error
+    if decision.fault is not None:
+        metadata["fault"] = True
+    if notes:
+        for key, value in notes.items():
+            metadata.setdefault(key, value)
+    if approved is not None and outcome in (APPROVED, REJECTED):
+        # Settled by the caller (a framework's own approval), under this decision's id.
+        metadata["approved_by" if outcome == APPROVED else "rejected_by"] = approver
+        if asked is not None:
+            metadata["approval_decision_id"] = asked
+    result = "failed" if failed else _RESULTS.get(outcome, "denied" if outcome == DENY else outcome)
+    if outcome == PENDING:
+        result = "approval_required"
+    event: dict[str, Any] = {
+        "event_type": EVENT_TYPE,
+        "agent_id": agent_id,
+        "action": f"tool.{decision.tool}",
+        "result": result,
+        "decision_id": decision.decision_id,
+        "metadata": metadata,
+    }
+    if decision.constitutional_hash:
+        event["constitutional_hash"] = decision.constitutional_hash
+    return event
+
+
 class _Call:
     """One guarded call on its way: input, decision, what happened, its audit event."""
 
@@ -147,6 +215,12 @@ class _Binder:
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         names = self.names
         if self.plain and len(args) <= len(names):
+            # Every parameter given, all by position or all by name in the signature's order.
+            if not kwargs:
+                if len(args) == len(names):
+                    return dict(zip(names, args))
+            elif not args and len(kwargs) == len(names) and tuple(kwargs) == names:
+                return dict(kwargs)
             out = dict(zip(names, args))
             if not kwargs or all(k in names and k not in out for k in kwargs):
                 out.update(kwargs)
@@ -494,57 +568,22 @@ class Guard:
     # -- audit -------------------------------------------------------------------------------
 
     def _audit(self, call: _Call, outcome: str, *, failed: bool = False) -> None:
+        """Hands the call's audit event to the trail: the calling thread takes only what may
+        change after it returns (the duration, the call's fields; the arguments are immutable
+        bytes) and the relay's thread builds the event from them (``_event``): the arguments'
+        canonical digest, the metadata, the event itself. A file outbox commits it before this
+        returns (``GuardAudit.record_call``)."""
         if self.audit is None:
             return
-        decision = call.decision
-        assert decision is not None
-        metadata: dict[str, Any] = {
-            "tool": decision.tool,
-            "outcome": decision.outcome,
-            "reasons": list(decision.reasons),
-            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            "session_id": self.session_id,
-            "idempotency_key": f"tool:{decision.decision_id}",
-        }
-        if decision.tool != call.tool:
-            metadata["called_as"] = call.tool
-        if call.args_json is not None:
-            try:
-                canonical = core.canonicalize_json(call.args_json)
-                metadata["arguments_sha256"] = _sha256(canonical)
-                if not decision.redact_arguments:
-                    metadata["arguments"] = orjson.loads(canonical)
-            except Exception:  # noqa: BLE001 - numbers a double would alter: the bytes' digest
-                metadata["arguments_sha256"] = _sha256(call.args_json)
-                metadata["arguments_canonical"] = False
-        if call.result_sha256 is not None:
-            metadata["result_sha256"] = call.result_sha256
-        if call.error is not None:
-            metadata["error"] = call.error
-        if decision.fault is not None:
-            metadata["fault"] = True
-        if call.notes:
-            for key, value in call.notes.items():
-                metadata.setdefault(key, value)
-        if call.approved is not None and outcome in (APPROVED, REJECTED):
-            # Settled by the caller (a framework's own approval), under this decision's id.
-            metadata["approved_by" if outcome == APPROVED else "rejected_by"] = call.approver
-            if call.asked is not None:
-                metadata["approval_decision_id"] = call.asked
-        result = "failed" if failed else _RESULTS.get(outcome, "denied" if outcome == DENY else outcome)
-        if outcome == PENDING:
-            result = "approval_required"
-        event: dict[str, Any] = {
-            "event_type": EVENT_TYPE,
-            "agent_id": self.agent_id,
-            "action": f"tool.{decision.tool}",
-            "result": result,
-            "decision_id": decision.decision_id,
-            "metadata": metadata,
-        }
-        if decision.constitutional_hash:
-            event["constitutional_hash"] = decision.constitutional_hash
-        self.audit.record(event)
+        assert call.decision is not None
+        self.audit.record_call(
+            _event,
+            (
+                self.agent_id, self.session_id, call.decision, tuple(call.decision.reasons), call.tool, call.args_json,
+                call.result_sha256, call.error, dict(call.notes) if call.notes else None, call.approved, call.approver,
+                call.asked, outcome, failed, round((time.perf_counter() - call.started) * 1000, 3),
+            ),
+        )  # fmt: skip
 
     # -- wrapping ----------------------------------------------------------------------------
 
@@ -653,7 +692,7 @@ class Guard:
         max_output_bytes: int | None,
         call_id: str | None = None,
     ) -> Any:
-        decision = self._take(call_id, call, raw)
+        decision = self._take(call_id, call, raw) if call_id is not None else None
         if decision is None:
             decision = self._decide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
         call.decision = decision
@@ -677,7 +716,7 @@ class Guard:
         max_output_bytes: int | None,
         call_id: str | None = None,
     ) -> Any:
-        decision = self._take(call_id, call, raw)
+        decision = self._take(call_id, call, raw) if call_id is not None else None
         if decision is None:
             decision = await self._adecide_remote(raw, call.tool) if self.url is not None else self._decide_local(raw, call.tool)
         call.decision = decision
