@@ -24,7 +24,6 @@ import pytest
 
 import acgs
 from acgs.guard import Guard, ReviewApprover
-from acgs.guard.session import SessionHistory
 from acgs.security import SecuritySettings
 from acgs.services.evolution import EvolutionSettings
 from acgs.services.evolution import create_app as evolution_app
@@ -43,18 +42,8 @@ EXPORT = "crm.export"
 EXPORT_ARGS = {"customer": "c-1", "to": "https://partner.example.com/import"}
 BOTH = ["reads_private_data", "sends_data_out"]
 
-#: Until the ledger can confirm a call's own entry (``SessionLedger.held``), a resumed call is
-#: decided and recorded as a new one: these tests then fail.
-needs_own_entries = pytest.mark.xfail(
-    not hasattr(LocalSessionLedger, "held"), reason="needs SessionLedger.held and histories_json(without=)", strict=True
-)
 
 
-#: Until an in-process guard's history can leave an entry out (``SessionHistory.json_without``),
-#: a call resumed in process is recorded again and judged on its own entry: this test then fails.
-needs_own_local_entries = pytest.mark.xfail(
-    not hasattr(SessionHistory, "json_without"), reason="needs SessionHistory.json_without and Guard._asked", strict=True
-)
 
 
 def reviewer(name: str) -> dict[str, str]:
@@ -114,7 +103,6 @@ def services(tmp_path: Path) -> Iterator[Services]:
         yield Services(f"http://127.0.0.1:{p.port}", f"http://127.0.0.1:{e.port}", ledger)
 
 
-@needs_own_entries
 def test_a_resumed_call_is_one_entry_settled_by_its_review(services: Services) -> None:
     ran: list[str] = []
     with services.guard("s-1") as guard:
@@ -135,7 +123,6 @@ def test_a_resumed_call_is_one_entry_settled_by_its_review(services: Services) -
     assert services.entries("s-1") == [{**pending, "outcome": "approved"}]
 
 
-@needs_own_entries
 def test_a_rejected_call_resumed_is_refused_and_stays_one_rejected_entry(services: Services) -> None:
     ran: list[str] = []
     with services.guard("s-2") as guard:
@@ -149,7 +136,6 @@ def test_a_rejected_call_resumed_is_refused_and_stays_one_rejected_entry(service
     assert services.entries("s-2") == [{"tool": "send_email", "outcome": "rejected", "labels": ["sends_data_out"]}]
 
 
-@needs_own_entries
 def test_a_tool_with_both_labels_is_held_for_review_not_denied_by_itself(services: Services) -> None:
     """Submitted for review, the evolution service decides the call on the ledger's history,
     which holds the call's own entry (the policy service recorded it): left out, the call is
@@ -185,7 +171,6 @@ def test_resuming_another_calls_request_is_refused(services: Services) -> None:
     assert ran == []
 
 
-@needs_own_local_entries
 def test_in_process_a_resumed_call_is_one_entry_in_the_guards_history(tmp_path: Path) -> None:
     """The same in process: the guard's own history (the one its decisions are judged on) keeps
     one entry per call, settled by the review; the export is not denied by itself."""

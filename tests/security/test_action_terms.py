@@ -290,9 +290,6 @@ def test_with_auth_the_registry_decides_the_trust_and_the_agent_is_the_caller(tm
         assert other.status_code == 403 and other.json()["code"] == "forbidden"
 
 
-@pytest.mark.xfail(
-    not hasattr(LocalSessionLedger, "held"), reason="needs SessionLedger.held and histories_json(without=)", strict=True
-)
 def test_a_remote_guards_pending_call_is_settled_where_the_policy_service_recorded_it(tmp_path: Path) -> None:
     """As in ``acgs serve``: the policy service and the evolution service share one ledger. The
     remote guard's decision (recorded as require_approval) is the action request's decision

@@ -27,7 +27,7 @@ from acgs.registry import new_agent, open_registry
 from acgs.security import SecuritySettings, create_key, open_key_store
 from acgs.services.policy import PolicySettings
 from acgs.services.policy import create_app as policy_app
-from acgs.trust.sessions import LocalSessionLedger, RedisSessionLedger, open_ledger
+from acgs.trust.sessions import RedisSessionLedger, open_ledger
 from tests.services.conftest import RedisServer, ServerThread
 
 ENTRYPOINT = "acgs/tools/decision"
@@ -360,19 +360,12 @@ def test_a_call_held_for_approval_blocks_sends_until_rejected(
         assert service.ask("agent-b", SEND)["outcome"] == "allow"
 
 
-#: Until the ledger can confirm a call's own entry (``SessionLedger.held``) a resumed call is
-#: judged and recorded as a new one (the name it gives is ignored): these tests then fail.
-LEDGER_KNOWS_OWN_CALLS = hasattr(LocalSessionLedger, "held")
-needs_own_entries = pytest.mark.xfail(
-    not LEDGER_KNOWS_OWN_CALLS, reason="needs SessionLedger.held and histories_json(without=)", strict=True
-)
 
 
 def resumed(session_id: str, decision_id: Any) -> dict[str, Any]:
     return {"id": session_id, "resumes": decision_id}
 
 
-@needs_own_entries
 def test_a_resumed_call_is_one_entry_and_never_its_own_predecessor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str | None
 ) -> None:

@@ -174,7 +174,7 @@ class _Call:
 
     __slots__ = (
         "approved", "approver", "args_json", "arguments", "asked", "decision", "entry", "error", "notes",
-        "result_sha256", "sandboxed", "started", "tool",
+        "own", "result_sha256", "sandboxed", "started", "tool",
     )  # fmt: skip
 
     def __init__(self, tool: str) -> None:
@@ -195,6 +195,8 @@ class _Call:
         self.args_json: bytes | None = None
         self.decision: ToolDecision | None = None
         self.entry: HistoryEntry | None = None
+        #: In process, a resumed call's own entry (recorded when it asked for approval).
+        self.own: HistoryEntry | None = None
         self.error: str | None = None
         self.result_sha256: str | None = None
 
@@ -314,6 +316,9 @@ class Guard:
         #: whole input, decision), until the call runs (``call(..., call_id=)``).
         self._open: collections.OrderedDict[str, tuple[str, bytes, bytes, ToolDecision]] = collections.OrderedDict()
         self._open_lock = threading.Lock()
+        #: In process, the history entries of calls sent to approval, by decision id: a resumed
+        #: call naming one (``ActionCall.resumes``) is that call, not another.
+        self._asked: collections.OrderedDict[str, HistoryEntry] = collections.OrderedDict()
         #: Another guard's trail (``audit=other.audit``) is shared, not owned: one outbox and one
         #: relay thread for many sessions; its first owner closes it.
         self._own_audit = not isinstance(audit, GuardAudit)
@@ -331,8 +336,21 @@ class Guard:
         history sent along would be a claim it ignores (docs/security.md, Session history)."""
         assert call.args_json is not None
         head = b'{"tool":' + orjson.dumps(call.tool) + b',"arguments":' + call.args_json + self._agent_session
+        resumed = approval.current_call.get()
+        resumes = resumed.resumes if resumed is not None and resumed.tool == call.tool else None
         if self.url is not None:
+            if resumes is not None:
+                # A call resumed after approval names the decision that asked: the service's
+                # record keeps one entry for the call (acgs.services.policy.sessions).
+                return head + b',"resumes":' + orjson.dumps(resumes) + b"}}"
             return head + b"}}"
+        if resumes is not None:
+            with self._open_lock:
+                own = self._asked.get(resumes)
+            if own is not None and own.outcome in (PENDING, APPROVED, REJECTED) and self.history.holds(own):
+                # Judged without its own entry, which stands for it (_after_decision).
+                call.own = own
+                return head + b',"history":' + self.history.json_without(own) + b"}}"
         return head + b',"history":' + self.history.json() + b"}}"
 
     def _seen(self, raw: bytes) -> bytes:
@@ -490,10 +508,19 @@ class Guard:
         if decision.outcome == "allow":
             call.entry = self.history.record(decision.tool, ALLOW, decision.labels)
             return "run"
+        if call.own is not None:
+            # A resumed call held for review (or now denied) is the call that asked: its first
+            # entry stands for it and the review's outcome settles that one.
+            call.entry = call.own
+            return "deny" if decision.outcome == "deny" else "approval"
         if decision.outcome == "deny":
             call.entry = self.history.record(decision.tool, DENY, decision.labels)
             return "deny"
         call.entry = self.history.record(decision.tool, PENDING, decision.labels)
+        with self._open_lock:
+            self._asked[decision.decision_id] = call.entry
+            while len(self._asked) > OPEN_MAX:
+                self._asked.popitem(last=False)
         return "approval"
 
     def _denied(self, call: _Call) -> ToolDenied:

@@ -54,6 +54,19 @@ class SessionHistory:
         with self._lock:
             return self._json
 
+    def json_without(self, entry: HistoryEntry) -> bytes:
+        """The entries as JSON less ``entry``: the history a call decided again is judged on
+        (a call is never its own predecessor)."""
+        with self._lock:
+            if not any(held is entry for held in self._entries):
+                return self._json
+            return b"[" + b",".join([j for held, j in zip(self._entries, self._jsons) if held is not entry]) + b"]"
+
+    def holds(self, entry: HistoryEntry) -> bool:
+        """Whether ``entry`` is still among the last ``limit`` calls."""
+        with self._lock:
+            return any(held is entry for held in self._entries)
+
     def record(self, tool: str, outcome: str, labels: list[str]) -> HistoryEntry:
         """Adds one call; returns its entry (``settle`` changes its outcome later)."""
         entry = HistoryEntry(tool, outcome, labels)

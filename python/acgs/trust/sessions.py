@@ -126,10 +126,16 @@ class SessionLedger(Protocol):
         """The session's entries as a JSON array, oldest first (``[]`` for a new session)."""
         ...
 
-    async def histories_json(self, owner: str, session_id: str | None) -> tuple[bytes, bytes]:
+    async def histories_json(self, owner: str, session_id: str | None, *, without: str | None = None) -> tuple[bytes, bytes]:
         """The session's entries (``[]`` when ``session_id`` is None) and the owner's last
         ``history_max`` entries across all its sessions, each a JSON array, oldest first, read
-        together."""
+        together; the owner's entry of decision ``without`` left out of both."""
+        ...
+
+    async def held(self, owner: str, session_id: str | None, decision_id: str) -> tuple[str, str] | None:
+        """``(tool, outcome)`` of the entry of ``decision_id`` when it is ``owner``'s, recorded
+        in session ``session_id`` (or in none, for None), and still among the owner's last
+        ``history_max`` calls; None otherwise."""
         ...
 
     async def record(
@@ -154,10 +160,12 @@ def _check_settle(outcome: str) -> None:
         raise ValueError(f"a session entry settles as {APPROVED!r} or {REJECTED!r}, not {outcome!r}")
 
 
-def _array(entries: deque[_Entry] | None) -> bytes:
+def _array(entries: deque[_Entry] | None, without: str | None = None) -> bytes:
     if not entries:
         return b"[]"
-    return b"[" + b",".join([e.json for e in entries]) + b"]"
+    if without is None:
+        return b"[" + b",".join([e.json for e in entries]) + b"]"
+    return b"[" + b",".join([e.json for e in entries if e.decision_id != without]) + b"]"
 
 
 class _Entry:
@@ -294,20 +302,36 @@ class LocalSessionLedger:
         session = self._live((owner, _session_name(session_id)), self._clock())
         return _array(session.entries if session is not None else None)
 
-    def histories_now(self, owner: str, session_id: str | None) -> tuple[bytes, bytes]:
+    def histories_now(self, owner: str, session_id: str | None, *, without: str | None = None) -> tuple[bytes, bytes]:
         now = self._clock()
         session = self._live((owner, _session_name(session_id)), now) if session_id is not None else None
         principal = self._live_principal(owner, now)
         return (
-            _array(session.entries if session is not None else None),
-            _array(principal.entries if principal is not None else None),
+            _array(session.entries if session is not None else None, without),
+            _array(principal.entries if principal is not None else None, without),
         )
+
+    def held_now(self, owner: str, session_id: str | None, decision_id: str) -> tuple[str, str] | None:
+        entry = self._by_decision.get(decision_id)
+        key = None if session_id is None else (owner, _session_name(session_id))
+        if entry is None or entry.owner != owner or entry.session != key:
+            return None
+        # Still within the owner's last history_max calls (and so within its session's).
+        principal = self._principals.get(owner)
+        if principal is None or self._clock() - principal.touched > self.idle_seconds:
+            return None
+        if not any(e is entry for e in principal.entries):
+            return None
+        return entry.tool, entry.outcome
 
     async def history_json(self, owner: str, session_id: str) -> bytes:
         return self.history_now(owner, session_id)
 
-    async def histories_json(self, owner: str, session_id: str | None) -> tuple[bytes, bytes]:
-        return self.histories_now(owner, session_id)
+    async def histories_json(self, owner: str, session_id: str | None, *, without: str | None = None) -> tuple[bytes, bytes]:
+        return self.histories_now(owner, session_id, without=without)
+
+    async def held(self, owner: str, session_id: str | None, decision_id: str) -> tuple[str, str] | None:
+        return self.held_now(owner, session_id, decision_id)
 
     def record_now(
         self, owner: str, session_id: str | None, decision_id: str, tool: str, outcome: str, labels: list[str]
@@ -395,17 +419,22 @@ return done
 """
 
 
-def _items_json(items: list[Any]) -> bytes:
-    """The entries of a Redis list (``<decision id>\\t<entry JSON>`` items) as a JSON array."""
+def _items_json(items: list[Any], without: str | None = None) -> bytes:
+    """The entries of a Redis list (``<decision id>\\t<entry JSON>`` items) as a JSON array,
+    less the entry of decision ``without``."""
     if not items:
         return b"[]"
+    skip = without.encode() if without is not None else None
     parts = []
     for item in items:
         raw = item.encode() if isinstance(item, str) else bytes(item)
-        _, sep, entry = raw.partition(b"\t")
+        decision_id, sep, entry = raw.partition(b"\t")
         if not sep:
             raise SessionHistoryUnavailable("the session ledger holds a malformed entry")
-        parts.append(entry)
+        if decision_id != skip:
+            parts.append(entry)
+    if not parts:
+        return b"[]"
     text = b"[" + b",".join(parts) + b"]"
     try:
         entries = orjson.loads(text)
@@ -478,7 +507,7 @@ class RedisSessionLedger:
             raise self._failed(exc) from None
         return _items_json(items)
 
-    async def histories_json(self, owner: str, session_id: str | None) -> tuple[bytes, bytes]:
+    async def histories_json(self, owner: str, session_id: str | None, *, without: str | None = None) -> tuple[bytes, bytes]:
         self._check_up()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -488,8 +517,33 @@ class RedisSessionLedger:
                 lists = await pipe.execute()
         except Exception as exc:  # any Redis or connection fault: the decision fails closed
             raise self._failed(exc) from None
-        session = _items_json(lists[0]) if session_id is not None else b"[]"
-        return session, _items_json(lists[-1])
+        session = _items_json(lists[0], without) if session_id is not None else b"[]"
+        return session, _items_json(lists[-1], without)
+
+    async def held(self, owner: str, session_id: str | None, decision_id: str) -> tuple[str, str] | None:
+        if not decision_id or len(decision_id) > MAX_DECISION_ID or "\t" in decision_id:
+            return None
+        self._check_up()
+        lists = [self._session_key(owner, session_id)] if session_id is not None else []
+        lists.append(self._principal_key(owner))
+        try:
+            raw = await self._redis.get(self._decision_key(decision_id))
+            if raw is None:
+                return None
+            pointer = orjson.loads(raw)
+            if pointer.get("owner") != owner or pointer.get("lists") != lists:
+                return None
+            item: str = pointer["item"]
+            entry = orjson.loads(item.partition("\t")[2])
+            tool, outcome = entry["tool"], entry["outcome"]
+            # Still among the owner's last history_max calls (and so its session's).
+            if await self._redis.lpos(lists[-1], item) is None:
+                return None
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return None  # not a pointer this ledger wrote
+        except Exception as exc:  # any Redis or connection fault: the decision fails closed
+            raise self._failed(exc) from None
+        return (tool, outcome) if type(tool) is str and type(outcome) is str else None
 
     async def record(
         self, owner: str, session_id: str | None, decision_id: str, tool: str, outcome: str, labels: list[str]
@@ -546,12 +600,13 @@ class RedisSessionLedger:
         await self._redis.aclose()
 
 
-async def trusted_session(ledger: SessionLedger, owner: str, session_id: str | None) -> bytes:
+async def trusted_session(ledger: SessionLedger, owner: str, session_id: str | None, *, without: str | None = None) -> bytes:
     """The ``trusted.session`` member a tool decision is judged on, as JSON: ``id`` (when the
     call names a session), ``history`` (the session's; ``[]`` for a call naming none, a session
-    of its own) and ``principal_history`` (the owner's calls across all its sessions). Raises
+    of its own) and ``principal_history`` (the owner's calls across all its sessions), less the
+    owner's entry of decision ``without`` (the call's own, when it is decided again). Raises
     :class:`SessionHistoryUnavailable` when the ledger cannot be read."""
-    history, principal = await ledger.histories_json(owner, session_id)
+    history, principal = await ledger.histories_json(owner, session_id, without=without)
     named = b"" if session_id is None else b'"id":' + orjson.dumps(session_id) + b","
     return b"{" + named + b'"history":' + history + b',"principal_history":' + principal + b"}"
 

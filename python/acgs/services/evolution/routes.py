@@ -39,7 +39,6 @@ from acgs.services.evolution.schemas import (
 )
 from acgs.services.evolution.workflow import InvalidRequest, NotPermitted, RequestMissing, WorkflowError
 from acgs.trust import owner_of, with_member
-from acgs.trust.sessions import trusted_session
 
 STATIC = Path(__file__).parent / "static"
 
@@ -92,7 +91,7 @@ def _arguments_sha256(arguments: bytes, body: ActionRequestIn) -> str:
     return digest
 
 
-async def _action_facts(request: Request, session_id: str | None) -> bytes | None:
+async def _action_facts(request: Request, session_id: str | None, decision_id: str, tool: str) -> bytes | None:
     """The trusted document of an action's decision: the caller's facts (counted under
     ``actions.RATE_KIND``) and, when the services keep a session ledger, the session's history
     and the caller's calls across its sessions as the ledger has them (as the policy service
@@ -103,7 +102,9 @@ async def _action_facts(request: Request, session_id: str | None) -> bytes | Non
     ledger = getattr(request.app.state, "session_ledger", None)
     if ledger is None:
         return trusted
-    session = await trusted_session(ledger, owner_of(request.scope), session_id)
+    # Less the call's own entry (the policy service recorded it under this decision id): a
+    # call is never its own predecessor.
+    session = await actions.session_member(ledger, owner_of(request.scope), session_id, decision_id, tool)
     return with_member(trusted if trusted is not None else b"{}", "session", session)
 
 
@@ -139,7 +140,7 @@ async def submit_action(
         constitutional_hash=body.constitutional_hash,
     )
     try:
-        trusted = await _action_facts(request, body.session_id)
+        trusted = await _action_facts(request, body.session_id, body.decision_id, body.tool)
     except Exception as exc:  # the ledger (or the facts) unavailable: a deny, never a decision without them
         trusted = None
         call = dataclasses.replace(call, fault=f"the caller's trusted facts are unavailable: {type(exc).__name__}: {exc}")

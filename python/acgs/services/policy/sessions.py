@@ -68,24 +68,17 @@ async def own_entry(ledger: SessionLedger, owner: str, session_id: str | None, d
     """Whether the ledger holds ``decision_id`` as ``owner``'s call of ``tool`` (canonical
     form) in this session (or in none, for None), still among the owner's last calls, held for
     review (waiting, approved or rejected): the entry a call decided again is. False for
-    anything else, and for a ledger that cannot tell (the call is then judged and recorded as a
-    new one). Raises ``SessionHistoryUnavailable`` when the ledger cannot be read."""
-    held = getattr(ledger, "held", None)
-    if held is None or type(tool) is not str:
+    anything else (the call is then judged and recorded as a new one). Raises ``SessionHistoryUnavailable`` when the ledger cannot be read."""
+    if type(tool) is not str:
         return False
-    found = await held(owner, session_id, decision_id)
+    found = await ledger.held(owner, session_id, decision_id)
     return found is not None and found[0] == canonical_tool(tool) and found[1] in (PENDING, APPROVED, REJECTED)
 
 
 async def call_session(ledger: SessionLedger, owner: str, session_id: str | None, own: str | None) -> bytes:
     """The ``trusted.session`` member of a call (``acgs.trust.sessions.trusted_session``), less
     the entry of ``own``, the call's own earlier decision (confirmed by ``own_entry``)."""
-    if own is None:
-        return await trusted_session(ledger, owner, session_id)
-    # Only reached with a ledger that has ``held`` (own_entry), which reads ``without=`` too.
-    leaving_out: Any = trusted_session
-    member: bytes = await leaving_out(ledger, owner, session_id, without=own)
-    return member
+    return await trusted_session(ledger, owner, session_id, without=own)
 
 
 @dataclass(slots=True)
