@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Sequence
 from os import PathLike
-from typing import Any, Awaitable, final
+from typing import Any, Awaitable, Literal, final
 
 from acgs.errors import AcgsError
 
@@ -51,6 +51,7 @@ class Engine:
         cache_ttl: float | None = 300.0,
         fast_path: bool = True,
         native: bool = True,
+        evaluator: Literal["wasm", "plan", "auto"] = "wasm",
     ) -> Engine: ...
     def reload(self, source: _Source) -> None: ...
     def evaluate(self, input: Any = None, entrypoint: str | None = None) -> Any: ...
@@ -79,6 +80,10 @@ class Engine:
     def fast_path(self) -> dict[str, Any] | None: ...
     @property
     def native(self) -> dict[str, Any] | None: ...
+    @property
+    def evaluator(self) -> Literal["wasm", "plan"]: ...
+    @property
+    def plan(self) -> dict[str, Any] | None: ...
     @property
     def entrypoints(self) -> list[str]: ...
     @property

@@ -3,17 +3,23 @@
 Each plan is keyed by a sha256 over the OPA version and everything that goes
 into the build (modules, data, entrypoints). Failures are cached too, so a
 second run over an unchanged suite starts no ``opa`` process at all.
+
+With ``target="plan"`` a bundle also carries ``/plan.json`` (``opa build -t
+plan`` of the same entrypoint), for the engine's plan evaluator; those bundles
+are cached beside the Wasm ones under their own keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from .cases import Plan, SetupError
 CACHE_SCHEMA = 1
 BUILD_TIMEOUT_S = 300
 MAX_JOBS = 2
+TARGETS = ("wasm", "plan")
 
 
 def find_opa() -> str:
@@ -61,7 +68,7 @@ def cache_root() -> Path:
     return root / "conformance"
 
 
-def plan_key(version: str, plan: Plan) -> str:
+def plan_key(version: str, plan: Plan, target: str = "wasm") -> str:
     def describe(p: Plan | None) -> object:
         if p is None:
             return None
@@ -77,6 +84,9 @@ def plan_key(version: str, plan: Plan) -> str:
         "plan": describe(plan),
         "fallback": describe(plan.fallback),
     }
+    if target != "wasm":
+        # Wasm keys stay as they were, so existing caches keep their hits.
+        material["target"] = target
     blob = json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
@@ -106,8 +116,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _run_build(opa: str, plan: Plan) -> tuple[bytes | None, str]:
-    """Runs `opa build` for one plan; returns (bundle bytes, error text)."""
+def _run_build(opa: str, plan: Plan, target: str = "wasm") -> tuple[bytes | None, str]:
+    """Runs `opa build -t target` for one plan; returns (bundle bytes, error text)."""
     with tempfile.TemporaryDirectory(prefix="acgs-conf-") as work:
         src = Path(work) / "case"
         src.mkdir()
@@ -117,7 +127,7 @@ def _run_build(opa: str, plan: Plan) -> tuple[bytes | None, str]:
             (src / "data.json").write_text(plan.data_json, encoding="utf-8")
         # Relative paths keep the temporary directory out of the bundle and
         # out of error messages.
-        cmd = [opa, "build", "-t", "wasm", "-e", plan.entrypoint, "-o", "bundle.tar.gz", "case"]
+        cmd = [opa, "build", "-t", target, "-e", plan.entrypoint, "-o", "bundle.tar.gz", "case"]
         try:
             proc = subprocess.run(
                 cmd, cwd=work, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
@@ -132,8 +142,33 @@ def _run_build(opa: str, plan: Plan) -> tuple[bytes | None, str]:
 _NOT_A_RULE = "does not refer to a rule or policy decision"
 
 
+def _with_plan(wasm_bundle: bytes, plan_bundle: bytes) -> bytes:
+    """The Wasm bundle with ``/plan.json`` from the plan bundle added."""
+    with tarfile.open(fileobj=io.BytesIO(plan_bundle), mode="r:gz") as t:
+        member = next((m for m in t.getmembers() if m.name.lstrip("/") == "plan.json"), None)
+        extracted = t.extractfile(member) if member is not None else None
+        if extracted is None:
+            raise ValueError("the plan bundle holds no /plan.json")
+        plan_json = extracted.read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(wasm_bundle), mode="r:gz") as src, tarfile.open(
+        fileobj=out, mode="w:gz"
+    ) as dst:
+        for m in src.getmembers():
+            f = src.extractfile(m) if m.isfile() and m.name.lstrip("/") != "plan.json" else None
+            if f is not None:
+                dst.addfile(m, f)
+        info = tarfile.TarInfo("/plan.json")
+        info.size = len(plan_json)
+        dst.addfile(info, io.BytesIO(plan_json))
+    return out.getvalue()
+
+
 class Compiler:
-    def __init__(self, opa: str, version: str, root: Path, refresh: bool = False):
+    def __init__(self, opa: str, version: str, root: Path, refresh: bool = False, target: str = "wasm"):
+        if target not in TARGETS:
+            raise SetupError(f"unknown build target {target!r} (one of {', '.join(TARGETS)})")
+        self.target = target
         self.opa = opa
         self.version = version
         self.root = root
@@ -147,7 +182,7 @@ class Compiler:
         return d / f"{key}.json", d / f"{key}.tar.gz"
 
     def lookup(self, plan: Plan) -> CompileResult | None:
-        meta_path, bundle_path = self._paths(plan_key(self.version, plan))
+        meta_path, bundle_path = self._paths(plan_key(self.version, plan, self.target))
         if self.refresh:
             return None
         try:
@@ -169,14 +204,31 @@ class Compiler:
         hit = self.lookup(plan)
         if hit is not None:
             return hit
-        meta_path, bundle_path = self._paths(plan_key(self.version, plan))
-        used = plan
-        bundle, error = _run_build(self.opa, plan)
-        if bundle is None and plan.fallback is not None and _NOT_A_RULE in error:
-            used = plan.fallback
-            bundle, fallback_error = _run_build(self.opa, used)
-            if bundle is None:
-                error = f"{error}\n(query wrapper) {fallback_error}"
+        meta_path, bundle_path = self._paths(plan_key(self.version, plan, self.target))
+        if self.target == "plan":
+            # The Wasm bundle first (from its own cache when there): the engine needs the Wasm
+            # too (entrypoint ids, the reference), so the plan joins it.
+            base = Compiler(self.opa, self.version, self.root, self.refresh).compile(plan)
+            used = plan.fallback if base.kind != plan.kind and plan.fallback is not None else plan
+            bundle = base.bundle.read_bytes() if base.bundle is not None else None
+            error = base.error or ""
+        else:
+            used = plan
+            bundle, error = _run_build(self.opa, plan)
+            if bundle is None and plan.fallback is not None and _NOT_A_RULE in error:
+                used = plan.fallback
+                bundle, fallback_error = _run_build(self.opa, used)
+                if bundle is None:
+                    error = f"{error}\n(query wrapper) {fallback_error}"
+        if bundle is not None and self.target == "plan":
+            plan_bundle, plan_error = _run_build(self.opa, used, "plan")
+            if plan_bundle is None:
+                bundle, error = None, f"(opa build -t plan) {plan_error}"
+            else:
+                try:
+                    bundle = _with_plan(bundle, plan_bundle)
+                except (tarfile.TarError, OSError, ValueError) as exc:
+                    bundle, error = None, f"(opa build -t plan) unusable plan bundle: {exc}"
         meta = {
             "ok": bundle is not None,
             "kind": used.kind,
@@ -222,7 +274,7 @@ class Compiler:
         by_key: dict[str, list[str]] = {}
         unique: dict[str, Plan] = {}
         for ident, plan in todo:
-            key = plan_key(self.version, plan)
+            key = plan_key(self.version, plan, self.target)
             by_key.setdefault(key, []).append(ident)
             unique.setdefault(key, plan)
         done = 0

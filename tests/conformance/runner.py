@@ -140,10 +140,13 @@ def _rows_from(result_text: str, result: CompileResult, case: Case) -> list[rego
 _MISSING = object()
 
 
-def evaluate_case(api: _EngineApi, case: Case, result: CompileResult) -> Outcome:
+def evaluate_case(api: _EngineApi, case: Case, result: CompileResult, evaluator: str = "wasm") -> Outcome:
     assert result.bundle is not None
     try:
-        engine = api.module.Engine.load(str(result.bundle))
+        if evaluator == "wasm":
+            engine = api.module.Engine.load(str(result.bundle))
+        else:
+            engine = api.module.Engine.load(str(result.bundle), evaluator=evaluator)
     except api.bundle_error as exc:
         missing = _missing_builtins(str(exc))
         cause = f"bundle rejected: unsupported builtin {', '.join(missing)}" if missing else "bundle rejected"
@@ -335,7 +338,7 @@ def run(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
     to_build = [c for c in cases if c.plan is not None]
     report.skipped = [c for c in cases if c.plan is None]
     croot = cache_root()
-    compiler = Compiler(opa, version, croot, refresh=args.refresh_cache)
+    compiler = Compiler(opa, version, croot, refresh=args.refresh_cache, target=args.evaluator)
     started = time.monotonic()
 
     def progress(done: int, todo: int, _have: int) -> None:
@@ -363,7 +366,7 @@ def run(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
     names = load_builtin_names(opa, version, croot)
     started = time.monotonic()
     for case in report.compiled:
-        outcome = evaluate_case(api, case, results[case_id(case)])
+        outcome = evaluate_case(api, case, results[case_id(case)], args.evaluator)
         if outcome.passed:
             report.passed.append(case)
         else:
@@ -378,7 +381,7 @@ def _pct(x: float | None) -> str:
 
 def print_report(report: Report, meta: dict[str, Any], args: argparse.Namespace) -> None:
     out = sys.stdout
-    print(f"OPA conformance (OPA {report.opa_version}, pinned {OPA_VERSION})", file=out)
+    print(f"OPA conformance (OPA {report.opa_version}, pinned {OPA_VERSION}), evaluator {args.evaluator}", file=out)
     print(f"  cases total:   {report.total}", file=out)
     print(f"  skipped:       {len(report.skipped)}", file=out)
     print(f"  not compiled:  {len(report.not_compiled)}", file=out)
@@ -435,6 +438,7 @@ def summary_json(report: Report, meta: dict[str, Any], args: argparse.Namespace)
         "opa_version": report.opa_version,
         "pinned_opa_version": OPA_VERSION,
         "filter": args.filter or [],
+        "evaluator": args.evaluator,
         "totals": {
             "cases": report.total,
             "skipped": len(report.skipped),
@@ -491,6 +495,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=MAX_JOBS, help=f"parallel opa builds (at most {MAX_JOBS})")
     p.add_argument("--cases", help="cases directory (default: ACGS_OPA_CASES or the OPA module cache)")
     p.add_argument("--opa", help="opa binary (default: ACGS_OPA, PATH, ~/.local/bin/opa)")
+    p.add_argument("--evaluator", choices=("wasm", "plan"), default="wasm",
+                   help="what evaluates each case: the bundle's Wasm (default) or its plan (also built "
+                        "with `opa build -t plan`)")
     p.add_argument("--compile-only", action="store_true", help="only compile (warm the cache)")
     p.add_argument("--refresh-cache", action="store_true", help="rebuild bundles even when cached")
     p.add_argument("--max-listed", type=int, default=25, help="cases listed per group")

@@ -121,3 +121,43 @@ def test_builtin_attribution_sees_calls_and_with_mocks():
     case = _case(query="data.t.p = x",
                  modules=["package t\np := x if { x = time.now_ns() with time.now_ns as opa.runtime }\n"])
     assert builtins_used(case, {"time.now_ns", "opa.runtime", "count"}) == ["opa.runtime", "time.now_ns"]
+
+
+def test_plan_builds_have_their_own_cache_keys_and_carry_the_plan(tmp_path):
+    import io
+    import tarfile
+
+    from tests.conformance.build import Compiler, _with_plan, plan_key
+    from tests.conformance.cases import Plan, SetupError
+
+    plan = Plan(kind="direct", modules=("package p\nx := 1",), data_json=None, entrypoint="p/x", variables=("x",))
+    # The Wasm key is what it was before plan builds existed (existing caches keep their hits).
+    assert plan_key("1.0", plan) == plan_key("1.0", plan, "wasm") != plan_key("1.0", plan, "plan")
+
+    def tar(files):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as t:
+            for name, body in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                t.addfile(info, io.BytesIO(body))
+        return raw.getvalue()
+
+    merged = _with_plan(
+        tar({"/policy.wasm": b"\0asm", "/plan.json": b"old"}), tar({"/plan.json": b'{"plans": {}}', "/data.json": b"{}"})
+    )
+    with tarfile.open(fileobj=io.BytesIO(merged), mode="r:gz") as t:
+        files = {m.name: t.extractfile(m).read() for m in t.getmembers()}  # type: ignore[union-attr]
+    assert files == {"/policy.wasm": b"\0asm", "/plan.json": b'{"plans": {}}'}
+    try:
+        _with_plan(tar({"/policy.wasm": b"\0asm"}), tar({"/data.json": b"{}"}))
+    except ValueError as exc:
+        assert "no /plan.json" in str(exc)
+    else:
+        raise AssertionError("a plan bundle without plan.json was accepted")
+    try:
+        Compiler("opa", "1.0", tmp_path, target="rego")
+    except SetupError as exc:
+        assert "unknown build target" in str(exc)
+    else:
+        raise AssertionError("an unknown target was accepted")

@@ -100,7 +100,12 @@ class Service:
             return tokens
 
         self.tokens = asyncio.run(setup())
-        settings = PolicySettings(data_dir=data, bundle=bundle or acgs.default_bundle_path(), redis_url=redis_url)
+        # A generous Redis deadline: on a loaded 2-core machine the default 50 ms is missed now
+        # and then, and a ledger that cannot answer denies (fail closed), which is not what
+        # these tests are about (test_a_ledger_that_cannot_be_read_denies is).
+        settings = PolicySettings(
+            data_dir=data, bundle=bundle or acgs.default_bundle_path(), redis_url=redis_url, redis_timeout_ms=2000.0
+        )
         self.app = policy_app(settings, security=security)
         self.server = ServerThread(self.app)
         self.url = ""

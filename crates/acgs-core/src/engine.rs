@@ -18,6 +18,9 @@ use crate::trusted::admitted_bytes;
 use crate::value::Value;
 use crate::wasm::{Format, Instance, Limits, Policy};
 
+mod plan;
+use plan::PlanEvaluator;
+
 /// Where a constitution bundle keeps its declarations, and the entrypoint of its decisions.
 const CONSTITUTION_PATH: [&str; 2] = ["acgs", "constitution"];
 pub const DECISION_ENTRYPOINT: &str = "acgs/main/decision";
@@ -39,6 +42,47 @@ pub struct EngineOptions {
     /// Evaluate the shipped constitution's decisions natively (see [`crate::native`]) instead
     /// of in its Wasm, when the bundle carries its exact rules and the load-time check agrees.
     pub native: bool,
+    /// What evaluates what the steps before it do not answer: the bundle's Wasm or its plan.
+    pub evaluator: Evaluator,
+}
+
+/// The evaluator of full evaluations (after the cache, the fast path and the native evaluator).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Evaluator {
+    /// The bundle's Wasm module.
+    #[default]
+    Wasm,
+    /// The bundle's plan (`/plan.json`, see [`acgs_plan`]); a bundle without a usable plan is
+    /// refused at load, with the reason.
+    Plan,
+    /// The plan when the bundle carries one the evaluator accepts, else the Wasm (and
+    /// [`Loaded::plan_error`] says why).
+    Auto,
+}
+
+impl Evaluator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evaluator::Wasm => "wasm",
+            Evaluator::Plan => "plan",
+            Evaluator::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Evaluator {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Evaluator> {
+        match s {
+            "wasm" => Ok(Evaluator::Wasm),
+            "plan" => Ok(Evaluator::Plan),
+            "auto" => Ok(Evaluator::Auto),
+            other => Err(Error::InvalidInput(format!(
+                "evaluator must be \"wasm\", \"plan\" or \"auto\", not {other:?}"
+            ))),
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -51,6 +95,7 @@ impl Default for EngineOptions {
             cache_ttl: Some(Duration::from_secs(300)),
             fast_path: true,
             native: true,
+            evaluator: Evaluator::Wasm,
         }
     }
 }
@@ -80,11 +125,40 @@ pub struct Loaded {
     pub native: Option<Native>,
     /// Why the native evaluator is not used (`None` when it is, or was not asked for).
     pub native_error: Option<String>,
+    /// The bundle's plan, when the options ask for it and it loaded: full evaluations run it
+    /// instead of the Wasm.
+    plan: Option<PlanEvaluator>,
+    /// Why the plan is not used under [`Evaluator::Auto`] (`None` when it is, or was not asked
+    /// for).
+    pub plan_error: Option<String>,
 }
 
 impl Loaded {
     fn new(bundle: Bundle, options: EngineOptions) -> Result<Loaded> {
         let (policy, mut first) = Policy::compile(&bundle.wasm, &bundle.data, options.limits)?;
+        let (plan, plan_error) = match options.evaluator {
+            Evaluator::Wasm => (None, None),
+            asked => {
+                // The data document exactly as the Wasm reads it.
+                let data_json =
+                    serde_json::to_vec(&bundle.data).map_err(|e| Error::Internal(e.to_string()))?;
+                let loaded = PlanEvaluator::load(
+                    bundle.plan_json(),
+                    policy.entrypoints(),
+                    &data_json,
+                    options.limits,
+                );
+                match loaded {
+                    Ok(p) => (Some(p), None),
+                    Err(why) if asked == Evaluator::Plan => {
+                        return Err(Error::Bundle(format!(
+                            "the plan evaluator cannot run this bundle: {why}"
+                        )))
+                    }
+                    Err(why) => (None, Some(why)),
+                }
+            }
+        };
         let default_entrypoint = bundle
             .manifest
             .wasm
@@ -160,7 +234,26 @@ impl Loaded {
             fast_path_error,
             native,
             native_error,
+            plan,
+            plan_error,
         })
+    }
+
+    /// Which evaluator runs full evaluations of this bundle.
+    pub fn evaluator(&self) -> Evaluator {
+        if self.plan.is_some() {
+            Evaluator::Plan
+        } else {
+            Evaluator::Wasm
+        }
+    }
+
+    /// A full evaluation: the plan when loaded, else a Wasm instance.
+    fn run(&self, ep: i32, input: Option<&[u8]>, format: Format) -> Result<Vec<u8>> {
+        match &self.plan {
+            Some(p) => p.eval(ep, input, format),
+            None => self.with_instance(|inst| inst.eval(ep, input, format)),
+        }
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -396,7 +489,7 @@ impl Engine {
             }
             let bytes = input.for_wasm();
             return loaded
-                .with_instance(|inst| inst.eval(ep, bytes.as_deref(), format))
+                .run(ep, bytes.as_deref(), format)
                 .map(|o| Some((o, Source::Evaluated)));
         }
         if check == InputCheck::Validate {
@@ -454,7 +547,7 @@ impl Engine {
             Some(out) => out,
             None => {
                 let bytes = input.for_wasm();
-                loaded.with_instance(|inst| inst.eval(ep, bytes.as_deref(), format))?
+                loaded.run(ep, bytes.as_deref(), format)?
             }
         };
         if let (Some(c), Some(k)) = (cache, key) {

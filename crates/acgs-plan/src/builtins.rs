@@ -126,6 +126,38 @@ pub(crate) fn lookup(name: &str) -> Option<Builtin> {
         "internal.member_2" => (member_2, 2),
         "internal.member_3" => (member_3, 3),
         "numbers.range" => (numbers_range, 2),
+        "internal.template_string" => (template_string, 1),
+        "type_name" => (type_name, 1),
+        "to_number" => (to_number, 1),
+        "floor" => (floor, 1),
+        "ceil" => (ceil, 1),
+        "format_int" => (format_int, 2),
+        "strings.reverse" => (strings_reverse, 1),
+        "trim_left" => (trim_left, 2),
+        "trim_right" => (trim_right, 2),
+        "trim_prefix" => (trim_prefix, 2),
+        "trim_suffix" => (trim_suffix, 2),
+        "replace" => (replace, 3),
+        "union" => (union_of_sets, 1),
+        "intersection" => (intersection, 1),
+        "array.reverse" => (array_reverse, 1),
+        "object.remove" => (object_remove, 2),
+        "object.filter" => (object_filter, 2),
+        "object.union_n" => (object_union_n, 1),
+        "walk" => (walk, 1),
+        "net.cidr_contains" => (cidr_contains, 2),
+        "net.cidr_intersects" => (cidr_intersects, 2),
+        "bits.and" => (bits_and, 2),
+        "bits.or" => (bits_or, 2),
+        "bits.xor" => (bits_xor, 2),
+        "bits.negate" => (bits_negate, 1),
+        "bits.lsh" => (bits_lsh, 2),
+        "bits.rsh" => (bits_rsh, 2),
+        "base64.encode" => (base64_encode, 1),
+        "base64.decode" => (base64_decode, 1),
+        "base64.is_valid" => (base64_is_valid, 1),
+        "base64url.encode" => (base64url_encode, 1),
+        "base64url.decode" => (base64url_decode, 1),
         "internal.print" => {
             return Some(Builtin {
                 imp: Impl::Void,
@@ -228,7 +260,8 @@ fn lte(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 fn plus(a: &[Val], _: &mut Ctx) -> Out {
-    num(num_arg(a, 0)?.plus(num_arg(a, 1)?))
+    let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
+    num(spelt(x.plus(y), || Mpd::of(x)?.plus(&Mpd::of(y)?)))
 }
 
 /// Numbers subtract; sets give their difference.
@@ -237,11 +270,15 @@ fn minus(a: &[Val], _: &mut Ctx) -> Out {
         let d: BTreeSet<Val> = x.difference(y).cloned().collect();
         return Ok(Some(Val::Set(Arc::new(d))));
     }
-    num(num_arg(a, 0)?.minus(num_arg(a, 1)?))
+    let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
+    num(spelt(x.minus(y), || {
+        Mpd::of(x)?.plus(&Mpd::of(y)?.negated())
+    }))
 }
 
 fn mul(a: &[Val], _: &mut Ctx) -> Out {
-    num(num_arg(a, 0)?.times(num_arg(a, 1)?))
+    let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
+    num(spelt(x.times(y), || Mpd::of(x)?.times(&Mpd::of(y)?)))
 }
 
 /// Division by zero is undefined, as in OPA's Wasm.
@@ -250,7 +287,9 @@ fn div(a: &[Val], _: &mut Ctx) -> Out {
     if y.is_zero() {
         return Ok(None);
     }
-    num(x.quotient(y))
+    let q = x.quotient(y);
+    let value = q.clone();
+    num(spelt(q, || Mpd::quotient_spelling(value.as_ref()?, x, y)))
 }
 
 /// Integers only; the remainder takes the dividend's sign.
@@ -263,16 +302,181 @@ fn rem(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 fn round(a: &[Val], _: &mut Ctx) -> Out {
-    num(num_arg(a, 0)?.round())
+    let x = num_arg(a, 0)?;
+    // An integral exponent already: libmpdec returns the operand as it is.
+    num(spelt(x.round(), || Mpd::of(x).filter(|m| m.exp >= 0)))
 }
 
 fn abs(a: &[Val], _: &mut Ctx) -> Out {
     let x = num_arg(a, 0)?;
     let zero = Num::int(0);
-    if *x < zero {
-        num(zero.minus(x))
+    let value = if *x < zero {
+        zero.minus(x)
     } else {
-        num(Some(x.clone()))
+        Some(x.clone())
+    };
+    num(spelt(value, || {
+        Mpd::of(x).map(|m| Mpd {
+            coef: m.coef.abs(),
+            ..m
+        })
+    }))
+}
+
+/// A number as libmpdec holds it in OPA's Wasm: a coefficient and an exponent that arithmetic
+/// keeps (`1.75 * 2` is `3.50`, not `3.5`). The Wasm turns a result back into a number as an
+/// integer when it is integral and fits 32 bits, else as its scientific text (`3.50`,
+/// `1.0e+10`), and that text is what `sprintf` and the result set show. Values stay the
+/// evaluator's; this only supplies their spelling, and only while coefficients fit an `i128`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mpd {
+    coef: i128,
+    exp: i64,
+}
+
+/// libmpdec's precision for division in OPA's Wasm (its default context on a 32-bit target).
+const DIV_PRECISION: u32 = 18;
+
+impl Mpd {
+    /// What `mpd_qset_string` makes of the number's text: `3.50` is 350e-2, `1e3` is 1e3.
+    fn of(n: &Num) -> Option<Mpd> {
+        let text = n.text();
+        let (neg, rest) = text
+            .strip_prefix('-')
+            .map_or((false, text.as_str()), |r| (true, r));
+        let (mantissa, e) = match rest.find(['e', 'E']) {
+            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?.parse::<i64>().ok()?),
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits = format!("{int}{frac}");
+        if digits.is_empty() || digits.len() > 38 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let coef = digits.parse::<i128>().ok()?;
+        let exp = e.checked_sub(i64::try_from(frac.len()).ok()?)?;
+        Some(Mpd {
+            coef: if neg { -coef } else { coef },
+            exp,
+        })
+    }
+
+    fn negated(self) -> Mpd {
+        Mpd {
+            coef: -self.coef,
+            ..self
+        }
+    }
+
+    /// The coefficient scaled to exponent `exp` (not above its own).
+    fn at(&self, exp: i64) -> Option<i128> {
+        let shift = u32::try_from(self.exp.checked_sub(exp)?).ok()?;
+        self.coef.checked_mul(10i128.checked_pow(shift)?)
+    }
+
+    fn plus(&self, o: &Mpd) -> Option<Mpd> {
+        let exp = self.exp.min(o.exp);
+        Some(Mpd {
+            coef: self.at(exp)?.checked_add(o.at(exp)?)?,
+            exp,
+        })
+    }
+
+    fn times(&self, o: &Mpd) -> Option<Mpd> {
+        Some(Mpd {
+            coef: self.coef.checked_mul(o.coef)?,
+            exp: self.exp.checked_add(o.exp)?,
+        })
+    }
+
+    /// The spelling of `q = x / y` (its value already computed): an exact quotient moves toward
+    /// the ideal exponent `exp(x) - exp(y)` as far as the precision allows; an inexact one
+    /// keeps all its digits.
+    fn quotient_spelling(q: &Num, x: &Num, y: &Num) -> Option<Mpd> {
+        let ideal = Mpd::of(x)?.exp.checked_sub(Mpd::of(y)?.exp)?;
+        let mut m = Mpd::of(q)?.stripped();
+        let exact = q.times(y).is_some_and(|back| back == *x);
+        if exact {
+            while m.exp > ideal && digits(m.coef) < DIV_PRECISION {
+                m = Mpd {
+                    coef: m.coef.checked_mul(10)?,
+                    exp: m.exp - 1,
+                };
+            }
+        } else {
+            while digits(m.coef) < DIV_PRECISION {
+                m = Mpd {
+                    coef: m.coef.checked_mul(10)?,
+                    exp: m.exp - 1,
+                };
+            }
+        }
+        Some(m)
+    }
+
+    /// Trailing zeros of the coefficient moved into the exponent.
+    fn stripped(mut self) -> Mpd {
+        while self.coef != 0 && self.coef % 10 == 0 {
+            self.coef /= 10;
+            self.exp += 1;
+        }
+        self
+    }
+
+    /// `mpd_to_sci(n, 0)`: plain notation while the exponent is not positive and the number not
+    /// tiny, else one digit, the rest after a point, and `e` with a signed exponent.
+    fn to_sci(self) -> String {
+        let digits = self.coef.unsigned_abs().to_string();
+        let sign = if self.coef < 0 { "-" } else { "" };
+        let len = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+        let adjusted = self.exp.saturating_add(len - 1);
+        if self.exp <= 0 && adjusted >= -6 {
+            if self.exp == 0 {
+                return format!("{sign}{digits}");
+            }
+            let point = len + self.exp;
+            return if point > 0 {
+                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
+                format!("{sign}{int}.{frac}")
+            } else {
+                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+                format!("{sign}0.{zeros}{digits}")
+            };
+        }
+        let (first, rest) = digits.split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let esign = if adjusted >= 0 { "+" } else { "-" };
+        format!(
+            "{sign}{first}{point}{rest}e{esign}{}",
+            adjusted.unsigned_abs()
+        )
+    }
+
+    /// `opa_bf_to_number`: an integral value within 32 bits is an integer, the rest their text.
+    fn to_num(self) -> Option<Num> {
+        let integral = if self.exp >= 0 {
+            self.at(0)
+        } else {
+            let scale = 10i128.checked_pow(u32::try_from(-self.exp).ok()?)?;
+            (self.coef % scale == 0).then(|| self.coef / scale)
+        };
+        if let Some(i) = integral.and_then(|i| i32::try_from(i).ok()) {
+            return Some(Num::int(i64::from(i)));
+        }
+        Num::parse(&self.to_sci())
+    }
+}
+
+fn digits(coef: i128) -> u32 {
+    coef.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1)
+}
+
+/// `value`, spelt as the Wasm would spell it when `spelling` says how and agrees on the value.
+fn spelt(value: Option<Num>, spelling: impl FnOnce() -> Option<Mpd>) -> Option<Num> {
+    let value = value?;
+    match spelling().and_then(Mpd::to_num) {
+        Some(n) if n == value => Some(n),
+        _ => Some(value),
     }
 }
 
@@ -315,26 +519,38 @@ fn elems(v: &Val) -> Option<Box<dyn Iterator<Item = &Val> + '_>> {
     }
 }
 
-fn fold(a: &[Val], start: i64, op: fn(&Num, &Num) -> Option<Num>) -> Out {
+fn fold(
+    a: &[Val],
+    start: i64,
+    op: fn(&Num, &Num) -> Option<Num>,
+    step: fn(&Mpd, &Mpd) -> Option<Mpd>,
+) -> Out {
     let Some(items) = elems(arg(a, 0)?) else {
         return Ok(None);
     };
     let mut acc = Num::int(start);
+    let mut spelling = Some(Mpd {
+        coef: i128::from(start),
+        exp: 0,
+    });
     for v in items {
         match v {
-            Val::Num(n) => acc = op(&acc, n).ok_or("number out of range")?,
+            Val::Num(n) => {
+                spelling = spelling.and_then(|m| step(&m, &Mpd::of(n)?));
+                acc = op(&acc, n).ok_or("number out of range")?;
+            }
             _ => return Ok(None),
         }
     }
-    num(Some(acc))
+    num(spelt(Some(acc), || spelling))
 }
 
 fn sum(a: &[Val], _: &mut Ctx) -> Out {
-    fold(a, 0, Num::plus)
+    fold(a, 0, Num::plus, Mpd::plus)
 }
 
 fn product(a: &[Val], _: &mut Ctx) -> Out {
-    fold(a, 1, Num::times)
+    fold(a, 1, Num::times, Mpd::times)
 }
 
 /// Empty collections have no maximum or minimum.
@@ -404,12 +620,43 @@ fn indexof(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::int(i)))
 }
 
+/// Code point by code point, with Unicode's simple case mappings as OPA's Wasm (and Go's
+/// `unicode.ToLower`) applies them: no final-sigma rule, no `İ` to `i̇`.
 fn lower(a: &[Val], _: &mut Ctx) -> Out {
-    string(str_arg(a, 0)?.to_lowercase())
+    string(str_arg(a, 0)?.chars().map(simple_lower).collect())
 }
 
+/// Simple mappings too: `ß` and the ligatures stay, no `SS`.
 fn upper(a: &[Val], _: &mut Ctx) -> Out {
-    string(str_arg(a, 0)?.to_uppercase())
+    string(str_arg(a, 0)?.chars().map(simple_upper).collect())
+}
+
+fn simple_lower(c: char) -> char {
+    let mut m = c.to_lowercase();
+    match (m.next(), m.next()) {
+        (Some(l), None) => l,
+        // The one full mapping of more than one code point: its simple mapping is `i`.
+        _ if c == '\u{130}' => 'i',
+        _ => c,
+    }
+}
+
+fn simple_upper(c: char) -> char {
+    let mut m = c.to_uppercase();
+    match (m.next(), m.next()) {
+        (Some(u), None) => u,
+        // Only the full mappings differ; where a simple one exists it is the titlecase letter
+        // (Greek with iota subscript), the rest have none.
+        _ => match u32::from(c) {
+            0x1F80..=0x1F87 | 0x1F90..=0x1F97 | 0x1FA0..=0x1FA7 => {
+                char::from_u32(u32::from(c) + 8).unwrap_or(c)
+            }
+            0x1FB3 => '\u{1FBC}',
+            0x1FC3 => '\u{1FCC}',
+            0x1FF3 => '\u{1FFC}',
+            _ => c,
+        },
+    }
 }
 
 /// An empty separator splits into code points.
@@ -639,4 +886,479 @@ fn numbers_range(a: &[Val], _: &mut Ctx) -> Out {
         (y..=x).rev().map(Val::int).collect()
     };
     Ok(Some(Val::Arr(Arc::new(out))))
+}
+
+// --- Builtins of OPA's Wasm C library (its semantics, not topdown's where they differ) -------
+
+/// Rego value text as OPA's Wasm dumps it (`opa_value_dump`: `", "` and `": "` between members).
+fn dump(v: &Val, out: &mut String) {
+    match v {
+        Val::Null => out.push_str("null"),
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::Num(n) => out.push_str(&n.text()),
+        Val::Str(s) => acgs_rego::value::write_json_string(out, s),
+        Val::Arr(a) => dump_seq(out, '[', ']', a.iter()),
+        Val::Set(s) if s.is_empty() => out.push_str("set()"),
+        Val::Set(s) => dump_seq(out, '{', '}', s.iter()),
+        Val::Obj(o) => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                dump(k, out);
+                out.push_str(": ");
+                dump(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn dump_seq<'a>(out: &mut String, open: char, close: char, items: impl Iterator<Item = &'a Val>) {
+    out.push(open);
+    for (i, x) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        dump(x, out);
+    }
+    out.push(close);
+}
+
+/// `$"...{x}..."`: each part a string, or a set of the values of an expression (none prints
+/// `<undefined>`, more than one makes the whole undefined); strings as they are, the rest dumped.
+fn template_string(a: &[Val], _: &mut Ctx) -> Out {
+    let Val::Arr(parts) = arg(a, 0)? else {
+        return Ok(None);
+    };
+    let mut out = String::new();
+    for part in parts.iter() {
+        let v = match part {
+            Val::Set(s) if s.is_empty() => {
+                out.push_str("<undefined>");
+                continue;
+            }
+            Val::Set(s) if s.len() > 1 => return Ok(None),
+            Val::Set(s) => match s.iter().next() {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            other => other,
+        };
+        match v {
+            Val::Str(s) => out.push_str(s),
+            other => dump(other, &mut out),
+        }
+        if out.len() > MAX_STRING_BYTES {
+            return Err(Fault::TooLarge("string"));
+        }
+    }
+    string(out)
+}
+
+fn type_name(a: &[Val], _: &mut Ctx) -> Out {
+    string(arg(a, 0)?.type_name().to_owned())
+}
+
+/// Strings must read as a float (`opa_atof64`) and keep their text as the number's spelling.
+fn to_number(a: &[Val], _: &mut Ctx) -> Out {
+    Ok(match arg(a, 0)? {
+        Val::Null => Some(Val::int(0)),
+        Val::Bool(b) => Some(Val::int(i64::from(*b))),
+        n @ Val::Num(_) => Some(n.clone()),
+        Val::Str(s) => {
+            let t: &str = s;
+            let plain = t.trim_start_matches(['+', '-']);
+            let float_ok = t.parse::<f64>().is_ok_and(f64::is_finite)
+                && !plain.is_empty()
+                && !plain.starts_with(|c: char| c.is_ascii_alphabetic());
+            if !float_ok {
+                None
+            } else {
+                Num::parse(t.strip_prefix('+').unwrap_or(t)).map(Val::Num)
+            }
+        }
+        _ => None,
+    })
+}
+
+/// Floor (`down`) or ceiling of a number, through its libmpdec spelling.
+fn rounded(a: &[Val], down: bool) -> Out {
+    let x = num_arg(a, 0)?;
+    let Some(m) = Mpd::of(x) else {
+        return Ok(None);
+    };
+    let int = if m.exp >= 0 {
+        m.at(0)
+    } else {
+        let scale = 10i128.checked_pow(u32::try_from(-m.exp).unwrap_or(u32::MAX));
+        scale.map(|d| {
+            if down {
+                m.coef.div_euclid(d)
+            } else {
+                -(-m.coef).div_euclid(d)
+            }
+        })
+    };
+    num(int.and_then(|i| Mpd { coef: i, exp: 0 }.to_num()))
+}
+
+fn floor(a: &[Val], _: &mut Ctx) -> Out {
+    rounded(a, true)
+}
+
+fn ceil(a: &[Val], _: &mut Ctx) -> Out {
+    rounded(a, false)
+}
+
+/// The number truncated toward zero, in base 2, 8, 10 or 16 (32-bit values, as the Wasm's).
+fn format_int(a: &[Val], _: &mut Ctx) -> Out {
+    let base = int_arg(a, 1)?;
+    let Some(m) = Mpd::of(num_arg(a, 0)?) else {
+        return Ok(None);
+    };
+    let int = if m.exp >= 0 {
+        m.at(0)
+    } else {
+        10i128
+            .checked_pow(u32::try_from(-m.exp).unwrap_or(u32::MAX))
+            .map(|d| m.coef / d)
+    };
+    let Some(w) = int.and_then(|i| i32::try_from(i).ok()) else {
+        return Ok(None);
+    };
+    let (sign, w) = (if w < 0 { "-" } else { "" }, w.unsigned_abs());
+    let digits = match base {
+        2 => format!("{w:b}"),
+        8 => format!("{w:o}"),
+        10 => format!("{w}"),
+        16 => format!("{w:x}"),
+        _ => return Ok(None),
+    };
+    string(format!("{sign}{digits}"))
+}
+
+fn strings_reverse(a: &[Val], _: &mut Ctx) -> Out {
+    string(str_arg(a, 0)?.chars().rev().collect())
+}
+
+fn trim_left(a: &[Val], _: &mut Ctx) -> Out {
+    let (s, cut) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    string(s.trim_start_matches(|c| cut.contains(c)).to_owned())
+}
+
+fn trim_right(a: &[Val], _: &mut Ctx) -> Out {
+    let (s, cut) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    string(s.trim_end_matches(|c| cut.contains(c)).to_owned())
+}
+
+fn trim_prefix(a: &[Val], _: &mut Ctx) -> Out {
+    let (s, pre) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    string(s.strip_prefix(pre).unwrap_or(s).to_owned())
+}
+
+fn trim_suffix(a: &[Val], _: &mut Ctx) -> Out {
+    let (s, suf) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    string(s.strip_suffix(suf).unwrap_or(s).to_owned())
+}
+
+fn replace(a: &[Val], _: &mut Ctx) -> Out {
+    let (s, old, new) = (str_arg(a, 0)?, str_arg(a, 1)?, str_arg(a, 2)?);
+    let grows = new.len().saturating_sub(old.len().max(1));
+    if s.len().saturating_add(grows.saturating_mul(s.len() + 1)) > MAX_STRING_BYTES {
+        return Err(Fault::TooLarge("string"));
+    }
+    string(s.replace(old, new))
+}
+
+/// The sets of a set of sets; `None` when any member is not a set.
+fn set_members(v: &Val) -> Option<Vec<&BTreeSet<Val>>> {
+    let Val::Set(s) = v else { return None };
+    s.iter()
+        .map(|m| match m {
+            Val::Set(x) => Some(&**x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn union_of_sets(a: &[Val], _: &mut Ctx) -> Out {
+    let Some(sets) = set_members(arg(a, 0)?) else {
+        return Ok(None);
+    };
+    let out: BTreeSet<Val> = sets.into_iter().flatten().cloned().collect();
+    Ok(Some(Val::Set(Arc::new(out))))
+}
+
+fn intersection(a: &[Val], _: &mut Ctx) -> Out {
+    let Some(sets) = set_members(arg(a, 0)?) else {
+        return Ok(None);
+    };
+    let mut it = sets.into_iter();
+    let Some(first) = it.next() else {
+        return Ok(Some(Val::Set(Arc::new(BTreeSet::new()))));
+    };
+    let mut out: BTreeSet<Val> = first.clone();
+    for s in it {
+        out.retain(|v| s.contains(v));
+    }
+    Ok(Some(Val::Set(Arc::new(out))))
+}
+
+fn array_reverse(a: &[Val], _: &mut Ctx) -> Out {
+    let Val::Arr(x) = arg(a, 0)? else {
+        return Ok(None);
+    };
+    Ok(Some(Val::Arr(Arc::new(x.iter().rev().cloned().collect()))))
+}
+
+/// Keys given as an array, a set, or an object's keys.
+fn key_list(v: &Val) -> Option<BTreeSet<Val>> {
+    match v {
+        Val::Arr(a) => Some(a.iter().cloned().collect()),
+        Val::Set(s) => Some((**s).clone()),
+        Val::Obj(o) => Some(o.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+fn object_remove(a: &[Val], _: &mut Ctx) -> Out {
+    let (Val::Obj(o), Some(keys)) = (arg(a, 0)?, key_list(arg(a, 1)?)) else {
+        return Ok(None);
+    };
+    let out: BTreeMap<Val, Val> = o
+        .iter()
+        .filter(|(k, _)| !keys.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Some(Val::Obj(Arc::new(out))))
+}
+
+fn object_filter(a: &[Val], _: &mut Ctx) -> Out {
+    let (Val::Obj(o), Some(keys)) = (arg(a, 0)?, key_list(arg(a, 1)?)) else {
+        return Ok(None);
+    };
+    let out: BTreeMap<Val, Val> = o
+        .iter()
+        .filter(|(k, _)| keys.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Some(Val::Obj(Arc::new(out))))
+}
+
+/// `object.union` over an array of objects, left to right.
+fn object_union_n(a: &[Val], ctx: &mut Ctx) -> Out {
+    let Val::Arr(objs) = arg(a, 0)? else {
+        return Ok(None);
+    };
+    let mut acc = Val::empty_object();
+    for o in objs.iter() {
+        if !matches!(o, Val::Obj(_)) {
+            return Ok(None);
+        }
+        match object_union(&[acc, o.clone()], ctx)? {
+            Some(v) => acc = v,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(acc))
+}
+
+/// Every `[path, value]` pair below the value, itself first (the plan scans the array).
+fn walk(a: &[Val], _: &mut Ctx) -> Out {
+    fn go(path: &mut Vec<Val>, v: &Val, out: &mut Vec<Val>) -> Result<(), Fault> {
+        if out.len() >= MAX_ELEMS {
+            return Err(Fault::TooLarge("array"));
+        }
+        out.push(Val::Arr(Arc::new(vec![
+            Val::Arr(Arc::new(path.clone())),
+            v.clone(),
+        ])));
+        let children: Vec<(Val, &Val)> = match v {
+            Val::Arr(x) => x
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (Val::int(i64::try_from(i).unwrap_or(i64::MAX)), c))
+                .collect(),
+            Val::Obj(o) => o.iter().map(|(k, c)| (k.clone(), c)).collect(),
+            Val::Set(s) => s.iter().map(|c| (c.clone(), c)).collect(),
+            _ => Vec::new(),
+        };
+        for (k, c) in children {
+            path.push(k);
+            go(path, c, out)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    go(&mut Vec::new(), arg(a, 0)?, &mut out)?;
+    Ok(Some(Val::Arr(Arc::new(out))))
+}
+
+/// An address or a CIDR as a 128-bit range (IPv4 mapped into the IPv6 space, as Go's net does).
+fn ip_range(s: &str) -> Option<(u128, u128)> {
+    use std::net::IpAddr;
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let (value, width) = match ip {
+        IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 32u32),
+        IpAddr::V6(v6) => (u128::from(v6), 128u32),
+    };
+    let prefix = match bits {
+        Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
+            b.parse::<u32>().ok()?
+        }
+        Some(_) => return None,
+        None => width,
+    };
+    if prefix > width {
+        return None;
+    }
+    let host_bits = width - prefix;
+    let mask = if host_bits >= 128 {
+        0
+    } else {
+        u128::MAX << host_bits
+    };
+    let low = value & mask;
+    Some((low, low | !mask))
+}
+
+fn cidr_contains(a: &[Val], _: &mut Ctx) -> Out {
+    let (net, other) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    if !net.contains('/') {
+        return Ok(None);
+    }
+    let (Some((lo, hi)), Some((x, y))) = (ip_range(net), ip_range(other)) else {
+        return Ok(None);
+    };
+    boolean(lo <= x && y <= hi)
+}
+
+fn cidr_intersects(a: &[Val], _: &mut Ctx) -> Out {
+    let (n1, n2) = (str_arg(a, 0)?, str_arg(a, 1)?);
+    if !n1.contains('/') || !n2.contains('/') {
+        return Ok(None);
+    }
+    let (Some((a1, b1)), Some((a2, b2))) = (ip_range(n1), ip_range(n2)) else {
+        return Ok(None);
+    };
+    boolean(a1 <= b2 && a2 <= b1)
+}
+
+fn bits(a: &[Val], f: fn(i64, i64) -> Option<i64>) -> Out {
+    let (x, y) = (int_arg(a, 0)?, int_arg(a, 1)?);
+    Ok(f(x, y).map(Val::int))
+}
+
+fn bits_and(a: &[Val], _: &mut Ctx) -> Out {
+    bits(a, |x, y| Some(x & y))
+}
+
+fn bits_or(a: &[Val], _: &mut Ctx) -> Out {
+    bits(a, |x, y| Some(x | y))
+}
+
+fn bits_xor(a: &[Val], _: &mut Ctx) -> Out {
+    bits(a, |x, y| Some(x ^ y))
+}
+
+fn bits_negate(a: &[Val], _: &mut Ctx) -> Out {
+    Ok(Some(Val::int(!int_arg(a, 0)?)))
+}
+
+/// Shifts by a non-negative count; a result past 64 bits is undefined.
+fn bits_lsh(a: &[Val], _: &mut Ctx) -> Out {
+    bits(a, |x, n| {
+        let n = u32::try_from(n).ok()?;
+        let r = x.checked_shl(n)?;
+        (r >> n == x).then_some(r)
+    })
+}
+
+fn bits_rsh(a: &[Val], _: &mut Ctx) -> Out {
+    bits(a, |x, n| {
+        let n = u32::try_from(n).ok()?;
+        Some(x.checked_shr(n).unwrap_or(if x < 0 { -1 } else { 0 }))
+    })
+}
+
+const STD_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const URL_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64 with padding.
+fn b64_encode(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let sym = |i: u32| char::from(alphabet.get((i & 63) as usize).copied().unwrap_or(b'A'));
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (b(0) << 16) | (b(1) << 8) | b(2);
+        out.push(sym(n >> 18));
+        out.push(sym(n >> 12));
+        out.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
+        out.push(if chunk.len() > 2 { sym(n) } else { '=' });
+    }
+    out
+}
+
+/// Strict base64: padded to a multiple of four (unless `unpadded` is allowed), no stray bits.
+fn b64_decode(text: &str, alphabet: &[u8; 64], unpadded: bool) -> Option<Vec<u8>> {
+    let body = text.trim_end_matches('=');
+    let pad = text.len() - body.len();
+    if pad > 2 || (pad > 0 && text.len() % 4 != 0) || (pad == 0 && !unpadded && text.len() % 4 != 0)
+    {
+        return None;
+    }
+    if body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut nbits) = (0u32, 0u32);
+    for c in body.bytes() {
+        let v = u32::try_from(alphabet.iter().position(|&a| a == c)?).ok()?;
+        acc = (acc << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push(u8::try_from((acc >> nbits) & 0xFF).ok()?);
+        }
+    }
+    // Leftover bits must be zero (Go's strict decoding).
+    if acc & ((1 << nbits) - 1) != 0 {
+        return None;
+    }
+    Some(out)
+}
+
+fn base64_encode(a: &[Val], _: &mut Ctx) -> Out {
+    string(b64_encode(str_arg(a, 0)?.as_bytes(), STD_ALPHABET))
+}
+
+fn base64url_encode(a: &[Val], _: &mut Ctx) -> Out {
+    string(b64_encode(str_arg(a, 0)?.as_bytes(), URL_ALPHABET))
+}
+
+/// Decoded bytes that are not UTF-8 make no string: undefined.
+fn decoded(bytes: Option<Vec<u8>>) -> Out {
+    match bytes.map(String::from_utf8) {
+        Some(Ok(s)) => string(s),
+        _ => Ok(None),
+    }
+}
+
+fn base64_decode(a: &[Val], _: &mut Ctx) -> Out {
+    decoded(b64_decode(str_arg(a, 0)?, STD_ALPHABET, false))
+}
+
+fn base64url_decode(a: &[Val], _: &mut Ctx) -> Out {
+    decoded(b64_decode(str_arg(a, 0)?, URL_ALPHABET, true))
+}
+
+fn base64_is_valid(a: &[Val], _: &mut Ctx) -> Out {
+    boolean(b64_decode(str_arg(a, 0)?, STD_ALPHABET, false).is_some())
 }

@@ -4,7 +4,7 @@
 //! looping or exploding plan with an error, never a hang or a panic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::builtins::{Ctx, Fault, Impl};
@@ -13,6 +13,9 @@ use crate::value::Val;
 use crate::{EvalError, Limits};
 
 type Frame = Vec<Option<Val>>;
+
+/// Errors are rare and large; boxed, a statement's result fits in registers.
+type Res<T> = Result<T, Box<EvalError>>;
 
 /// What a statement tells the block that runs it.
 enum Flow {
@@ -40,29 +43,106 @@ pub(crate) struct Eval<'p> {
     limits: Limits,
     deadline: Option<Instant>,
     steps: u64,
+    /// When `steps` reaches this, [`Eval::checkpoint`] runs.
+    check_at: u64,
     depth: u32,
     /// One memo per `With` level: function index to its value.
     memo: Vec<Vec<Option<Val>>>,
+    /// Values of the functions that depend on data alone, kept across evaluations on the same
+    /// data (see [`DataCache`]).
+    cache: Arc<DataCache>,
     results: BTreeSet<Val>,
     /// The local the last `ReturnLocal` named.
     returned: Option<u32>,
-    /// Frames of returned calls, for reuse.
-    pool: Vec<Frame>,
+    /// Buffers reused across calls and across evaluations on this thread.
+    scratch: Scratch,
     pub(crate) ctx: Ctx,
 }
 
+/// Allocations an evaluation would otherwise make afresh: call frames, memo tables (one per
+/// `With` level, the first for the whole evaluation) and a builtin's argument list. Kept per
+/// thread, emptied of values between evaluations.
+#[derive(Default)]
+struct Scratch {
+    frames: Vec<Frame>,
+    memos: Vec<Vec<Option<Val>>>,
+    args: Vec<Val>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Steps between two looks at the clock.
+const CLOCK_EVERY: u64 = 4096;
+
+/// The step after `steps` at which [`Eval::step`] must look again: the next clock check, or
+/// the first step past the budget.
+fn next_check(steps: u64, max_steps: u64) -> u64 {
+    (steps / CLOCK_EVERY + 1)
+        .saturating_mul(CLOCK_EVERY)
+        .min(max_steps.saturating_add(1))
+}
+
+/// Frames and memo tables larger than this are not kept for the next evaluation.
+const KEEP_SCRATCH: usize = 4096;
+
+/// The values of the rules that depend on `data` alone (no input, no `with`, no clock),
+/// computed at most once per data document: the constitution's constant tables and views of
+/// `data` are then built once, not on every evaluation. A different data document (compared
+/// by identity, or by value for a scalar) starts a new cache.
+#[derive(Debug)]
+pub(crate) struct DataCache {
+    data: Val,
+    values: Vec<OnceLock<Val>>,
+}
+
+impl DataCache {
+    pub(crate) fn new(data: &Val, funcs: usize) -> DataCache {
+        DataCache {
+            data: data.clone(),
+            values: (0..funcs).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub(crate) fn holds(&self, data: &Val) -> bool {
+        same(&self.data, data)
+    }
+}
+
+/// The same document: one allocation, or equal scalars.
+fn same(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Obj(x), Val::Obj(y)) => Arc::ptr_eq(x, y),
+        (Val::Arr(x), Val::Arr(y)) => Arc::ptr_eq(x, y),
+        (Val::Set(x), Val::Set(y)) => Arc::ptr_eq(x, y),
+        (Val::Str(x), Val::Str(y)) => Arc::ptr_eq(x, y),
+        (Val::Null | Val::Bool(_) | Val::Num(_), _) => a == b,
+        _ => false,
+    }
+}
+
 impl<'p> Eval<'p> {
-    pub(crate) fn new(prog: &'p Program, limits: Limits) -> Eval<'p> {
+    pub(crate) fn new(prog: &'p Program, limits: Limits, cache: Arc<DataCache>) -> Eval<'p> {
+        let mut scratch = SCRATCH.with(|s| {
+            s.try_borrow_mut()
+                .map(|mut s| std::mem::take(&mut *s))
+                .unwrap_or_default()
+        });
+        let mut top = scratch.memos.pop().unwrap_or_default();
+        top.resize(prog.funcs.len(), None);
         Eval {
             prog,
             limits,
             deadline: limits.timeout.and_then(|t| Instant::now().checked_add(t)),
             steps: 0,
+            check_at: next_check(0, limits.max_steps),
             depth: 0,
-            memo: vec![vec![None; prog.funcs.len()]],
+            memo: vec![top],
+            cache,
             results: BTreeSet::new(),
             returned: None,
-            pool: Vec::new(),
+            scratch,
             ctx: Ctx::now(),
         }
     }
@@ -80,13 +160,14 @@ impl<'p> Eval<'p> {
             .get(index)
             .ok_or_else(|| EvalError::Internal(format!("no plan {index}")))?;
         let mut frame: Frame = vec![None; entry.frame.max(2)];
-        set(&mut frame, 0, input)?;
-        set(&mut frame, 1, Some(data))?;
-        self.blocks(&entry.blocks, &mut frame)?;
-        Ok(self.results)
+        let run = set(&mut frame, 0, input)
+            .and_then(|()| set(&mut frame, 1, Some(data)))
+            .and_then(|()| self.blocks(&entry.blocks, &mut frame));
+        run.map_err(|e| *e)?;
+        Ok(std::mem::take(&mut self.results))
     }
 
-    fn blocks(&mut self, blocks: &[Block], frame: &mut Frame) -> Result<Flow, EvalError> {
+    fn blocks(&mut self, blocks: &[Block], frame: &mut Frame) -> Res<Flow> {
         for b in blocks {
             match self.block(b, frame)? {
                 End::Done | End::Stopped => {}
@@ -97,7 +178,7 @@ impl<'p> Eval<'p> {
         Ok(Flow::Next)
     }
 
-    fn block(&mut self, block: &Block, frame: &mut Frame) -> Result<End, EvalError> {
+    fn block(&mut self, block: &Block, frame: &mut Frame) -> Res<End> {
         for s in &block.stmts {
             self.step()?;
             match self.stmt(s, frame)? {
@@ -111,7 +192,7 @@ impl<'p> Eval<'p> {
     }
 
     /// A body run as one level (Scan iteration, Not, With): whether it reached its end.
-    fn body(&mut self, block: &Block, frame: &mut Frame) -> Result<Option<bool>, EvalError> {
+    fn body(&mut self, block: &Block, frame: &mut Frame) -> Res<Option<bool>> {
         Ok(match self.block(block, frame)? {
             End::Done => Some(true),
             End::Stopped | End::Break(_) => Some(false),
@@ -120,12 +201,17 @@ impl<'p> Eval<'p> {
     }
 
     /// Calls function `f` with `args` read from the caller's `frame`.
-    fn call(&mut self, f: usize, frame: &Frame, args: &[Op]) -> Result<Option<Val>, EvalError> {
+    fn call(&mut self, f: usize, frame: &Frame, args: &[Op]) -> Res<Option<Val>> {
         let prog = self.prog;
         let func = prog
             .funcs
             .get(f)
             .ok_or_else(|| EvalError::Internal(format!("no function {f}")))?;
+        // The data cache serves only outside any `With` and only when the call is handed the
+        // evaluation's own data document.
+        let cached = func.data_only
+            && self.memo.len() == 1
+            && matches!(args.get(1).and_then(|a| read_ref(frame, a)), Some(d) if same(d, &self.cache.data));
         if func.memo {
             if let Some(v) = self
                 .memo
@@ -135,12 +221,16 @@ impl<'p> Eval<'p> {
             {
                 return Ok(Some(v.clone()));
             }
+            if cached {
+                if let Some(v) = self.cache.values.get(f).and_then(OnceLock::get) {
+                    return Ok(Some(v.clone()));
+                }
+            }
         }
         if self.depth >= self.limits.max_depth {
-            return Err(EvalError::CallDepth(self.limits.max_depth));
+            return Err(Box::new(EvalError::CallDepth(self.limits.max_depth)));
         }
-        // Frames are reused: most evaluations make a few hundred calls.
-        let mut callee = self.pool.pop().unwrap_or_default();
+        let mut callee = self.scratch.frames.pop().unwrap_or_default();
         callee.resize(func.frame, None);
         for (&p, a) in func.params.iter().zip(args) {
             set(&mut callee, p, read(frame, a))?;
@@ -152,17 +242,25 @@ impl<'p> Eval<'p> {
         let ret = self.returned.take().unwrap_or(func.ret);
         let out = callee.get_mut(ret as usize).and_then(Option::take);
         callee.clear();
-        self.pool.push(callee);
+        self.scratch.frames.push(callee);
         r?;
         if func.memo {
-            if let (Some(v), Some(slot)) = (&out, self.memo.last_mut().and_then(|m| m.get_mut(f))) {
-                *slot = Some(v.clone());
+            if let Some(v) = &out {
+                if let Some(slot) = self.memo.last_mut().and_then(|m| m.get_mut(f)) {
+                    *slot = Some(v.clone());
+                }
+                if cached {
+                    if let Some(cell) = self.cache.values.get(f) {
+                        // Another thread may have set it first, to the same value.
+                        let _ = cell.set(v.clone());
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    fn stmt(&mut self, s: &Stmt, frame: &mut Frame) -> Result<Flow, EvalError> {
+    fn stmt(&mut self, s: &Stmt, frame: &mut Frame) -> Res<Flow> {
         Ok(match s {
             Stmt::ArrayAppend { value, array } => {
                 let Some(v) = read(frame, value) else {
@@ -238,18 +336,25 @@ impl<'p> Eval<'p> {
                 if matches!(builtin.imp, Impl::Void) {
                     return Ok(Flow::Next);
                 }
-                let mut vals = Vec::with_capacity(args.len());
+                let mut vals = std::mem::take(&mut self.scratch.args);
+                vals.clear();
                 for a in args {
                     match read(frame, a) {
                         Some(v) => vals.push(v),
-                        None => return Ok(Flow::Fail),
+                        None => {
+                            vals.clear();
+                            self.scratch.args = vals;
+                            return Ok(Flow::Fail);
+                        }
                     }
                 }
                 let out = match builtin.imp {
                     Impl::Native(f) => f(&vals, &mut self.ctx),
                     Impl::Host(f) => crate::builtins::call_host(f, &vals, &self.ctx),
-                    Impl::Void => return Ok(Flow::Next),
+                    Impl::Void => Ok(None),
                 };
+                vals.clear();
+                self.scratch.args = vals;
                 match out {
                     Ok(Some(v)) => {
                         set(frame, *result, Some(v))?;
@@ -257,7 +362,7 @@ impl<'p> Eval<'p> {
                     }
                     // A builtin error makes the expression undefined, as in OPA's Wasm.
                     Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
-                    Err(Fault::TooLarge(what)) => return Err(EvalError::TooLarge(what)),
+                    Err(Fault::TooLarge(what)) => return Err(Box::new(EvalError::TooLarge(what))),
                 }
             }
             Stmt::Dot {
@@ -265,10 +370,10 @@ impl<'p> Eval<'p> {
                 key,
                 target,
             } => {
-                let (Some(src), Some(k)) = (read_ref(frame, source), read(frame, key)) else {
+                let (Some(src), Some(k)) = (read_ref(frame, source), read_ref(frame, key)) else {
                     return Ok(Flow::Fail);
                 };
-                let Some(v) = dot(src, &k) else {
+                let Some(v) = dot(src, k) else {
                     return Ok(Flow::Fail);
                 };
                 set(frame, *target, Some(v))?;
@@ -474,7 +579,7 @@ impl<'p> Eval<'p> {
         k: Val,
         v: Val,
         block: &Block,
-    ) -> Result<bool, EvalError> {
+    ) -> Res<bool> {
         self.step()?;
         set(frame, key, Some(k))?;
         set(frame, value, Some(v))?;
@@ -482,32 +587,65 @@ impl<'p> Eval<'p> {
     }
 
     /// Counts one step against the budget, and every 4096 steps looks at the clock.
-    fn step(&mut self) -> Result<(), EvalError> {
+    #[inline(always)]
+    fn step(&mut self) -> Res<()> {
         self.steps += 1;
-        if self.steps > self.limits.max_steps {
-            return Err(EvalError::StepBudget(self.limits.max_steps));
+        if self.steps < self.check_at {
+            return Ok(());
         }
-        if self.steps % 4096 == 0 {
+        self.checkpoint()
+    }
+
+    /// The slow half of [`Eval::step`], run when `steps` reaches `check_at`.
+    #[cold]
+    fn checkpoint(&mut self) -> Res<()> {
+        if self.steps > self.limits.max_steps {
+            return Err(Box::new(EvalError::StepBudget(self.limits.max_steps)));
+        }
+        if self.steps % CLOCK_EVERY == 0 {
             if let (Some(deadline), Some(timeout)) = (self.deadline, self.limits.timeout) {
                 if Instant::now() >= deadline {
-                    return Err(EvalError::Deadline(timeout));
+                    return Err(Box::new(EvalError::Deadline(timeout)));
                 }
             }
         }
+        self.check_at = next_check(self.steps, self.limits.max_steps);
         Ok(())
     }
 
-    fn conflict(&self, what: &'static str, loc: crate::ir::Loc) -> EvalError {
+    fn conflict(&self, what: &'static str, loc: crate::ir::Loc) -> Box<EvalError> {
         let file = self
             .prog
             .files
             .get(loc.file as usize)
             .cloned()
             .unwrap_or_default();
-        EvalError::Conflict {
+        Box::new(EvalError::Conflict {
             what,
             at: format!("{file}:{}:{}", loc.row, loc.col),
+        })
+    }
+}
+
+impl Drop for Eval<'_> {
+    /// Hands the buffers back to the thread, emptied: no value outlives its evaluation.
+    fn drop(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for mut m in self.memo.drain(..) {
+            if m.len() <= KEEP_SCRATCH {
+                m.clear();
+                scratch.memos.push(m);
+            }
         }
+        scratch.frames.retain(|f| f.capacity() <= KEEP_SCRATCH);
+        scratch.frames.truncate(KEEP_SCRATCH);
+        scratch.memos.truncate(64);
+        scratch.args.clear();
+        let _ = SCRATCH.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = scratch;
+            }
+        });
     }
 }
 
@@ -519,21 +657,25 @@ fn pass(ok: bool) -> Flow {
     }
 }
 
-fn slot(frame: &mut Frame, l: u32) -> Result<&mut Option<Val>, EvalError> {
+#[inline(always)]
+fn slot(frame: &mut Frame, l: u32) -> Res<&mut Option<Val>> {
     frame
         .get_mut(l as usize)
-        .ok_or_else(|| EvalError::Internal(format!("local {l} outside its frame")))
+        .ok_or_else(|| Box::new(EvalError::Internal(format!("local {l} outside its frame"))))
 }
 
-fn set(frame: &mut Frame, l: u32, v: Option<Val>) -> Result<(), EvalError> {
+#[inline(always)]
+fn set(frame: &mut Frame, l: u32, v: Option<Val>) -> Res<()> {
     *slot(frame, l)? = v;
     Ok(())
 }
 
+#[inline(always)]
 fn read(frame: &Frame, op: &Op) -> Option<Val> {
     read_ref(frame, op).cloned()
 }
 
+#[inline(always)]
 fn read_ref<'a>(frame: &'a Frame, op: &'a Op) -> Option<&'a Val> {
     match op {
         Op::Local(l) => frame.get(*l as usize).and_then(Option::as_ref),

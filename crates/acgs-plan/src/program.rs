@@ -131,6 +131,12 @@ pub(crate) struct Func {
     pub frame: usize,
     /// Rule values (functions of input and data alone) are memoised per evaluation.
     pub memo: bool,
+    /// A rule value that does not depend on its input (see [`Program::find_data_only`]): kept
+    /// across evaluations on the same data.
+    pub data_only: bool,
+    /// Calls a builtin whose result may differ between evaluations (the clock, randomness, the
+    /// network), a function by a computed path, or sets up a `With`.
+    unsettled: bool,
 }
 
 #[derive(Debug)]
@@ -158,6 +164,8 @@ struct Lower<'a> {
     at: String,
     /// Function calls seen: callee, argument count, caller (checked once all are lowered).
     calls: Vec<(usize, usize, String)>,
+    /// See [`Func::unsettled`].
+    unsettled: bool,
 }
 
 impl Lower<'_> {
@@ -244,15 +252,18 @@ impl Lower<'_> {
                 }
                 Stmt::Break(index)
             }
-            StmtDef::CallDynamicStmt { args, result, path } => Stmt::CallDynamic {
-                args: args
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|a| self.local(a).map(Op::Local))
-                    .collect::<Result<_, _>>()?,
-                result: self.local(result)?,
-                path: self.ops(path)?,
-            },
+            StmtDef::CallDynamicStmt { args, result, path } => {
+                self.unsettled = true;
+                Stmt::CallDynamic {
+                    args: args
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| self.local(a).map(Op::Local))
+                        .collect::<Result<_, _>>()?,
+                    result: self.local(result)?,
+                    path: self.ops(path)?,
+                }
+            }
             StmtDef::CallStmt { func, args, result } => {
                 let args = self.ops(args)?;
                 let result = self.local(result)?;
@@ -269,6 +280,9 @@ impl Lower<'_> {
                             "builtin {func} called with {} arguments",
                             args.len()
                         )));
+                    }
+                    if !settled_builtin(&func, &b) {
+                        self.unsettled = true;
                     }
                     Stmt::CallBuiltin {
                         builtin: b,
@@ -369,21 +383,131 @@ impl Lower<'_> {
                 path,
                 value,
                 block,
-            } => Stmt::With {
-                local: self.local(local)?,
-                path: path
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|i| self.string(i).map(Val::str))
-                    .collect::<Result<_, _>>()?,
-                value: self.op(value)?,
-                block: self.block(block, 1)?,
-            },
+            } => {
+                self.unsettled = true;
+                Stmt::With {
+                    local: self.local(local)?,
+                    path: path
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|i| self.string(i).map(Val::str))
+                        .collect::<Result<_, _>>()?,
+                    value: self.op(value)?,
+                    block: self.block(block, 1)?,
+                }
+            }
         })
     }
 }
 
+/// Host builtins whose result depends on their arguments alone (every native one does).
+const SETTLED_HOST: &[&str] = &[
+    "sprintf",
+    "regex.match",
+    "glob.match",
+    "format_int",
+    "json.marshal",
+];
+
+fn settled_builtin(name: &str, b: &Builtin) -> bool {
+    match b.imp {
+        builtins::Impl::Native(_) | builtins::Impl::Void => true,
+        builtins::Impl::Host(_) => SETTLED_HOST.contains(&name),
+    }
+}
+
+/// Whether `stmts` read local `input` other than by handing it on as the input (first
+/// argument) of a function in `free`, or call a function not in `free`.
+fn reads_input(stmts: &[Stmt], input: u32, free: &[bool]) -> bool {
+    let op = |o: &Op| matches!(o, Op::Local(l) if *l == input);
+    let blocks = |bs: &[Block]| bs.iter().any(|b| reads_input(&b.stmts, input, free));
+    stmts.iter().any(|s| match s {
+        Stmt::ArrayAppend { value, array } => op(value) || *array == input,
+        Stmt::AssignInt { target, .. } => *target == input,
+        Stmt::AssignVarOnce { source, target, .. } | Stmt::AssignVar { source, target } => {
+            op(source) || *target == input
+        }
+        Stmt::Block(bs) => blocks(bs),
+        Stmt::Break(_) | Stmt::Nop => false,
+        Stmt::CallDynamic { .. } | Stmt::With { .. } => true,
+        // A callee that is not settled taints its caller, whatever it is handed.
+        Stmt::CallFunc { func, args, result } => {
+            *result == input
+                || !free.get(*func).copied().unwrap_or(false)
+                || args.iter().skip(1).any(op)
+        }
+        Stmt::CallBuiltin { args, result, .. } => *result == input || args.iter().any(op),
+        Stmt::Dot {
+            source,
+            key,
+            target,
+        } => op(source) || op(key) || *target == input,
+        Stmt::Equal(a, b) | Stmt::NotEqual(a, b) => op(a) || op(b),
+        Stmt::IsArray(o) | Stmt::IsObject(o) | Stmt::IsSet(o) => op(o),
+        Stmt::IsDefined(l)
+        | Stmt::IsUndefined(l)
+        | Stmt::MakeArray(l)
+        | Stmt::MakeNull(l)
+        | Stmt::MakeObject(l)
+        | Stmt::MakeSet(l)
+        | Stmt::ResetLocal(l)
+        | Stmt::ResultSetAdd(l)
+        | Stmt::ReturnLocal(l) => *l == input,
+        Stmt::Len { source, target } => op(source) || *target == input,
+        Stmt::MakeValue { target, .. } => *target == input,
+        Stmt::Not(b) => reads_input(&b.stmts, input, free),
+        Stmt::ObjectInsertOnce {
+            key, value, object, ..
+        }
+        | Stmt::ObjectInsert { key, value, object } => op(key) || op(value) || *object == input,
+        Stmt::ObjectMerge { a, b, target } => *a == input || *b == input || *target == input,
+        Stmt::Scan {
+            source,
+            key,
+            value,
+            block,
+        } => {
+            *source == input
+                || *key == input
+                || *value == input
+                || reads_input(&block.stmts, input, free)
+        }
+        Stmt::SetAdd { value, set } => op(value) || *set == input,
+    })
+}
+
 impl Program {
+    /// Marks the rule values that depend on data alone: functions of (input, data) that never
+    /// read their input except to hand it, as input, to functions that do not read theirs
+    /// either, and that call nothing unsettled. Found as the greatest fixpoint, so a cycle
+    /// (which Rego does not produce) cannot make a function look settled by assuming it.
+    fn find_data_only(funcs: &mut [Func]) {
+        let mut free: Vec<bool> = funcs
+            .iter()
+            .map(|f| !f.unsettled && !f.params.is_empty())
+            .collect();
+        loop {
+            let mut changed = false;
+            for (i, f) in funcs.iter().enumerate() {
+                if free.get(i).copied().unwrap_or(false) {
+                    let input = f.params.first().copied().unwrap_or(u32::MAX);
+                    if f.blocks.iter().any(|b| reads_input(&b.stmts, input, &free)) {
+                        if let Some(x) = free.get_mut(i) {
+                            *x = false;
+                        }
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (f, free) in funcs.iter_mut().zip(free) {
+            f.data_only = free && f.memo;
+        }
+    }
+
     pub(crate) fn lower(file: ir::PlanFile) -> Result<Program, PlanError> {
         let statics = file.statics.unwrap_or_default();
         let strings = statics.strings.unwrap_or_default();
@@ -425,6 +549,7 @@ impl Program {
                 max_local: 0,
                 at: format!("function {}", f.name),
                 calls: Vec::new(),
+                unsettled: false,
             };
             let params = f
                 .params
@@ -438,6 +563,8 @@ impl Program {
             }
             calls.append(&mut lower.calls);
             funcs.push(Func {
+                data_only: false,
+                unsettled: lower.unsettled,
                 memo: params.len() == 2,
                 name: f.name,
                 params,
@@ -454,6 +581,7 @@ impl Program {
                 max_local: 1,
                 at: format!("plan {}", p.name),
                 calls: Vec::new(),
+                unsettled: false,
             };
             let blocks = lower.blocks(p.blocks, 1)?;
             calls.append(&mut lower.calls);
@@ -477,6 +605,7 @@ impl Program {
                 )));
             }
         }
+        Program::find_data_only(&mut funcs);
         Ok(Program {
             funcs,
             plans,

@@ -118,7 +118,10 @@ impl Num {
         match (self, self.dec()) {
             (Num::Lit(l), _) => l.text.to_string(),
             (Num::Big(b), _) => b.to_text(),
-            (_, Some(d)) => d.to_text(),
+            (_, Some(d)) => {
+                let (coef, exp) = d.parts();
+                dec_text(coef, exp)
+            }
             (_, None) => "0".to_owned(),
         }
     }
@@ -192,6 +195,56 @@ impl Ord for Num {
         }
         this.big().compare(&other.big())
     }
+}
+
+/// [`Dec::to_text`] without the formatting machinery (numbers are written on every
+/// arithmetic step): plain decimal notation while short, else `<coefficient>e<exponent>`.
+fn dec_text(coef: i128, exp: i32) -> String {
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    let mut n = coef.unsigned_abs();
+    loop {
+        at -= 1;
+        if let Some(b) = buf.get_mut(at) {
+            // n % 10 < 10: the cast keeps it.
+            *b = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or("0");
+    let len = digits.len() as i64;
+    let exp = i64::from(exp);
+    let mut out = String::with_capacity(digits.len() + 24);
+    if coef < 0 {
+        out.push('-');
+    }
+    if exp >= 0 && len + exp <= 21 {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', usize::try_from(exp).unwrap_or(0)));
+    } else if exp < 0 && exp >= -(len + 6) {
+        let point = len + exp;
+        if point > 0 {
+            let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
+            out.push_str(int);
+            out.push('.');
+            out.push_str(frac);
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n(
+                '0',
+                usize::try_from(-point).unwrap_or(0),
+            ));
+            out.push_str(digits);
+        }
+    } else {
+        out.push_str(digits);
+        out.push('e');
+        out.push_str(&exp.to_string());
+    }
+    out
 }
 
 /// A Rego value. Ordering follows OPA's: null < boolean < number < string < array < object < set.
@@ -576,6 +629,53 @@ impl Parser<'_> {
                 return Err(self.err("expected ',' or '}'"));
             }
             set.insert(self.value()?);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// The fast writer spells every small decimal as the shared one does.
+    #[test]
+    fn numbers_are_written_as_the_decimal_type_writes_them() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut coefs: Vec<i128> = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            i128::from(i64::MAX),
+            i128::from(i64::MIN),
+        ];
+        for _ in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 19) as u32;
+            let c = i128::from(x >> 8) % 10i128.pow(digits);
+            coefs.push(if x & 1 == 0 { c } else { -c });
+        }
+        for coef in coefs {
+            for exp in [
+                -40, -30, -27, -26, -25, -22, -21, -20, -7, -6, -5, -2, -1, 0, 1, 2, 5, 19, 20, 21,
+                22, 40,
+            ] {
+                let Some(d) = Dec::from_parts(coef, exp) else {
+                    continue;
+                };
+                let (c, e) = d.parts();
+                assert_eq!(dec_text(c, e), d.to_text(), "{coef}e{exp}");
+                if let Ok(c64) = i64::try_from(c) {
+                    assert_eq!(Num::Small { coef: c64, exp: e }.text(), d.to_text());
+                }
+            }
         }
     }
 }

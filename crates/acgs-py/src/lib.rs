@@ -10,6 +10,7 @@ mod trusted;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use acgs_core::engine::Evaluator;
 use acgs_core::{Bundle, Engine as Core, EngineOptions, Format, InputCheck, Limits};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -189,12 +190,17 @@ impl Engine {
     /// long an entry lives, in seconds (``None``: until evicted); ``fast_path`` serves
     /// constitution decisions the constitution's data marks as decidable without evaluation;
     /// ``native`` evaluates the shipped constitution's decisions in Rust rather than in its Wasm
-    /// (only for a bundle with exactly those rules; see ``Engine.native``).
+    /// (only for a bundle with exactly those rules; see ``Engine.native``). ``evaluator`` picks
+    /// what runs the remaining evaluations: ``"wasm"`` (the bundle's Wasm), ``"plan"`` (its
+    /// ``/plan.json`` evaluated natively; a bundle without a usable plan is refused) or
+    /// ``"auto"`` (the plan when usable, else the Wasm; ``Engine.plan`` says why not).
     #[staticmethod]
     #[pyo3(signature = (source, *, timeout_ms=None, memory_limit=None, max_idle=None,
-                        cache_size=10_000, cache_ttl=Some(300.0), fast_path=true, native=true),
+                        cache_size=10_000, cache_ttl=Some(300.0), fast_path=true, native=true,
+                        evaluator="wasm"),
            text_signature = "(source, *, timeout_ms=None, memory_limit=None, max_idle=None, \
-                             cache_size=10000, cache_ttl=300.0, fast_path=True, native=True)")]
+                             cache_size=10000, cache_ttl=300.0, fast_path=True, native=True, \
+                             evaluator='wasm')")]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn load(
         py: Python<'_>,
@@ -206,7 +212,9 @@ impl Engine {
         cache_ttl: Option<f64>,
         fast_path: bool,
         native: bool,
+        evaluator: &str,
     ) -> PyResult<Engine> {
+        let evaluator: Evaluator = evaluator.parse().map_err(|e| to_py(py, e))?;
         let cache_ttl = match cache_ttl {
             None => None,
             Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
@@ -229,6 +237,7 @@ impl Engine {
             cache_ttl,
             fast_path,
             native,
+            evaluator,
         };
         let engine = py
             .detach(|| Core::new(bundle, options))
@@ -554,6 +563,26 @@ impl Engine {
             (Some(_), _) => serde_json::json!({"enabled": true, "error": null}),
             (None, Some(err)) => serde_json::json!({"enabled": false, "error": err}),
             (None, None) => return Ok(py.None()),
+        };
+        json_to_py(py, &info)
+    }
+
+    /// Which evaluator runs full evaluations: ``"plan"`` or ``"wasm"``.
+    #[getter]
+    fn evaluator(&self) -> &'static str {
+        self.inner.loaded().evaluator().as_str()
+    }
+
+    /// Whether the bundle's plan evaluates: ``{"enabled": bool, "error": str | None}``
+    /// (``error`` says why not, under ``evaluator="auto"``), or ``None`` when the engine was
+    /// loaded with ``evaluator="wasm"``.
+    #[getter]
+    fn plan(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let loaded = self.inner.loaded();
+        let info = match (loaded.evaluator(), &loaded.plan_error) {
+            (Evaluator::Plan, _) => serde_json::json!({"enabled": true, "error": null}),
+            (_, Some(err)) => serde_json::json!({"enabled": false, "error": err}),
+            _ => return Ok(py.None()),
         };
         json_to_py(py, &info)
     }

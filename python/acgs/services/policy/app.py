@@ -194,6 +194,7 @@ def create_app(
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl,
         native=settings.native,
+        evaluator=settings.evaluator,
         l2=_l2_for(settings),
     )
     if pipeline.load_error is not None:

@@ -163,6 +163,7 @@ class DecisionPipeline:
             self._cacheable = False
             self._native_decision = False
             self._evaluator: str | None = None
+            self._plan_error: str | None = None
             return
         self._ordered_entrypoints = engine.entrypoints
         self._entrypoints = frozenset(self._ordered_entrypoints)
@@ -176,7 +177,10 @@ class DecisionPipeline:
         self._cacheable = engine.cache_stats()["capacity"] > 0 and engine.cacheable
         self._native_decision = MAIN_DECISION in self._entrypoints
         native = engine.native
-        self._evaluator = "native" if native is not None and native["enabled"] else "wasm"
+        self._evaluator = "native" if native is not None and native["enabled"] else engine.evaluator
+        plan = engine.plan
+        #: Why ``evaluator="auto"`` fell back to the Wasm (the plan's refusal), else None.
+        self._plan_error = plan.get("error") if plan is not None else None
 
     @classmethod
     def load(
@@ -188,6 +192,7 @@ class DecisionPipeline:
         cache_size: int = 10_000,
         cache_ttl: float | None = 300.0,
         native: bool = True,
+        evaluator: str = "wasm",
         l2: L2Cache | None = None,
     ) -> DecisionPipeline:
         """Loads the bundle; a bundle that fails to load gives a pipeline that denies
@@ -200,6 +205,7 @@ class DecisionPipeline:
                 cache_size=cache_size,
                 cache_ttl=cache_ttl,
                 native=native,
+                evaluator=evaluator,  # type: ignore[arg-type]  # checked by the settings and the core
             )
         except AcgsError as exc:
             fault = BundleNotLoaded(f"no policy bundle is loaded: {exc.code}: {exc.message}")
@@ -248,8 +254,14 @@ class DecisionPipeline:
     @property
     def evaluator(self) -> str | None:
         """What evaluates ``acgs/main/decision`` misses: ``native`` (the Rust evaluator of the
-        shipped constitution) or ``wasm``; None without a bundle."""
+        shipped constitution), ``plan`` (the bundle's plan evaluated natively) or ``wasm``; None
+        without a bundle."""
         return self._evaluator
+
+    @property
+    def plan_error(self) -> str | None:
+        """Why the bundle's plan is not used under ``evaluator="auto"``, else None."""
+        return self._plan_error
 
     def cache_stats(self) -> dict[str, int]:
         """The engine's L1, fast-path and native-evaluation counters."""

@@ -745,6 +745,8 @@ async def health(service: ServiceDep) -> Response:
         "evaluator": pipeline.evaluator,
         "l2": "disabled" if l2 is None else ("up" if l2.available else "down"),
     }
+    if pipeline.plan_error is not None:
+        body["plan_error"] = pipeline.plan_error
     fault = pipeline.load_error
     if fault is not None:
         body["error"] = fault.message

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from acgs import default_bundle_path
+from acgs.security.secrets import resolve_optional_url
 from acgs.services.common.env import flag, non_negative_float, non_negative_int, optional_non_negative_int, optional_text, read_env
 
 T = TypeVar("T")
@@ -23,6 +24,7 @@ ENV_NAMES: dict[str, str] = {
     "cache_size": "ACGS_POLICY_CACHE_SIZE",
     "cache_ttl": "ACGS_POLICY_CACHE_TTL",
     "native": "ACGS_POLICY_NATIVE",
+    "evaluator": "ACGS_EVALUATOR",
     "redis_url": "ACGS_REDIS_URL",
     "redis_timeout_ms": "ACGS_REDIS_TIMEOUT_MS",
     "redis_retry_after": "ACGS_REDIS_RETRY_AFTER",
@@ -42,6 +44,13 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
+def _evaluator(text: str) -> str:
+    name = text.strip().lower()
+    if name not in ("wasm", "plan", "auto"):
+        raise ValueError("must be wasm, plan or auto")
+    return name
+
+
 def _decision_log_mode(text: str) -> str:
     mode = text.strip().lower()
     if mode not in ("async", "sync"):
@@ -57,7 +66,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "cache_size": non_negative_int,
     "cache_ttl": non_negative_float,
     "native": flag,
-    "redis_url": optional_text,
+    "evaluator": _evaluator,
+    "redis_url": resolve_optional_url,  # a reference, or {reference} as the password, is read at start
     "redis_timeout_ms": non_negative_float,
     "redis_retry_after": non_negative_float,
     "l2_ttl": non_negative_float,
@@ -94,6 +104,10 @@ class PolicySettings:
     #: for a bundle with exactly the shipped rules, after a load-time check against the Wasm;
     #: ``/health`` says which evaluator runs).
     native: bool = True
+    #: What runs the evaluations the cache, fast path and native evaluator do not answer:
+    #: ``wasm`` (the bundle's Wasm), ``plan`` (its ``/plan.json`` evaluated natively; a bundle
+    #: without a usable plan does not load) or ``auto`` (the plan when usable, else the Wasm).
+    evaluator: str = "wasm"
     #: ``redis://host:port/db`` for the L2 decision cache shared by nodes; None disables L2.
     redis_url: str | None = None
     #: Per-command Redis deadline; past it the decision goes on without L2.
