@@ -87,6 +87,11 @@ test-python: ## Python tests, the OPA conformance suite included
 conformance: dev ## Run OPA's conformance suite through ACGS and print the report
 	$(PY) -m tests.conformance
 
+.PHONY: conformance-plan
+conformance-plan: dev ## OPA's conformance suite through the plan evaluator (evaluator="plan"), report and pass-rate test
+	$(PY) -m tests.conformance --evaluator plan
+	ACGS_PLAN_CONFORMANCE=1 ACGS_CONFORMANCE_REQUIRED=1 $(PY) -m pytest -q tests/conformance/test_plan_conformance.py
+
 .PHONY: lint
 lint: ## clippy, rustfmt check, mypy --strict and stubtest against the built module
 	cargo fmt --all --check
@@ -108,6 +113,10 @@ bench: setup dev ## Every benchmark (hosts, quick suite, HTTP, audit, sandbox if
 .PHONY: bench-hosts
 bench-hosts: dev ## Wasm hosts and opa bench only (criterion, pytest-benchmark); writes bench/results/latest.md and hosts.json
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+.PHONY: bench-peers
+bench-peers: ## ACGS (Wasm, plan) vs regorus, opa bench, regopy on the constitution, RBAC and gateway policies; writes bench/results/peers.md
+	nice $(PY) bench/peers.py $(BENCH_ARGS)
 
 .PHONY: bench-report
 bench-report: ## Table and chart (bench/results/chart.png) from bench/results/*.json, table into the README

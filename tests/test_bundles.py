@@ -36,6 +36,8 @@ BUILDS: dict[Path, dict[str, Path]] = {
     ROOT / "bench" / "policies" / "build.sh": {
         "small.tar.gz": ROOT / "bench" / "bundles" / "small.tar.gz",
         "medium.tar.gz": ROOT / "bench" / "bundles" / "medium.tar.gz",
+        "rbac.tar.gz": ROOT / "bench" / "bundles" / "rbac.tar.gz",
+        "gateway.tar.gz": ROOT / "bench" / "bundles" / "gateway.tar.gz",
     },
 }
 

@@ -17,6 +17,22 @@ out="$(mkdir -p "${OUT:-$here/../bundles}" && cd "${OUT:-$here/../bundles}" && p
 cd "$here"
 "$OPA" build -t wasm -e bench/small/allow small -o "$out/small.tar.gz"
 "$OPA" build -t wasm -e bench/medium/decision medium -o "$out/medium.tar.gz"
-for b in small medium; do
+
+# The peer comparison's policies (bench/peers.py) carry OPA's plan as well, as /plan.json beside
+# /policy.wasm (added by python/acgs/bundle_plan.py, as for the shipped bundles), so ACGS's plan
+# evaluator runs them too. Their unit tests run first; tests and generators stay out of the bundles.
+with_plan() {
+	local name="$1" entrypoint="$2" plan_tmp
+	"$OPA" test "$name" >/dev/null || { "$OPA" test "$name" -v; exit 1; }
+	plan_tmp="$(mktemp "${TMPDIR:-/tmp}/bench-plan.XXXXXX")"
+	"$OPA" build -t wasm --ignore '*_test.rego' --ignore '*.py' --ignore '*.jsonl' -e "$entrypoint" "$name" -o "$out/$name.tar.gz"
+	"$OPA" build -t plan --ignore '*_test.rego' --ignore '*.py' --ignore '*.jsonl' -e "$entrypoint" "$name" -o "$plan_tmp"
+	python3 "$here/../../python/acgs/bundle_plan.py" "$out/$name.tar.gz" "$plan_tmp"
+	rm -f "$plan_tmp"
+}
+with_plan rbac bench/rbac/decision
+with_plan gateway bench/gateway/decision
+
+for b in small medium rbac gateway; do
 	echo "built $out/$b.tar.gz ($(wc -c <"$out/$b.tar.gz") bytes)"
 done

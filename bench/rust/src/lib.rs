@@ -1,6 +1,8 @@
 //! Shared setup for the host benchmarks: the policy cases and one ready-to-call evaluator per
 //! host, each loaded from the same committed bundle (so the same `policy.wasm` and data).
 
+pub mod peers;
+
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
