@@ -17,10 +17,12 @@ fi
 package_dir="${OUT:-$root/python/acgs/bundles}"
 fixture_dir="${OUT:-$root/tests/fixtures}"
 service_fixture_dir="${OUT:-$root/tests/services/fixtures}"
-mkdir -p "$package_dir" "$fixture_dir" "$service_fixture_dir"
+core_fixture_dir="${OUT:-$root/crates/acgs-core/tests/fixtures}"
+mkdir -p "$package_dir" "$fixture_dir" "$service_fixture_dir" "$core_fixture_dir"
 package_dir="$(cd "$package_dir" && pwd)"
 fixture_dir="$(cd "$fixture_dir" && pwd)"
 service_fixture_dir="$(cd "$service_fixture_dir" && pwd)"
+core_fixture_dir="$(cd "$core_fixture_dir" && pwd)"
 
 # with_plan OUT ARGS...: `opa build -t wasm ARGS -o OUT`, then `opa build -t plan` with the same
 # ARGS, and OUT gains the plan as /plan.json beside /policy.wasm (the plan is what ACGS's native
@@ -63,7 +65,12 @@ cd "$root/tests/services/fixtures/failclosed"
 "$OPA" build -t wasm -e failclosed/decision -e failclosed/allow -e failclosed/value -e failclosed/nothing \
 	. -o "$service_fixture_dir/failclosed.tar.gz"
 
+# The plan evaluator's number-spelling fixture (crates/acgs-core/tests/plan_evaluator.rs).
+cd "$root/crates/acgs-core/tests/fixtures/spelling"
+with_plan "$core_fixture_dir/spelling.tar.gz" -e t/nums spelling.rego
+
 for b in "$package_dir/example.tar.gz" "$package_dir/constitution.tar.gz" "$fixture_dir/stress.tar.gz" \
-	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz" "$service_fixture_dir/failclosed.tar.gz"; do
+	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz" "$service_fixture_dir/failclosed.tar.gz" \
+	"$core_fixture_dir/spelling.tar.gz"; do
 	echo "built $b ($(wc -c <"$b") bytes)"
 done

@@ -32,6 +32,7 @@ BUILDS: dict[Path, dict[str, Path]] = {
         "pipeline.tar.gz": ROOT / "tests" / "fixtures" / "pipeline.tar.gz",
         "clock.tar.gz": ROOT / "tests" / "fixtures" / "clock.tar.gz",
         "failclosed.tar.gz": ROOT / "tests" / "services" / "fixtures" / "failclosed.tar.gz",
+        "spelling.tar.gz": ROOT / "crates" / "acgs-core" / "tests" / "fixtures" / "spelling.tar.gz",
     },
     ROOT / "bench" / "policies" / "build.sh": {
         "small.tar.gz": ROOT / "bench" / "bundles" / "small.tar.gz",
