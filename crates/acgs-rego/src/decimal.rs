@@ -25,10 +25,12 @@ pub struct Dec {
     exp: i32,
 }
 
+#[inline]
 fn pow10(n: u32) -> Option<i128> {
     10i128.checked_pow(n)
 }
 
+#[inline]
 fn digits(mut x: i128) -> u32 {
     let mut n = 1;
     while x >= 10 {
@@ -42,6 +44,7 @@ impl Dec {
     pub const ZERO: Dec = Dec { coef: 0, exp: 0 };
     pub const ONE: Dec = Dec { coef: 1, exp: 0 };
 
+    #[inline]
     fn new(mut coef: i128, mut exp: i32) -> Option<Dec> {
         if coef == 0 {
             return Some(Dec::ZERO);
@@ -61,11 +64,13 @@ impl Dec {
         (coef.abs() < MAX_COEF && exp.abs() <= MAX_EXP).then_some(Dec { coef, exp })
     }
 
+    #[inline]
     pub fn int(i: i64) -> Dec {
         Dec::new(i128::from(i), 0).unwrap_or(Dec::ZERO)
     }
 
     /// A JSON number's literal text.
+    #[inline]
     pub fn parse(text: &str) -> Option<Dec> {
         let (neg, rest) = match text.strip_prefix('-') {
             Some(r) => (true, r),
@@ -102,6 +107,7 @@ impl Dec {
     }
 
     /// Both coefficients at the smaller exponent.
+    #[inline]
     fn aligned(self, o: Dec) -> Option<(i128, i128, i32)> {
         let e = self.exp.min(o.exp);
         let a = self
@@ -111,6 +117,7 @@ impl Dec {
         Some((a, b, e))
     }
 
+    #[inline]
     pub fn plus(self, o: Dec) -> Option<Dec> {
         if o.coef == 0 {
             return Some(self);
@@ -122,6 +129,7 @@ impl Dec {
         Dec::new(a.checked_add(b)?, e)
     }
 
+    #[inline]
     pub fn minus(self, o: Dec) -> Option<Dec> {
         self.plus(Dec {
             coef: -o.coef,
@@ -129,10 +137,12 @@ impl Dec {
         })
     }
 
+    #[inline]
     pub fn times(self, o: Dec) -> Option<Dec> {
         Dec::new(self.coef.checked_mul(o.coef)?, self.exp.checked_add(o.exp)?)
     }
 
+    #[inline]
     pub fn compare(self, o: Dec) -> Option<Ordering> {
         let (sa, sb) = (self.coef.signum(), o.coef.signum());
         if sa != sb {
@@ -142,24 +152,29 @@ impl Dec {
         Some(a.cmp(&b))
     }
 
+    #[inline]
     pub fn lt(self, o: Dec) -> Option<bool> {
         Some(self.compare(o)? == Ordering::Less)
     }
 
+    #[inline]
     pub fn gt(self, o: Dec) -> Option<bool> {
         Some(self.compare(o)? == Ordering::Greater)
     }
 
     /// Rego's `min([a, b])` and `max([a, b])` by value.
+    #[inline]
     pub fn min(self, o: Dec) -> Option<Dec> {
         Some(if o.lt(self)? { o } else { self })
     }
 
+    #[inline]
     pub fn max(self, o: Dec) -> Option<Dec> {
         Some(if o.gt(self)? { o } else { self })
     }
 
     /// `self / o` to 18 significant digits, half up; `None` for division by zero.
+    #[inline]
     pub fn quotient(self, o: Dec) -> Option<Dec> {
         if o.coef == 0 {
             return None;
@@ -206,6 +221,7 @@ impl Dec {
     }
 
     /// Rego's `round`: to an integer, half away from zero.
+    #[inline]
     pub fn round(self) -> Option<Dec> {
         if self.exp >= 0 {
             return Some(self);
@@ -222,16 +238,19 @@ impl Dec {
     }
 
     /// `coef * 10^exp`, when it is in range (normalised on the way in).
+    #[inline]
     pub fn from_parts(coef: i128, exp: i32) -> Option<Dec> {
         Dec::new(coef, exp)
     }
 
     /// The normalised coefficient and exponent.
+    #[inline]
     pub fn parts(self) -> (i128, i32) {
         (self.coef, self.exp)
     }
 
     /// Whether the value is an integer.
+    #[inline]
     pub fn is_integer(self) -> bool {
         self.exp >= 0
     }
@@ -260,6 +279,7 @@ impl Dec {
     }
 
     /// The integer value, when this is an integer that fits.
+    #[inline]
     pub fn as_i64(self) -> Option<i64> {
         if self.exp < 0 {
             return None;
@@ -273,6 +293,7 @@ impl Dec {
 
     /// `n / 10^places` as OPA's Wasm runtime writes the quotient of an integer by a power of
     /// ten: an integer when it is one, else plain decimal notation without trailing zeros.
+    #[inline]
     pub fn scaled_text(n: i64, places: u32) -> Option<String> {
         let unit = 10i64.checked_pow(places)?;
         let (int, frac) = (n / unit, (n % unit).unsigned_abs());
