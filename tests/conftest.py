@@ -44,10 +44,8 @@ def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RedisServer"]:
     """A real Redis server (``redis-server``) on a loopback port for the test module."""
     from tests.services.conftest import RedisServer
+    from tests.services.procs import running
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running(server, "redis-server"):
         yield server
-    finally:
-        server.stop()

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from acgs import _acgs as core
 from acgs.audit import AuditLog, open_store
+from tests.services.procs import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PRIVATE_KEY, VERIFIER_KEY = core.generate_signing_key("test.acgs/audit")
@@ -81,67 +77,15 @@ def service_env(data_dir: Path, url: str) -> dict[str, str]:
     return env
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, what: str, timeout: float) -> None:
-    """Waits until a service process started by a test answers GET /health with 200; raises
-    with the tail of its log if it exits or does not get there in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not become healthy:\n{log_path.read_text()[-3000:]}")
-
-
-class AuditProcess:
-    """``python -m acgs.services.audit`` on a loopback port, started, killed and restarted."""
+class AuditProcess(ServiceProcess):
+    """``python -m acgs.services.audit`` (or ``acgs serve --service audit``) on a loopback port,
+    started, killed and restarted."""
 
     def __init__(self, port: int, env: dict[str, str], log_path: Path, *, via_cli: bool = False) -> None:
+        super().__init__("acgs.services.audit", "audit service", port, env, log_path)
         self.via_cli = via_cli
-        self.port = port
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        with open(self.log_path, "ab") as log:
-            command = ["acgs", "serve", "--service", "audit"] if self.via_cli else ["acgs.services.audit"]
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_healthy(self.proc, self.url, self.log_path, "audit service", timeout)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def running(proc: AuditProcess) -> Iterator[AuditProcess]:
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    def command(self) -> list[str]:
+        if not self.via_cli:
+            return super().command()
+        return [sys.executable, "-m", "acgs", "serve", "--service", "audit", "--host", "127.0.0.1", "--port", str(self.port)]

@@ -9,25 +9,21 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.services.procs import free_port, running, spawn, stop, wait_until
 
 
 class RedisServer:
-    """One redis-server process that a test can kill, freeze and start again on the same port."""
+    """One redis-server process that a test can kill, freeze and start again on the same port;
+    its output goes to ``redis-server.log`` in ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
@@ -35,6 +31,7 @@ class RedisServer:
             pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
         self.binary = binary
         self.workdir = workdir
+        self.log = workdir / "redis-server.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -42,29 +39,22 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _answers_ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.log,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        wait_until(self._answers_ping, what="redis-server", timeout=10, runner=self.proc, log=self.log, interval=0.02)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        stop(self.proc, signal.SIGKILL, grace=5)
+        self.proc = None
 
     def freeze(self) -> None:
         """The process stays, its socket accepts, nothing answers: a hung Redis."""
@@ -84,31 +74,29 @@ def anyio_backend() -> str:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
+
+    def thaw_and_stop() -> None:
         if server.proc is not None:
             server.thaw()
         server.stop()
 
+    with running(server, "redis-server", cleanup=thaw_and_stop):
+        yield server
+
 
 class ServerThread:
-    """uvicorn serving an app on a loopback port from a thread, as in production but in-process."""
+    """uvicorn serving an app on a loopback port (``port``, or a free one) from a thread, as in
+    production but in-process; ``options`` go to ``uvicorn.Config`` (TLS, for one)."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+    def __init__(self, app: FastAPI, port: int | None = None, **options: Any) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, what="uvicorn", timeout=15, runner=self.thread, interval=0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:

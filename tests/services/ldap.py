@@ -23,23 +23,20 @@ import datetime
 import hashlib
 import ipaddress
 import os
-import pwd
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.services.procs import free_port, ports_open, running, spawn, stop, unprivileged, wait_until
 
 SUFFIX = "dc=acgs,dc=test"
 PEOPLE_BASE = f"ou=people,{SUFFIX}"
@@ -74,20 +71,6 @@ def person_dn(uid: str) -> str:
 def _ssha(password: str) -> str:
     salt = secrets.token_bytes(8)
     return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _unprivileged() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        return {}
-    user = pwd.getpwnam(os.environ.get("ACGS_TEST_LDAP_USER", "nobody"))
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
 def _binary(name: str) -> str | None:
@@ -213,8 +196,8 @@ class LdapServer:
         self.slapd, self.slapadd = slapd, slapadd
         self.tls = tls
         self.root = Path(tempfile.mkdtemp(prefix="acgs-ldap-"))
-        self.port = _free_port()
-        self.ldaps_port = _free_port() if tls else None
+        self.port = free_port()
+        self.ldaps_port = free_port() if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.root / "slapd.log"
         self.ca_file = self.root / "acgs-test-ca.pem"
@@ -254,7 +237,7 @@ class LdapServer:
         return self.env(**{**search, **overrides})
 
     def start(self) -> None:
-        drop = _unprivileged()
+        drop = unprivileged("ACGS_TEST_LDAP_USER")
         certs = None
         if self.tls:
             ca_key, ca_cert = make_ca(self.root, "acgs-test-ca")
@@ -275,49 +258,22 @@ class LdapServer:
                 check=True, capture_output=True, env=env, cwd=self.root, **drop,
             )  # fmt: skip
         urls = self.ldap_url + "/" + (f" {self.ldaps_url}/" if self.tls else "")
-        log = open(self.log, "wb")  # noqa: SIM115 - handed to the server process
         # -d 0: stay in the foreground (so the fixture owns the process) without debug output.
-        self.proc = subprocess.Popen(
-            [self.slapd, "-d", "0", "-h", urls, "-F", str(self.root / "slapd.d")],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root, **drop,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 30
+        self.proc = spawn(
+            [self.slapd, "-d", "0", "-h", urls, "-F", str(self.root / "slapd.d")], self.log, env=env, cwd=self.root, **drop
+        )
         ports = [p for p in (self.port, self.ldaps_port) if p]
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"slapd exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                for port in ports:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"slapd did not listen within 30 s:\n{self.log.read_text()}")
+        wait_until(ports_open(*ports), what="slapd", timeout=30, runner=self.proc, log=self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _started(tls: bool) -> Iterator[LdapServer]:
     server = LdapServer(tls=tls)
-    try:
-        server.start()
-    except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
-        server.stop()
-        detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        pytest.fail(f"could not start a throwaway slapd: {detail}")
-    try:
+    with running(server, "a throwaway slapd"):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,8 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,9 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
+
+from tests.services.conftest import ServerThread
+from tests.services.procs import answers_200, free_port, running, spawn, stop, wait_until
 
 PROJECT = Path(__file__).parent / "oidc_provider"
 CLIENT_ID = "acgs-evolution"
@@ -62,13 +63,6 @@ def _users() -> dict[str, User]:
         "oscar": ("Oscar Outsider", ("staff",)),
     }
     return {login: User(login, secrets.token_urlsafe(12), name, groups) for login, (name, groups) in seeds.items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _cache_root() -> Path:
@@ -120,7 +114,7 @@ class OidcProvider:
     users: dict[str, User] = field(default_factory=_users)
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     keys: list[dict[str, Any]] = field(default_factory=lambda: [new_key()])
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="acgs-oidc-")))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -162,32 +156,17 @@ class OidcProvider:
         config.write_text(json.dumps(self._config()))
         config.chmod(0o600)
         self.log = self.workdir / "provider.log"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [shutil.which("node") or "node", str(self.project / "provider.mjs"), str(config)],
-                cwd=self.project,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NODE_ENV": "test"},
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the OIDC provider exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"the OIDC provider did not answer:\n{self.log.read_text()}")
+        self.proc = spawn(
+            [shutil.which("node") or "node", str(self.project / "provider.mjs"), str(config)],
+            self.log,
+            cwd=self.project,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NODE_ENV": "test"},
+        )
+        ready = answers_200(f"{self.issuer}/.well-known/openid-configuration")
+        wait_until(ready, what="the OIDC provider", timeout=30, runner=self.proc, log=self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, grace=10)
         self.proc = None
 
     def rotate(self) -> dict[str, Any]:
@@ -207,15 +186,8 @@ class OidcProvider:
 @contextlib.contextmanager
 def running_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
     provider = OidcProvider(installed_project(), redirect_uris)
-    try:
-        provider.start()
-    except (OSError, RuntimeError) as exc:
-        provider.close()
-        pytest.fail(f"could not start the OIDC provider: {exc}")
-    try:
+    with running(provider, "the OIDC provider", cleanup=provider.close):
         yield provider
-    finally:
-        provider.close()
 
 
 _FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
@@ -302,15 +274,12 @@ class SignedInService:
 @contextlib.contextmanager
 def evolution_with_sign_in(data_dir: Path, **oidc: Any) -> Iterator[SignedInService]:
     import asyncio
-    import threading
-
-    import uvicorn
 
     from acgs.security import SecuritySettings, create_key, open_key_store
     from acgs.security.oidc import OidcSettings, parse_role_map
     from acgs.services.evolution import EvolutionSettings, create_app
 
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with running_provider([f"{base_url}/auth/callback"]) as provider:
         session_key = data_dir / "oidc-session.key"
@@ -329,15 +298,5 @@ def evolution_with_sign_in(data_dir: Path, **oidc: Any) -> Iterator[SignedInServ
         database = f"sqlite:///{data_dir / 'evolution.sqlite3'}"
         evolution = EvolutionSettings(data_dir=data_dir, database_url=database, sweep_interval=3600.0)
         app = create_app(evolution, security=security, oidc=settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, name="evolution-sign-in", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the evolution service did not start"
-            time.sleep(0.05)
-        try:
+        with ServerThread(app, port):
             yield SignedInService(base_url, provider, data_dir, token, app)
-        finally:
-            server.should_exit = True
-            thread.join(10)

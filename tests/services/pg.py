@@ -16,19 +16,17 @@ scripts/setup.sh installs) the tests that need the server fail rather than pass 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.services.procs import free_port, running, spawn, stop, unprivileged, wait_until
 
 ROLE = "acgs"
 
@@ -42,21 +40,6 @@ def _binaries() -> Path | None:
     return newest.parent if newest else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _unprivileged() -> dict[str, Any]:
-    """Popen arguments that drop root for PostgreSQL; nothing when not root."""
-    if os.geteuid() != 0:
-        return {}
-    user = pwd.getpwnam(os.environ.get("ACGS_TEST_PG_USER", "nobody"))
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-
 class PostgresServer:
     def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         #: Benchmarks of durable commits run with fsync on; tests keep it off.
@@ -64,13 +47,13 @@ class PostgresServer:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="acgs-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://{ROLE}@127.0.0.1:{self.port}/postgres"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.root / "postgres.log"
 
     def start(self) -> None:
-        drop = _unprivileged()
+        drop = unprivileged("ACGS_TEST_PG_USER")
         if drop:
             os.chown(self.root, drop["user"], drop["group"])
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
@@ -82,10 +65,10 @@ class PostgresServer:
             cwd=self.root,
             **drop,
         )
-        log = open(self.log, "wb")  # noqa: SIM115 - handed to the server process
+        self.log.touch()
         if drop:
             os.chown(self.log, drop["user"], drop["group"])
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 str(self.bindir / "postgres"),
                 "-D", str(self.data),
@@ -95,25 +78,20 @@ class PostgresServer:
                 *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]),
                 "-c", "max_connections=200",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.log,
             env=env,
             cwd=self.root,
             **drop,
         )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            ready = subprocess.run(
-                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", ROLE],
-                capture_output=True,
-            )
-            if ready.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"postgres did not become ready:\n{self.log.read_text()}")
+        ready = [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", ROLE]
+        wait_until(
+            lambda: subprocess.run(ready, capture_output=True).returncode == 0,
+            what="postgres",
+            timeout=60,
+            runner=self.proc,
+            log=self.log,
+            interval=0.1,
+        )
 
     def create_database(self) -> str:
         name = f"t_{uuid.uuid4().hex[:16]}"
@@ -125,13 +103,7 @@ class PostgresServer:
         return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown: roll back and exit
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, signal.SIGINT, grace=30)  # fast shutdown: roll back and exit
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -141,14 +113,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     if bindir is None:
         pytest.fail("PostgreSQL binaries not found (scripts/setup.sh installs the Debian package postgresql)")
     server = PostgresServer(bindir)
-    try:
-        server.start()
-    except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
-        server.stop()
-        detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        pytest.fail(f"could not start a throwaway PostgreSQL: {detail}")
-    yield server
-    server.stop()
+    with running(server, "a throwaway PostgreSQL"):
+        yield server
 
 
 @pytest.fixture(scope="session")

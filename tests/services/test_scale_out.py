@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -31,8 +30,9 @@ import redis
 
 from acgs import SEED_REQUEST
 from acgs import _acgs as core
-from tests.services.audit_helpers import REPO, AuditProcess, service_env, wait_healthy
-from tests.services.conftest import RedisServer, free_port
+from tests.services.audit_helpers import REPO, AuditProcess, service_env
+from tests.services.conftest import RedisServer
+from tests.services.procs import ServiceProcess, free_port
 
 ENGINES = 3
 #: Requests of the concurrent phase, and how many are in flight at once.
@@ -55,51 +55,14 @@ def _request(i: int) -> dict[str, Any]:
     return body
 
 
-class PolicyProcess:
-    """``python -m acgs.services.policy`` on a loopback port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "acgs.services.policy", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        assert self.proc is not None
-        wait_healthy(self.proc, self.url, self.log_path, "policy engine", timeout)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def _policy_process(env: dict[str, str], log_path: Path) -> ServiceProcess:
+    return ServiceProcess("acgs.services.policy", "policy engine", free_port(), env, log_path)
 
 
 @dataclass
 class Cluster:
     audit: AuditProcess
-    engines: list[PolicyProcess]
+    engines: list[ServiceProcess]
     redis: RedisServer
     database_url: str
     data_dir: Path
@@ -122,11 +85,11 @@ def cluster(tmp_path: Path, postgres_database: str, redis_server: RedisServer) -
             "ACGS_POLICY_NATIVE": "false",
         }
     )
-    engines = [PolicyProcess(engine_env, tmp_path / f"policy-{i}.log") for i in range(ENGINES)]
+    engines = [_policy_process(engine_env, tmp_path / f"policy-{i}.log") for i in range(ENGINES)]
     audit.start()
     try:
         for engine in engines:
-            engine.start()  # all three load their bundle at once
+            engine.spawn()  # all three load their bundle at once
         for engine in engines:
             engine.wait_healthy()
         yield Cluster(audit, engines, redis_server, postgres_database, tmp_path)
@@ -143,7 +106,7 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-def _l2_hits(client: httpx.Client, engine: PolicyProcess) -> float:
+def _l2_hits(client: httpx.Client, engine: ServiceProcess) -> float:
     text = client.get(f"{engine.url}/metrics").text
     return _metric(text, 'acgs_cache_requests_total{level="l2",result="hit"}')
 
