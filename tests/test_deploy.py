@@ -13,11 +13,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +42,7 @@ from acgs.services.policy.settings import ENV_NAMES as POLICY_ENV
 from acgs.services.policy.settings import PolicySettings
 from acgs.services.sandbox.settings import ENV_NAMES as SANDBOX_ENV
 from acgs.services.sandbox.settings import SandboxSettings
+from tests.services.procs import free_port, spawn, stop, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 REPO = DEPLOY.parent
@@ -502,13 +500,6 @@ def test_the_keycloak_realm_fits_the_evolution_service() -> None:
     assert services["evolution"]["depends_on"]["keycloak"]["condition"] == "service_healthy"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_the_openldap_entrypoint_seeds_a_directory_the_operators_settings_work_with() -> None:
     """deploy/openldap/entrypoint.sh run as it is, on this machine's Debian slapd: the first
     start makes the certificate and loads config.ldif and seed.ldif; the ACGS containers'
@@ -520,7 +511,7 @@ def test_the_openldap_entrypoint_seeds_a_directory_the_operators_settings_work_w
         pytest.skip(f"needs {', '.join(missing)} (Debian packages slapd, ldap-utils, openssl; scripts/setup.sh installs them)")
     root = Path(tempfile.mkdtemp(prefix="acgs-deploy-ldap-"))
     root.chmod(0o755)  # slapd drops to the openldap user when run as root
-    port = _free_port()
+    port = free_port()
     ldapi = f"ldapi://{urllib.parse.quote(str(root / 'run' / 'ldapi'), safe='')}"
     password = "operator-Pw-9"
     env = {
@@ -544,26 +535,25 @@ def test_the_openldap_entrypoint_seeds_a_directory_the_operators_settings_work_w
     health = _stack(STACKS["ldap"])["services"]["openldap"]["healthcheck"]["test"][1:]
     health = [ldapi if arg == "ldapi:///" else arg for arg in health]
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["sh", str(DEPLOY / "openldap" / "entrypoint.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (proc.stdout.read() if proc.stdout else b"").decode(errors="replace")
-            # The compose file's health check, against this socket.
-            if subprocess.run(health, env=env, capture_output=True, timeout=10).returncode == 0:
-                return proc
-            time.sleep(0.1)
-        raise AssertionError("slapd did not become healthy within 30 s")
+    log = root / "entrypoint.log"
 
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
+    def start() -> subprocess.Popen[bytes]:
+        proc = spawn(["sh", str(DEPLOY / "openldap" / "entrypoint.sh")], log, env=env)
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            # The compose file's health check, against this socket.
+            wait_until(
+                lambda: subprocess.run(health, env=env, capture_output=True, timeout=10).returncode == 0,
+                what="slapd",
+                timeout=30,
+                runner=proc,
+                log=log,
+                interval=0.1,
+                state="healthy",
+            )
+        except BaseException:
+            stop(proc)
+            raise
+        return proc
 
     try:
         for attempt in ("first start", "restart"):

@@ -56,7 +56,8 @@ from acgs.services.evolution import EvolutionSettings
 from acgs.services.evolution import create_app as evolution_app
 from acgs.services.policy import PolicySettings
 from acgs.services.policy import create_app as policy_app
-from tests.services.conftest import ServerThread, free_port
+from tests.services.conftest import ServerThread
+from tests.services.procs import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -227,20 +228,12 @@ def test_listen_addresses() -> None:
 
 async def test_proxy_over_streamable_http_on_loopback(engine: acgs.Engine, audit_log: AuditLog, calls_file: Path) -> None:
     guard = Guard(engine, agent_id="mcp-agent-5", audit=audit_log)
-    server = http_server(make_proxy(upstream(calls_file), guard), "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.01)
-        url = f"http://127.0.0.1:{bound_port(server)}/mcp"
-        async with Client(url) as client:
-            assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
-            ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
-            assert not ok.is_error and text(ok) == "contents of /workspace/a.txt"
-            no = await client.call_tool("db.drop_table", {"table": "t"})
-            assert no.is_error and "denied by the constitution" in text(no)
-        server.should_exit = True
+    async with serving(make_proxy(upstream(calls_file), guard)) as url, Client(url) as client:
+        assert "db.drop_table" not in [t.name for t in (await client.list_tools()).tools]
+        ok = await client.call_tool("read_file", {"path": "/workspace/a.txt"})
+        assert not ok.is_error and text(ok) == "contents of /workspace/a.txt"
+        no = await client.call_tool("db.drop_table", {"table": "t"})
+        assert no.is_error and "denied by the constitution" in text(no)
     assert [c["tool"] for c in upstream_calls(calls_file)] == ["read_file"]
     assert await guard.aflush()
     assert [e["result"] for e in await tool_events(audit_log)] == ["allowed", "denied"]
@@ -278,7 +271,14 @@ def more_upstream(calls: list[dict[str, Any]]) -> MCPServer:
 @asynccontextmanager
 async def serving(proxy: Any) -> AsyncIterator[str]:
     """Serves ``proxy`` over Streamable HTTP on a free loopback port; yields its URL."""
-    server = http_server(proxy, "127.0.0.1", 0)
+    async with running(http_server(proxy, "127.0.0.1", 0)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def running(server: uvicorn.Server) -> AsyncIterator[str]:
+    """Runs ``server`` in this event loop (procs.wait_until would block the loop it waits for)
+    and stops it afterwards; yields its MCP URL once it listens."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(30):
@@ -374,16 +374,10 @@ async def test_an_http_request_without_a_session_is_refused(engine: acgs.Engine)
     # it cannot place in a session, rather than decide them on an empty history.
     app = make_proxy(more_upstream(calls), guard).streamable_http_app(stateless_http=True)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.01)
-        async with Client(f"http://127.0.0.1:{bound_port(server)}/mcp") as client:
-            with pytest.raises(MCPError, match="keeps one session per MCP client") as refused:
-                await client.call_tool("read_secret", {"name": "x"})
-            assert refused.value.code == INVALID_REQUEST
-        server.should_exit = True
+    async with running(server) as url, Client(url) as client:
+        with pytest.raises(MCPError, match="keeps one session per MCP client") as refused:
+            await client.call_tool("read_secret", {"name": "x"})
+        assert refused.value.code == INVALID_REQUEST
     assert calls == [{"tool": "read_secret", "arguments": {"name": "x"}}]
     await guard.aclose()
 

@@ -18,7 +18,6 @@ import json
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from acgs.services.sandbox import SandboxService, create_app
 from acgs.services.sandbox.runtimes import network
+from tests.services.procs import wait_until
 from tests.services.sandbox_fixtures import (  # noqa: F401 (fixtures)
     client,
     execute,
@@ -102,10 +102,7 @@ class HostTargets:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, what="uvicorn", timeout=15, runner=self.thread, interval=0.02)
         own = [n for n in network.host_networks() if n.prefixlen == 32 and not n.network_address.is_loopback]
         self.host_address = str(own[0].network_address) if own else None
 

@@ -18,8 +18,6 @@ import json
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -43,7 +41,7 @@ from acgs.services.evolution.app import create_app as evolution_app
 from acgs.services.evolution.webhooks import verify_signature
 from acgs.services.policy.settings import PolicySettings
 from tests.services.audit_helpers import AuditProcess, service_env
-from tests.services.conftest import free_port
+from tests.services.procs import free_port, ports_open, spawn, wait_until
 from tests.services.pg import PostgresServer, _binaries
 from tests.services.test_evolution_service import SEED, reviewer
 
@@ -441,21 +439,14 @@ def test_redis_password_from_the_store_opens_a_real_redis(tmp_path: Path, monkey
         pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
     password = "redis-" + secrets.token_urlsafe(16) + "@/:"
     port = free_port()
-    proc = subprocess.Popen(
+    log = tmp_path / "redis-server.log"
+    proc = spawn(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", password],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        log,
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
+        wait_until(ports_open(port), what="redis-server", timeout=10, runner=proc, log=log, interval=0.02)
         store = tmp_path / "redis-password"
         store.write_text(password + "\n")
         monkeypatch.setenv("ACGS_SECRETS_TTL", "0")

@@ -14,21 +14,14 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
+from tests.services.procs import free_port, ports_open, spawn, stop, wait_until
+
 POM = Path(__file__).parent / "kafka_broker" / "pom.xml"
 VERSION = "4.1.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def kafka_lib() -> Path:
@@ -51,9 +44,10 @@ class KafkaBroker:
     def __init__(self, root: Path) -> None:
         self.lib = kafka_lib()
         self.root = root
-        self.port = _free_port()
-        self.controller_port = _free_port()
+        self.port = free_port()
+        self.controller_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "broker.log"
         self.config = root / "server.properties"
         self.config.write_text(
             "\n".join([
@@ -85,27 +79,12 @@ class KafkaBroker:
         if wait:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=self.root)
             return subprocess.Popen(["true"])
-        log = open(self.root / "broker.log", "ab")  # noqa: SIM115 - handed to the broker
-        try:
-            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        finally:
-            log.close()
+        return spawn(cmd, self.log, cwd=self.root)
 
     def start(self, timeout: float = 90.0) -> None:
         self.proc = self._java("kafka.Kafka", str(self.config))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kafka exited with {self.proc.returncode}:\n{(self.root / 'broker.log').read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("kafka did not start")
+        wait_until(ports_open(self.port), what="kafka", timeout=timeout, runner=self.proc, log=self.log, interval=0.2)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
+        stop(self.proc, signal.SIGKILL, grace=30)
         self.proc = None

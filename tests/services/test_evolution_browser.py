@@ -7,18 +7,15 @@ forms and buttons as a person would. Needs Debian's ``chromium`` and ``chromium-
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from acgs.services.evolution import EvolutionSettings, create_app
+from tests.services.conftest import ServerThread
 
 # The Debian packages' paths; set explicitly so Selenium never fetches a driver of its own.
 CHROMIUM = os.environ.get("ACGS_CHROMIUM", "/usr/bin/chromium")
@@ -75,31 +72,13 @@ def _require_browser() -> None:
     pytest.skip(missing)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def base_url(tmp_path: Path) -> Iterator[str]:
     settings = EvolutionSettings(
         data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'evolution.sqlite3'}", sweep_interval=3600.0
     )
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="evolution-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the evolution service did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with ServerThread(create_app(settings)) as server:
+        yield f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from acgs.services.sandbox import SandboxService, SandboxSettings, create_app
 from acgs.services.sandbox.limits import detect_layout
 from acgs.services.sandbox.store import ExecutionStore
 from acgs.services.sandbox.workdir import _mounts_under, cgroup_name
+from tests.services.procs import free_port
 from tests.services.sandbox_fixtures import (  # noqa: F401 (fixtures)
     HIGH_TRUST,
     client,
@@ -271,13 +271,6 @@ def test_denied_runs_are_audited_too(client: TestClient, sandbox_service: Sandbo
 # -- a controller killed mid-run --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -294,7 +287,7 @@ def test_cleanup_after_the_controller_is_killed(runtime: str) -> None:
     if problem:
         skip_or_fail(problem)
     data, runs = make_dirs()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
@@ -534,7 +527,7 @@ def test_acgs_serve_runs_the_controller() -> None:
     if problem:
         skip_or_fail(problem)
     data, runs = make_dirs()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),

@@ -10,7 +10,6 @@ import datetime
 import ipaddress
 import json
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,7 +42,8 @@ from acgs.security.cli import keys as keys_cli
 from acgs.services.audit import AuditSettings
 from acgs.services.audit import create_app as audit_app
 from tests import apps
-from tests.services.conftest import RedisServer, free_port
+from tests.services.conftest import RedisServer, ServerThread
+from tests.services.procs import free_port, stop
 from tests.services.sandbox_fixtures import sandbox_service  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.anyio
@@ -604,31 +603,6 @@ def pki(tmp_path: Path) -> Pki:
     return out
 
 
-class TlsServer:
-    """uvicorn serving an app with the TLS options from SecuritySettings, on loopback."""
-
-    def __init__(self, app: FastAPI, security: SecuritySettings) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **uvicorn_tls_options(security)
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> TlsServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-
 def _client_context(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     if cert is not None and key is not None:
@@ -642,7 +616,7 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
     security = creds.settings(tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, tls_client_ca_file=pki.ca)
     token = asyncio.run(creds.key("tls-agent", target.role))
     app = build_app(target.service, security, tmp_path, request)
-    with TlsServer(app, security) as server:
+    with ServerThread(app, **uvicorn_tls_options(security)) as server:
         url = f"https://127.0.0.1:{server.port}"
         with httpx.Client(verify=_client_context(pki, pki.client_cert, pki.client_key)) as client:
             r = client.request(target.method, url + target.path, json=target.body, headers=bearer(token))
@@ -660,7 +634,7 @@ def test_plain_tls_serves_https(creds: Credentials, pki: Pki, tmp_path: Path, re
     options = uvicorn_tls_options(security)
     assert "ssl_ca_certs" not in options and "ssl_cert_reqs" not in options
     app = build_app("policy", security, tmp_path, request)
-    with TlsServer(app, security) as server, httpx.Client(verify=_client_context(pki)) as client:
+    with ServerThread(app, **options) as server, httpx.Client(verify=_client_context(pki)) as client:
         r = client.post(f"https://127.0.0.1:{server.port}/v1/data/acgs/example/allow", json={"input": GOOD})
         assert r.status_code == 200 and r.json()["result"] is True
 
@@ -670,7 +644,6 @@ def test_plain_tls_serves_https(creds: Credentials, pki: Pki, tmp_path: Path, re
 
 def test_http_audit_sinks_send_their_api_key(creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from acgs.audit.sink import AuditDeliveryError, BlockingHttpAuditSink, HttpAuditSink
-    from tests.services.conftest import ServerThread
 
     writer = asyncio.run(creds.key("policy-node-1", "agent"))
     event = {"event_type": "constitutional_validation", "agent_id": "agent-42", "action": "data.read_public", "result": "allowed"}
@@ -679,13 +652,13 @@ def test_http_audit_sinks_send_their_api_key(creds: Credentials, tmp_path: Path,
         url = f"http://127.0.0.1:{server.port}"
 
         async def deliver() -> None:
-            sink = HttpAuditSink(url, api_key=writer)
+            sink = HttpAuditSink(url, api_key=writer, timeout=60)  # a fresh store on a loaded machine can be slow
             try:
                 receipt = await sink.record_receipt(event)
                 assert receipt["ingested"] is True
             finally:
                 await sink.aclose()
-            anonymous = HttpAuditSink(url, api_key="")
+            anonymous = HttpAuditSink(url, api_key="", timeout=60)
             try:
                 with pytest.raises(AuditDeliveryError, match="401"):
                     await anonymous.record(event)
@@ -753,11 +726,10 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
     the services deliver with a key ``acgs serve`` makes for itself (no ACGS_AUDIT_API_KEY given)
     and revokes when it stops."""
     import os
-    import signal
     import subprocess
     import sys
 
-    from tests.services.test_serve_all import SERVICES, _fresh_config, _start, _wait_up
+    from tests.services.test_serve_all import SERVICES, _fresh_config, _log, _start, _wait_up
 
     config, ports = _fresh_config()
     with config.open("a") as f:
@@ -777,7 +749,7 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
     proc = _start(config, env)
     try:
         urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
-        _wait_up(proc, list(urls.values()))
+        _wait_up(proc, list(urls.values()), _log(config))
         probes = {
             "policy": ("POST", "/v1/data/acgs/main/decision"),
             "evolution": ("GET", "/evolution/requests"),
@@ -801,12 +773,7 @@ def test_acgs_serve_with_auth_on_guards_every_service_and_still_audits(tmp_path:
             time.sleep(0.2)
         assert events.json()["events"][0]["event"]["event_type"] == "policy_decision"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=60)
     listed = [json.loads(line) for line in acgs("keys", "list", "--all", "--json").splitlines() if line.strip()]
     internal = [k for k in listed if k["name"].startswith("acgs-serve-")]
     assert len(internal) == 1 and internal[0]["roles"] == ["service"] and internal[0]["revoked_at"], internal

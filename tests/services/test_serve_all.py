@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import acgs
-from tests.services.conftest import free_port
+from tests.services.procs import answers_200, free_port, spawn, stop, wait_until
 from tests.services.sandbox_fixtures import host_problem, make_dirs, skip_or_fail
 from tests.services.test_evolution_service import MINOR
 
@@ -72,30 +72,18 @@ def _fresh_config() -> tuple[Path, dict[str, int]]:
     return config, ports
 
 
+def _log(config: Path) -> Path:
+    """Where `acgs serve` on ``config`` writes its output (beside the configuration file)."""
+    return config.with_name("acgs-serve.log")
+
+
 def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "acgs", "--config", str(config), "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return spawn([sys.executable, "-m", "acgs", "--config", str(config), "serve"], _log(config), env=env)
 
 
-def _wait_up(proc: subprocess.Popen[bytes], urls: list[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(urls)
-    while pending:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            pytest.fail(f"acgs serve exited with {proc.returncode}:\n{err[-3000:]}")
-        assert time.monotonic() < deadline, f"services did not come up: {pending}"
-        try:
-            if httpx.get(f"{pending[0]}/health", timeout=1).status_code == 200:
-                pending.pop(0)
-                continue
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+def _wait_up(proc: subprocess.Popen[bytes], urls: list[str], log: Path, timeout: float = 120) -> None:
+    up = [answers_200(f"{url}/health") for url in urls]
+    wait_until(lambda: all(check() for check in up), what="acgs serve", timeout=timeout, runner=proc, log=log, interval=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +99,10 @@ def stack() -> Iterator[Stack]:
     proc = _start(config, env)
     stack = Stack(config, ports, env, proc)
     try:
-        _wait_up(proc, [stack.url(name) for name in SERVICES])
+        _wait_up(proc, [stack.url(name) for name in SERVICES], _log(config))
         yield stack
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, grace=60)
 
 
 def _eventually(check: Any, timeout: float = 30.0) -> Any:
@@ -194,12 +176,10 @@ def _start_on_a_busy_port(service: str, env: dict[str, str]) -> tuple[int, str]:
             busy.listen()
             proc = _start(config, env)
             try:
-                _, err = proc.communicate(timeout=120)
+                proc.wait(120)
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        return proc.returncode, err.decode(errors="replace")
+                stop(proc, signal.SIGKILL)
+        return proc.returncode, _log(config).read_text(errors="replace")
     finally:
         # The data and runs directories of that start (make_dirs puts both under one base).
         shutil.rmtree(config.parent.parent, ignore_errors=True)
