@@ -43,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 OPA = Path(os.environ.get("OPA", Path.home() / ".local/bin/opa"))
 RESULTS = ROOT / "bench" / "results" / "http.md"
+#: A results file's hand-written part, from this heading on, survives a new run.
+KEPT = "## Where the time goes"
 
 # Each policy: the sources OPA serves, the bundle ACGS serves (built from them by
 # policies/build.sh), the entrypoint asked and the input sent.
@@ -167,6 +169,26 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    #: The server's CPU (user + system, all its processes) per request: far steadier than
+    #: requests/s when other work shares the machine.
+    cpu_us: float | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants (a server's worker processes)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)  # ppid, utime+stime
+    tree = {pid}
+    for _ in range(4):
+        tree |= {p for p, (ppid, _) in stats.items() if ppid in tree}
+    return sum(stats[p][1] for p in tree if p in stats)
 
 
 @dataclass
@@ -324,7 +346,10 @@ def main() -> None:
                 wrk(url, workload, 1, args.connections, args.threads)  # warm-up: connections, caches
                 acgs_one = server.name.startswith("ACGS") and "2 workers" not in server.name
                 before = counters(server.base) if acgs_one else {}
+                assert server.proc is not None
+                cpu0 = cpu_seconds(server.proc.pid)
                 run = wrk(url, workload, args.duration, args.connections, args.threads)
+                run.cpu_us = (cpu_seconds(server.proc.pid) - cpu0) / max(run.requests, 1) * 1e6
                 s = series.setdefault((server.name, workload), Series(server.name, workload))
                 s.runs.append(run)
                 if acgs_one:
@@ -334,7 +359,8 @@ def main() -> None:
                     s.fast_path_share = (after["fast_path"] - before["fast_path"]) / run.requests if run.requests else 0.0
                 print(
                     f"round {round_no + 1} {workload:4} {server.name:28} {run.requests_per_s:9.0f} req/s "
-                    f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  load {loadavg()}",
+                    f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  CPU {run.cpu_us:6.1f} µs/req  errors {run.errors}  "
+                    f"load {loadavg()}",
                     flush=True,
                 )
     write_results(args, series, load_before, started)
@@ -369,8 +395,9 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
         lines += [
             f"## {title}",
             "",
-            "| server | requests/s | p50 ms | p99 ms | req/s vs OPA | p99 vs OPA | L1 hit share | fast path share | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| server | requests/s | p50 ms | p99 ms | server CPU µs/req | req/s vs OPA | p99 vs OPA | L1 hit share "
+            "| fast path share | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in rows:
             m = s.median()
@@ -378,8 +405,10 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
             p99 = f"{m.p99_ms / opa.p99_ms:.2f}x" if opa else "-"
             share = "-" if s.l1_hit_share is None else f"{s.l1_hit_share:.0%}"
             fast = "-" if s.fast_path_share is None else f"{s.fast_path_share:.0%}"
+            cpu = statistics.median(r.cpu_us for r in s.runs if r.cpu_us is not None) if s.runs[0].cpu_us is not None else None
             lines.append(
-                f"| {s.server} | {m.requests_per_s:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {ratio} | {p99} | {share} | "
+                f"| {s.server} | {m.requests_per_s:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
+                f"{'-' if cpu is None else f'{cpu:.0f}'} | {ratio} | {p99} | {share} | "
                 f"{fast} | {sum(r.errors for r in s.runs)} |"
             )
         lines += ["", "All rounds (requests/s): " + "; ".join(
@@ -391,10 +420,16 @@ def write_results(args: argparse.Namespace, series: dict[tuple[str, str], Series
         "show the workload is what it claims. The fast path answers constitution decisions the",
         "constitution's data marks as decidable without evaluation; it is not a cache.",
         "wrk runs on the same 2 cores as the servers, so every figure includes that contention.",
+        "\"server CPU µs/req\": user + system CPU of the server's processes during the timed run over",
+        "the requests it answered (median of the rounds); it moves far less with other load on the machine",
+        "than requests/s does, and is what bench/http/breakdown.py splits into the parts of a request.",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    # The analysis written by hand under KEPT (bench/http/breakdown.py's figures) stays.
+    previous = args.out.read_text() if args.out.exists() else ""
+    kept = previous[previous.index(KEPT) :] if KEPT in previous else ""
+    args.out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print(f"wrote {args.out}")
     json_results(args, series, facts).write(args.out.with_suffix(".json"))
     print(f"wrote {args.out.with_suffix('.json')}")
@@ -419,6 +454,9 @@ def json_results(args: argparse.Namespace, series: dict[tuple[str, str], Series]
             role = "acgs"
         res.add(benchmark, subject, "requests per second", m.requests_per_s, "req/s", role=role, better="higher")
         res.add(benchmark, subject, "p99 latency", m.p99_ms, "ms", role=role)
+        cpus = [r.cpu_us for r in s.runs if r.cpu_us is not None]
+        if cpus:
+            res.add(benchmark, subject, "server CPU per request", statistics.median(cpus), "µs", role=role)
     return res
 
 

@@ -471,8 +471,13 @@ class DecisionPipeline:
     async def _decide_native(self, raw: bytes, trusted: bytes | None) -> Decided:
         """``acgs/main/decision`` through the engine's pipeline, with L2 between its L1 (and
         fast path) and evaluation. When the native evaluator decides (the shipped constitution),
-        L2 is skipped: a Redis round trip costs more than the evaluation it would save."""
+        L2 is skipped: a Redis round trip costs more than the evaluation it would save, so one
+        call does it all (``decide_json`` looks in L1 and the fast path itself; asking
+        ``decide_cached_json`` first would parse, admit and hash the input twice on every miss,
+        and count the miss twice)."""
         engine = self._engine_or_fault()
+        if self._evaluator == "native":
+            return self._decided(engine.decide_json(raw, trusted), None, None, raw)
         body = engine.decide_cached_json(raw, trusted)
         l2 = self._l2
         l2_key: bytes | None = None
@@ -490,12 +495,13 @@ class DecisionPipeline:
             else:
                 self.l2_counters.misses += 1
         if body is None:
-            # The native evaluator decides in microseconds, on the loop; the Wasm runs in a
-            # worker thread, off it.
-            if self._evaluator == "native":
-                body = engine.decide_json(raw, trusted)
-            else:
-                body = await self.off_loop(engine.decide_json, raw, trusted)
+            # The plan or the Wasm evaluates: in a worker thread, off the loop.
+            body = await self.off_loop(engine.decide_json, raw, trusted)
+        return self._decided(body, l2_key, l2, admitted)
+
+    def _decided(self, body: bytes, l2_key: bytes | None, l2: L2Cache | None, admitted: bytes) -> Decided:
+        """The engine's decision as the service answers it (a fault in it is a deny with its
+        error); an evaluation with ``l2_key`` goes into L2 too."""
         decision: dict[str, Any] = orjson.loads(body)
         error = decision.get("error")
         fault = None
@@ -503,6 +509,7 @@ class DecisionPipeline:
             fault = AcgsError(str(error.get("message", "")), code=str(error.get("code", "evaluation_error")))
         elif l2_key is not None and l2 is not None and not decision.get("fast_path"):
             # The evaluation just stored its result set in L1; this reads it back for L2.
+            engine = self._engine_or_fault()
             l2.put(l2_key, engine.evaluate_json(admitted, MAIN_DECISION))
         return Decided(200, decision, fault)
 
