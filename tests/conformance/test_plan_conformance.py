@@ -24,12 +24,12 @@ pytestmark = [
     ),
 ]
 
-# The goal is the Wasm run's 0.99 (issue 15). Measured now: 95.3% (2276/2388). What is left:
-# builtins of OPA's Wasm C library the plan evaluator lacks (json.remove, json.filter,
-# regex.find_all_string_submatch_n, graph.reachable, array.flatten, json.marshal/unmarshal/
-# is_valid, regex.is_valid: 70 cases) and `with` on rules and functions (about 20 cases).
-# Raise this as they land; it only guards against going back.
-MIN_PASS_RATE = 0.95
+# The goal is the Wasm run's 0.99 (issue 15). Measured now: 99.83% (2384/2388). What is left:
+# rego.parse_module, which the host does not implement (2 cases, the Wasm path fails them too);
+# the host's yaml.is_valid on a multi-document stream and its opa.runtime (which returns the
+# runtime, where the case wants {}), both shared with the Wasm path. It only guards against
+# going back.
+MIN_PASS_RATE = 0.995
 
 
 @pytest.fixture(scope="module")

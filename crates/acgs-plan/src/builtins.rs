@@ -11,6 +11,10 @@ use acgs_rego::builtins::{BuiltinFn as HostFn, Context};
 
 use crate::value::{Num, Val};
 
+mod graph;
+mod json;
+mod regex;
+
 /// Results past these sizes are refused (the builtin is undefined), so one call cannot
 /// exhaust memory.
 const MAX_STRING_BYTES: usize = 16 << 20;
@@ -45,15 +49,36 @@ pub(crate) type NativeFn = fn(&[Val], &mut Ctx) -> Out;
 /// Per-evaluation facts (the clock is fixed for one evaluation, as in OPA).
 pub(crate) struct Ctx {
     pub host: Context,
+    /// Results of the random builtins (`rand.intn`, `uuid.rfc4122`) by function and arguments:
+    /// the same call gives the same value within one evaluation, as in OPA.
+    random: std::cell::RefCell<Vec<(HostFn, Vec<Val>, Val)>>,
 }
 
 impl Ctx {
     pub(crate) fn now() -> Ctx {
         Ctx {
             host: Context::now(),
+            random: std::cell::RefCell::new(Vec::new()),
         }
     }
 }
+
+/// The host builtins whose results are random, memoised per evaluation.
+fn random_builtin(f: HostFn) -> bool {
+    static RANDOM: std::sync::OnceLock<Vec<HostFn>> = std::sync::OnceLock::new();
+    RANDOM
+        .get_or_init(|| {
+            ["rand.intn", "uuid.rfc4122"]
+                .iter()
+                .filter_map(|n| acgs_rego::builtins::lookup(n))
+                .collect()
+        })
+        .iter()
+        .any(|g| std::ptr::fn_addr_eq(f, *g))
+}
+
+/// Distinct random calls remembered per evaluation; past this a call is refused.
+const MAX_RANDOM_CALLS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Impl {
@@ -158,6 +183,15 @@ pub(crate) fn lookup(name: &str) -> Option<Builtin> {
         "base64.is_valid" => (base64_is_valid, 1),
         "base64url.encode" => (base64url_encode, 1),
         "base64url.decode" => (base64url_decode, 1),
+        "json.remove" => (json::json_remove, 2),
+        "json.filter" => (json::json_filter, 2),
+        "json.marshal" => (json::json_marshal, 1),
+        "json.unmarshal" => (json::json_unmarshal, 1),
+        "json.is_valid" => (json::json_is_valid, 1),
+        "regex.is_valid" => (regex::is_valid, 1),
+        "regex.find_all_string_submatch_n" => (regex::find_all_string_submatch_n, 3),
+        "graph.reachable" => (graph::reachable, 2),
+        "array.flatten" => (array_flatten, 1),
         "internal.print" => {
             return Some(Builtin {
                 imp: Impl::Void,
@@ -179,9 +213,28 @@ pub(crate) fn lookup(name: &str) -> Option<Builtin> {
 
 /// A host builtin called with plan values (converted both ways).
 pub(crate) fn call_host(f: HostFn, args: &[Val], ctx: &Ctx) -> Out {
+    let random = random_builtin(f);
+    if random {
+        let memo = ctx.random.borrow();
+        if let Some((_, _, v)) = memo
+            .iter()
+            .find(|(g, a, _)| std::ptr::fn_addr_eq(f, *g) && a.as_slice() == args)
+        {
+            return Ok(Some(v.clone()));
+        }
+        if memo.len() >= MAX_RANDOM_CALLS {
+            return Err(Fault::TooLarge("random calls"));
+        }
+    }
     let host: Vec<acgs_rego::Value> = args.iter().map(Val::to_host).collect();
     match f(&host, &ctx.host) {
-        Ok(Some(v)) => Ok(Some(Val::from_host(&v))),
+        Ok(Some(v)) => {
+            let v = Val::from_host(&v);
+            if random {
+                ctx.random.borrow_mut().push((f, args.to_vec(), v.clone()));
+            }
+            Ok(Some(v))
+        }
         Ok(None) => Ok(None),
         Err(e) => Err(Fault::Undefined(e.0)),
     }
@@ -340,10 +393,28 @@ const DIV_PRECISION: u32 = 18;
 impl Mpd {
     /// What `mpd_qset_string` makes of the number's text: `3.50` is 350e-2, `1e3` is 1e3.
     fn of(n: &Num) -> Option<Mpd> {
-        let text = n.text();
-        let (neg, rest) = text
-            .strip_prefix('-')
-            .map_or((false, text.as_str()), |r| (true, r));
+        match n {
+            // The text of a small decimal, read back, without writing it: plain notation
+            // (integers up to 21 digits, their zeros in the coefficient) or `<coef>e<exp>`,
+            // whose coefficient and exponent are the decimal's own.
+            Num::Small { coef, exp } if *coef % 10 != 0 || (*coef == 0 && *exp == 0) => {
+                let (coef, exp) = (i128::from(*coef), i64::from(*exp));
+                if exp > 0 && i64::from(digits(coef)) + exp <= 21 {
+                    let scale = 10i128.checked_pow(u32::try_from(exp).ok()?)?;
+                    return Some(Mpd {
+                        coef: coef.checked_mul(scale)?,
+                        exp: 0,
+                    });
+                }
+                Some(Mpd { coef, exp })
+            }
+            other => Mpd::parse(&other.text()),
+        }
+    }
+
+    /// [`Mpd::of`] from a number's text.
+    fn parse(text: &str) -> Option<Mpd> {
+        let (neg, rest) = text.strip_prefix('-').map_or((false, text), |r| (true, r));
         let (mantissa, e) = match rest.find(['e', 'E']) {
             Some(i) => (rest.get(..i)?, rest.get(i + 1..)?.parse::<i64>().ok()?),
             None => (rest, 0),
@@ -462,6 +533,17 @@ impl Mpd {
         };
         if let Some(i) = integral.and_then(|i| i32::try_from(i).ok()) {
             return Some(Num::int(i64::from(i)));
+        }
+        // Where the scientific text is plain notation that the evaluator would write the same
+        // way (no trailing zeros, not tiny), the number is the decimal itself: no text needed.
+        if let (Ok(coef), Ok(exp)) = (i64::try_from(self.coef), i32::try_from(self.exp)) {
+            let len = i64::from(digits(self.coef));
+            if self.exp < 0 && self.coef % 10 != 0 && self.exp.saturating_add(len - 1) >= -6 {
+                return Some(Num::Small { coef, exp });
+            }
+            if self.exp == 0 && len <= 21 {
+                return Some(Num::int(coef));
+            }
         }
         Num::parse(&self.to_sci())
     }
@@ -713,12 +795,34 @@ fn replace_n(a: &[Val], _: &mut Ctx) -> Out {
         }
     }
     let empty = table.iter().position(|(k, _)| k.is_empty());
+    // The bytes a key starts with: runs of other bytes are copied at once.
+    let mut starts = [false; 256];
+    for (k, _) in &table {
+        if let Some(b) = k
+            .as_bytes()
+            .first()
+            .and_then(|&b| starts.get_mut(usize::from(b)))
+        {
+            *b = true;
+        }
+    }
     let bytes = s.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let mut i = 0;
     let mut prev_empty = false;
     while i <= bytes.len() {
-        let rest = bytes.get(i..).unwrap_or_default();
+        let mut rest = bytes.get(i..).unwrap_or_default();
+        if empty.is_none() {
+            let run = rest
+                .iter()
+                .position(|&b| starts.get(usize::from(b)).copied().unwrap_or(false))
+                .unwrap_or(rest.len());
+            if run > 0 {
+                out.extend_from_slice(rest.get(..run).unwrap_or_default());
+                i += run;
+                rest = bytes.get(i..).unwrap_or_default();
+            }
+        }
         let mut best = if i < bytes.len() {
             table
                 .iter()
@@ -835,6 +939,33 @@ fn array_concat(a: &[Val], _: &mut Ctx) -> Out {
     let mut out = Vec::with_capacity(x.len() + y.len());
     out.extend(x.iter().cloned());
     out.extend(y.iter().cloned());
+    Ok(Some(Val::Arr(Arc::new(out))))
+}
+
+/// One level: arrays among the elements are spliced in, other elements kept.
+fn array_flatten(a: &[Val], _: &mut Ctx) -> Out {
+    let Val::Arr(x) = arg(a, 0)? else {
+        return Ok(None);
+    };
+    if !x.iter().any(|e| matches!(e, Val::Arr(_))) {
+        return Ok(Some(Val::Arr(Arc::clone(x))));
+    }
+    let len = x.iter().fold(0usize, |n, e| {
+        n.saturating_add(match e {
+            Val::Arr(inner) => inner.len(),
+            _ => 1,
+        })
+    });
+    if len > MAX_ELEMS {
+        return Err(Fault::TooLarge("array"));
+    }
+    let mut out = Vec::with_capacity(len);
+    for e in x.iter() {
+        match e {
+            Val::Arr(inner) => out.extend(inner.iter().cloned()),
+            other => out.push(other.clone()),
+        }
+    }
     Ok(Some(Val::Arr(Arc::new(out))))
 }
 
@@ -1197,6 +1328,19 @@ fn walk(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::Arr(Arc::new(out))))
 }
 
+/// An address or a CIDR as a 128-bit range (IPv4 mapped into the IPv6 space, as Go's net does)
+/// and whether its address is IPv4 (or IPv4-mapped): Go's `IPNet.Contains` never matches across
+/// the two families.
+fn ip_family_range(s: &str) -> Option<(bool, u128, u128)> {
+    let (lo, hi) = ip_range(s)?;
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    let v4 = match addr.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(_) => true,
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+    };
+    Some((v4, lo, hi))
+}
+
 /// An address or a CIDR as a 128-bit range (IPv4 mapped into the IPv6 space, as Go's net does).
 fn ip_range(s: &str) -> Option<(u128, u128)> {
     use std::net::IpAddr;
@@ -1234,10 +1378,11 @@ fn cidr_contains(a: &[Val], _: &mut Ctx) -> Out {
     if !net.contains('/') {
         return Ok(None);
     }
-    let (Some((lo, hi)), Some((x, y))) = (ip_range(net), ip_range(other)) else {
+    let (Some((f1, lo, hi)), Some((f2, x, y))) = (ip_family_range(net), ip_family_range(other))
+    else {
         return Ok(None);
     };
-    boolean(lo <= x && y <= hi)
+    boolean(f1 == f2 && lo <= x && y <= hi)
 }
 
 fn cidr_intersects(a: &[Val], _: &mut Ctx) -> Out {
@@ -1245,10 +1390,11 @@ fn cidr_intersects(a: &[Val], _: &mut Ctx) -> Out {
     if !n1.contains('/') || !n2.contains('/') {
         return Ok(None);
     }
-    let (Some((a1, b1)), Some((a2, b2))) = (ip_range(n1), ip_range(n2)) else {
+    let (Some((f1, a1, b1)), Some((f2, a2, b2))) = (ip_family_range(n1), ip_family_range(n2))
+    else {
         return Ok(None);
     };
-    boolean(a1 <= b2 && a2 <= b1)
+    boolean(f1 == f2 && a1 <= b2 && a2 <= b1)
 }
 
 fn bits(a: &[Val], f: fn(i64, i64) -> Option<i64>) -> Out {
@@ -1272,12 +1418,20 @@ fn bits_negate(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::int(!int_arg(a, 0)?)))
 }
 
-/// Shifts by a non-negative count; a result past 64 bits is undefined.
+/// Shifts by a non-negative count, without loss (OPA shifts big integers): results within 128
+/// bits are exact, past that undefined.
 fn bits_lsh(a: &[Val], _: &mut Ctx) -> Out {
-    bits(a, |x, n| {
-        let n = u32::try_from(n).ok()?;
-        let r = x.checked_shl(n)?;
-        (r >> n == x).then_some(r)
+    let (x, n) = (int_arg(a, 0)?, int_arg(a, 1)?);
+    let Ok(n) = u32::try_from(n) else {
+        return Ok(None);
+    };
+    let x = i128::from(x);
+    let Some(r) = x.checked_shl(n).filter(|r| r >> n == x) else {
+        return Ok(None);
+    };
+    Ok(match i64::try_from(r) {
+        Ok(r) => Some(Val::int(r)),
+        Err(_) => Num::parse(&r.to_string()).map(Val::Num),
     })
 }
 
@@ -1343,11 +1497,23 @@ fn base64url_encode(a: &[Val], _: &mut Ctx) -> Out {
     string(b64_encode(str_arg(a, 0)?.as_bytes(), URL_ALPHABET))
 }
 
-/// Decoded bytes that are not UTF-8 make no string: undefined.
+/// Decoded bytes as a string: each byte that is not part of valid UTF-8 becomes U+FFFD, as Go
+/// reads such a string rune by rune (so `count` agrees with OPA's).
 fn decoded(bytes: Option<Vec<u8>>) -> Out {
-    match bytes.map(String::from_utf8) {
-        Some(Ok(s)) => string(s),
-        _ => Ok(None),
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    match String::from_utf8(bytes) {
+        Ok(s) => string(s),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let mut out = String::with_capacity(bytes.len() + 8);
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(chunk.valid());
+                out.extend(std::iter::repeat_n('\u{FFFD}', chunk.invalid().len()));
+            }
+            string(out)
+        }
     }
 }
 
@@ -1361,4 +1527,58 @@ fn base64url_decode(a: &[Val], _: &mut Ctx) -> Out {
 
 fn base64_is_valid(a: &[Val], _: &mut Ctx) -> Out {
     boolean(b64_decode(str_arg(a, 0)?, STD_ALPHABET, false).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    /// Numbers read and written without text agree with the text they stand for.
+    #[test]
+    fn spelling_without_text_matches_spelling_through_text() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut coefs: Vec<i64> = vec![0, 1, -1, 7, 10, 99, 100, 250, i64::MAX, i64::MIN + 1];
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = u32::try_from(x % 19).unwrap();
+            let c = i64::try_from((x >> 8) % 10u64.pow(digits)).unwrap();
+            coefs.push(if x & 1 == 0 { c } else { -c });
+        }
+        for &coef in &coefs {
+            for exp in [
+                -30, -26, -25, -24, -21, -20, -8, -7, -6, -5, -2, -1, 0, 1, 2, 3, 5, 18, 19, 20,
+                21, 22, 40,
+            ] {
+                let Some(d) = acgs_rego::decimal::Dec::from_parts(i128::from(coef), exp) else {
+                    continue;
+                };
+                let n = Num::from_dec(d);
+                assert_eq!(Mpd::of(&n), Mpd::parse(&n.text()), "{coef}e{exp}");
+                // Any coefficient and exponent, trailing zeros kept, back to a number.
+                let m = Mpd {
+                    coef: i128::from(coef),
+                    exp: i64::from(exp),
+                };
+                let through_text = Num::parse(&m.to_sci());
+                let got = m.to_num();
+                let integral_i32 = m.exp >= 0 && m.at(0).is_some_and(|i| i32::try_from(i).is_ok())
+                    || (m.exp < 0
+                        && 10i128
+                            .checked_pow(u32::try_from(-m.exp).unwrap())
+                            .is_some_and(|s| m.coef % s == 0 && i32::try_from(m.coef / s).is_ok()));
+                if !integral_i32 {
+                    assert_eq!(
+                        got.as_ref().map(Num::text),
+                        through_text.as_ref().map(Num::text),
+                        "{coef}e{exp}"
+                    );
+                    assert_eq!(got, through_text, "{coef}e{exp}");
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::builtins::{Ctx, Fault, Impl};
+use crate::builtins::{Builtin, Ctx, Fault, Impl};
+use crate::ir::Loc;
 use crate::program::{Block, Op, Program, Stmt};
 use crate::value::Val;
 use crate::{EvalError, Limits};
@@ -48,6 +49,9 @@ pub(crate) struct Eval<'p> {
     depth: u32,
     /// One memo per `With` level: function index to its value.
     memo: Vec<Vec<Option<Val>>>,
+    /// The slots of the first memo this evaluation filled: only those are emptied at the end
+    /// (the table, as long as the plan has functions, is kept for the next evaluation).
+    memo_filled: Vec<usize>,
     /// Values of the functions that depend on data alone, kept across evaluations on the same
     /// data (see [`DataCache`]).
     cache: Arc<DataCache>,
@@ -130,7 +134,7 @@ impl<'p> Eval<'p> {
                 .unwrap_or_default()
         });
         let mut top = scratch.memos.pop().unwrap_or_default();
-        top.resize(prog.funcs.len(), None);
+        top.resize_with(prog.funcs.len(), || None);
         Eval {
             prog,
             limits,
@@ -139,6 +143,7 @@ impl<'p> Eval<'p> {
             check_at: next_check(0, limits.max_steps),
             depth: 0,
             memo: vec![top],
+            memo_filled: Vec::new(),
             cache,
             results: BTreeSet::new(),
             returned: None,
@@ -159,7 +164,8 @@ impl<'p> Eval<'p> {
             .plans
             .get(index)
             .ok_or_else(|| EvalError::Internal(format!("no plan {index}")))?;
-        let mut frame: Frame = vec![None; entry.frame.max(2)];
+        let mut frame: Frame = Vec::new();
+        frame.resize_with(entry.frame.max(2), || None);
         let run = set(&mut frame, 0, input)
             .and_then(|()| set(&mut frame, 1, Some(data)))
             .and_then(|()| self.blocks(&entry.blocks, &mut frame));
@@ -231,7 +237,7 @@ impl<'p> Eval<'p> {
             return Err(Box::new(EvalError::CallDepth(self.limits.max_depth)));
         }
         let mut callee = self.scratch.frames.pop().unwrap_or_default();
-        callee.resize(func.frame, None);
+        callee.resize_with(func.frame, || None);
         for (&p, a) in func.params.iter().zip(args) {
             set(&mut callee, p, read(frame, a))?;
         }
@@ -248,6 +254,9 @@ impl<'p> Eval<'p> {
             if let Some(v) = &out {
                 if let Some(slot) = self.memo.last_mut().and_then(|m| m.get_mut(f)) {
                     *slot = Some(v.clone());
+                    if self.memo.len() == 1 {
+                        self.memo_filled.push(f);
+                    }
                 }
                 if cached {
                     if let Some(cell) = self.cache.values.get(f) {
@@ -302,24 +311,7 @@ impl<'p> Eval<'p> {
             Stmt::Block(blocks) => self.blocks(blocks, frame)?,
             Stmt::Break(n) => Flow::Break(*n),
             Stmt::CallDynamic { args, result, path } => {
-                let mut key = Vec::with_capacity(path.len());
-                for p in path {
-                    match read(frame, p) {
-                        Some(Val::Str(s)) => key.push(s.to_string()),
-                        _ => return Ok(Flow::Fail),
-                    }
-                }
-                let Some(&f) = self.prog.paths.get(&key) else {
-                    return Ok(Flow::Fail);
-                };
-                match self.call(f, frame, args)? {
-                    Some(v) => {
-                        set(frame, *result, Some(v))?;
-                        Flow::Next
-                    }
-                    // OPA's Wasm leaves three blocks when a dynamic call is undefined.
-                    None => Flow::Break(3),
-                }
+                self.call_dynamic(args, result, path, frame)?
             }
             Stmt::CallFunc { func, args, result } => match self.call(*func, frame, args)? {
                 Some(v) => {
@@ -332,39 +324,7 @@ impl<'p> Eval<'p> {
                 builtin,
                 args,
                 result,
-            } => {
-                if matches!(builtin.imp, Impl::Void) {
-                    return Ok(Flow::Next);
-                }
-                let mut vals = std::mem::take(&mut self.scratch.args);
-                vals.clear();
-                for a in args {
-                    match read(frame, a) {
-                        Some(v) => vals.push(v),
-                        None => {
-                            vals.clear();
-                            self.scratch.args = vals;
-                            return Ok(Flow::Fail);
-                        }
-                    }
-                }
-                let out = match builtin.imp {
-                    Impl::Native(f) => f(&vals, &mut self.ctx),
-                    Impl::Host(f) => crate::builtins::call_host(f, &vals, &self.ctx),
-                    Impl::Void => Ok(None),
-                };
-                vals.clear();
-                self.scratch.args = vals;
-                match out {
-                    Ok(Some(v)) => {
-                        set(frame, *result, Some(v))?;
-                        Flow::Next
-                    }
-                    // A builtin error makes the expression undefined, as in OPA's Wasm.
-                    Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
-                    Err(Fault::TooLarge(what)) => return Err(Box::new(EvalError::TooLarge(what))),
-                }
-            }
+            } => self.call_builtin(builtin, args, result, frame)?,
             Stmt::Dot {
                 source,
                 key,
@@ -441,25 +401,7 @@ impl<'p> Eval<'p> {
                 value,
                 object,
                 loc,
-            } => {
-                let (Some(k), Some(v)) = (read(frame, key), read(frame, value)) else {
-                    return Ok(Flow::Fail);
-                };
-                let conflict = match slot(frame, *object)? {
-                    Some(Val::Obj(o)) => match o.get(&k) {
-                        Some(old) => *old != v,
-                        None => {
-                            Arc::make_mut(o).insert(k, v);
-                            false
-                        }
-                    },
-                    _ => return Ok(Flow::Fail),
-                };
-                if conflict {
-                    return Err(self.conflict("object insert conflict", *loc));
-                }
-                Flow::Next
-            }
+            } => self.object_insert_once(key, value, object, loc, frame)?,
             Stmt::ObjectInsert { key, value, object } => {
                 let (Some(k), Some(v)) = (read(frame, key), read(frame, value)) else {
                     return Ok(Flow::Fail);
@@ -472,17 +414,7 @@ impl<'p> Eval<'p> {
                 }
                 Flow::Next
             }
-            Stmt::ObjectMerge { a, b, target } => {
-                let x = frame.get(*a as usize).cloned().flatten();
-                let y = frame.get(*b as usize).cloned().flatten();
-                let merged = match (x, y) {
-                    (None, y) => y,
-                    (Some(x), Some(y)) => Some(merge(x, &y)),
-                    (Some(x), None) => Some(x),
-                };
-                set(frame, *target, merged)?;
-                Flow::Next
-            }
+            Stmt::ObjectMerge { a, b, target } => self.object_merge(a, b, target, frame)?,
             Stmt::ResetLocal(t) => {
                 set(frame, *t, None)?;
                 Flow::Next
@@ -502,38 +434,7 @@ impl<'p> Eval<'p> {
                 key,
                 value,
                 block,
-            } => {
-                // Iterate a snapshot: the body may change the collection's local.
-                let Some(coll) = frame.get(*source as usize).cloned().flatten() else {
-                    return Ok(Flow::Next);
-                };
-                match &coll {
-                    Val::Arr(a) => {
-                        for (i, e) in a.iter().enumerate() {
-                            let k = Val::int(i64::try_from(i).unwrap_or(i64::MAX));
-                            if self.iterate(frame, *key, *value, k, e.clone(), block)? {
-                                return Ok(Flow::Return);
-                            }
-                        }
-                    }
-                    Val::Obj(o) => {
-                        for (k, v) in o.iter() {
-                            if self.iterate(frame, *key, *value, k.clone(), v.clone(), block)? {
-                                return Ok(Flow::Return);
-                            }
-                        }
-                    }
-                    Val::Set(s) => {
-                        for e in s.iter() {
-                            if self.iterate(frame, *key, *value, e.clone(), e.clone(), block)? {
-                                return Ok(Flow::Return);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                Flow::Next
-            }
+            } => self.scan(source, key, value, block, frame)?,
             Stmt::SetAdd { value, set: s } => {
                 let Some(v) = read(frame, value) else {
                     return Ok(Flow::Fail);
@@ -551,21 +452,201 @@ impl<'p> Eval<'p> {
                 path,
                 value,
                 block,
-            } => {
-                let Some(v) = read(frame, value) else {
-                    return Ok(Flow::Fail);
-                };
-                let saved = frame.get(*local as usize).cloned().flatten();
-                set(frame, *local, Some(upsert(saved.clone(), path, v)))?;
-                self.memo.push(vec![None; self.prog.funcs.len()]);
-                let r = self.body(block, frame);
-                self.memo.pop();
-                set(frame, *local, saved)?;
-                match r? {
-                    Some(true) => Flow::Next,
-                    Some(false) => Flow::Fail,
-                    None => Flow::Return,
+            } => self.with(local, path, value, block, frame)?,
+        })
+    }
+
+    #[inline(never)]
+    fn call_dynamic(
+        &mut self,
+        args: &[Op],
+        result: &u32,
+        path: &[Op],
+        frame: &mut Frame,
+    ) -> Res<Flow> {
+        Ok({
+            let mut key = Vec::with_capacity(path.len());
+            for p in path {
+                match read(frame, p) {
+                    Some(Val::Str(s)) => key.push(s.to_string()),
+                    _ => return Ok(Flow::Fail),
                 }
+            }
+            let Some(&f) = self.prog.paths.get(&key) else {
+                return Ok(Flow::Fail);
+            };
+            match self.call(f, frame, args)? {
+                Some(v) => {
+                    set(frame, *result, Some(v))?;
+                    Flow::Next
+                }
+                // OPA's Wasm leaves three blocks when a dynamic call is undefined.
+                None => Flow::Break(3),
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn call_builtin(
+        &mut self,
+        builtin: &Builtin,
+        args: &[Op],
+        result: &u32,
+        frame: &mut Frame,
+    ) -> Res<Flow> {
+        Ok({
+            if matches!(builtin.imp, Impl::Void) {
+                return Ok(Flow::Next);
+            }
+            let mut vals = std::mem::take(&mut self.scratch.args);
+            vals.clear();
+            for a in args {
+                match read(frame, a) {
+                    Some(v) => vals.push(v),
+                    None => {
+                        vals.clear();
+                        self.scratch.args = vals;
+                        return Ok(Flow::Fail);
+                    }
+                }
+            }
+            let out = match builtin.imp {
+                Impl::Native(f) => f(&vals, &mut self.ctx),
+                Impl::Host(f) => crate::builtins::call_host(f, &vals, &self.ctx),
+                Impl::Void => Ok(None),
+            };
+            vals.clear();
+            self.scratch.args = vals;
+            match out {
+                Ok(Some(v)) => {
+                    set(frame, *result, Some(v))?;
+                    Flow::Next
+                }
+                // A builtin error makes the expression undefined, as in OPA's Wasm.
+                Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
+                Err(Fault::TooLarge(what)) => return Err(Box::new(EvalError::TooLarge(what))),
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn object_insert_once(
+        &mut self,
+        key: &Op,
+        value: &Op,
+        object: &u32,
+        loc: &Loc,
+        frame: &mut Frame,
+    ) -> Res<Flow> {
+        Ok({
+            let (Some(k), Some(v)) = (read(frame, key), read(frame, value)) else {
+                return Ok(Flow::Fail);
+            };
+            let conflict = match slot(frame, *object)? {
+                Some(Val::Obj(o)) => match o.get(&k) {
+                    Some(old) => *old != v,
+                    None => {
+                        Arc::make_mut(o).insert(k, v);
+                        false
+                    }
+                },
+                _ => return Ok(Flow::Fail),
+            };
+            if conflict {
+                return Err(self.conflict("object insert conflict", *loc));
+            }
+            Flow::Next
+        })
+    }
+
+    #[inline(never)]
+    fn object_merge(&mut self, a: &u32, b: &u32, target: &u32, frame: &mut Frame) -> Res<Flow> {
+        Ok({
+            let x = frame.get(*a as usize).cloned().flatten();
+            let y = frame.get(*b as usize).cloned().flatten();
+            let merged = match (x, y) {
+                (None, y) => y,
+                (Some(x), Some(y)) => Some(merge(x, &y)),
+                (Some(x), None) => Some(x),
+            };
+            set(frame, *target, merged)?;
+            Flow::Next
+        })
+    }
+
+    #[inline(never)]
+    fn scan(
+        &mut self,
+        source: &u32,
+        key: &u32,
+        value: &u32,
+        block: &Block,
+        frame: &mut Frame,
+    ) -> Res<Flow> {
+        Ok({
+            // Iterate a snapshot: the body may change the collection's local.
+            let Some(coll) = frame.get(*source as usize).cloned().flatten() else {
+                return Ok(Flow::Next);
+            };
+            match &coll {
+                Val::Arr(a) => {
+                    for (i, e) in a.iter().enumerate() {
+                        let k = Val::int(i64::try_from(i).unwrap_or(i64::MAX));
+                        if self.iterate(frame, *key, *value, k, e.clone(), block)? {
+                            return Ok(Flow::Return);
+                        }
+                    }
+                }
+                Val::Obj(o) => {
+                    for (k, v) in o.iter() {
+                        if self.iterate(frame, *key, *value, k.clone(), v.clone(), block)? {
+                            return Ok(Flow::Return);
+                        }
+                    }
+                }
+                Val::Set(s) => {
+                    for e in s.iter() {
+                        if self.iterate(frame, *key, *value, e.clone(), e.clone(), block)? {
+                            return Ok(Flow::Return);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Flow::Next
+        })
+    }
+
+    #[inline(never)]
+    fn with(
+        &mut self,
+        local: &u32,
+        path: &[Val],
+        value: &Op,
+        block: &Block,
+        frame: &mut Frame,
+    ) -> Res<Flow> {
+        Ok({
+            // With no path the local takes the value as it is, undefined included (the
+            // plan restores an undefined input this way); a path needs a value to insert.
+            let v = read(frame, value);
+            let saved = frame.get(*local as usize).cloned().flatten();
+            let replaced = match v {
+                Some(v) => Some(upsert(saved.clone(), path, v)),
+                None if path.is_empty() => None,
+                None => return Ok(Flow::Fail),
+            };
+            set(frame, *local, replaced)?;
+            let mut memo = Vec::new();
+            memo.resize_with(self.prog.funcs.len(), || None);
+            self.memo.push(memo);
+            let r = self.body(block, frame);
+            self.memo.pop();
+            set(frame, *local, saved)?;
+            match r? {
+                Some(true) => Flow::Next,
+                Some(false) => Flow::Fail,
+                None => Flow::Return,
             }
         })
     }
@@ -631,11 +712,23 @@ impl Drop for Eval<'_> {
     /// Hands the buffers back to the thread, emptied: no value outlives its evaluation.
     fn drop(&mut self) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        for mut m in self.memo.drain(..) {
-            if m.len() <= KEEP_SCRATCH {
-                m.clear();
-                scratch.memos.push(m);
+        let filled = std::mem::take(&mut self.memo_filled);
+        for (level, mut m) in self.memo.drain(..).enumerate() {
+            if m.len() > KEEP_SCRATCH {
+                continue;
             }
+            if level == 0 {
+                // Every value the first memo got is listed: emptying those slots leaves the
+                // table all `None` at its length, ready for the next evaluation.
+                for &f in &filled {
+                    if let Some(slot) = m.get_mut(f) {
+                        *slot = None;
+                    }
+                }
+            } else {
+                m.clear();
+            }
+            scratch.memos.push(m);
         }
         scratch.frames.retain(|f| f.capacity() <= KEEP_SCRATCH);
         scratch.frames.truncate(KEEP_SCRATCH);

@@ -158,8 +158,9 @@ pub(crate) struct Program {
 struct Lower<'a> {
     strings: &'a [ir::StringConst],
     funcs: &'a HashMap<String, usize>,
-    /// Highest local seen in the body being lowered.
-    max_local: u32,
+    /// The plan's local numbers, sparse across a function (OPA numbers them per plan), to
+    /// dense frame slots in order of first use: frames are then a few dozen slots, not hundreds.
+    slots: HashMap<u32, u32>,
     /// Where the statement being lowered sits, for refusals.
     at: String,
     /// Function calls seen: callee, argument count, caller (checked once all are lowered).
@@ -177,8 +178,13 @@ impl Lower<'_> {
         if l >= MAX_LOCALS {
             return Err(self.refuse(format!("local {l} is out of range")));
         }
-        self.max_local = self.max_local.max(l);
-        Ok(l)
+        let next = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        Ok(*self.slots.entry(l).or_insert(next))
+    }
+
+    /// Slots a frame needs.
+    fn frame(&self) -> usize {
+        self.slots.len().max(1)
     }
 
     fn string(&self, i: u32) -> Result<&str, PlanError> {
@@ -330,7 +336,7 @@ impl Lower<'_> {
                     .or(legacy_index)
                     .ok_or_else(|| self.refuse("MakeNumberRefStmt without an index".into()))?;
                 let text = self.string(i)?;
-                let n = Num::parse(text)
+                let n = number_literal(text)
                     .ok_or_else(|| self.refuse(format!("{text:?} is not a number")))?;
                 Stmt::MakeValue {
                     value: Val::Num(n),
@@ -398,6 +404,22 @@ impl Lower<'_> {
             }
         })
     }
+}
+
+/// A number literal of the plan: JSON's syntax, and Rego's `.5` / `-.5` (no digit before the
+/// point), which OPA's parser accepts and keeps as written.
+fn number_literal(text: &str) -> Option<Num> {
+    if let Some(n) = Num::parse(text) {
+        return Some(n);
+    }
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    if !rest.starts_with('.') {
+        return None;
+    }
+    Num::parse(&format!("{sign}0{rest}"))
 }
 
 /// Host builtins whose result depends on their arguments alone (every native one does).
@@ -546,7 +568,7 @@ impl Program {
             let mut lower = Lower {
                 strings: &strings,
                 funcs: &index,
-                max_local: 0,
+                slots: HashMap::new(),
                 at: format!("function {}", f.name),
                 calls: Vec::new(),
                 unsettled: false,
@@ -570,7 +592,7 @@ impl Program {
                 params,
                 ret,
                 blocks,
-                frame: lower.max_local as usize + 1,
+                frame: lower.frame(),
             });
         }
         let mut plans = Vec::new();
@@ -578,18 +600,21 @@ impl Program {
             let mut lower = Lower {
                 strings: &strings,
                 funcs: &index,
-                max_local: 1,
+                slots: HashMap::new(),
                 at: format!("plan {}", p.name),
                 calls: Vec::new(),
                 unsettled: false,
             };
+            // A plan's locals 0 and 1 are its input and data: they keep their slots.
+            lower.local(0)?;
+            lower.local(1)?;
             let blocks = lower.blocks(p.blocks, 1)?;
             calls.append(&mut lower.calls);
             plans.push((
                 p.name,
                 Entry {
                     blocks,
-                    frame: lower.max_local as usize + 1,
+                    frame: lower.frame(),
                 },
             ));
         }

@@ -53,7 +53,12 @@ impl Num {
         }
     }
 
+    #[inline]
     pub fn int(i: i64) -> Num {
+        // Only a multiple of ten has trailing zeros to fold.
+        if i % 10 != 0 {
+            return Num::Small { coef: i, exp: 0 };
+        }
         Num::Small { coef: i, exp: 0 }.normal()
     }
 
@@ -264,6 +269,7 @@ impl Val {
         Val::Str(Arc::from(s))
     }
 
+    #[inline]
     pub fn int(i: i64) -> Val {
         Val::Num(Num::int(i))
     }

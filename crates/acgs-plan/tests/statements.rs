@@ -209,6 +209,37 @@ fn with_replaces_input_for_its_block_only_and_not_negates() {
 }
 
 #[test]
+fn with_restores_an_undefined_input_and_rego_number_literals_load() {
+    // OPA restores the input it replaced with `With(input, [], saved)`, where `saved` is
+    // undefined when the query had no input: the body must still run. `.5` and `-.25` are
+    // Rego literals (no digit before the point).
+    let plan = plan_with(
+        &["result", ".5", "-.25"],
+        &[],
+        rule(json!([{"stmts": [
+            stmt("MakeNumberRefStmt", json!({"index": 1, "target": 3})),
+            stmt("MakeNumberRefStmt", json!({"index": 2, "target": 4})),
+            stmt("AssignVarStmt", json!({"source": local(0), "target": 5})),
+            stmt("WithStmt", json!({"local": 0, "path": [], "value": {"type": "bool", "value": true},
+                "block": {"stmts": [
+                    stmt("WithStmt", json!({"local": 0, "path": null, "value": local(5), "block": {"stmts": [
+                        stmt("IsUndefinedStmt", json!({"source": 0})),
+                        stmt("MakeArrayStmt", json!({"capacity": 2, "target": 2})),
+                        stmt("ArrayAppendStmt", json!({"value": local(3), "array": 2})),
+                        stmt("ArrayAppendStmt", json!({"value": local(4), "array": 2})),
+                    ]}})),
+                ]}})),
+        ]}])),
+    )
+    .unwrap();
+    let t = plan.entrypoint("t/p").unwrap();
+    let got = plan.eval_value(t, None, &v("{}"), Limits::default());
+    assert_eq!(got, Ok(Some(v("[0.5, -0.25]"))));
+    // With an input, the restored input is defined: IsUndefined fails, the rule is undefined.
+    assert_eq!(eval(&plan, "{}"), Ok(None));
+}
+
+#[test]
 fn object_merge_and_dynamic_calls() {
     let plan = plan_with(
         &["result", "g0", "t", "p", "a", "b"],
@@ -308,4 +339,342 @@ fn call_depth_is_capped() {
         eval(&plan, "{}"),
         Err(EvalError::CallDepth(Limits::default().max_depth))
     );
+}
+
+/// A plan whose value is builtin `name` called with `input[0]`, ..., `input[n - 1]`.
+fn builtin_plan(name: &str, n: u32) -> Plan {
+    let mut stmts = Vec::new();
+    let mut args = Vec::new();
+    for i in 0..n {
+        let (key, arg) = (10 + 2 * i, 11 + 2 * i);
+        stmts.push(stmt(
+            "MakeNumberIntStmt",
+            json!({"value": i, "target": key}),
+        ));
+        stmts.push(stmt(
+            "DotStmt",
+            json!({"source": local(0), "key": local(key), "target": arg}),
+        ));
+        args.push(local(arg));
+    }
+    stmts.push(stmt(
+        "CallStmt",
+        json!({"func": name, "args": args, "result": 2}),
+    ));
+    plan_with(&["result"], &[name], rule(json!([{ "stmts": stmts }]))).unwrap()
+}
+
+/// `name(args...)`, the arguments given as one Rego array.
+fn call(name: &str, args: &str) -> Result<Option<Val>, EvalError> {
+    let n = match v(args) {
+        Val::Arr(a) => u32::try_from(a.len()).unwrap(),
+        _ => panic!("arguments must be an array"),
+    };
+    eval(&builtin_plan(name, n), args)
+}
+
+fn ok(text: &str) -> Result<Option<Val>, EvalError> {
+    Ok(Some(v(text)))
+}
+
+#[test]
+fn json_remove_and_filter_follow_paths_as_strings_and_arrays() {
+    let doc = r#"{"a": {"b": 1, "c": [10, {"d": 2, "e": 3}, 30]}, "f": {"x", "y"}, "g~/h": 4}"#;
+    assert_eq!(
+        call(
+            "json.remove",
+            &format!(r#"[{doc}, ["a/b", "/a/c/1/d", ["f", "x"], "g~0~1h"]]"#)
+        ),
+        ok(r#"{"a": {"c": [10, {"e": 3}, 30]}, "f": {"y"}}"#)
+    );
+    // An array index in a path is a string: the number 0 selects nothing in an array.
+    assert_eq!(
+        call("json.remove", r#"[{"a": [1, 2]}, [["a", 0], "a/1"]]"#),
+        ok(r#"{"a": [1]}"#)
+    );
+    // A shorter path covers a longer one, whichever comes first; the empty path selects nothing.
+    assert_eq!(
+        call(
+            "json.remove",
+            r#"[{"a": {"b": 1}, "c": 2}, {"a/b", "a", ""}]"#
+        ),
+        ok(r#"{"c": 2}"#)
+    );
+    assert_eq!(
+        call(
+            "json.filter",
+            &format!(r#"[{doc}, ["a/c/1/e", "a/c/2", "f/y"]]"#)
+        ),
+        ok(r#"{"a": {"c": [{"e": 3}, 30]}, "f": {"y"}}"#)
+    );
+    assert_eq!(
+        call("json.filter", r#"[{"a": {"b": 1, "c": 2}}, {"a", "a/b"}]"#),
+        ok(r#"{"a": {"b": 1, "c": 2}}"#)
+    );
+    assert_eq!(call("json.filter", r#"[{"a": 1}, []]"#), ok("{}"));
+}
+
+#[test]
+fn json_remove_and_filter_refuse_hostile_arguments() {
+    for name in ["json.remove", "json.filter"] {
+        // Wrong types: undefined, never a panic.
+        for args in [
+            r#"[[1], ["a"]]"#,
+            r#"[{"a": 1}, "a"]"#,
+            r#"[{"a": 1}, [1]]"#,
+            r#"[{"a": 1}, [{"a": 1}]]"#,
+            r#"[null, null]"#,
+        ] {
+            assert_eq!(call(name, args), Ok(None), "{name}{args}");
+        }
+        // A path past the segment limit is refused as too large.
+        let long: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+        let args = json!([{"k0": {"k1": 1}}, [long.join("/")]]).to_string();
+        assert!(
+            matches!(call(name, &args), Err(EvalError::TooLarge(_))),
+            "{name}"
+        );
+        // Deep values and deep (allowed) paths are walked without exhausting the stack.
+        let deep = format!("{}1{}", "{\"k\": ".repeat(400), "}".repeat(400));
+        let path = vec!["k"; 1000].join("/");
+        let got = call(name, &format!(r#"[{deep}, ["{path}"]]"#)).unwrap();
+        assert!(got.is_some(), "{name}");
+    }
+}
+
+#[test]
+fn json_text_builtins() {
+    assert_eq!(
+        call(
+            "json.marshal",
+            r#"[{"b": [1, 2.50], "a": {"<&>"}, "c": {1: 2}}]"#
+        ),
+        ok(r#""{\"a\":[\"<&>\"],\"b\":[1,2.50],\"c\":{\"1\":2}}""#)
+    );
+    assert_eq!(
+        call("json.unmarshal", r#"["{\"a\": [1, 2.50, null]}"]"#),
+        ok(r#"{"a": [1, 2.5, null]}"#)
+    );
+    // Rego's set syntax and non-string keys are not JSON.
+    for text in [
+        r#""{1, 2}""#,
+        r#""set()""#,
+        r#""{1: 2}""#,
+        r#""{""#,
+        r#""[1,]""#,
+        r#""""#,
+    ] {
+        assert_eq!(
+            call("json.unmarshal", &format!("[{text}]")),
+            Ok(None),
+            "{text}"
+        );
+        assert_eq!(
+            call("json.is_valid", &format!("[{text}]")),
+            ok("false"),
+            "{text}"
+        );
+    }
+    assert_eq!(call("json.is_valid", r#"["{\"a\": 1}"]"#), ok("true"));
+    assert_eq!(call("json.is_valid", "[1]"), ok("false"));
+    assert_eq!(call("json.unmarshal", "[1]"), Ok(None));
+    // Deep nesting is refused, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let args = json!([deep]).to_string();
+    assert_eq!(call("json.unmarshal", &args), Ok(None));
+    assert_eq!(call("json.is_valid", &args), ok("false"));
+    let nested = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+    assert!(call("json.marshal", &format!("[{nested}]"))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn regex_builtins_use_go_syntax() {
+    assert_eq!(
+        call(
+            "regex.find_all_string_submatch_n",
+            r#"["a(x*)b(y)?", "-ab-axxb-axby-", -1]"#
+        ),
+        ok(r#"[["ab", "", ""], ["axxb", "xx", ""], ["axby", "x", "y"]]"#)
+    );
+    assert_eq!(
+        call(
+            "regex.find_all_string_submatch_n",
+            r#"["a(x*)b", "-ab-axxb-", 1]"#
+        ),
+        ok(r#"[["ab", ""]]"#)
+    );
+    assert_eq!(
+        call("regex.find_all_string_submatch_n", r#"["a", "aaa", 0]"#),
+        ok("[]")
+    );
+    // Go's `\d` is ASCII only.
+    assert_eq!(
+        call("regex.find_all_string_submatch_n", r#"["\\d", "1٣2", -1]"#),
+        ok(r#"[["1"], ["2"]]"#)
+    );
+    for (args, want) in [
+        (r#"["[a-z]+"]"#, "true"),
+        (r#"["(unclosed"]"#, "false"),
+        (r#"["a{1001}"]"#, "false"),
+        ("[1]", "false"),
+        ("[null]", "false"),
+    ] {
+        assert_eq!(call("regex.is_valid", args), ok(want), "{args}");
+    }
+    for args in [
+        r#"["(", "x", -1]"#,
+        r#"[1, "x", -1]"#,
+        r#"["x", "x", 1.5]"#,
+        r#"["x", ["x"], -1]"#,
+    ] {
+        assert_eq!(
+            call("regex.find_all_string_submatch_n", args),
+            Ok(None),
+            "{args}"
+        );
+    }
+    // Matches past the size limits stop the evaluation.
+    let big = "a".repeat(2_000_000);
+    let args = json!(["(a)", big, -1]).to_string();
+    assert!(matches!(
+        call("regex.find_all_string_submatch_n", &args),
+        Err(EvalError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn graph_reachable_and_array_flatten() {
+    let graph = r#"{"a": ["b"], "b": {"c", "z"}, "c": ["a"], "d": ["e"], "e": null}"#;
+    assert_eq!(
+        call("graph.reachable", &format!(r#"[{graph}, ["a"]]"#)),
+        ok(r#"{"a", "b", "c"}"#)
+    );
+    // Only nodes of the graph are reached; a node without a collection of edges still is.
+    assert_eq!(
+        call("graph.reachable", &format!(r#"[{graph}, {{"d", "q"}}]"#)),
+        ok(r#"{"d", "e"}"#)
+    );
+    assert_eq!(call("graph.reachable", r#"[[1], ["a"]]"#), Ok(None));
+    assert_eq!(call("graph.reachable", r#"[{"a": []}, "a"]"#), Ok(None));
+    // A long chain is walked without recursion.
+    let chain: serde_json::Map<String, J> = (0..50_000)
+        .map(|i| (format!("n{i}"), json!([format!("n{}", i + 1)])))
+        .collect();
+    let got = call("graph.reachable", &json!([chain, ["n0"]]).to_string()).unwrap();
+    match got {
+        Some(Val::Set(s)) => assert_eq!(s.len(), 50_000),
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(
+        call(
+            "array.flatten",
+            r#"[[1, [2, [3]], [], {"a": [4]}, [5, 6]]]"#
+        ),
+        ok(r#"[1, 2, [3], {"a": [4]}, 5, 6]"#)
+    );
+    assert_eq!(call("array.flatten", "[[]]"), ok("[]"));
+    assert_eq!(call("array.flatten", r#"[{"a": 1}]"#), Ok(None));
+    assert_eq!(call("array.flatten", r#"[{"a"}]"#), Ok(None));
+}
+
+#[test]
+fn random_builtins_repeat_within_one_evaluation() {
+    // [rand.intn("k", 1000000) x 3 with two keys, uuid.rfc4122("k") x 2]
+    let mut stmts = vec![stmt("MakeArrayStmt", json!({"capacity": 5, "target": 2}))];
+    for (i, (f, seed)) in [
+        ("rand.intn", 1),
+        ("rand.intn", 1),
+        ("rand.intn", 2),
+        ("uuid.rfc4122", 1),
+        ("uuid.rfc4122", 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = 20 + u32::try_from(i).unwrap();
+        let mut args = vec![string(*seed)];
+        if *f == "rand.intn" {
+            args.push(local(9));
+        }
+        stmts.push(stmt(
+            "CallStmt",
+            json!({"func": f, "args": args, "result": out}),
+        ));
+        stmts.push(stmt(
+            "ArrayAppendStmt",
+            json!({"value": local(out), "array": 2}),
+        ));
+    }
+    stmts.insert(
+        0,
+        stmt(
+            "MakeNumberIntStmt",
+            json!({"value": 1_000_000_000, "target": 9}),
+        ),
+    );
+    let plan = plan_with(
+        &["result", "k", "other"],
+        &["rand.intn", "uuid.rfc4122"],
+        rule(json!([{ "stmts": stmts }])),
+    )
+    .unwrap();
+    let first = eval(&plan, "{}").unwrap().unwrap();
+    let Val::Arr(a) = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(a[0], a[1]);
+    assert_eq!(a[3], a[4]);
+    // A different seed draws again; a second evaluation draws anew (1 in 10^9 to collide).
+    assert_ne!(a[0], a[2]);
+    let second = eval(&plan, "{}").unwrap().unwrap();
+    let Val::Arr(b) = &second else {
+        panic!("{second:?}")
+    };
+    assert_ne!(a[0], b[0]);
+    assert_ne!(a[3], b[3]);
+}
+
+#[test]
+fn cidr_families_utf8_and_wide_shifts() {
+    // Go's IPNet.Contains never matches across IPv4 and IPv6.
+    for (net, other, want) in [
+        ("::/0", "1.2.3.4", "false"),
+        ("::/0", "1.2.3.0/24", "false"),
+        ("0.0.0.0/0", "::/80", "false"),
+        ("::ffff:0:0/96", "1.2.3.4", "true"),
+        ("1.2.3.0/24", "1.2.3.128/25", "true"),
+        ("::/79", "::/80", "true"),
+    ] {
+        let args = json!([net, other]).to_string();
+        assert_eq!(call("net.cidr_contains", &args), ok(want), "{net} {other}");
+    }
+    assert_eq!(
+        call("net.cidr_intersects", r#"["::/0", "1.2.3.0/24"]"#),
+        ok("false")
+    );
+    assert_eq!(
+        call("net.cidr_intersects", r#"["::/0", "::1/128"]"#),
+        ok("true")
+    );
+    assert_eq!(
+        call("net.cidr_contains", r#"["::/0", "not an ip"]"#),
+        Ok(None)
+    );
+    assert_eq!(call("net.cidr_contains", r#"["::/999", "::1"]"#), Ok(None));
+
+    // Invalid UTF-8 from base64.decode: one U+FFFD per stray byte, as Go counts runes.
+    let decoded = call("base64.decode", r#"["/+E="]"#).unwrap().unwrap();
+    assert_eq!(decoded, Val::str("\u{FFFD}\u{FFFD}"));
+
+    assert_eq!(
+        call("bits.lsh", "[9223372036854775807, 1]"),
+        ok("18446744073709551614")
+    );
+    assert_eq!(call("bits.lsh", "[1, 62]"), ok("4611686018427387904"));
+    assert_eq!(call("bits.lsh", "[1, 200]"), Ok(None));
+    assert_eq!(call("bits.lsh", "[1, -1]"), Ok(None));
+    assert_eq!(call("bits.lsh", "[-9223372036854775808, 127]"), Ok(None));
 }

@@ -14,6 +14,8 @@ mod net;
 mod strings;
 mod time;
 
+pub use strings::compiled_regex;
+
 /// Per-evaluation facts a builtin may read. `time.now_ns` is fixed for one evaluation, as in OPA.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -51,6 +51,12 @@ pub(super) fn lookup(name: &str) -> Option<BuiltinFn> {
     Some(f)
 }
 
+/// A Go regular expression compiled as the regex builtins compile it (Go's RE2 dialect), from
+/// their cache: for the plan evaluator's regex builtins, so both share one translation and cache.
+pub fn compiled_regex(pattern: &str) -> Result<std::sync::Arc<regex::Regex>, String> {
+    patterns::cached(pattern).map_err(|e| e.0)
+}
+
 fn fail<T>(msg: impl Into<String>) -> Result<T, BuiltinError> {
     Err(BuiltinError(msg.into()))
 }
