@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from tests.conformance import runner
-from tests.conformance.cases import SetupError
+from tests.conformance.checks import assert_pass_rate, assert_skips_explained, run_suite
+from tests.conformance.runner import Report
 
 # About 7 minutes of CPU on the project's 2-core machines (every case's bundle loaded again):
 # opt-in (ACGS_PLAN_CONFORMANCE=1, `make conformance-plan`) until the plan is the default path.
@@ -33,30 +33,13 @@ MIN_PASS_RATE = 0.995
 
 
 @pytest.fixture(scope="module")
-def plan_run():
-    args = runner.parse_args(["--evaluator", "plan", "--no-diff", "--max-listed", "10"])
-    try:
-        report, meta = runner.run(args)
-    except SetupError as exc:
-        if os.environ.get("ACGS_CONFORMANCE_REQUIRED"):
-            pytest.fail(f"conformance suite unavailable: {exc}")
-        pytest.skip(f"conformance suite unavailable: {exc}")
-    runner.print_report(report, meta, args)
-    return report
+def plan_run() -> Report:
+    return run_suite(["--evaluator", "plan", "--no-diff", "--max-listed", "10"])
 
 
-def test_plan_skips_are_the_wasm_skips(plan_run):
-    unexplained = [c.note for c in plan_run.skipped if not c.skip_reason]
-    assert not unexplained, f"skipped without a reason: {unexplained}"
+def test_plan_skips_are_the_wasm_skips(plan_run: Report) -> None:
+    assert_skips_explained(plan_run)
 
 
-def test_plan_pass_rate(plan_run):
-    report = plan_run
-    assert report.compiled, "no case compiled"
-    rate = report.pass_rate
-    assert rate is not None
-    failed = [f"{c.note} ({o.cause})" for c, o, _ in report.failed]
-    assert rate >= MIN_PASS_RATE, (
-        f"plan pass rate {rate:.2%} < {MIN_PASS_RATE:.0%}: "
-        f"{len(report.passed)}/{len(report.compiled)} passed; first failures: {failed[:20]}"
-    )
+def test_plan_pass_rate(plan_run: Report) -> None:
+    assert_pass_rate(plan_run, MIN_PASS_RATE, what="plan pass rate")
