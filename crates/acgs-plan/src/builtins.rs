@@ -505,14 +505,7 @@ impl Mpd {
             if self.exp == 0 {
                 return format!("{sign}{digits}");
             }
-            let point = len + self.exp;
-            return if point > 0 {
-                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
-                format!("{sign}{int}.{frac}")
-            } else {
-                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
-                format!("{sign}0.{zeros}{digits}")
-            };
+            return acgs_rego::decimal::point_text(sign, &digits, self.exp);
         }
         let (first, rest) = digits.split_at(1);
         let point = if rest.is_empty() { "" } else { "." };

@@ -266,14 +266,7 @@ impl Dec {
             return format!("{sign}{digits}{zeros}");
         }
         if self.exp < 0 && self.exp >= -(len + 6) {
-            let point = len + self.exp;
-            return if point > 0 {
-                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
-                format!("{sign}{int}.{frac}")
-            } else {
-                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
-                format!("{sign}0.{zeros}{digits}")
-            };
+            return point_text(sign, &digits, i64::from(self.exp));
         }
         format!("{sign}{digits}e{}", self.exp)
     }
@@ -320,6 +313,20 @@ impl Dec {
         let end = used.iter().rposition(|&d| d != b'0')? + 1;
         out.push_str(std::str::from_utf8(used.get(..end)?).ok()?);
         Some(out)
+    }
+}
+
+/// `sign` and the coefficient's `digits` times `10^exp` (`exp < 0`) in plain notation, with a
+/// point and, for a value under one, leading zeros: `("-", "125", -2)` is `-1.25`.
+pub fn point_text(sign: &str, digits: &str, exp: i64) -> String {
+    let len = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+    let point = len.saturating_add(exp);
+    if point > 0 {
+        let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0).min(digits.len()));
+        format!("{sign}{int}.{frac}")
+    } else {
+        let zeros = "0".repeat(usize::try_from(point.unsigned_abs()).unwrap_or(0));
+        format!("{sign}0.{zeros}{digits}")
     }
 }
 
@@ -523,14 +530,7 @@ impl BigDec {
             return format!("{sign}{digits}{zeros}");
         }
         if self.exp < 0 && self.exp >= -(len + 6) {
-            let point = len + self.exp;
-            return if point > 0 {
-                let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
-                format!("{sign}{int}.{frac}")
-            } else {
-                let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
-                format!("{sign}0.{zeros}{digits}")
-            };
+            return point_text(sign, &digits, self.exp);
         }
         format!("{sign}{digits}e{}", self.exp)
     }
