@@ -184,14 +184,83 @@ impl<'p> Eval<'p> {
         Ok(Flow::Next)
     }
 
+    /// Runs a block's statements. The common, simple statements run here, in the loop; the
+    /// others (calls, nested blocks, loops, inserts) in [`Eval::stmt`], out of line: one
+    /// function per statement was a prologue and an epilogue per statement.
     fn block(&mut self, block: &Block, frame: &mut Frame) -> Res<End> {
         for s in &block.stmts {
             self.step()?;
-            match self.stmt(s, frame)? {
-                Flow::Next => {}
-                Flow::Fail | Flow::Break(0) => return Ok(End::Stopped),
-                Flow::Break(n) => return Ok(End::Break(n - 1)),
-                Flow::Return => return Ok(End::Return),
+            let ok = match s {
+                Stmt::AssignVar { source, target } => {
+                    let v = read(frame, source);
+                    set(frame, *target, v)?;
+                    true
+                }
+                Stmt::AssignVarOnce {
+                    source,
+                    target,
+                    loc,
+                } => {
+                    let v = read(frame, source);
+                    let t = slot(frame, *target)?;
+                    match (t.as_ref(), v) {
+                        (None, v) => *t = v,
+                        (Some(_), None) => {}
+                        (Some(old), Some(v)) => {
+                            if *old != v {
+                                return Err(self.conflict("var assignment conflict", *loc));
+                            }
+                        }
+                    }
+                    true
+                }
+                Stmt::IsDefined(l) => frame.get(*l as usize).is_some_and(Option::is_some),
+                Stmt::IsUndefined(l) => frame.get(*l as usize).is_none_or(Option::is_none),
+                Stmt::NotEqual(a, b) => matches!(
+                    (read_ref(frame, a), read_ref(frame, b)),
+                    (Some(x), Some(y)) if x != y
+                ),
+                Stmt::Equal(a, b) => matches!(
+                    (read_ref(frame, a), read_ref(frame, b)),
+                    (Some(x), Some(y)) if x == y
+                ),
+                Stmt::ResetLocal(t) => {
+                    set(frame, *t, None)?;
+                    true
+                }
+                Stmt::Dot {
+                    source,
+                    key,
+                    target,
+                } => match (read_ref(frame, source), read_ref(frame, key)) {
+                    (Some(src), Some(k)) => match dot(src, k) {
+                        Some(v) => {
+                            set(frame, *target, Some(v))?;
+                            true
+                        }
+                        None => false,
+                    },
+                    _ => false,
+                },
+                Stmt::ReturnLocal(l) => {
+                    self.returned = Some(*l);
+                    return Ok(End::Return);
+                }
+                Stmt::MakeValue { value, target } => {
+                    set(frame, *target, Some(value.clone()))?;
+                    true
+                }
+                Stmt::Break(0) => return Ok(End::Stopped),
+                Stmt::Break(n) => return Ok(End::Break(n - 1)),
+                other => match self.stmt(other, frame)? {
+                    Flow::Next => true,
+                    Flow::Fail | Flow::Break(0) => false,
+                    Flow::Break(n) => return Ok(End::Break(n - 1)),
+                    Flow::Return => return Ok(End::Return),
+                },
+            };
+            if !ok {
+                return Ok(End::Stopped);
             }
         }
         Ok(End::Done)
@@ -269,6 +338,8 @@ impl<'p> Eval<'p> {
         Ok(out)
     }
 
+    /// The statements [`Eval::block`] does not run inline (it runs them all the same way).
+    #[inline(never)]
     fn stmt(&mut self, s: &Stmt, frame: &mut Frame) -> Res<Flow> {
         Ok(match s {
             Stmt::ArrayAppend { value, array } => {

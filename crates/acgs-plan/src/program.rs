@@ -24,6 +24,7 @@ pub(crate) struct Block {
 }
 
 #[derive(Debug)]
+#[repr(u8)]
 pub(crate) enum Stmt {
     ArrayAppend {
         value: Op,

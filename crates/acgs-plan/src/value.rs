@@ -253,7 +253,7 @@ fn dec_text(coef: i128, exp: i32) -> String {
 }
 
 /// A Rego value. Ordering follows OPA's: null < boolean < number < string < array < object < set.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Val {
     Null,
     Bool(bool),
@@ -262,6 +262,62 @@ pub enum Val {
     Arr(Arc<Vec<Val>>),
     Obj(Arc<BTreeMap<Val, Val>>),
     Set(Arc<BTreeSet<Val>>),
+}
+
+impl PartialOrd for Val {
+    #[inline]
+    fn partial_cmp(&self, other: &Val) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The order the variants are declared in (a derived order would be the same), with two
+/// shortcuts for object lookups, where most comparisons are of short keys: strings that differ
+/// in their first byte are ordered without a call to `memcmp`, and one allocation is equal to
+/// itself without a look inside.
+impl Ord for Val {
+    #[inline]
+    fn cmp(&self, other: &Val) -> Ordering {
+        if let (Val::Str(a), Val::Str(b)) = (self, other) {
+            if let (Some(x), Some(y)) = (a.as_bytes().first(), b.as_bytes().first()) {
+                if x != y {
+                    return x.cmp(y);
+                }
+            }
+            return a.as_bytes().cmp(b.as_bytes());
+        }
+        self.cmp_other(other)
+    }
+}
+
+impl Val {
+    fn rank(&self) -> u8 {
+        match self {
+            Val::Null => 0,
+            Val::Bool(_) => 1,
+            Val::Num(_) => 2,
+            Val::Str(_) => 3,
+            Val::Arr(_) => 4,
+            Val::Obj(_) => 5,
+            Val::Set(_) => 6,
+        }
+    }
+
+    fn cmp_other(&self, other: &Val) -> Ordering {
+        match (self, other) {
+            (Val::Null, Val::Null) => Ordering::Equal,
+            (Val::Bool(a), Val::Bool(b)) => a.cmp(b),
+            (Val::Num(a), Val::Num(b)) => a.cmp(b),
+            (Val::Str(a), Val::Str(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Val::Arr(a), Val::Arr(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
+            (Val::Arr(a), Val::Arr(b)) => a.iter().cmp(b.iter()),
+            (Val::Obj(a), Val::Obj(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
+            (Val::Obj(a), Val::Obj(b)) => a.iter().cmp(b.iter()),
+            (Val::Set(a), Val::Set(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
+            (Val::Set(a), Val::Set(b)) => a.iter().cmp(b.iter()),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
 }
 
 impl Val {
