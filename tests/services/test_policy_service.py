@@ -502,6 +502,53 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     assert "acgs_fast_path_total" in text and "acgs_bundle_info{" in text
 
 
+def _l1(text: str) -> tuple[float, float]:
+    return (
+        _sample(text, 'acgs_cache_requests_total{level="l1",result="hit"}'),
+        _sample(text, 'acgs_cache_requests_total{level="l1",result="miss"}'),
+    )
+
+
+async def test_l1_counts_each_request_once(client: httpx.AsyncClient) -> None:
+    """A request is one L1 look-up in the metrics, whatever path it takes: the cache-only probe
+    before an evaluation counts the miss, the evaluation's own look-up does not count again."""
+    start = _l1((await client.get("/metrics")).text)
+
+    async def delta() -> tuple[float, float]:
+        now = _l1((await client.get("/metrics")).text)
+        return now[0] - start[0], now[1] - start[1]
+
+    other = {**GOOD, "context": {**GOOD["context"], "agent": {"trust_level": 0.93}}}
+    await client.post("/v1/data/acgs/example/decision", json=other)  # flat decision: miss
+    assert await delta() == (0, 1)
+    await client.post("/v1/data/acgs/example/decision", json=other)
+    assert await delta() == (1, 1)
+    await client.post("/v1/data/acgs/example/allow", json={"input": other})  # data API: miss
+    assert await delta() == (1, 2)
+    await client.post("/v1/data/acgs/example/allow", json={"input": other})
+    assert await delta() == (2, 2)
+
+
+async def test_l1_counts_each_constitution_decision_once() -> None:
+    """The constitution's decision through the engine's pipeline without the native evaluator
+    (probe, then evaluation): one miss, then one hit."""
+    app = make_app(CONSTITUTION, native=False)
+    request = {**acgs.SEED_REQUEST, "context": {**acgs.SEED_REQUEST["context"], "benefit_assessment": 0.91}}
+    try:
+        async for c in client_for(app):
+            start = _l1((await c.get("/metrics")).text)
+            first = (await c.post("/v1/data/acgs/main/decision", json=request)).json()
+            assert first["cache_hit"] is False and first["fast_path"] is False
+            now = _l1((await c.get("/metrics")).text)
+            assert (now[0] - start[0], now[1] - start[1]) == (0, 1)
+            second = (await c.post("/v1/data/acgs/main/decision", json=request)).json()
+            assert second["cache_hit"] is True
+            now = _l1((await c.get("/metrics")).text)
+            assert (now[0] - start[0], now[1] - start[1]) == (1, 1)
+    finally:
+        await app.state.policy.pipeline.close()
+
+
 async def test_opa_management_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/policies")).json() == {"result": []}
     opa_error(await client.get("/v1/policies/example.rego"), 404)

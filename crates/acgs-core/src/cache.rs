@@ -144,6 +144,18 @@ pub struct CacheStats {
     pub capacity: u64,
 }
 
+/// Which outcomes of a look-up count in [`DecisionCache::stats`]: every request is counted
+/// once, as a hit or a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// The request's look-up.
+    All,
+    /// An alias look-up that falls back to the canonical key on a miss (which counts it).
+    Hits,
+    /// A look-up repeated for a request already counted (by a cache-only probe before it).
+    Nothing,
+}
+
 pub struct DecisionCache {
     shards: Box<[Mutex<Shard>]>,
     ttl: Option<Duration>,
@@ -184,12 +196,11 @@ impl DecisionCache {
     }
 
     pub fn get(&self, key: CacheKey) -> Option<Arc<[u8]>> {
-        self.get_entry(key, true).map(|(value, _)| value)
+        self.get_entry(key, Count::All).map(|(value, _)| value)
     }
 
-    /// A live entry and its expiry. With `count_miss` false a miss is not counted: for alias
-    /// look-ups that fall back to the canonical key, which counts the request once.
-    pub(crate) fn get_entry(&self, key: CacheKey, count_miss: bool) -> Option<CachedEntry> {
+    /// A live entry and its expiry, the look-up counted as `count` says.
+    pub(crate) fn get_entry(&self, key: CacheKey, count: Count) -> Option<CachedEntry> {
         let found = self.shard(key).and_then(|s| {
             let mut shard = s.lock();
             match shard.get(&key) {
@@ -204,10 +215,14 @@ impl DecisionCache {
                 None => None,
             }
         });
-        if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-        } else if count_miss {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+        match (&found, count) {
+            (Some(_), Count::All | Count::Hits) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            (None, Count::All) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         found
     }
@@ -365,12 +380,23 @@ mod tests {
     #[test]
     fn alias_lookups_count_hits_but_not_misses() {
         let c = DecisionCache::new(100, Some(Duration::from_secs(60)));
-        assert!(c.get_entry(k(1), false).is_none());
+        assert!(c.get_entry(k(1), Count::Hits).is_none());
         assert_eq!((c.stats().hits, c.stats().misses), (0, 0));
         c.put(k(1), v("a"));
-        let (_, expires) = c.get_entry(k(1), false).unwrap();
+        let (_, expires) = c.get_entry(k(1), Count::Hits).unwrap();
         c.put_until(k(2), v("a"), expires);
-        assert_eq!(c.get_entry(k(2), true).unwrap().1, expires);
+        assert_eq!(c.get_entry(k(2), Count::All).unwrap().1, expires);
         assert_eq!((c.stats().hits, c.stats().misses), (2, 0));
+    }
+
+    #[test]
+    fn repeated_lookups_count_nothing() {
+        let c = DecisionCache::new(100, None);
+        assert!(c.get_entry(k(1), Count::Nothing).is_none());
+        c.put(k(1), v("a"));
+        assert!(c.get_entry(k(1), Count::Nothing).is_some());
+        assert_eq!((c.stats().hits, c.stats().misses), (0, 0));
+        assert!(c.get_entry(k(2), Count::All).is_none());
+        assert_eq!((c.stats().hits, c.stats().misses), (0, 1));
     }
 }

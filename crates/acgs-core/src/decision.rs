@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, Count};
 use crate::canon::Json;
 use crate::engine::{result_value, Engine, Input, InputCheck, Source, DECISION_ENTRYPOINT};
 use crate::error::{Error, Result};
@@ -49,14 +49,21 @@ impl Engine {
     /// [`Engine::decide`] with the service's facts: `trusted` (a JSON object) replaces the
     /// request's own `trusted` member before anything reads the request.
     pub fn decide_trusted(&self, request: &[u8], trusted: Option<&[u8]>) -> Result<Decision> {
-        self.decide_inner(request, trusted, true)?
+        self.decide_inner(request, trusted, true, Count::All)?
+            .ok_or_else(|| Error::Internal("decision pipeline returned nothing".into()))
+    }
+
+    /// [`Engine::decide_trusted`] after [`Engine::decide_cached_trusted`] found nothing for this
+    /// request: the probe counted its L1 look-up (a miss), so this one is not counted again.
+    pub fn decide_probed(&self, request: &[u8], trusted: Option<&[u8]>) -> Result<Decision> {
+        self.decide_inner(request, trusted, true, Count::Nothing)?
             .ok_or_else(|| Error::Internal("decision pipeline returned nothing".into()))
     }
 
     /// Like [`Engine::decide`] but answers only from the L1 cache or the fast path; `None`
     /// means a full evaluation is needed (callers with a second-level cache look there first).
     pub fn decide_cached(&self, request: &[u8]) -> Result<Option<Decision>> {
-        self.decide_inner(request, None, false)
+        self.decide_inner(request, None, false, Count::All)
     }
 
     /// [`Engine::decide_cached`] with the service's facts (see [`Engine::decide_trusted`]).
@@ -65,7 +72,17 @@ impl Engine {
         request: &[u8],
         trusted: Option<&[u8]>,
     ) -> Result<Option<Decision>> {
-        self.decide_inner(request, trusted, false)
+        self.decide_inner(request, trusted, false, Count::All)
+    }
+
+    /// [`Engine::decide_cached_trusted`] for a request whose look-up is already counted (read
+    /// again after a second-level cache refilled L1): a hit is not counted a second time.
+    pub fn decide_cached_probed(
+        &self,
+        request: &[u8],
+        trusted: Option<&[u8]>,
+    ) -> Result<Option<Decision>> {
+        self.decide_inner(request, trusted, false, Count::Nothing)
     }
 
     /// Decides many requests on up to `threads` threads; results keep the requests' order.
@@ -100,6 +117,7 @@ impl Engine {
         raw: &[u8],
         trusted: Option<&[u8]>,
         run: bool,
+        count: Count,
     ) -> Result<Option<Decision>> {
         let start = Instant::now();
         let loaded = self.current.load();
@@ -118,7 +136,12 @@ impl Engine {
             _ => None,
         };
         if let (Some(c), Some(k)) = (cache, alias) {
-            if let Some((entry, _)) = c.get_entry(k, false) {
+            let alias_count = if count == Count::All {
+                Count::Hits
+            } else {
+                Count::Nothing
+            };
+            if let Some((entry, _)) = c.get_entry(k, alias_count) {
                 // These exact bytes passed the checks below against this very bundle (the
                 // key covers its digest) before the alias was stored, so they pass again; the
                 // entry is the checked decision behind its allow flag.
@@ -172,6 +195,7 @@ impl Engine {
             InputCheck::Trusted,
             Format::Json,
             run,
+            count,
         );
         let (set, source) = match found {
             Ok(Some(f)) => f,

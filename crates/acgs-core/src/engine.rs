@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::bundle::Bundle;
-use crate::cache::{CacheKey, CacheStats, DecisionCache, KeyInput};
+use crate::cache::{CacheKey, CacheStats, Count, DecisionCache, KeyInput};
 use crate::canon::{Json, ParseError};
 use crate::error::{Error, Result};
 use crate::fastpath::FastPath;
@@ -413,6 +413,29 @@ impl Engine {
         check: InputCheck,
         format: Format,
     ) -> Result<Vec<u8>> {
+        self.evaluate_counted(entrypoint, input, check, format, Count::All)
+    }
+
+    /// [`Engine::evaluate`] after [`Engine::evaluate_cached`] found nothing for this input: the
+    /// probe counted the request's L1 look-up (a miss), so this one is not counted again.
+    pub fn evaluate_probed(
+        &self,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+        check: InputCheck,
+        format: Format,
+    ) -> Result<Vec<u8>> {
+        self.evaluate_counted(entrypoint, input, check, format, Count::Nothing)
+    }
+
+    fn evaluate_counted(
+        &self,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+        check: InputCheck,
+        format: Format,
+        count: Count,
+    ) -> Result<Vec<u8>> {
         let loaded = self.current.load();
         let ep = loaded.entrypoint_id(entrypoint)?;
         let parsed = self
@@ -427,6 +450,7 @@ impl Engine {
             check,
             format,
             true,
+            count,
         )
         .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
     }
@@ -452,6 +476,7 @@ impl Engine {
             InputCheck::Validate,
             Format::Json,
             false,
+            Count::All,
         )
         .map(|found| found.map(|(out, _)| out))
     }
@@ -465,7 +490,8 @@ impl Engine {
 
     /// The evaluation pipeline on one loaded bundle: L1 cache, fast path, full evaluation
     /// (only when `run`; otherwise `None` when neither cheap step answers). `parsed` is the
-    /// input parsed when [`Engine::wants_parse`] says so. Also says how the answer was found.
+    /// input parsed when [`Engine::wants_parse`] says so; `count`, how the L1 look-up counts in
+    /// the cache's statistics. Also says how the answer was found.
     #[allow(clippy::too_many_arguments)] // one internal call path; a struct would only rename them
     pub(crate) fn evaluate_on(
         &self,
@@ -476,6 +502,7 @@ impl Engine {
         check: InputCheck,
         format: Format,
         run: bool,
+        count: Count,
     ) -> Result<Option<(Vec<u8>, Source)>> {
         let cache = self.cache.as_ref().filter(|_| loaded.cacheable);
         if cache.is_none() && loaded.fast_path.is_none() && loaded.native.is_none() {
@@ -500,7 +527,7 @@ impl Engine {
         }
         let key = cache.map(|_| key_for(&loaded.bundle_digest, ep, format, input.sent(), parsed));
         if let (Some(c), Some(k)) = (cache, key) {
-            if let Some((hit, expires)) = c.get_entry(k, true) {
+            if let Some((hit, expires)) = c.get_entry(k, count) {
                 return Ok(Some((hit.to_vec(), Source::Cache(expires))));
             }
         }
@@ -578,6 +605,7 @@ impl Engine {
                 check,
                 format,
                 true,
+                Count::All,
             )
             .map(|found| found.map_or_else(Vec::new, |(out, _)| out))
         };

@@ -298,3 +298,28 @@ fn no_deadline_engine_evaluates_the_same() {
         );
     }
 }
+
+/// A request is one L1 look-up in the statistics: a cache-only probe counts the miss, the
+/// evaluation after it (`evaluate_probed`) does not count its own look-up again.
+#[test]
+fn a_probe_and_its_evaluation_count_one_lookup() {
+    let e = example();
+    let input = Some(GOOD.as_bytes());
+    let ep = Some("acgs/example/allow");
+    assert!(e.evaluate_cached(ep, input).unwrap().is_none());
+    let out = e
+        .evaluate_probed(ep, input, InputCheck::Validate, Format::Json)
+        .unwrap();
+    assert_eq!(out, br#"[{"result":true}]"#);
+    let s = e.stats().cache;
+    assert_eq!((s.hits, s.misses), (0, 1));
+    // The next request hits in its probe.
+    assert!(e.evaluate_cached(ep, input).unwrap().is_some());
+    let s = e.stats().cache;
+    assert_eq!((s.hits, s.misses), (1, 1));
+    // Without a probe, an evaluation counts its own look-up.
+    let low = GOOD.replace("0.9", "0.5");
+    eval(&e, "acgs/example/allow", &low).unwrap();
+    let s = e.stats().cache;
+    assert_eq!((s.hits, s.misses), (1, 2));
+}

@@ -149,9 +149,28 @@ impl Engine {
         check: InputCheck,
         format: Format,
     ) -> PyResult<Vec<u8>> {
+        self.run_counted(py, entrypoint, input, check, format, false)
+    }
+
+    /// `probed`: the caller's cache-only probe already counted this input's L1 look-up.
+    fn run_counted(
+        &self,
+        py: Python<'_>,
+        entrypoint: Option<&str>,
+        input: Option<&[u8]>,
+        check: InputCheck,
+        format: Format,
+        probed: bool,
+    ) -> PyResult<Vec<u8>> {
         let inner = &self.inner;
-        py.detach(|| inner.evaluate(entrypoint, input, check, format))
-            .map_err(|e| to_py(py, e))
+        py.detach(|| {
+            if probed {
+                inner.evaluate_probed(entrypoint, input, check, format)
+            } else {
+                inner.evaluate(entrypoint, input, check, format)
+            }
+        })
+        .map_err(|e| to_py(py, e))
     }
 
     fn run_many(
@@ -277,21 +296,25 @@ impl Engine {
     }
 
     /// Evaluates raw JSON and returns OPA's result set as JSON bytes:
-    /// ``[{"result": ...}]``, or ``[]`` when the entrypoint is undefined.
-    #[pyo3(signature = (raw=None, entrypoint=None))]
+    /// ``[{"result": ...}]``, or ``[]`` when the entrypoint is undefined. ``probed=True`` after
+    /// ``evaluate_cached_json`` returned ``None`` for the same input: that probe counted the
+    /// L1 look-up (``cache_stats``), so this call's is not counted again.
+    #[pyo3(signature = (raw=None, entrypoint=None, *, probed=false))]
     fn evaluate_json<'py>(
         &self,
         py: Python<'py>,
         raw: Option<&Bound<'py, PyAny>>,
         entrypoint: Option<&str>,
+        probed: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, raw)?;
-        let set = self.run(
+        let set = self.run_counted(
             py,
             entrypoint,
             input.as_deref(),
             InputCheck::Validate,
             Format::Json,
+            probed,
         )?;
         Ok(PyBytes::new(py, &set))
     }
@@ -406,29 +429,45 @@ impl Engine {
     }
 
     /// ``decide`` on raw JSON bytes; returns the response object as JSON bytes.
-    #[pyo3(signature = (raw, trusted=None))]
+    /// ``probed=True`` after ``decide_cached_json`` returned ``None`` for the same request: that
+    /// probe counted the L1 look-up, so this call's is not counted again.
+    #[pyo3(signature = (raw, trusted=None, *, probed=false))]
     fn decide_json<'py>(
         &self,
         py: Python<'py>,
         raw: &Bound<'py, PyAny>,
         trusted: Option<&[u8]>,
+        probed: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
-        let d = self.decision(py, &input, trusted, Core::decide_trusted)?;
+        let decide: Decide<_> = if probed {
+            Core::decide_probed
+        } else {
+            Core::decide_trusted
+        };
+        let d = self.decision(py, &input, trusted, decide)?;
         Ok(PyBytes::new(py, &d.body))
     }
 
     /// Answers from the L1 cache or the fast path only; ``None`` when a full evaluation is
-    /// needed (so a caller can consult a second-level cache first).
-    #[pyo3(signature = (raw, trusted=None))]
+    /// needed (so a caller can consult a second-level cache first). Each call counts its L1
+    /// look-up in ``cache_stats``, except with ``probed=True``: a request read again after a
+    /// second-level cache refilled L1 (``cache_put``) was counted by its first probe.
+    #[pyo3(signature = (raw, trusted=None, *, probed=false))]
     fn decide_cached_json<'py>(
         &self,
         py: Python<'py>,
         raw: &Bound<'py, PyAny>,
         trusted: Option<&[u8]>,
+        probed: bool,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let input = input_bytes(py, Some(raw))?.unwrap_or_default();
-        let d = self.decision(py, &input, trusted, Core::decide_cached_trusted)?;
+        let decide: Decide<_> = if probed {
+            Core::decide_cached_probed
+        } else {
+            Core::decide_cached_trusted
+        };
+        let d = self.decision(py, &input, trusted, decide)?;
         Ok(d.map(|d| PyBytes::new(py, &d.body)))
     }
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -364,7 +365,8 @@ class DecisionPipeline:
         cached = engine.evaluate_cached_json(raw, entrypoint)
         if cached is not None:
             return cached
-        return await self.off_loop(engine.evaluate_json, raw, entrypoint)
+        # The probe counted the L1 miss; the evaluation's own look-up is not counted again.
+        return await self.off_loop(partial(engine.evaluate_json, probed=True), raw, entrypoint)
 
     async def off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in one of the pipeline's evaluation threads (the engine releases the
@@ -465,7 +467,7 @@ class DecisionPipeline:
             cached = None  # _decide_here meets the same fault and answers it
         if cached is None:
             # An evaluation (Wasm): off the event loop.
-            return await self.off_loop(self._decide_here, entrypoint, raw)
+            return await self.off_loop(partial(self._decide_here, probed=True), entrypoint, raw)
         return self._decide_here(entrypoint, raw, cached, cache_hit=engine.cache_stats()["hits"] > hits)
 
     async def _decide_native(self, raw: bytes, trusted: bytes | None) -> Decided:
@@ -490,13 +492,14 @@ class DecisionPipeline:
             if found is not None and _valid_result_set(found):
                 self.l2_counters.hits += 1
                 engine.cache_put(l2_key, found)
-                body = engine.decide_cached_json(raw, trusted)
+                # Read back from L1: the first probe counted this request's look-up.
+                body = engine.decide_cached_json(raw, trusted, probed=True)
                 l2_key = None
             else:
                 self.l2_counters.misses += 1
         if body is None:
             # The plan or the Wasm evaluates: in a worker thread, off the loop.
-            body = await self.off_loop(engine.decide_json, raw, trusted)
+            body = await self.off_loop(partial(engine.decide_json, probed=True), raw, trusted)
         return self._decided(body, l2_key, l2, admitted)
 
     def _decided(self, body: bytes, l2_key: bytes | None, l2: L2Cache | None, admitted: bytes) -> Decided:
@@ -510,14 +513,15 @@ class DecisionPipeline:
         elif l2_key is not None and l2 is not None and not decision.get("fast_path"):
             # The evaluation just stored its result set in L1; this reads it back for L2.
             engine = self._engine_or_fault()
-            l2.put(l2_key, engine.evaluate_json(admitted, MAIN_DECISION))
+            l2.put(l2_key, engine.evaluate_json(admitted, MAIN_DECISION, probed=True))
         return Decided(200, decision, fault)
 
     def _decide_here(
-        self, entrypoint: str, raw: bytes, cached: bytes | None = None, *, cache_hit: bool = False
+        self, entrypoint: str, raw: bytes, cached: bytes | None = None, *, cache_hit: bool = False, probed: bool = False
     ) -> Decided:
         """Any other decision entrypoint: the same flat answer, built from its result set
-        (``cached``: the one L1 or the fast path already gave, and whether L1 did)."""
+        (``cached``: the one L1 or the fast path already gave, and whether L1 did; ``probed``:
+        a probe of L1 found nothing and counted the miss)."""
         start = time.perf_counter()
         status = 200
         failed: AcgsError | None = None
@@ -525,7 +529,7 @@ class DecisionPipeline:
             if cached is None:
                 engine = self._engine_or_fault()
                 hits = engine.cache_stats()["hits"]
-                result_set = engine.evaluate_json(raw, entrypoint)
+                result_set = engine.evaluate_json(raw, entrypoint, probed=probed)
                 cache_hit = engine.cache_stats()["hits"] > hits
             else:
                 result_set = cached
