@@ -423,19 +423,13 @@ fn number_literal(text: &str) -> Option<Num> {
     Num::parse(&format!("{sign}0{rest}"))
 }
 
-/// Host builtins whose result depends on their arguments alone (every native one does).
-const SETTLED_HOST: &[&str] = &[
-    "sprintf",
-    "regex.match",
-    "glob.match",
-    "format_int",
-    "json.marshal",
-];
-
+/// Whether a builtin's result depends on its arguments alone: every native one does (the random
+/// ones are host builtins); a host one unless it is on the one list of non-deterministic
+/// builtins.
 fn settled_builtin(name: &str, b: &Builtin) -> bool {
     match b.imp {
         builtins::Impl::Native(_) | builtins::Impl::Void => true,
-        builtins::Impl::Host(_) => SETTLED_HOST.contains(&name),
+        builtins::Impl::Host(_) => !acgs_rego::nondeterministic::is_nondeterministic(name),
     }
 }
 

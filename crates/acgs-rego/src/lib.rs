@@ -4,6 +4,7 @@
 
 pub mod builtins;
 pub mod decimal;
+pub mod nondeterministic;
 pub mod value;
 
 pub use value::{Number, Value};
