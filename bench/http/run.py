@@ -5,6 +5,9 @@ Both servers serve the same Rego and data (ACGS the bundle `opa build -t wasm` m
 OPA the sources), on loopback, under the same load generator (wrk, one Lua POST script), and
 both answer the same OPA Data API request: POST /v1/data/<entrypoint> {"input": ...}.
 
+With `--policy constitution` both serve a copy of the constitution whose decision rate limit
+(100 a minute per caller) is out of reach: see constitution_for_bench.
+
 Workloads:
   hit    the same input on every request (ACGS answers from its decision cache; OPA has none
          and evaluates each time)
@@ -24,7 +27,9 @@ Run from the repo venv with the extension built (`make bench-http` does both).
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -33,6 +38,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -73,6 +80,41 @@ POLICIES: dict[str, dict[str, Any]] = {
     },
 }
 POLICY: dict[str, Any] = POLICIES["example"]
+
+
+#: The decisions a minute the bench variant of the constitution allows one caller: past the
+#: shipped limit (100) every answer would be a rate-limit deny carrying a changing count, so
+#: the `hit` workload would never hit, and ACGS (which counts the caller's requests) and OPA
+#: (which does not) would not decide the same thing.
+BENCH_DECISIONS_PER_MINUTE = 1_000_000_000
+
+
+def _raised(constitution: dict[str, Any]) -> dict[str, Any]:
+    constitution["rate_limits"]["per_minute"]["decision"] = BENCH_DECISIONS_PER_MINUTE
+    return constitution
+
+
+def constitution_for_bench(workdir: Path) -> None:
+    """Points POLICY at a copy of the constitution whose decision rate limit is out of reach:
+    the bundle (ACGS) with its data.json replaced, and the sources (OPA) with the same data.
+    Only data changes: the rules, and so the native evaluator's pinned digests, stay the same."""
+    bundle = workdir / "constitution-bench.tar.gz"
+    with tarfile.open(POLICY["bundle"]) as src, tarfile.open(bundle, "w:gz") as dst:
+        for member in src.getmembers():
+            f = src.extractfile(member) if member.isfile() else None
+            if f is not None and member.name.lstrip("/") == "data.json":
+                data = json.loads(f.read())
+                _raised(data["acgs"]["constitution"])
+                body = json.dumps(data).encode()
+                member.size = len(body)
+                f = io.BytesIO(body)
+            dst.addfile(member, f)
+    sources = workdir / "acgs"
+    shutil.copytree(ROOT / "policies" / "acgs", sources, ignore=shutil.ignore_patterns("*_test.rego"))
+    data_file = sources / "constitution" / "data.json"
+    data_file.write_text(json.dumps(_raised(json.loads(data_file.read_text()))))
+    POLICY["bundle"] = bundle
+    POLICY["opa_args"] = ["--ignore", "*_test.rego", "acgs:" + str(sources)]
 
 
 def free_port() -> int:
@@ -311,10 +353,13 @@ def main() -> None:
     args = ap.parse_args()
     global POLICY
     POLICY = POLICIES[args.policy]
+    workdir = Path(tempfile.mkdtemp(prefix="acgs-bench-http-"))
+    atexit.register(shutil.rmtree, workdir, True)
     if POLICY["input"] is None:
         import acgs
 
         POLICY["input"] = {**acgs.SEED_REQUEST, "action": "data.analyze_private"}
+        constitution_for_bench(workdir)
     if args.out is None:
         args.out = RESULTS if args.policy == "example" else RESULTS.with_name(f"http-{args.policy}.md")
     if args.quick:
