@@ -44,7 +44,7 @@ impl From<&str> for Fault {
 }
 
 pub(crate) type Out = Result<Option<Val>, Fault>;
-pub(crate) type NativeFn = fn(&[Val], &mut Ctx) -> Out;
+pub(crate) type NativeFn = fn(&[&Val], &mut Ctx) -> Out;
 
 /// Per-evaluation facts (the clock is fixed for one evaluation, as in OPA).
 pub(crate) struct Ctx {
@@ -212,26 +212,28 @@ pub(crate) fn lookup(name: &str) -> Option<Builtin> {
 }
 
 /// A host builtin called with plan values (converted both ways).
-pub(crate) fn call_host(f: HostFn, args: &[Val], ctx: &Ctx) -> Out {
+pub(crate) fn call_host(f: HostFn, args: &[&Val], ctx: &Ctx) -> Out {
     let random = random_builtin(f);
     if random {
         let memo = ctx.random.borrow();
-        if let Some((_, _, v)) = memo
-            .iter()
-            .find(|(g, a, _)| std::ptr::fn_addr_eq(f, *g) && a.as_slice() == args)
-        {
+        if let Some((_, _, v)) = memo.iter().find(|(g, a, _)| {
+            std::ptr::fn_addr_eq(f, *g)
+                && a.len() == args.len()
+                && a.iter().zip(args).all(|(x, y)| x == *y)
+        }) {
             return Ok(Some(v.clone()));
         }
         if memo.len() >= MAX_RANDOM_CALLS {
             return Err(Fault::TooLarge("random calls"));
         }
     }
-    let host: Vec<acgs_rego::Value> = args.iter().map(Val::to_host).collect();
+    let host: Vec<acgs_rego::Value> = args.iter().map(|v| v.to_host()).collect();
     match f(&host, &ctx.host) {
         Ok(Some(v)) => {
             let v = Val::from_host(&v);
             if random {
-                ctx.random.borrow_mut().push((f, args.to_vec(), v.clone()));
+                let key = args.iter().map(|v| (*v).clone()).collect();
+                ctx.random.borrow_mut().push((f, key, v.clone()));
             }
             Ok(Some(v))
         }
@@ -240,12 +242,13 @@ pub(crate) fn call_host(f: HostFn, args: &[Val], ctx: &Ctx) -> Out {
     }
 }
 
-fn arg(args: &[Val], i: usize) -> Result<&Val, String> {
+fn arg<'a>(args: &[&'a Val], i: usize) -> Result<&'a Val, String> {
     args.get(i)
+        .copied()
         .ok_or_else(|| format!("operand {} missing", i + 1))
 }
 
-fn str_arg(args: &[Val], i: usize) -> Result<&str, String> {
+fn str_arg<'a>(args: &[&'a Val], i: usize) -> Result<&'a str, String> {
     match arg(args, i)? {
         Val::Str(s) => Ok(s),
         other => Err(format!(
@@ -256,7 +259,7 @@ fn str_arg(args: &[Val], i: usize) -> Result<&str, String> {
     }
 }
 
-fn num_arg(args: &[Val], i: usize) -> Result<&Num, String> {
+fn num_arg<'a>(args: &[&'a Val], i: usize) -> Result<&'a Num, String> {
     match arg(args, i)? {
         Val::Num(n) => Ok(n),
         other => Err(format!(
@@ -267,7 +270,7 @@ fn num_arg(args: &[Val], i: usize) -> Result<&Num, String> {
     }
 }
 
-fn int_arg(args: &[Val], i: usize) -> Result<i64, String> {
+fn int_arg(args: &[&Val], i: usize) -> Result<i64, String> {
     num_arg(args, i)?
         .as_i64()
         .ok_or_else(|| format!("operand {} must be an integer", i + 1))
@@ -289,36 +292,36 @@ fn string(s: String) -> Out {
     Ok(Some(Val::Str(Arc::from(s))))
 }
 
-fn cmp(args: &[Val]) -> Result<Ordering, Fault> {
+fn cmp(args: &[&Val]) -> Result<Ordering, Fault> {
     Ok(arg(args, 0)?.cmp(arg(args, 1)?))
 }
 
-fn equal(a: &[Val], _: &mut Ctx) -> Out {
+fn equal(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? == Ordering::Equal)
 }
-fn neq(a: &[Val], _: &mut Ctx) -> Out {
+fn neq(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? != Ordering::Equal)
 }
-fn gt(a: &[Val], _: &mut Ctx) -> Out {
+fn gt(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? == Ordering::Greater)
 }
-fn gte(a: &[Val], _: &mut Ctx) -> Out {
+fn gte(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? != Ordering::Less)
 }
-fn lt(a: &[Val], _: &mut Ctx) -> Out {
+fn lt(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? == Ordering::Less)
 }
-fn lte(a: &[Val], _: &mut Ctx) -> Out {
+fn lte(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(cmp(a)? != Ordering::Greater)
 }
 
-fn plus(a: &[Val], _: &mut Ctx) -> Out {
+fn plus(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
     num(spelt(x.plus(y), || Mpd::of(x)?.plus(&Mpd::of(y)?)))
 }
 
 /// Numbers subtract; sets give their difference.
-fn minus(a: &[Val], _: &mut Ctx) -> Out {
+fn minus(a: &[&Val], _: &mut Ctx) -> Out {
     if let (Val::Set(x), Val::Set(y)) = (arg(a, 0)?, arg(a, 1)?) {
         let d: BTreeSet<Val> = x.difference(y).cloned().collect();
         return Ok(Some(Val::Set(Arc::new(d))));
@@ -329,13 +332,13 @@ fn minus(a: &[Val], _: &mut Ctx) -> Out {
     }))
 }
 
-fn mul(a: &[Val], _: &mut Ctx) -> Out {
+fn mul(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
     num(spelt(x.times(y), || Mpd::of(x)?.times(&Mpd::of(y)?)))
 }
 
 /// Division by zero is undefined, as in OPA's Wasm.
-fn div(a: &[Val], _: &mut Ctx) -> Out {
+fn div(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = (num_arg(a, 0)?, num_arg(a, 1)?);
     if y.is_zero() {
         return Ok(None);
@@ -346,7 +349,7 @@ fn div(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// Integers only; the remainder takes the dividend's sign.
-fn rem(a: &[Val], _: &mut Ctx) -> Out {
+fn rem(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = (int_arg(a, 0)?, int_arg(a, 1)?);
     match x.checked_rem(y) {
         Some(r) => Ok(Some(Val::int(r))),
@@ -354,13 +357,13 @@ fn rem(a: &[Val], _: &mut Ctx) -> Out {
     }
 }
 
-fn round(a: &[Val], _: &mut Ctx) -> Out {
+fn round(a: &[&Val], _: &mut Ctx) -> Out {
     let x = num_arg(a, 0)?;
     // An integral exponent already: libmpdec returns the operand as it is.
     num(spelt(x.round(), || Mpd::of(x).filter(|m| m.exp >= 0)))
 }
 
-fn abs(a: &[Val], _: &mut Ctx) -> Out {
+fn abs(a: &[&Val], _: &mut Ctx) -> Out {
     let x = num_arg(a, 0)?;
     let zero = Num::int(0);
     let value = if *x < zero {
@@ -555,26 +558,26 @@ fn spelt(value: Option<Num>, spelling: impl FnOnce() -> Option<Mpd>) -> Option<N
     }
 }
 
-fn sets(a: &[Val]) -> Result<(&BTreeSet<Val>, &BTreeSet<Val>), Fault> {
+fn sets<'a>(a: &[&'a Val]) -> Result<(&'a BTreeSet<Val>, &'a BTreeSet<Val>), Fault> {
     match (arg(a, 0)?, arg(a, 1)?) {
         (Val::Set(x), Val::Set(y)) => Ok((x, y)),
         _ => Err("operands must be sets".into()),
     }
 }
 
-fn or(a: &[Val], _: &mut Ctx) -> Out {
+fn or(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = sets(a)?;
     Ok(Some(Val::Set(Arc::new(x.union(y).cloned().collect()))))
 }
 
-fn and(a: &[Val], _: &mut Ctx) -> Out {
+fn and(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = sets(a)?;
     Ok(Some(Val::Set(Arc::new(
         x.intersection(y).cloned().collect(),
     ))))
 }
 
-fn count(a: &[Val], _: &mut Ctx) -> Out {
+fn count(a: &[&Val], _: &mut Ctx) -> Out {
     let n = match arg(a, 0)? {
         Val::Str(s) => s.chars().count(),
         Val::Arr(x) => x.len(),
@@ -595,7 +598,7 @@ fn elems(v: &Val) -> Option<Box<dyn Iterator<Item = &Val> + '_>> {
 }
 
 fn fold(
-    a: &[Val],
+    a: &[&Val],
     start: i64,
     op: fn(&Num, &Num) -> Option<Num>,
     step: fn(&Mpd, &Mpd) -> Option<Mpd>,
@@ -620,16 +623,16 @@ fn fold(
     num(spelt(Some(acc), || spelling))
 }
 
-fn sum(a: &[Val], _: &mut Ctx) -> Out {
+fn sum(a: &[&Val], _: &mut Ctx) -> Out {
     fold(a, 0, Num::plus, Mpd::plus)
 }
 
-fn product(a: &[Val], _: &mut Ctx) -> Out {
+fn product(a: &[&Val], _: &mut Ctx) -> Out {
     fold(a, 1, Num::times, Mpd::times)
 }
 
 /// Empty collections have no maximum or minimum.
-fn max(a: &[Val], _: &mut Ctx) -> Out {
+fn max(a: &[&Val], _: &mut Ctx) -> Out {
     Ok(elems(arg(a, 0)?).and_then(|mut i| {
         i.try_fold(None::<&Val>, |m, v| Some(Some(m.map_or(v, |m| m.max(v)))))
             .flatten()
@@ -637,7 +640,7 @@ fn max(a: &[Val], _: &mut Ctx) -> Out {
     }))
 }
 
-fn min(a: &[Val], _: &mut Ctx) -> Out {
+fn min(a: &[&Val], _: &mut Ctx) -> Out {
     Ok(elems(arg(a, 0)?).and_then(|mut i| {
         i.try_fold(None::<&Val>, |m, v| Some(Some(m.map_or(v, |m| m.min(v)))))
             .flatten()
@@ -645,7 +648,7 @@ fn min(a: &[Val], _: &mut Ctx) -> Out {
     }))
 }
 
-fn sort(a: &[Val], _: &mut Ctx) -> Out {
+fn sort(a: &[&Val], _: &mut Ctx) -> Out {
     let Some(items) = elems(arg(a, 0)?) else {
         return Ok(None);
     };
@@ -654,7 +657,7 @@ fn sort(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::Arr(Arc::new(out))))
 }
 
-fn concat(a: &[Val], _: &mut Ctx) -> Out {
+fn concat(a: &[&Val], _: &mut Ctx) -> Out {
     let sep = str_arg(a, 0)?;
     let Some(items) = elems(arg(a, 1)?) else {
         return Ok(None);
@@ -673,20 +676,20 @@ fn concat(a: &[Val], _: &mut Ctx) -> Out {
     string(out)
 }
 
-fn contains(a: &[Val], _: &mut Ctx) -> Out {
+fn contains(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(str_arg(a, 0)?.contains(str_arg(a, 1)?))
 }
 
-fn startswith(a: &[Val], _: &mut Ctx) -> Out {
+fn startswith(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(str_arg(a, 0)?.starts_with(str_arg(a, 1)?))
 }
 
-fn endswith(a: &[Val], _: &mut Ctx) -> Out {
+fn endswith(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(str_arg(a, 0)?.ends_with(str_arg(a, 1)?))
 }
 
 /// The code-point index of the first match, or -1.
-fn indexof(a: &[Val], _: &mut Ctx) -> Out {
+fn indexof(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, sub) = (str_arg(a, 0)?, str_arg(a, 1)?);
     let i = match s.find(sub) {
         Some(byte) => i64::try_from(s.get(..byte).map_or(0, |p| p.chars().count())).unwrap_or(-1),
@@ -697,12 +700,12 @@ fn indexof(a: &[Val], _: &mut Ctx) -> Out {
 
 /// Code point by code point, with Unicode's simple case mappings as OPA's Wasm (and Go's
 /// `unicode.ToLower`) applies them: no final-sigma rule, no `İ` to `i̇`.
-fn lower(a: &[Val], _: &mut Ctx) -> Out {
+fn lower(a: &[&Val], _: &mut Ctx) -> Out {
     string(str_arg(a, 0)?.chars().map(simple_lower).collect())
 }
 
 /// Simple mappings too: `ß` and the ligatures stay, no `SS`.
-fn upper(a: &[Val], _: &mut Ctx) -> Out {
+fn upper(a: &[&Val], _: &mut Ctx) -> Out {
     string(str_arg(a, 0)?.chars().map(simple_upper).collect())
 }
 
@@ -735,7 +738,7 @@ fn simple_upper(c: char) -> char {
 }
 
 /// An empty separator splits into code points.
-fn split(a: &[Val], _: &mut Ctx) -> Out {
+fn split(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, sep) = (str_arg(a, 0)?, str_arg(a, 1)?);
     let parts: Vec<Val> = if sep.is_empty() {
         s.chars()
@@ -748,7 +751,7 @@ fn split(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// Code-point offsets; a negative length runs to the end; a negative start is undefined.
-fn substring(a: &[Val], _: &mut Ctx) -> Out {
+fn substring(a: &[&Val], _: &mut Ctx) -> Out {
     let s = str_arg(a, 0)?;
     let (start, len) = (int_arg(a, 1)?, int_arg(a, 2)?);
     let Ok(start) = usize::try_from(start) else {
@@ -765,17 +768,17 @@ fn substring(a: &[Val], _: &mut Ctx) -> Out {
     string(out)
 }
 
-fn trim(a: &[Val], _: &mut Ctx) -> Out {
+fn trim(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, cut) = (str_arg(a, 0)?, str_arg(a, 1)?);
     string(s.trim_matches(|c| cut.contains(c)).to_owned())
 }
 
-fn trim_space(a: &[Val], _: &mut Ctx) -> Out {
+fn trim_space(a: &[&Val], _: &mut Ctx) -> Out {
     string(str_arg(a, 0)?.trim().to_owned())
 }
 
 /// Replacements from an object; at each position the first matching key in key order wins.
-fn replace_n(a: &[Val], _: &mut Ctx) -> Out {
+fn replace_n(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Obj(pairs) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -846,30 +849,30 @@ fn replace_n(a: &[Val], _: &mut Ctx) -> Out {
     string(String::from_utf8(out).map_err(|_| "invalid UTF-8 after replacement")?)
 }
 
-fn is_array(a: &[Val], _: &mut Ctx) -> Out {
+fn is_array(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Arr(_)))
 }
-fn is_boolean(a: &[Val], _: &mut Ctx) -> Out {
+fn is_boolean(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Bool(_)))
 }
-fn is_null(a: &[Val], _: &mut Ctx) -> Out {
+fn is_null(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Null))
 }
-fn is_number(a: &[Val], _: &mut Ctx) -> Out {
+fn is_number(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Num(_)))
 }
-fn is_object(a: &[Val], _: &mut Ctx) -> Out {
+fn is_object(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Obj(_)))
 }
-fn is_set(a: &[Val], _: &mut Ctx) -> Out {
+fn is_set(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Set(_)))
 }
-fn is_string(a: &[Val], _: &mut Ctx) -> Out {
+fn is_string(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(matches!(arg(a, 0)?, Val::Str(_)))
 }
 
 /// `object.get(obj, key, default)`; an array key is a path (the empty path is `obj`).
-fn object_get(a: &[Val], _: &mut Ctx) -> Out {
+fn object_get(a: &[&Val], _: &mut Ctx) -> Out {
     let obj = arg(a, 0)?;
     if !matches!(obj, Val::Obj(_)) {
         return Ok(None);
@@ -890,7 +893,7 @@ fn object_get(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(node))
 }
 
-fn object_keys(a: &[Val], _: &mut Ctx) -> Out {
+fn object_keys(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Obj(o) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -915,14 +918,14 @@ fn union(a: &Val, b: &Val) -> Val {
     }
 }
 
-fn object_union(a: &[Val], _: &mut Ctx) -> Out {
+fn object_union(a: &[&Val], _: &mut Ctx) -> Out {
     match (arg(a, 0)?, arg(a, 1)?) {
         (x @ Val::Obj(_), y @ Val::Obj(_)) => Ok(Some(union(x, y))),
         _ => Ok(None),
     }
 }
 
-fn array_concat(a: &[Val], _: &mut Ctx) -> Out {
+fn array_concat(a: &[&Val], _: &mut Ctx) -> Out {
     let (Val::Arr(x), Val::Arr(y)) = (arg(a, 0)?, arg(a, 1)?) else {
         return Ok(None);
     };
@@ -936,7 +939,7 @@ fn array_concat(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// One level: arrays among the elements are spliced in, other elements kept.
-fn array_flatten(a: &[Val], _: &mut Ctx) -> Out {
+fn array_flatten(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Arr(x) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -963,7 +966,7 @@ fn array_flatten(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// Indices are clamped to the array, as in OPA's Wasm.
-fn array_slice(a: &[Val], _: &mut Ctx) -> Out {
+fn array_slice(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Arr(x) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -981,7 +984,7 @@ fn array_slice(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// `x in coll`: over an array's elements, an object's values, a set's members.
-fn member_2(a: &[Val], _: &mut Ctx) -> Out {
+fn member_2(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, coll) = (arg(a, 0)?, arg(a, 1)?);
     boolean(match coll {
         Val::Arr(v) => v.contains(x),
@@ -992,13 +995,13 @@ fn member_2(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// `k, v in coll`.
-fn member_3(a: &[Val], _: &mut Ctx) -> Out {
+fn member_3(a: &[&Val], _: &mut Ctx) -> Out {
     let (k, v, coll) = (arg(a, 0)?, arg(a, 1)?, arg(a, 2)?);
     boolean(crate::eval::dot(coll, k).is_some_and(|got| got == *v))
 }
 
 /// Integers from `a` to `b` inclusive, counting down when `b < a`.
-fn numbers_range(a: &[Val], _: &mut Ctx) -> Out {
+fn numbers_range(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, y) = (int_arg(a, 0)?, int_arg(a, 1)?);
     let n = x.abs_diff(y);
     if n >= MAX_ELEMS as u64 {
@@ -1052,7 +1055,7 @@ fn dump_seq<'a>(out: &mut String, open: char, close: char, items: impl Iterator<
 
 /// `$"...{x}..."`: each part a string, or a set of the values of an expression (none prints
 /// `<undefined>`, more than one makes the whole undefined); strings as they are, the rest dumped.
-fn template_string(a: &[Val], _: &mut Ctx) -> Out {
+fn template_string(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Arr(parts) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -1081,12 +1084,12 @@ fn template_string(a: &[Val], _: &mut Ctx) -> Out {
     string(out)
 }
 
-fn type_name(a: &[Val], _: &mut Ctx) -> Out {
+fn type_name(a: &[&Val], _: &mut Ctx) -> Out {
     string(arg(a, 0)?.type_name().to_owned())
 }
 
 /// Strings must read as a float (`opa_atof64`) and keep their text as the number's spelling.
-fn to_number(a: &[Val], _: &mut Ctx) -> Out {
+fn to_number(a: &[&Val], _: &mut Ctx) -> Out {
     Ok(match arg(a, 0)? {
         Val::Null => Some(Val::int(0)),
         Val::Bool(b) => Some(Val::int(i64::from(*b))),
@@ -1108,7 +1111,7 @@ fn to_number(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// Floor (`down`) or ceiling of a number, through its libmpdec spelling.
-fn rounded(a: &[Val], down: bool) -> Out {
+fn rounded(a: &[&Val], down: bool) -> Out {
     let x = num_arg(a, 0)?;
     let Some(m) = Mpd::of(x) else {
         return Ok(None);
@@ -1128,16 +1131,16 @@ fn rounded(a: &[Val], down: bool) -> Out {
     num(int.and_then(|i| Mpd { coef: i, exp: 0 }.to_num()))
 }
 
-fn floor(a: &[Val], _: &mut Ctx) -> Out {
+fn floor(a: &[&Val], _: &mut Ctx) -> Out {
     rounded(a, true)
 }
 
-fn ceil(a: &[Val], _: &mut Ctx) -> Out {
+fn ceil(a: &[&Val], _: &mut Ctx) -> Out {
     rounded(a, false)
 }
 
 /// The number truncated toward zero, in base 2, 8, 10 or 16 (32-bit values, as the Wasm's).
-fn format_int(a: &[Val], _: &mut Ctx) -> Out {
+fn format_int(a: &[&Val], _: &mut Ctx) -> Out {
     let base = int_arg(a, 1)?;
     let Some(m) = Mpd::of(num_arg(a, 0)?) else {
         return Ok(None);
@@ -1163,31 +1166,31 @@ fn format_int(a: &[Val], _: &mut Ctx) -> Out {
     string(format!("{sign}{digits}"))
 }
 
-fn strings_reverse(a: &[Val], _: &mut Ctx) -> Out {
+fn strings_reverse(a: &[&Val], _: &mut Ctx) -> Out {
     string(str_arg(a, 0)?.chars().rev().collect())
 }
 
-fn trim_left(a: &[Val], _: &mut Ctx) -> Out {
+fn trim_left(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, cut) = (str_arg(a, 0)?, str_arg(a, 1)?);
     string(s.trim_start_matches(|c| cut.contains(c)).to_owned())
 }
 
-fn trim_right(a: &[Val], _: &mut Ctx) -> Out {
+fn trim_right(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, cut) = (str_arg(a, 0)?, str_arg(a, 1)?);
     string(s.trim_end_matches(|c| cut.contains(c)).to_owned())
 }
 
-fn trim_prefix(a: &[Val], _: &mut Ctx) -> Out {
+fn trim_prefix(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, pre) = (str_arg(a, 0)?, str_arg(a, 1)?);
     string(s.strip_prefix(pre).unwrap_or(s).to_owned())
 }
 
-fn trim_suffix(a: &[Val], _: &mut Ctx) -> Out {
+fn trim_suffix(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, suf) = (str_arg(a, 0)?, str_arg(a, 1)?);
     string(s.strip_suffix(suf).unwrap_or(s).to_owned())
 }
 
-fn replace(a: &[Val], _: &mut Ctx) -> Out {
+fn replace(a: &[&Val], _: &mut Ctx) -> Out {
     let (s, old, new) = (str_arg(a, 0)?, str_arg(a, 1)?, str_arg(a, 2)?);
     let grows = new.len().saturating_sub(old.len().max(1));
     if s.len().saturating_add(grows.saturating_mul(s.len() + 1)) > MAX_STRING_BYTES {
@@ -1207,7 +1210,7 @@ fn set_members(v: &Val) -> Option<Vec<&BTreeSet<Val>>> {
         .collect()
 }
 
-fn union_of_sets(a: &[Val], _: &mut Ctx) -> Out {
+fn union_of_sets(a: &[&Val], _: &mut Ctx) -> Out {
     let Some(sets) = set_members(arg(a, 0)?) else {
         return Ok(None);
     };
@@ -1215,7 +1218,7 @@ fn union_of_sets(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::Set(Arc::new(out))))
 }
 
-fn intersection(a: &[Val], _: &mut Ctx) -> Out {
+fn intersection(a: &[&Val], _: &mut Ctx) -> Out {
     let Some(sets) = set_members(arg(a, 0)?) else {
         return Ok(None);
     };
@@ -1230,7 +1233,7 @@ fn intersection(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::Set(Arc::new(out))))
 }
 
-fn array_reverse(a: &[Val], _: &mut Ctx) -> Out {
+fn array_reverse(a: &[&Val], _: &mut Ctx) -> Out {
     let Val::Arr(x) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -1247,7 +1250,7 @@ fn key_list(v: &Val) -> Option<BTreeSet<Val>> {
     }
 }
 
-fn object_remove(a: &[Val], _: &mut Ctx) -> Out {
+fn object_remove(a: &[&Val], _: &mut Ctx) -> Out {
     let (Val::Obj(o), Some(keys)) = (arg(a, 0)?, key_list(arg(a, 1)?)) else {
         return Ok(None);
     };
@@ -1259,7 +1262,7 @@ fn object_remove(a: &[Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::Obj(Arc::new(out))))
 }
 
-fn object_filter(a: &[Val], _: &mut Ctx) -> Out {
+fn object_filter(a: &[&Val], _: &mut Ctx) -> Out {
     let (Val::Obj(o), Some(keys)) = (arg(a, 0)?, key_list(arg(a, 1)?)) else {
         return Ok(None);
     };
@@ -1272,7 +1275,7 @@ fn object_filter(a: &[Val], _: &mut Ctx) -> Out {
 }
 
 /// `object.union` over an array of objects, left to right.
-fn object_union_n(a: &[Val], ctx: &mut Ctx) -> Out {
+fn object_union_n(a: &[&Val], ctx: &mut Ctx) -> Out {
     let Val::Arr(objs) = arg(a, 0)? else {
         return Ok(None);
     };
@@ -1281,7 +1284,7 @@ fn object_union_n(a: &[Val], ctx: &mut Ctx) -> Out {
         if !matches!(o, Val::Obj(_)) {
             return Ok(None);
         }
-        match object_union(&[acc, o.clone()], ctx)? {
+        match object_union(&[&acc, o], ctx)? {
             Some(v) => acc = v,
             None => return Ok(None),
         }
@@ -1290,7 +1293,7 @@ fn object_union_n(a: &[Val], ctx: &mut Ctx) -> Out {
 }
 
 /// Every `[path, value]` pair below the value, itself first (the plan scans the array).
-fn walk(a: &[Val], _: &mut Ctx) -> Out {
+fn walk(a: &[&Val], _: &mut Ctx) -> Out {
     fn go(path: &mut Vec<Val>, v: &Val, out: &mut Vec<Val>) -> Result<(), Fault> {
         if out.len() >= MAX_ELEMS {
             return Err(Fault::TooLarge("array"));
@@ -1366,7 +1369,7 @@ fn ip_range(s: &str) -> Option<(u128, u128)> {
     Some((low, low | !mask))
 }
 
-fn cidr_contains(a: &[Val], _: &mut Ctx) -> Out {
+fn cidr_contains(a: &[&Val], _: &mut Ctx) -> Out {
     let (net, other) = (str_arg(a, 0)?, str_arg(a, 1)?);
     if !net.contains('/') {
         return Ok(None);
@@ -1378,7 +1381,7 @@ fn cidr_contains(a: &[Val], _: &mut Ctx) -> Out {
     boolean(f1 == f2 && lo <= x && y <= hi)
 }
 
-fn cidr_intersects(a: &[Val], _: &mut Ctx) -> Out {
+fn cidr_intersects(a: &[&Val], _: &mut Ctx) -> Out {
     let (n1, n2) = (str_arg(a, 0)?, str_arg(a, 1)?);
     if !n1.contains('/') || !n2.contains('/') {
         return Ok(None);
@@ -1390,30 +1393,30 @@ fn cidr_intersects(a: &[Val], _: &mut Ctx) -> Out {
     boolean(f1 == f2 && a1 <= b2 && a2 <= b1)
 }
 
-fn bits(a: &[Val], f: fn(i64, i64) -> Option<i64>) -> Out {
+fn bits(a: &[&Val], f: fn(i64, i64) -> Option<i64>) -> Out {
     let (x, y) = (int_arg(a, 0)?, int_arg(a, 1)?);
     Ok(f(x, y).map(Val::int))
 }
 
-fn bits_and(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_and(a: &[&Val], _: &mut Ctx) -> Out {
     bits(a, |x, y| Some(x & y))
 }
 
-fn bits_or(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_or(a: &[&Val], _: &mut Ctx) -> Out {
     bits(a, |x, y| Some(x | y))
 }
 
-fn bits_xor(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_xor(a: &[&Val], _: &mut Ctx) -> Out {
     bits(a, |x, y| Some(x ^ y))
 }
 
-fn bits_negate(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_negate(a: &[&Val], _: &mut Ctx) -> Out {
     Ok(Some(Val::int(!int_arg(a, 0)?)))
 }
 
 /// Shifts by a non-negative count, without loss (OPA shifts big integers): results within 128
 /// bits are exact, past that undefined.
-fn bits_lsh(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_lsh(a: &[&Val], _: &mut Ctx) -> Out {
     let (x, n) = (int_arg(a, 0)?, int_arg(a, 1)?);
     let Ok(n) = u32::try_from(n) else {
         return Ok(None);
@@ -1428,7 +1431,7 @@ fn bits_lsh(a: &[Val], _: &mut Ctx) -> Out {
     })
 }
 
-fn bits_rsh(a: &[Val], _: &mut Ctx) -> Out {
+fn bits_rsh(a: &[&Val], _: &mut Ctx) -> Out {
     bits(a, |x, n| {
         let n = u32::try_from(n).ok()?;
         Some(x.checked_shr(n).unwrap_or(if x < 0 { -1 } else { 0 }))
@@ -1482,11 +1485,11 @@ fn b64_decode(text: &str, alphabet: &[u8; 64], unpadded: bool) -> Option<Vec<u8>
     Some(out)
 }
 
-fn base64_encode(a: &[Val], _: &mut Ctx) -> Out {
+fn base64_encode(a: &[&Val], _: &mut Ctx) -> Out {
     string(b64_encode(str_arg(a, 0)?.as_bytes(), STD_ALPHABET))
 }
 
-fn base64url_encode(a: &[Val], _: &mut Ctx) -> Out {
+fn base64url_encode(a: &[&Val], _: &mut Ctx) -> Out {
     string(b64_encode(str_arg(a, 0)?.as_bytes(), URL_ALPHABET))
 }
 
@@ -1510,15 +1513,15 @@ fn decoded(bytes: Option<Vec<u8>>) -> Out {
     }
 }
 
-fn base64_decode(a: &[Val], _: &mut Ctx) -> Out {
+fn base64_decode(a: &[&Val], _: &mut Ctx) -> Out {
     decoded(b64_decode(str_arg(a, 0)?, STD_ALPHABET, false))
 }
 
-fn base64url_decode(a: &[Val], _: &mut Ctx) -> Out {
+fn base64url_decode(a: &[&Val], _: &mut Ctx) -> Out {
     decoded(b64_decode(str_arg(a, 0)?, URL_ALPHABET, true))
 }
 
-fn base64_is_valid(a: &[Val], _: &mut Ctx) -> Out {
+fn base64_is_valid(a: &[&Val], _: &mut Ctx) -> Out {
     boolean(b64_decode(str_arg(a, 0)?, STD_ALPHABET, false).is_some())
 }
 

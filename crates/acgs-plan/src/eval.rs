@@ -63,19 +63,24 @@ pub(crate) struct Eval<'p> {
     pub(crate) ctx: Ctx,
 }
 
-/// Allocations an evaluation would otherwise make afresh: call frames, memo tables (one per
-/// `With` level, the first for the whole evaluation) and a builtin's argument list. Kept per
-/// thread, emptied of values between evaluations.
+/// Allocations an evaluation would otherwise make afresh: call frames and memo tables (one per
+/// `With` level, the first for the whole evaluation). Kept per thread, emptied of values
+/// between evaluations.
 #[derive(Default)]
 struct Scratch {
     frames: Vec<Frame>,
     memos: Vec<Vec<Option<Val>>>,
-    args: Vec<Val>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
+
+/// Builtin arguments passed on the stack; more (no OPA builtin has them) go in a vector.
+const ARGS_INLINE: usize = 8;
+
+/// What an unused inline argument slot holds (never read: only `args.len()` slots are passed).
+static UNDEFINED_ARG: Val = Val::Null;
 
 /// Steps between two looks at the clock.
 const CLOCK_EVERY: u64 = 4096;
@@ -569,25 +574,34 @@ impl<'p> Eval<'p> {
             if matches!(builtin.imp, Impl::Void) {
                 return Ok(Flow::Next);
             }
-            let mut vals = std::mem::take(&mut self.scratch.args);
-            vals.clear();
-            for a in args {
-                match read(frame, a) {
-                    Some(v) => vals.push(v),
+            // The arguments by reference (no reference counts touched): on the stack for
+            // every builtin OPA has (at most a few arguments), in a vector past that.
+            let mut inline: [&Val; ARGS_INLINE] = [&UNDEFINED_ARG; ARGS_INLINE];
+            let mut spilled: Vec<&Val> = Vec::new();
+            for (i, a) in args.iter().enumerate() {
+                let Some(v) = read_ref(frame, a) else {
+                    return Ok(Flow::Fail);
+                };
+                match inline.get_mut(i) {
+                    Some(slot) => *slot = v,
                     None => {
-                        vals.clear();
-                        self.scratch.args = vals;
-                        return Ok(Flow::Fail);
+                        if spilled.is_empty() {
+                            spilled.extend_from_slice(&inline);
+                        }
+                        spilled.push(v);
                     }
                 }
             }
+            let vals: &[&Val] = if spilled.is_empty() {
+                inline.get(..args.len()).unwrap_or_default()
+            } else {
+                &spilled
+            };
             let out = match builtin.imp {
-                Impl::Native(f) => f(&vals, &mut self.ctx),
-                Impl::Host(f) => crate::builtins::call_host(f, &vals, &self.ctx),
+                Impl::Native(f) => f(vals, &mut self.ctx),
+                Impl::Host(f) => crate::builtins::call_host(f, vals, &self.ctx),
                 Impl::Void => Ok(None),
             };
-            vals.clear();
-            self.scratch.args = vals;
             match out {
                 Ok(Some(v)) => {
                     set(frame, *result, Some(v))?;
@@ -804,7 +818,6 @@ impl Drop for Eval<'_> {
         scratch.frames.retain(|f| f.capacity() <= KEEP_SCRATCH);
         scratch.frames.truncate(KEEP_SCRATCH);
         scratch.memos.truncate(64);
-        scratch.args.clear();
         let _ = SCRATCH.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
                 *s = scratch;

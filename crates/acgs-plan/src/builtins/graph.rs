@@ -9,7 +9,7 @@ use crate::value::Val;
 /// The nodes of `graph` (an object of node to array or set of neighbours) reachable from the
 /// initial nodes (an array or a set), those included; only nodes that are keys of the graph
 /// count as reached, as in OPA.
-pub(super) fn reachable(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn reachable(a: &[&Val], _: &mut Ctx) -> Out {
     let (Val::Obj(graph), initial) = (arg(a, 0)?, arg(a, 1)?) else {
         return Ok(None);
     };

@@ -137,7 +137,7 @@ fn filter(a: &Val, b: &Node) -> Val {
     }
 }
 
-pub(super) fn json_remove(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn json_remove(a: &[&Val], _: &mut Ctx) -> Out {
     let obj = arg(a, 0)?;
     if !matches!(obj, Val::Obj(_)) {
         return Ok(None);
@@ -148,7 +148,7 @@ pub(super) fn json_remove(a: &[Val], _: &mut Ctx) -> Out {
     Ok(remove(obj, Some(&Node::Inner(tree))))
 }
 
-pub(super) fn json_filter(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn json_filter(a: &[&Val], _: &mut Ctx) -> Out {
     let obj = arg(a, 0)?;
     if !matches!(obj, Val::Obj(_)) {
         return Ok(None);
@@ -161,18 +161,18 @@ pub(super) fn json_filter(a: &[Val], _: &mut Ctx) -> Out {
 
 /// Compact JSON text as OPA's Wasm dumps it (`opa_json_dump`): numbers as written, sets as
 /// arrays, non-string keys as their JSON text.
-pub(super) fn json_marshal(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn json_marshal(a: &[&Val], _: &mut Ctx) -> Out {
     string(arg(a, 0)?.to_json())
 }
 
 /// The value of a JSON text (numbers exact); text that is not JSON is undefined.
-pub(super) fn json_unmarshal(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn json_unmarshal(a: &[&Val], _: &mut Ctx) -> Out {
     let text = str_arg(a, 0)?;
     Ok(parse_json(text))
 }
 
 /// Whether the operand is a string holding one JSON value (anything else: false).
-pub(super) fn json_is_valid(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn json_is_valid(a: &[&Val], _: &mut Ctx) -> Out {
     let ok = match arg(a, 0)? {
         Val::Str(s) => parse_json(s).is_some(),
         _ => false,

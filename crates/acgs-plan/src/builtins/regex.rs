@@ -7,7 +7,7 @@ use super::{arg, boolean, int_arg, str_arg, Ctx, Fault, Out, MAX_ELEMS, MAX_STRI
 use crate::value::Val;
 
 /// Whether the operand is a string that compiles as a Go regular expression (else false).
-pub(super) fn is_valid(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn is_valid(a: &[&Val], _: &mut Ctx) -> Out {
     let ok = match arg(a, 0)? {
         Val::Str(s) => acgs_rego::builtins::compiled_regex(s).is_ok(),
         _ => false,
@@ -17,7 +17,7 @@ pub(super) fn is_valid(a: &[Val], _: &mut Ctx) -> Out {
 
 /// Go's `FindAllStringSubmatch(s, n)`: up to `n` matches (all when `n < 0`), each the match and
 /// its groups (a group that took no part is `""`).
-pub(super) fn find_all_string_submatch_n(a: &[Val], _: &mut Ctx) -> Out {
+pub(super) fn find_all_string_submatch_n(a: &[&Val], _: &mut Ctx) -> Out {
     let (pattern, s, n) = (str_arg(a, 0)?, str_arg(a, 1)?, int_arg(a, 2)?);
     let re = acgs_rego::builtins::compiled_regex(pattern).map_err(Fault::Undefined)?;
     let limit = usize::try_from(n).unwrap_or(usize::MAX);
