@@ -478,11 +478,26 @@ fn json_text_builtins() {
     assert_eq!(call("json.is_valid", r#"["{\"a\": 1}"]"#), ok("true"));
     assert_eq!(call("json.is_valid", "[1]"), ok("false"));
     assert_eq!(call("json.unmarshal", "[1]"), Ok(None));
-    // Deep nesting is refused, not a stack overflow.
+    // Deep nesting is an error of the evaluation (OPA's Wasm traps on it; OPA reads it), not a
+    // stack overflow, nor a "false" or an undefined that OPA would not answer. Brackets inside
+    // strings do not count.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let args = json!([deep]).to_string();
-    assert_eq!(call("json.unmarshal", &args), Ok(None));
-    assert_eq!(call("json.is_valid", &args), ok("false"));
+    let too_large = Err(EvalError::TooLarge("JSON text nesting"));
+    assert_eq!(call("json.unmarshal", &args), too_large);
+    assert_eq!(call("json.is_valid", &args), too_large);
+    let at_limit = format!("{}{}", "[".repeat(128), "]".repeat(128));
+    assert_eq!(
+        call("json.is_valid", &json!([at_limit]).to_string()),
+        ok("true")
+    );
+    let past = format!("{}1{}", "[".repeat(129), "]".repeat(129));
+    assert_eq!(call("json.is_valid", &json!([past]).to_string()), too_large);
+    let quoted = format!("\"{}\"", "[".repeat(1000));
+    assert_eq!(
+        call("json.unmarshal", &json!([quoted]).to_string()),
+        ok(&json!("[".repeat(1000)).to_string())
+    );
     let nested = format!("{}1{}", "[".repeat(500), "]".repeat(500));
     assert!(call("json.marshal", &format!("[{nested}]"))
         .unwrap()

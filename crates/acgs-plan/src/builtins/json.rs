@@ -168,21 +168,57 @@ pub(super) fn json_marshal(a: &[&Val], _: &mut Ctx) -> Out {
 /// The value of a JSON text (numbers exact); text that is not JSON is undefined.
 pub(super) fn json_unmarshal(a: &[&Val], _: &mut Ctx) -> Out {
     let text = str_arg(a, 0)?;
-    Ok(parse_json(text))
+    parse_json(text)
 }
 
 /// Whether the operand is a string holding one JSON value (anything else: false).
 pub(super) fn json_is_valid(a: &[&Val], _: &mut Ctx) -> Out {
     let ok = match arg(a, 0)? {
-        Val::Str(s) => parse_json(s).is_some(),
+        Val::Str(s) => parse_json(s)?.is_some(),
         _ => false,
     };
     boolean(ok)
 }
 
+/// Nesting of JSON text the parser reads (`serde_json`'s own limit). Deeper text is an error
+/// of the evaluation, not "not JSON": OPA's Wasm traps on it (its recursive parser runs out of
+/// memory) while OPA itself reads it, so neither `false` nor undefined would be its answer.
+const MAX_TEXT_DEPTH: usize = 128;
+
 /// Strict JSON only (checked by `serde_json`): [`Val::parse`], which keeps numbers exact, also
 /// reads Rego's set syntax and non-string keys, which JSON text must not contain.
-fn parse_json(text: &str) -> Option<Val> {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Val::parse(text.as_bytes()).ok()
+fn parse_json(text: &str) -> Result<Option<Val>, Fault> {
+    if nesting(text) > MAX_TEXT_DEPTH {
+        return Err(Fault::TooLarge("JSON text nesting"));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        return Ok(None);
+    }
+    Ok(Val::parse(text.as_bytes()).ok())
+}
+
+/// The deepest nesting of arrays and objects in JSON text (brackets inside strings skipped).
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
