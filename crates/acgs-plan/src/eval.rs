@@ -361,31 +361,7 @@ impl<'p> Eval<'p> {
                 set(frame, *target, Some(Val::int(*value)))?;
                 Flow::Next
             }
-            Stmt::AssignVarOnce {
-                source,
-                target,
-                loc,
-            } => {
-                let v = read(frame, source);
-                let t = slot(frame, *target)?;
-                match (t.as_ref(), v) {
-                    (None, v) => *t = v,
-                    (Some(_), None) => {}
-                    (Some(old), Some(v)) => {
-                        if *old != v {
-                            return Err(self.conflict("var assignment conflict", *loc));
-                        }
-                    }
-                }
-                Flow::Next
-            }
-            Stmt::AssignVar { source, target } => {
-                let v = read(frame, source);
-                set(frame, *target, v)?;
-                Flow::Next
-            }
             Stmt::Block(blocks) => self.blocks(blocks, frame)?,
-            Stmt::Break(n) => Flow::Break(*n),
             Stmt::CallDynamic { args, result, path } => {
                 self.call_dynamic(args, result, path, frame)?
             }
@@ -401,33 +377,9 @@ impl<'p> Eval<'p> {
                 args,
                 result,
             } => self.call_builtin(builtin, args, result, frame)?,
-            Stmt::Dot {
-                source,
-                key,
-                target,
-            } => {
-                let (Some(src), Some(k)) = (read_ref(frame, source), read_ref(frame, key)) else {
-                    return Ok(Flow::Fail);
-                };
-                let Some(v) = dot(src, k) else {
-                    return Ok(Flow::Fail);
-                };
-                set(frame, *target, Some(v))?;
-                Flow::Next
-            }
-            Stmt::Equal(a, b) => match (read_ref(frame, a), read_ref(frame, b)) {
-                (Some(x), Some(y)) if x == y => Flow::Next,
-                _ => Flow::Fail,
-            },
-            Stmt::NotEqual(a, b) => match (read_ref(frame, a), read_ref(frame, b)) {
-                (Some(x), Some(y)) if x != y => Flow::Next,
-                _ => Flow::Fail,
-            },
             Stmt::IsArray(o) => pass(matches!(read_ref(frame, o), Some(Val::Arr(_)))),
             Stmt::IsObject(o) => pass(matches!(read_ref(frame, o), Some(Val::Obj(_)))),
             Stmt::IsSet(o) => pass(matches!(read_ref(frame, o), Some(Val::Set(_)))),
-            Stmt::IsDefined(l) => pass(frame.get(*l as usize).is_some_and(Option::is_some)),
-            Stmt::IsUndefined(l) => pass(frame.get(*l as usize).is_none_or(Option::is_none)),
             Stmt::Len { source, target } => {
                 let Some(v) = read_ref(frame, source) else {
                     return Ok(Flow::Fail);
@@ -462,10 +414,6 @@ impl<'p> Eval<'p> {
                 set(frame, *t, Some(Val::Set(Arc::new(BTreeSet::new()))))?;
                 Flow::Next
             }
-            Stmt::MakeValue { value, target } => {
-                set(frame, *target, Some(value.clone()))?;
-                Flow::Next
-            }
             Stmt::Nop => Flow::Next,
             Stmt::Not(block) => match self.body(block, frame)? {
                 Some(true) => Flow::Fail,
@@ -491,19 +439,11 @@ impl<'p> Eval<'p> {
                 Flow::Next
             }
             Stmt::ObjectMerge { a, b, target } => self.object_merge(a, b, target, frame)?,
-            Stmt::ResetLocal(t) => {
-                set(frame, *t, None)?;
-                Flow::Next
-            }
             Stmt::ResultSetAdd(l) => {
                 if let Some(v) = frame.get(*l as usize).cloned().flatten() {
                     self.results.insert(v);
                 }
                 Flow::Next
-            }
-            Stmt::ReturnLocal(l) => {
-                self.returned = Some(*l);
-                Flow::Return
             }
             Stmt::Scan {
                 source,
@@ -529,6 +469,22 @@ impl<'p> Eval<'p> {
                 value,
                 block,
             } => self.with(local, path, value, block, frame)?,
+            // Run by the block loop itself, never handed here.
+            Stmt::AssignVar { .. }
+            | Stmt::AssignVarOnce { .. }
+            | Stmt::Break(_)
+            | Stmt::Dot { .. }
+            | Stmt::Equal(..)
+            | Stmt::NotEqual(..)
+            | Stmt::IsDefined(_)
+            | Stmt::IsUndefined(_)
+            | Stmt::MakeValue { .. }
+            | Stmt::ResetLocal(_)
+            | Stmt::ReturnLocal(_) => {
+                return Err(Box::new(EvalError::Internal(
+                    "a statement of the block loop reached the out-of-line runner".into(),
+                )))
+            }
         })
     }
 

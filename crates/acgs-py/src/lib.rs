@@ -141,19 +141,9 @@ type Decide<T> = fn(&Core, &[u8], Option<&[u8]>) -> acgs_core::Result<T>;
 /// The argument handling the methods share: each runs one core call with the GIL released
 /// and maps its error.
 impl Engine {
+    /// One evaluation; `probed`: the caller's cache-only probe already counted this input's
+    /// L1 look-up.
     fn run(
-        &self,
-        py: Python<'_>,
-        entrypoint: Option<&str>,
-        input: Option<&[u8]>,
-        check: InputCheck,
-        format: Format,
-    ) -> PyResult<Vec<u8>> {
-        self.run_counted(py, entrypoint, input, check, format, false)
-    }
-
-    /// `probed`: the caller's cache-only probe already counted this input's L1 look-up.
-    fn run_counted(
         &self,
         py: Python<'_>,
         entrypoint: Option<&str>,
@@ -291,6 +281,7 @@ impl Engine {
             raw.as_deref(),
             InputCheck::Trusted,
             Format::Json,
+            false,
         )?;
         result_of(py, &set)
     }
@@ -308,7 +299,7 @@ impl Engine {
         probed: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let input = input_bytes(py, raw)?;
-        let set = self.run_counted(
+        let set = self.run(
             py,
             entrypoint,
             input.as_deref(),
@@ -334,6 +325,7 @@ impl Engine {
             input.as_deref(),
             InputCheck::Validate,
             Format::Rego,
+            false,
         )?;
         Ok(String::from_utf8_lossy(&set).into_owned())
     }
