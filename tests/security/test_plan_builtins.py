@@ -38,9 +38,14 @@ submatches := regex.find_all_string_submatch_n(input.pattern, input.s, input.n)
 reachable := graph.reachable(input.graph, input.start)
 
 flat := array.flatten(input.v)
+
+formatted := format_int(input.x, 10)
 """
 
-ENTRYPOINTS = ["marshal", "unmarshal", "is_json", "removed", "filtered", "valid_regex", "submatches", "reachable", "flat"]
+ENTRYPOINTS = [
+    "marshal", "unmarshal", "is_json", "removed", "filtered", "valid_regex", "submatches", "reachable", "flat",
+    "formatted",
+]  # fmt: skip
 
 
 def _doc(**members: Any) -> str:
@@ -176,3 +181,29 @@ def test_hostile_arguments_answer_as_the_wasm(engines: dict[str, acgs.Engine], n
         assert plan == (("error", expected) if isinstance(expected, str) and expected.endswith(("Error", "Exceeded")) else ("value", expected))
     else:
         assert plan == wasm
+
+
+#: format_int at and past the 32 bits OPA's Wasm handles (it aborts the evaluation past them).
+FORMAT_INT = [
+    "2147483647", "2147483648", "-2147483649", "4294967295", "9223372036854775807", "1e10", "2.5e9", "-2.5e9",
+    "3000000000.7", "1e400", "2147483647.9", "1.5", "-1.5", "0.0000001", "1e-400", "-1e-400",
+    "0.99999999999999999999999999999999999999999", "123456789012345678901234567890e-30",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("x", FORMAT_INT)
+def test_format_int_fails_where_the_wasm_aborts(engines: dict[str, acgs.Engine], x: str) -> None:
+    doc = '{"x": %s}' % x
+    plan, wasm = _answer(engines["plan"], "formatted", doc), _answer(engines["wasm"], "formatted", doc)
+    assert plan == wasm
+    if plan[0] == "error":  # never an undefined where the Wasm stops the evaluation
+        assert plan == ("error", "EvaluationError")
+
+
+def test_format_int_of_the_smallest_32_bit_integer(engines: dict[str, acgs.Engine]) -> None:
+    """The Wasm's C library negates -2^31 in 32 bits and writes "--2147483648"; the plan writes
+    the number, as OPA does."""
+    for x in ("-2147483648", "-2147483648.9"):
+        doc = '{"x": %s}' % x
+        assert _answer(engines["wasm"], "formatted", doc) == ("value", "--2147483648")
+        assert _answer(engines["plan"], "formatted", doc) == ("value", "-2147483648")

@@ -29,6 +29,9 @@ pub(crate) enum Fault {
     #[allow(dead_code)]
     Undefined(String),
     TooLarge(&'static str),
+    /// Where OPA's Wasm C library aborts the evaluation (`opa_abort`) rather than failing the
+    /// call: an evaluation error with the Wasm's message, never an undefined.
+    Abort(&'static str),
 }
 
 impl From<String> for Fault {
@@ -1139,21 +1142,32 @@ fn ceil(a: &[&Val], _: &mut Ctx) -> Out {
     rounded(a, false)
 }
 
-/// The number truncated toward zero, in base 2, 8, 10 or 16 (32-bit values, as the Wasm's).
+/// The number truncated toward zero, in base 2, 8, 10 or 16 (32-bit values, as the Wasm's: it
+/// aborts the evaluation on a value whose integer part does not fit, so this does too).
 fn format_int(a: &[&Val], _: &mut Ctx) -> Out {
+    const GET_UINT: &str = "strings: get uint failed";
     let base = int_arg(a, 1)?;
-    let Some(m) = Mpd::of(num_arg(a, 0)?) else {
-        return Ok(None);
+    let x = num_arg(a, 0)?;
+    let Some(m) = Mpd::of(x) else {
+        // Past the decimal emulation's range: a magnitude below one truncates to 0; any other
+        // such number is far outside 32 bits.
+        if *x > Num::int(-1) && *x < Num::int(1) {
+            return string("0".to_owned());
+        }
+        return Err(Fault::Abort(GET_UINT));
     };
     let int = if m.exp >= 0 {
         m.at(0)
     } else {
-        10i128
-            .checked_pow(u32::try_from(-m.exp).unwrap_or(u32::MAX))
-            .map(|d| m.coef / d)
+        // Past 10^38 the divisor exceeds any coefficient: the integer part is 0.
+        Some(
+            10i128
+                .checked_pow(u32::try_from(-m.exp).unwrap_or(u32::MAX))
+                .map_or(0, |d| m.coef / d),
+        )
     };
     let Some(w) = int.and_then(|i| i32::try_from(i).ok()) else {
-        return Ok(None);
+        return Err(Fault::Abort(GET_UINT));
     };
     let (sign, w) = (if w < 0 { "-" } else { "" }, w.unsigned_abs());
     let digits = match base {

@@ -566,6 +566,7 @@ impl<'p> Eval<'p> {
                 // A builtin error makes the expression undefined, as in OPA's Wasm.
                 Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
                 Err(Fault::TooLarge(what)) => return Err(Box::new(EvalError::TooLarge(what))),
+                Err(Fault::Abort(why)) => return Err(Box::new(EvalError::Aborted(why))),
             }
         })
     }

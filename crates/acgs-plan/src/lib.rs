@@ -72,6 +72,9 @@ pub enum EvalError {
     /// A builtin's result would pass the size limits (the memory cap of the Wasm path).
     #[error("evaluation stopped: a builtin's {0} result is too large")]
     TooLarge(&'static str),
+    /// A builtin where OPA's Wasm C library aborts the evaluation (the Wasm's message).
+    #[error("{0}")]
+    Aborted(&'static str),
     #[error("internal evaluator error: {0}")]
     Internal(String),
 }

@@ -693,3 +693,22 @@ fn cidr_families_utf8_and_wide_shifts() {
     assert_eq!(call("bits.lsh", "[1, -1]"), Ok(None));
     assert_eq!(call("bits.lsh", "[-9223372036854775808, 127]"), Ok(None));
 }
+
+/// format_int handles 32-bit integer parts, as OPA's Wasm does; past them the Wasm aborts the
+/// evaluation, so the plan stops with the same message instead of answering undefined.
+#[test]
+fn format_int_aborts_past_32_bits() {
+    assert_eq!(
+        call("format_int", "[2147483647.9, 10]"),
+        ok(r#""2147483647""#)
+    );
+    assert_eq!(call("format_int", "[-1.5, 16]"), ok(r#""-1""#));
+    assert_eq!(call("format_int", "[1e-400, 2]"), ok(r#""0""#));
+    for x in ["2147483648", "-2147483649", "1e10", "1e400", "3000000000.7"] {
+        assert_eq!(
+            call("format_int", &format!("[{x}, 10]")),
+            Err(EvalError::Aborted("strings: get uint failed")),
+            "{x}"
+        );
+    }
+}

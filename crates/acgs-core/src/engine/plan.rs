@@ -128,6 +128,7 @@ impl PlanEvaluator {
             // The Wasm runs out of linear memory building such a value.
             EvalError::TooLarge(_) => Error::MemoryLimit(self.limits.memory_bytes),
             EvalError::CallDepth(_) => Error::Evaluation(format!("policy trapped: {e}")),
+            EvalError::Aborted(why) => Error::Evaluation(why.to_owned()),
             EvalError::Internal(_) => Error::Internal(e.to_string()),
         }
     }
