@@ -39,7 +39,7 @@ reachable := graph.reachable(input.graph, input.start)
 
 flat := array.flatten(input.v)
 
-formatted := format_int(input.x, 10)
+formatted := format_int(input.x, object.get(input, "base", 10))
 """
 
 ENTRYPOINTS = [
@@ -191,9 +191,10 @@ FORMAT_INT = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("base", ["10", "63", "9223372036854775807", "16.5"])
 @pytest.mark.parametrize("x", FORMAT_INT)
-def test_format_int_fails_where_the_wasm_aborts(engines: dict[str, acgs.Engine], x: str) -> None:
-    doc = '{"x": %s}' % x
+def test_format_int_fails_where_the_wasm_aborts(engines: dict[str, acgs.Engine], x: str, base: str) -> None:
+    doc = '{"x": %s, "base": %s}' % (x, base)
     plan, wasm = _answer(engines["plan"], "formatted", doc), _answer(engines["wasm"], "formatted", doc)
     assert plan == wasm
     if plan[0] == "error":  # never an undefined where the Wasm stops the evaluation

@@ -1146,8 +1146,12 @@ fn ceil(a: &[&Val], _: &mut Ctx) -> Out {
 /// aborts the evaluation on a value whose integer part does not fit, so this does too).
 fn format_int(a: &[&Val], _: &mut Ctx) -> Out {
     const GET_UINT: &str = "strings: get uint failed";
-    let base = int_arg(a, 1)?;
     let x = num_arg(a, 0)?;
+    // The base is checked first: with any other base the call is undefined, whatever the number.
+    let base = int_arg(a, 1)?;
+    if ![2, 8, 10, 16].contains(&base) {
+        return Ok(None);
+    }
     let Some(m) = Mpd::of(x) else {
         // Past the decimal emulation's range: a magnitude below one truncates to 0; any other
         // such number is far outside 32 bits.

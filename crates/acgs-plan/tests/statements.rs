@@ -704,6 +704,12 @@ fn format_int_aborts_past_32_bits() {
     );
     assert_eq!(call("format_int", "[-1.5, 16]"), ok(r#""-1""#));
     assert_eq!(call("format_int", "[1e-400, 2]"), ok(r#""0""#));
+    // Another base makes the call undefined before the number is looked at.
+    assert_eq!(call("format_int", "[1e400, 63]"), Ok(None));
+    assert_eq!(
+        call("format_int", "[2147483648, 9223372036854775807]"),
+        Ok(None)
+    );
     for x in ["2147483648", "-2147483649", "1e10", "1e400", "3000000000.7"] {
         assert_eq!(
             call("format_int", &format!("[{x}, 10]")),
