@@ -4,6 +4,7 @@ evaluator's result carried into a response with its numbers as the evaluator wro
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Mapping
@@ -154,6 +155,18 @@ class Reply:
             headers.append(extra)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def load_wide(raw: bytes | str) -> Any:
+    """JSON text as Python values, numbers past a double's range included. orjson refuses such a
+    number (``1e400``), which JSON allows and policies read exactly, so such text is read by the
+    standard library instead: the number becomes ``inf`` in the Python value only (the exact
+    text travels on its own: ``exact_json``, ``exact_result``). Raises ``ValueError`` (or
+    ``RecursionError``) for text neither reads."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 #: A number a double might not write back as spelt: an exponent, or a long run of digits

@@ -35,6 +35,7 @@ from acgs import Engine
 from acgs.cache import L2Cache
 from acgs.errors import AcgsError, BundleError, ConstitutionalHashMismatch, EvaluationError, InvalidInputError
 from acgs.trust import admit
+from acgs.services.common.http import load_wide
 from acgs.services.common.ids import DecisionIds
 
 #: The constitution's decision, which the engine's own pipeline (fast path included) serves.
@@ -408,7 +409,7 @@ class DecisionPipeline:
         for ep in self._ordered_entrypoints:
             if not ep.startswith(prefix):
                 continue
-            result_set = orjson.loads(self._engine_or_fault().evaluate_json(raw, ep))
+            result_set = result_rows(self._engine_or_fault().evaluate_json(raw, ep))
             if not result_set:
                 continue
             node = doc
@@ -439,7 +440,7 @@ class DecisionPipeline:
     @staticmethod
     def decision_of(result_set: bytes) -> dict[str, Any]:
         """The decision object in a result set; undefined or malformed is an EvaluationError."""
-        rows = orjson.loads(result_set)
+        rows = result_rows(result_set)
         if not rows:
             raise EvaluationError("the decision is undefined for this input", code="undefined_decision")
         decision = rows[0]["result"]
@@ -505,7 +506,7 @@ class DecisionPipeline:
     def _decided(self, body: bytes, l2_key: bytes | None, l2: L2Cache | None, admitted: bytes) -> Decided:
         """The engine's decision as the service answers it (a fault in it is a deny with its
         error); an evaluation with ``l2_key`` goes into L2 too."""
-        decision: dict[str, Any] = orjson.loads(body)
+        decision: dict[str, Any] = load_wide(body)
         error = decision.get("error")
         fault = None
         if type(error) is dict and decision.get("allow") is False:
@@ -553,6 +554,20 @@ class DecisionPipeline:
         self._workers.shutdown(wait=False, cancel_futures=True)
         if self._l2 is not None:
             await self._l2.close()
+
+
+def result_rows(result_set: bytes) -> list[Any]:
+    """An evaluator's result set as Python values. Numbers past a double's range (a policy may
+    compute or return ``1e400``) are read as ``inf`` here (``load_wide``); responses carry them
+    as the evaluator wrote them (``exact_result``). A set no parser can read (nested deeper than
+    Python's parsers go) is an evaluation fault, failed closed like any other."""
+    try:
+        rows = load_wide(result_set)
+    except (ValueError, RecursionError) as exc:
+        raise EvaluationError(f"the policy's result could not be read: {exc}", code="unreadable_result") from None
+    if type(rows) is not list:
+        raise EvaluationError("the policy's result is not a result set", code="unreadable_result")
+    return rows
 
 
 def _valid_result_set(raw: bytes) -> bool:

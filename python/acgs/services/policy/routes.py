@@ -22,7 +22,6 @@ own record of the caller's session and recorded there before the answer (``sessi
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -50,6 +49,7 @@ from acgs.services.common.http import (
     exact_result,
     json_reply,
     json_response,
+    load_wide,
     parse_json,
     query_flags,
     read_body,
@@ -67,6 +67,7 @@ from acgs.services.policy.pipeline import (
     Role,
     Target,
     outcome_of,
+    result_rows,
     walk,
 )
 from acgs.services.policy.sessions import SessionCall, decision_in, reaches_tools, session_id_of
@@ -107,13 +108,9 @@ def _loads(raw: bytes, what: str = "request body") -> Any:
     reads exactly, so such a body is read by the standard library instead (the number becomes
     ``inf`` here only; ``_exact`` gives the policy its text, and refuses what is not JSON)."""
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            pass
-    return parse_json(raw, what)  # the 400 with orjson's account of what is wrong
+        return load_wide(raw)
+    except (ValueError, RecursionError):
+        return parse_json(raw, what)  # the 400 with orjson's account of what is wrong
 
 
 def _exact(raw: bytes, member: str | None = None, what: str = "request body") -> bytes | None:
@@ -210,7 +207,11 @@ async def _evaluate_target(
         except AcgsError as fault:
             _fail_closed(service, target, fault, answer)
             return
-        rows = orjson.loads(result_set)
+        try:
+            rows = result_rows(result_set)
+        except AcgsError as fault:
+            _fail_closed(service, target, fault, answer)
+            return
         if rows:
             answer.defined, answer.result = True, rows[0]["result"]
             answer.value = answer.result
@@ -661,6 +662,12 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
         results = await pipeline.evaluate_batch(target.entrypoint, [raws[i] for i in runnable], facts)
         for i, result in zip(runnable, results, strict=True):
             answer = _Answer()
+            rows: list[Any] = []
+            if not isinstance(result, AcgsError):
+                try:
+                    rows = result_rows(result)
+                except AcgsError as fault:
+                    result = fault
             if isinstance(result, AcgsError):
                 if isinstance(result, InvalidInputError):
                     entries[i] = _item_error(_rejected(result))
@@ -673,7 +680,6 @@ async def batch_post(service: PolicyService, scope: Scope, receive: Receive, pat
                     failed = True
                     continue
             else:
-                rows = orjson.loads(result)
                 if rows:
                     answer.defined, answer.result = walk(rows[0]["result"], target.rest)
                     if not target.rest:
