@@ -571,9 +571,10 @@ def result_rows(result_set: bytes) -> list[Any]:
 
 
 def _valid_result_set(raw: bytes) -> bool:
-    """Values read back from Redis are checked before they can become a decision."""
+    """Values read back from Redis are checked before they can become a decision (read as
+    result sets are read: a number past a double's range is no reason to refuse one)."""
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        rows = result_rows(raw)
+    except EvaluationError:
         return False
-    return type(value) is list and all(type(r) is dict and "result" in r for r in value)
+    return all(type(r) is dict and "result" in r for r in rows)
