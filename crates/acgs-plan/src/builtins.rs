@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use acgs_rego::builtins::{BuiltinFn as HostFn, Context};
 
+use crate::program::Kind;
 use crate::value::{Num, Val};
 
 mod graph;
@@ -96,6 +97,8 @@ pub(crate) struct Builtin {
     pub imp: Impl,
     /// Argument count, where known (host builtins check their own).
     pub arity: Option<usize>,
+    /// For a type test (`is_string`, ...), the kind of value it is true of.
+    pub test: Option<Kind>,
 }
 
 impl Builtin {
@@ -199,18 +202,31 @@ pub(crate) fn lookup(name: &str) -> Option<Builtin> {
             return Some(Builtin {
                 imp: Impl::Void,
                 arity: None,
+                test: None,
             })
         }
         other => {
             return acgs_rego::builtins::lookup(other).map(|f| Builtin {
                 imp: Impl::Host(f),
                 arity: None,
+                test: None,
             })
         }
+    };
+    let test = match name {
+        "is_null" => Some(Kind::Null),
+        "is_boolean" => Some(Kind::Bool),
+        "is_number" => Some(Kind::Num),
+        "is_string" => Some(Kind::Str),
+        "is_array" => Some(Kind::Arr),
+        "is_object" => Some(Kind::Obj),
+        "is_set" => Some(Kind::Set),
+        _ => None,
     };
     Some(Builtin {
         imp: Impl::Native(f),
         arity: Some(arity),
+        test,
     })
 }
 

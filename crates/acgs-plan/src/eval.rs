@@ -229,6 +229,7 @@ impl<'p> Eval<'p> {
                     (read_ref(frame, a), read_ref(frame, b)),
                     (Some(x), Some(y)) if x == y
                 ),
+                Stmt::TypeIs(o, kind) => read_ref(frame, o).is_some_and(|v| kind.holds(v)),
                 Stmt::ResetLocal(t) => {
                     set(frame, *t, None)?;
                     true
@@ -377,9 +378,10 @@ impl<'p> Eval<'p> {
                 args,
                 result,
             } => self.call_builtin(builtin, args, result, frame)?,
-            Stmt::IsArray(o) => pass(matches!(read_ref(frame, o), Some(Val::Arr(_)))),
-            Stmt::IsObject(o) => pass(matches!(read_ref(frame, o), Some(Val::Obj(_)))),
-            Stmt::IsSet(o) => pass(matches!(read_ref(frame, o), Some(Val::Set(_)))),
+            Stmt::Test { builtin, args } => pass(!matches!(
+                self.invoke(builtin, args, frame)?,
+                None | Some(Val::Bool(false))
+            )),
             Stmt::Len { source, target } => {
                 let Some(v) = read_ref(frame, source) else {
                     return Ok(Flow::Fail);
@@ -476,6 +478,7 @@ impl<'p> Eval<'p> {
             | Stmt::Dot { .. }
             | Stmt::Equal(..)
             | Stmt::NotEqual(..)
+            | Stmt::TypeIs(..)
             | Stmt::IsDefined(_)
             | Stmt::IsUndefined(_)
             | Stmt::MakeValue { .. }
@@ -526,49 +529,55 @@ impl<'p> Eval<'p> {
         result: &u32,
         frame: &mut Frame,
     ) -> Res<Flow> {
-        Ok({
-            if matches!(builtin.imp, Impl::Void) {
-                return Ok(Flow::Next);
+        if matches!(builtin.imp, Impl::Void) {
+            return Ok(Flow::Next);
+        }
+        Ok(match self.invoke(builtin, args, frame)? {
+            Some(v) => {
+                set(frame, *result, Some(v))?;
+                Flow::Next
             }
-            // The arguments by reference (no reference counts touched): on the stack for
-            // every builtin OPA has (at most a few arguments), in a vector past that.
-            let mut inline: [&Val; ARGS_INLINE] = [&UNDEFINED_ARG; ARGS_INLINE];
-            let mut spilled: Vec<&Val> = Vec::new();
-            for (i, a) in args.iter().enumerate() {
-                let Some(v) = read_ref(frame, a) else {
-                    return Ok(Flow::Fail);
-                };
-                match inline.get_mut(i) {
-                    Some(slot) => *slot = v,
-                    None => {
-                        if spilled.is_empty() {
-                            spilled.extend_from_slice(&inline);
-                        }
-                        spilled.push(v);
-                    }
-                }
-            }
-            let vals: &[&Val] = if spilled.is_empty() {
-                inline.get(..args.len()).unwrap_or_default()
-            } else {
-                &spilled
-            };
-            let out = match builtin.imp {
-                Impl::Native(f) => f(vals, &mut self.ctx),
-                Impl::Host(f) => crate::builtins::call_host(f, vals, &self.ctx),
-                Impl::Void => Ok(None),
-            };
-            match out {
-                Ok(Some(v)) => {
-                    set(frame, *result, Some(v))?;
-                    Flow::Next
-                }
-                // A builtin error makes the expression undefined, as in OPA's Wasm.
-                Ok(None) | Err(Fault::Undefined(_)) => Flow::Fail,
-                Err(Fault::TooLarge(what)) => return Err(Box::new(EvalError::TooLarge(what))),
-                Err(Fault::Abort(why)) => return Err(Box::new(EvalError::Aborted(why))),
-            }
+            None => Flow::Fail,
         })
+    }
+
+    /// A builtin's value on `args` read from `frame`: `None` when an argument is undefined or
+    /// the builtin is (a builtin error makes the expression undefined, as in OPA's Wasm).
+    fn invoke(&mut self, builtin: &Builtin, args: &[Op], frame: &Frame) -> Res<Option<Val>> {
+        // The arguments by reference (no reference counts touched): on the stack for every
+        // builtin OPA has (at most a few arguments), in a vector past that.
+        let mut inline: [&Val; ARGS_INLINE] = [&UNDEFINED_ARG; ARGS_INLINE];
+        let mut spilled: Vec<&Val> = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            let Some(v) = read_ref(frame, a) else {
+                return Ok(None);
+            };
+            match inline.get_mut(i) {
+                Some(slot) => *slot = v,
+                None => {
+                    if spilled.is_empty() {
+                        spilled.extend_from_slice(&inline);
+                    }
+                    spilled.push(v);
+                }
+            }
+        }
+        let vals: &[&Val] = if spilled.is_empty() {
+            inline.get(..args.len()).unwrap_or_default()
+        } else {
+            &spilled
+        };
+        let out = match builtin.imp {
+            Impl::Native(f) => f(vals, &mut self.ctx),
+            Impl::Host(f) => crate::builtins::call_host(f, vals, &self.ctx),
+            Impl::Void => Ok(None),
+        };
+        match out {
+            Ok(v) => Ok(v),
+            Err(Fault::Undefined(_)) => Ok(None),
+            Err(Fault::TooLarge(what)) => Err(Box::new(EvalError::TooLarge(what))),
+            Err(Fault::Abort(why)) => Err(Box::new(EvalError::Aborted(why))),
+        }
     }
 
     #[inline(never)]

@@ -15,6 +15,7 @@
 mod builtins;
 mod eval;
 mod ir;
+mod opt;
 mod program;
 pub mod value;
 

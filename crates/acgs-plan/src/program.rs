@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::builtins::{self, Builtin};
 use crate::ir::{self, BlockDef, Loc, Operand, StmtDef};
 use crate::value::{Num, Val};
-use crate::PlanError;
+use crate::{opt, PlanError};
 
 /// Locals a frame may have; plans use a few dozen.
 const MAX_LOCALS: u32 = 1 << 16;
@@ -67,9 +67,15 @@ pub(crate) enum Stmt {
     },
     Equal(Op, Op),
     NotEqual(Op, Op),
-    IsArray(Op),
-    IsObject(Op),
-    IsSet(Op),
+    /// Passes when the operand is defined and of this kind (the plan's IsArray, IsObject and
+    /// IsSet, and a fused type-test builtin, see [`crate::opt`]).
+    TypeIs(Op, Kind),
+    /// A builtin call whose result is only tested: passes when it is defined and not `false`
+    /// (see [`crate::opt`]).
+    Test {
+        builtin: Builtin,
+        args: Vec<Op>,
+    },
     IsDefined(u32),
     IsUndefined(u32),
     Len {
@@ -121,6 +127,34 @@ pub(crate) enum Stmt {
         value: Op,
         block: Block,
     },
+}
+
+/// A kind of value, for [`Stmt::TypeIs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Bool,
+    Num,
+    Str,
+    Arr,
+    Obj,
+    Set,
+}
+
+impl Kind {
+    #[inline(always)]
+    pub(crate) fn holds(self, v: &Val) -> bool {
+        matches!(
+            (self, v),
+            (Kind::Null, Val::Null)
+                | (Kind::Bool, Val::Bool(_))
+                | (Kind::Num, Val::Num(_))
+                | (Kind::Str, Val::Str(_))
+                | (Kind::Arr, Val::Arr(_))
+                | (Kind::Obj, Val::Obj(_))
+                | (Kind::Set, Val::Set(_))
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -311,9 +345,9 @@ impl Lower<'_> {
             },
             StmtDef::EqualStmt { a, b } => Stmt::Equal(self.op(a)?, self.op(b)?),
             StmtDef::NotEqualStmt { a, b } => Stmt::NotEqual(self.op(a)?, self.op(b)?),
-            StmtDef::IsArrayStmt { source } => Stmt::IsArray(self.op(source)?),
-            StmtDef::IsObjectStmt { source } => Stmt::IsObject(self.op(source)?),
-            StmtDef::IsSetStmt { source } => Stmt::IsSet(self.op(source)?),
+            StmtDef::IsArrayStmt { source } => Stmt::TypeIs(self.op(source)?, Kind::Arr),
+            StmtDef::IsObjectStmt { source } => Stmt::TypeIs(self.op(source)?, Kind::Obj),
+            StmtDef::IsSetStmt { source } => Stmt::TypeIs(self.op(source)?, Kind::Set),
             StmtDef::IsDefinedStmt { source } => Stmt::IsDefined(self.local(source)?),
             StmtDef::IsUndefinedStmt { source } => Stmt::IsUndefined(self.local(source)?),
             StmtDef::LenStmt { source, target } => Stmt::Len {
@@ -454,13 +488,14 @@ fn reads_input(stmts: &[Stmt], input: u32, free: &[bool]) -> bool {
                 || args.iter().skip(1).any(op)
         }
         Stmt::CallBuiltin { args, result, .. } => *result == input || args.iter().any(op),
+        Stmt::Test { args, .. } => args.iter().any(op),
         Stmt::Dot {
             source,
             key,
             target,
         } => op(source) || op(key) || *target == input,
         Stmt::Equal(a, b) | Stmt::NotEqual(a, b) => op(a) || op(b),
-        Stmt::IsArray(o) | Stmt::IsObject(o) | Stmt::IsSet(o) => op(o),
+        Stmt::TypeIs(o, _) => op(o),
         Stmt::IsDefined(l)
         | Stmt::IsUndefined(l)
         | Stmt::MakeArray(l)
@@ -574,7 +609,10 @@ impl Program {
                 .map(|&p| lower.local(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let ret = lower.local(f.ret)?;
-            let blocks = lower.blocks(f.blocks, 1)?;
+            let mut blocks = lower.blocks(f.blocks, 1)?;
+            let mut fixed = params.clone();
+            fixed.push(ret);
+            opt::optimise(&mut blocks, &fixed);
             if let Some(path) = f.path {
                 paths.insert(path, i);
             }
@@ -601,9 +639,9 @@ impl Program {
                 unsettled: false,
             };
             // A plan's locals 0 and 1 are its input and data: they keep their slots.
-            lower.local(0)?;
-            lower.local(1)?;
-            let blocks = lower.blocks(p.blocks, 1)?;
+            let fixed = [lower.local(0)?, lower.local(1)?];
+            let mut blocks = lower.blocks(p.blocks, 1)?;
+            opt::optimise(&mut blocks, &fixed);
             calls.append(&mut lower.calls);
             plans.push((
                 p.name,

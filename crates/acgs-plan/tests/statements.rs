@@ -718,3 +718,181 @@ fn format_int_aborts_past_32_bits() {
         );
     }
 }
+
+/// `eval` with a step budget: whether the evaluation fits in `steps` statements.
+fn eval_in(plan: &Plan, input: &str, steps: u64) -> Result<Option<Val>, EvalError> {
+    let limits = Limits {
+        max_steps: steps,
+        ..Limits::default()
+    };
+    plan.eval_value(0, Some(&v(input)), &v("{}"), limits)
+}
+
+fn assign(source: J, target: u32) -> J {
+    stmt("AssignVarStmt", json!({"source": source, "target": target}))
+}
+
+/// The value `[local a, local b]` into local 2.
+fn pair(a: u32, b: u32) -> Vec<J> {
+    vec![
+        stmt("MakeArrayStmt", json!({"capacity": 2, "target": 2})),
+        stmt("ArrayAppendStmt", json!({"value": local(a), "array": 2})),
+        stmt("ArrayAppendStmt", json!({"value": local(b), "array": 2})),
+    ]
+}
+
+/// Copies whose target can be read as their source, and builtin results only tested against
+/// false, are not run (src/opt.rs): the step budget shows how many statements ran.
+#[test]
+fn copies_and_tested_builtin_results_are_not_run() {
+    // x := input.x; y := x; z := y; is_string(z) != false; value := z
+    let plan = plan_with(
+        &["result", "x"],
+        &["is_string"],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+            assign(local(3), 4),
+            assign(local(4), 5),
+            stmt("CallStmt", json!({"func": "is_string", "args": [local(5)], "result": 6})),
+            stmt("NotEqualStmt", json!({"a": local(6), "b": {"type": "bool", "value": false}})),
+            stmt("AssignVarOnceStmt", json!({"source": local(5), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    // Run: the plan's call, object, insert and result (its copy dropped); the rule's dot,
+    // type test, assignment and return. Twelve statements as written.
+    assert_eq!(eval_in(&plan, r#"{"x": "a"}"#, 8), ok(r#""a""#));
+    assert_eq!(
+        eval_in(&plan, r#"{"x": "a"}"#, 7),
+        Err(EvalError::StepBudget(7))
+    );
+    assert_eq!(eval(&plan, r#"{"x": 1}"#), Ok(None));
+    assert_eq!(eval(&plan, "{}"), Ok(None));
+}
+
+/// Where a copy's target could differ from its source when read, the copy stays.
+#[test]
+fn copies_stay_where_the_source_changes_or_the_read_is_elsewhere() {
+    let s = |text: u32| string(text);
+    // The source changed in place after the copy: the copy keeps the old array.
+    let mutated = plan_with(
+        &["result", "a"],
+        &[],
+        rule(json!([{"stmts": ([
+            stmt("MakeArrayStmt", json!({"capacity": 1, "target": 3})),
+            assign(local(3), 4),
+            stmt("ArrayAppendStmt", json!({"value": s(1), "array": 3})),
+        ].into_iter().chain(pair(4, 3)).collect::<Vec<_>>())}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&mutated, "{}"), ok(r#"[[], ["a"]]"#));
+    // The source assigned again after the copy.
+    let reassigned = plan_with(
+        &["result", "a", "b"],
+        &[],
+        rule(
+            json!([{"stmts": ([assign(s(1), 3), assign(local(3), 4), assign(s(2), 3)]
+            .into_iter().chain(pair(4, 3)).collect::<Vec<_>>())}]),
+        ),
+    )
+    .unwrap();
+    assert_eq!(eval(&reassigned, "{}"), ok(r#"["a", "b"]"#));
+    // The target read in a later block, after the source changed.
+    let elsewhere = plan_with(
+        &["result", "a", "b"],
+        &[],
+        rule(json!([
+            {"stmts": [assign(s(1), 3), assign(local(3), 4)]},
+            {"stmts": ([assign(s(2), 3)].into_iter().chain(pair(4, 3)).collect::<Vec<_>>())},
+        ])),
+    )
+    .unwrap();
+    assert_eq!(eval(&elsewhere, "{}"), ok(r#"["a", "b"]"#));
+    // A loop's value copied in its body and read after the loop: the last element that
+    // passed the body's test, not the loop's last element.
+    let after_loop = plan_with(
+        &["result", "items", "stop"],
+        &[],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": s(1), "target": 3})),
+            stmt("ScanStmt", json!({"source": 3, "key": 4, "value": 5, "block": {"stmts": [
+                stmt("NotEqualStmt", json!({"a": local(5), "b": s(2)})),
+                assign(local(5), 6),
+            ]}})),
+            stmt("AssignVarOnceStmt", json!({"source": local(6), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(
+        eval(&after_loop, r#"{"items": ["a", "b", "stop"]}"#),
+        ok(r#""b""#)
+    );
+}
+
+/// A builtin result read other than by its test is kept; a fused test passes on any value
+/// but false, as `NotEqual(r, false)` does; type tests cover every kind.
+#[test]
+fn tested_builtins_keep_their_meaning() {
+    let kept = plan_with(
+        &["result", "x"],
+        &["is_string"],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+            stmt("CallStmt", json!({"func": "is_string", "args": [local(3)], "result": 4})),
+            stmt("NotEqualStmt", json!({"a": local(4), "b": {"type": "bool", "value": false}})),
+            stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&kept, r#"{"x": "a"}"#), ok("true"));
+    assert_eq!(eval(&kept, r#"{"x": 1}"#), Ok(None));
+    // minus(x, 1) != false: true for 0 as for any number; undefined for a string.
+    let number = plan_with(
+        &["result", "x", "ok"],
+        &["minus"],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+            stmt("MakeNumberIntStmt", json!({"value": 1, "target": 4})),
+            stmt("CallStmt", json!({"func": "minus", "args": [local(3), local(4)], "result": 5})),
+            stmt("NotEqualStmt", json!({"a": local(5), "b": {"type": "bool", "value": false}})),
+            stmt("AssignVarOnceStmt", json!({"source": string(2), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&number, r#"{"x": 1}"#), ok(r#""ok""#));
+    assert_eq!(eval(&number, r#"{"x": "1"}"#), Ok(None));
+    let kinds = [
+        ("is_null", "null"),
+        ("is_boolean", "false"),
+        ("is_number", "1.50"),
+        ("is_string", r#""""#),
+        ("is_array", "[]"),
+        ("is_object", "{}"),
+    ];
+    for (name, _) in kinds {
+        let test = plan_with(
+            &["result", "x", "yes"],
+            &[name],
+            rule(json!([{"stmts": [
+                stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+                stmt("CallStmt", json!({"func": name, "args": [local(3)], "result": 4})),
+                stmt("NotEqualStmt", json!({"a": local(4), "b": {"type": "bool", "value": false}})),
+                stmt("AssignVarOnceStmt", json!({"source": string(2), "target": 2})),
+            ]}])),
+        )
+        .unwrap();
+        for (other, value) in kinds {
+            let want = if other == name {
+                ok(r#""yes""#)
+            } else {
+                Ok(None)
+            };
+            assert_eq!(
+                eval(&test, &format!(r#"{{"x": {value}}}"#)),
+                want,
+                "{name}({value})"
+            );
+        }
+        assert_eq!(eval(&test, "{}"), Ok(None), "{name} of nothing");
+    }
+}
