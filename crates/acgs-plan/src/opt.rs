@@ -1,20 +1,22 @@
 //! Rewrites of the lowered plan that keep its meaning and run fewer statements.
 //!
 //! OPA's planner copies values from local to local freely (an argument into a fresh local
-//! before each use, a result into another before it is tested) and tests a builtin's result
-//! with a separate statement. A third of a constitution decision's statements were such
-//! copies and tests. Two rewrites, run on each function and plan body at load:
+//! before each use, a result into another before it is tested), reuses a local for unrelated
+//! values in different rule bodies, and tests a builtin's result with a separate statement.
+//! A third of a constitution decision's statements were such copies and tests. Two rewrites,
+//! run on each function and plan body at load, each decided for one statement at a time:
 //!
-//! - **Copy propagation.** `AssignVar(s -> t)` is dropped and every read of `t` reads `s`
-//!   when every write of `t` is such a copy from the same `s`, every read of `t` comes later
-//!   in the block of one of those copies (so it sees a copy's value), and `s` is written only
-//!   before each copy in that copy's block (so `s` still holds that value wherever `t` is
-//!   read). Parameters, the return local and a plan's input and data are never dropped.
-//! - **Test fusion.** A builtin call whose result local `r` is read only by a
-//!   `NotEqual(r, false)` right after it becomes one statement that passes when the builtin is
-//!   defined and not `false`; a type test (`is_string(x)`) becomes [`Stmt::TypeIs`].
+//! - **Copy propagation.** A copy `t := s` is dropped when every read of `t` it can reach
+//!   comes later in its own block with nothing writing `t` or `s` in between (those reads then
+//!   read `s`), and every other read of `t` is preceded by a write that overwrites `t` with
+//!   the copy not in between.
+//! - **Test fusion.** A builtin call whose result `r` only reaches the `NotEqual(r, false)`
+//!   right after it becomes one statement that passes when the builtin is defined and not
+//!   `false`; a type test (`is_string(x)`) becomes [`Stmt::TypeIs`].
 //!
-//! Either rewrite is skipped for a local it cannot prove safe; nothing else changes.
+//! Positions are chains of (block, position) from the body's top block down, which is enough
+//! for plans: control only moves forward through a block, into nested blocks, or out of them
+//! (a loop body restarts from its start). A rewrite it cannot prove safe is not made.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,8 +29,9 @@ use crate::value::Val;
 /// its key and value before each run of its body.
 type Chain = Vec<(u32, u32)>;
 
-/// Rounds of copy propagation (a chain of copies resolves one link per round).
-const MAX_ROUNDS: usize = 16;
+/// Rounds of copy propagation: each drops at most one copy per local (a local reused in many
+/// rule bodies takes a round per body), so that no drop relies on a write dropped with it.
+const MAX_ROUNDS: usize = 64;
 
 /// Rewrites `blocks` (a function's or a plan's body). `fixed`: locals written on entry or read
 /// on exit (parameters, the return local, a plan's input and data).
@@ -41,14 +44,49 @@ pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32]) {
     fuse_tests(blocks, fixed);
 }
 
+struct Write {
+    at: Chain,
+    /// Whether, once the statement has run, the local holds what it wrote whatever it held
+    /// before (an `AssignVarOnce` may keep the old value, an append changes it in place).
+    kills: bool,
+}
+
 #[derive(Default)]
 struct Uses {
     reads: BTreeMap<u32, Vec<Chain>>,
-    writes: BTreeMap<u32, Vec<Chain>>,
-    /// Copies `AssignVar(Local(s), t)`: t to (where, s).
-    copies: BTreeMap<u32, Vec<(Chain, u32)>>,
-    /// `NotEqual(Local(r), false)` right after a builtin call writing `r`: count per `r`.
-    tests: BTreeMap<u32, usize>,
+    writes: BTreeMap<u32, Vec<Write>>,
+    /// Copies `t := s`, in program order: (where, t, s).
+    copies: Vec<(Chain, u32, u32)>,
+    /// A builtin call writing `r` and the `NotEqual(r, false)` right after it: (call, test, r).
+    tests: Vec<(Chain, Chain, u32)>,
+}
+
+impl Uses {
+    /// Whether the value `t` gets at `from` cannot reach the read at `read`: a write that
+    /// overwrites `t` (other than `from`) comes before the read in one of its blocks, and
+    /// `from` does not lie between the two.
+    fn shadowed(&self, t: u32, from: &Chain, read: &Chain) -> bool {
+        self.writes.get(&t).is_some_and(|ws| {
+            ws.iter().any(|w| {
+                if !w.kills || w.at == *from {
+                    return false;
+                }
+                let (b, i) = place(&w.at);
+                match pos_in(read, b) {
+                    Some(j) if j > i => !pos_in(from, b).is_some_and(|k| i < k && k <= j),
+                    _ => false,
+                }
+            })
+        })
+    }
+
+    /// Whether a write of `l` lies after position `i` of block `b` and at or before `j`.
+    fn written_between(&self, l: u32, b: u32, i: u32, j: u32) -> bool {
+        self.writes.get(&l).is_some_and(|ws| {
+            ws.iter()
+                .any(|w| pos_in(&w.at, b).is_some_and(|k| i < k && k <= j))
+        })
+    }
 }
 
 fn analyse(blocks: &[Block]) -> Uses {
@@ -72,21 +110,25 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
         for r in reads {
             u.reads.entry(r).or_default().push(chain.clone());
         }
-        for w in writes {
-            u.writes.entry(w).or_default().push(chain.clone());
+        for (w, kills) in writes {
+            u.writes.entry(w).or_default().push(Write {
+                at: chain.clone(),
+                kills,
+            });
         }
         if let Stmt::AssignVar {
             source: Op::Local(src),
             target,
         } = s
         {
-            u.copies
-                .entry(*target)
-                .or_default()
-                .push((chain.clone(), *src));
+            u.copies.push((chain.clone(), *target, *src));
         }
         if let Some(r) = prev.and_then(|p| test_pair(p, s)) {
-            *u.tests.entry(r).or_default() += 1;
+            let mut call = chain.clone();
+            if let Some(last) = call.last_mut() {
+                last.1 -= 1;
+            }
+            u.tests.push((call, chain.clone(), r));
         }
         match s {
             Stmt::Block(bs) => {
@@ -100,7 +142,10 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
             } => {
                 chain.push((*next, 0));
                 for w in [*key, *value] {
-                    u.writes.entry(w).or_default().push(chain.clone());
+                    u.writes.entry(w).or_default().push(Write {
+                        at: chain.clone(),
+                        kills: true,
+                    });
                 }
                 chain.pop();
                 collect(block, chain, next, u);
@@ -125,9 +170,11 @@ fn test_pair(call: &Stmt, test: &Stmt) -> Option<u32> {
     }
 }
 
-/// The locals a statement reads and writes itself (its nested blocks aside; a Scan's key and
-/// value are written at its body's start, see [`collect`]).
-fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
+/// The locals a statement reads, and writes (with whether the write overwrites), itself: its
+/// nested blocks aside; a Scan's key and value are written at its body's start, see
+/// [`collect`]. A call or dot that fails writes nothing but ends the block, so whatever comes
+/// after it in the block sees its value.
+fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<(u32, bool)>) {
     let op = |o: &Op, reads: &mut Vec<u32>| {
         if let Op::Local(l) = o {
             reads.push(*l);
@@ -137,7 +184,7 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
         Stmt::ArrayAppend { value, array } => {
             op(value, reads);
             reads.push(*array);
-            writes.push(*array);
+            writes.push((*array, false));
         }
         Stmt::AssignInt { target, .. }
         | Stmt::MakeArray(target)
@@ -145,28 +192,39 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
         | Stmt::MakeObject(target)
         | Stmt::MakeSet(target)
         | Stmt::MakeValue { target, .. }
-        | Stmt::ResetLocal(target) => writes.push(*target),
+        | Stmt::ResetLocal(target) => writes.push((*target, true)),
         Stmt::AssignVarOnce { source, target, .. } => {
             op(source, reads);
             reads.push(*target);
-            writes.push(*target);
+            writes.push((*target, false));
         }
         Stmt::AssignVar { source, target } => {
             op(source, reads);
-            writes.push(*target);
+            writes.push((*target, true));
         }
         Stmt::Block(_) | Stmt::Break(_) | Stmt::Nop | Stmt::Not(_) => {}
         Stmt::CallDynamic { args, result, path } => {
             for o in args.iter().chain(path) {
                 op(o, reads);
             }
-            writes.push(*result);
+            writes.push((*result, true));
         }
-        Stmt::CallFunc { args, result, .. } | Stmt::CallBuiltin { args, result, .. } => {
+        Stmt::CallFunc { args, result, .. } => {
             for o in args {
                 op(o, reads);
             }
-            writes.push(*result);
+            writes.push((*result, true));
+        }
+        Stmt::CallBuiltin {
+            builtin,
+            args,
+            result,
+        } => {
+            for o in args {
+                op(o, reads);
+            }
+            // internal.print writes nothing and never fails.
+            writes.push((*result, !matches!(builtin.imp, Impl::Void)));
         }
         Stmt::Test { args, .. } => {
             for o in args {
@@ -180,7 +238,7 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
         } => {
             op(source, reads);
             op(key, reads);
-            writes.push(*target);
+            writes.push((*target, true));
         }
         Stmt::Equal(a, b) | Stmt::NotEqual(a, b) => {
             op(a, reads);
@@ -195,7 +253,7 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
         }
         Stmt::Len { source, target } => {
             op(source, reads);
-            writes.push(*target);
+            writes.push((*target, true));
         }
         Stmt::ObjectInsertOnce {
             key, value, object, ..
@@ -204,93 +262,140 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<u32>) {
             op(key, reads);
             op(value, reads);
             reads.push(*object);
-            writes.push(*object);
+            writes.push((*object, false));
         }
         Stmt::ObjectMerge { a, b, target } => {
             reads.push(*a);
             reads.push(*b);
-            writes.push(*target);
+            writes.push((*target, true));
         }
         Stmt::Scan { source, .. } => reads.push(*source),
         Stmt::SetAdd { value, set } => {
             op(value, reads);
             reads.push(*set);
-            writes.push(*set);
+            writes.push((*set, false));
         }
         Stmt::With { local, value, .. } => {
             op(value, reads);
             reads.push(*local);
-            writes.push(*local);
+            writes.push((*local, false));
         }
     }
 }
 
-/// The block and position a statement's chain ends in.
+/// The block and position a chain ends in.
 fn place(c: &Chain) -> (u32, u32) {
     c.last().copied().unwrap_or((u32::MAX, 0))
+}
+
+/// The position in block `b` of the statement a chain passes through there.
+fn pos_in(c: &Chain, b: u32) -> Option<u32> {
+    c.iter().find(|(x, _)| *x == b).map(|(_, j)| *j)
+}
+
+/// What a pass decided: statements to drop, reads to rename in statements, and tests to fuse
+/// with the builtin call before them.
+#[derive(Default)]
+struct Edits {
+    drop: BTreeSet<Chain>,
+    rename: BTreeMap<Chain, Vec<(u32, u32)>>,
+    fuse: BTreeSet<Chain>,
 }
 
 /// One round of copy propagation; whether anything changed.
 fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
     let u = analyse(blocks);
-    let mut chosen: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut edits = Edits::default();
+    let mut targets: BTreeSet<u32> = BTreeSet::new();
     let mut sources: BTreeSet<u32> = BTreeSet::new();
-    for (&t, copies) in &u.copies {
-        let Some(&(_, s)) = copies.first() else {
-            continue;
-        };
-        if fixed.contains(&t)
-            || copies.iter().any(|(_, x)| *x != s)
-            || u.writes.get(&t).map_or(0, Vec::len) != copies.len()
-            // Chains resolve over rounds: a local is not both dropped and a source dropped into.
-            || chosen.contains_key(&s)
-            || sources.contains(&t)
-        {
+    for (at, t, s) in &u.copies {
+        let (t, s) = (*t, *s);
+        // Copies dropped in one round do not feed each other: a local is not both a dropped
+        // copy's target and another's source.
+        if fixed.contains(&t) || targets.contains(&s) || sources.contains(&t) {
             continue;
         }
-        if s != t {
-            let after_a_copy = |r: &Chain| {
-                copies.iter().any(|(c, _)| {
-                    let (b, i) = place(c);
-                    r.iter().any(|&(rb, j)| rb == b && j > i)
+        let (b, i) = place(at);
+        let mut renamed = Vec::new();
+        let safe = t == s
+            || u.reads.get(&t).is_none_or(|reads| {
+                reads.iter().all(|r| {
+                    if u.shadowed(t, at, r) {
+                        return true;
+                    }
+                    match pos_in(r, b) {
+                        Some(j)
+                            if j > i
+                                && !u.written_between(t, b, i, j)
+                                && !u.written_between(s, b, i, j) =>
+                        {
+                            renamed.push(r.clone());
+                            true
+                        }
+                        _ => false,
+                    }
                 })
-            };
-            if !u.reads.get(&t).is_none_or(|rs| rs.iter().all(after_a_copy)) {
-                continue;
-            }
-            let source_settled = copies.iter().all(|(c, _)| {
-                let (b, i) = place(c);
-                u.writes
-                    .get(&s)
-                    .is_none_or(|ws| ws.iter().all(|w| w.iter().any(|&(wb, j)| wb == b && j < i)))
             });
-            if !source_settled {
-                continue;
-            }
+        if !safe {
+            continue;
         }
-        chosen.insert(t, s);
+        edits.drop.insert(at.clone());
+        for r in renamed {
+            edits.rename.entry(r).or_default().push((t, s));
+        }
+        targets.insert(t);
         sources.insert(s);
     }
-    if chosen.is_empty() {
+    if edits.drop.is_empty() {
         return false;
     }
-    for b in blocks.iter_mut() {
-        rewrite_copies(b, &chosen);
-    }
+    apply(blocks, &edits);
     true
 }
 
-fn rewrite_copies(block: &mut Block, chosen: &BTreeMap<u32, u32>) {
-    block.stmts.retain(|s| {
-        !matches!(s, Stmt::AssignVar { source: Op::Local(s), target }
-            if chosen.get(target) == Some(s))
-    });
-    for s in &mut block.stmts {
-        rename_reads(s, chosen);
-        for b in nested_mut(s) {
-            rewrite_copies(b, chosen);
-        }
+/// Applies `edits` (positions as [`analyse`] numbered them).
+fn apply(blocks: &mut [Block], edits: &Edits) {
+    let mut next = 0;
+    let mut chain = Vec::new();
+    for b in blocks.iter_mut() {
+        apply_block(b, edits, &mut chain, &mut next);
     }
+}
+
+fn apply_block(block: &mut Block, edits: &Edits, chain: &mut Chain, next: &mut u32) {
+    let id = *next;
+    *next += 1;
+    let stmts = std::mem::take(&mut block.stmts);
+    let mut out = Vec::with_capacity(stmts.len());
+    for (k, mut s) in stmts.into_iter().enumerate() {
+        chain.push((id, u32::try_from(k).unwrap_or(u32::MAX - 1) + 1));
+        if let Some(renames) = edits.rename.get(chain) {
+            let map: BTreeMap<u32, u32> = renames.iter().copied().collect();
+            rename_reads(&mut s, &map);
+        }
+        for b in nested_mut(&mut s) {
+            apply_block(b, edits, chain, next);
+        }
+        if edits.fuse.contains(chain) {
+            match out.pop() {
+                Some(Stmt::CallBuiltin { builtin, args, .. }) => {
+                    out.push(match (builtin.test, args.as_slice()) {
+                        (Some(kind), [arg]) => Stmt::TypeIs(arg.clone(), kind),
+                        _ => Stmt::Test { builtin, args },
+                    });
+                }
+                // Not the pair `analyse` saw: keep both statements as they were.
+                other => {
+                    out.extend(other);
+                    out.push(s);
+                }
+            }
+        } else if !edits.drop.contains(chain) {
+            out.push(s);
+        }
+        chain.pop();
+    }
+    block.stmts = out;
 }
 
 fn nested_mut(s: &mut Stmt) -> Vec<&mut Block> {
@@ -365,46 +470,21 @@ fn rename_reads(s: &mut Stmt, map: &BTreeMap<u32, u32>) {
     }
 }
 
-/// Fuses each builtin call whose result is read only by the `NotEqual(r, false)` after it.
+/// Fuses each builtin call whose result reaches no read but the `NotEqual(r, false)` after it.
 fn fuse_tests(blocks: &mut [Block], fixed: &[u32]) {
     let u = analyse(blocks);
-    let fusable: BTreeSet<u32> = u
-        .tests
-        .iter()
-        .filter(|&(r, &n)| !fixed.contains(r) && u.reads.get(r).map_or(0, Vec::len) == n)
-        .map(|(&r, _)| r)
-        .collect();
-    if fusable.is_empty() {
-        return;
-    }
-    for b in blocks.iter_mut() {
-        fuse_block(b, &fusable);
-    }
-}
-
-fn fuse_block(block: &mut Block, fusable: &BTreeSet<u32>) {
-    let stmts = std::mem::take(&mut block.stmts);
-    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
-    for s in stmts {
-        let fuse = out
-            .last()
-            .and_then(|p| test_pair(p, &s))
-            .is_some_and(|r| fusable.contains(&r));
-        if fuse {
-            if let Some(Stmt::CallBuiltin { builtin, args, .. }) = out.pop() {
-                out.push(match (builtin.test, args.as_slice()) {
-                    (Some(kind), [arg]) => Stmt::TypeIs(arg.clone(), kind),
-                    _ => Stmt::Test { builtin, args },
-                });
-                continue;
-            }
+    let mut edits = Edits::default();
+    for (call, test, r) in &u.tests {
+        let alone = u.reads.get(r).is_none_or(|reads| {
+            reads
+                .iter()
+                .all(|read| read == test || u.shadowed(*r, call, read))
+        });
+        if alone && !fixed.contains(r) {
+            edits.fuse.insert(test.clone());
         }
-        out.push(s);
     }
-    block.stmts = out;
-    for s in &mut block.stmts {
-        for b in nested_mut(s) {
-            fuse_block(b, fusable);
-        }
+    if !edits.fuse.is_empty() {
+        apply(blocks, &edits);
     }
 }

@@ -896,3 +896,63 @@ fn tested_builtins_keep_their_meaning() {
         assert_eq!(eval(&test, "{}"), Ok(None), "{name} of nothing");
     }
 }
+
+/// OPA reuses a local for unrelated values in different rule bodies: a copy is dropped only
+/// where no read it reaches could see the difference.
+#[test]
+fn copies_of_reused_locals_keep_what_later_reads_see() {
+    // Body 1: t := s ("a"). Body 2: t := "b" once: a conflict, since t still holds "a".
+    let conflict = plan_with(
+        &["result", "a", "b"],
+        &[],
+        rule(json!([
+            {"stmts": [assign(string(1), 3), assign(local(3), 4),
+                       stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 2}))]},
+            {"stmts": [stmt("AssignVarOnceStmt", json!({"source": string(2), "target": 4,
+                "file": 0, "row": 9, "col": 1}))]},
+        ])),
+    )
+    .unwrap();
+    assert_eq!(
+        eval(&conflict, "{}"),
+        Err(EvalError::Conflict {
+            what: "var assignment conflict",
+            at: "t.rego:9:1".into()
+        })
+    );
+    // A loop body reads t before copying the element into it: each run sees the previous
+    // element (the first sees "start").
+    let carried = plan_with(
+        &["result", "items", "start"],
+        &[],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+            stmt("MakeArrayStmt", json!({"capacity": 3, "target": 2})),
+            assign(string(2), 4),
+            stmt("ScanStmt", json!({"source": 3, "key": 5, "value": 6, "block": {"stmts": [
+                stmt("ArrayAppendStmt", json!({"value": local(4), "array": 2})),
+                assign(local(6), 4),
+            ]}})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(
+        eval(&carried, r#"{"items": ["a", "b", "c"]}"#),
+        ok(r#"["start", "a", "b"]"#)
+    );
+    // internal.print names a result local it never writes: t keeps the copy's value.
+    let printed = plan_with(
+        &["result", "a"],
+        &["internal.print"],
+        rule(json!([
+            {"stmts": [assign(string(1), 3), assign(local(3), 4)]},
+            {"stmts": [
+                stmt("MakeArrayStmt", json!({"capacity": 0, "target": 5})),
+                stmt("CallStmt", json!({"func": "internal.print", "args": [local(5)], "result": 4})),
+                stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 2})),
+            ]},
+        ])),
+    )
+    .unwrap();
+    assert_eq!(eval(&printed, "{}"), ok(r#""a""#));
+}
