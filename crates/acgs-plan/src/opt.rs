@@ -3,16 +3,20 @@
 //! OPA's planner copies values from local to local freely (an argument into a fresh local
 //! before each use, a result into another before it is tested), reuses a local for unrelated
 //! values in different rule bodies, and tests a builtin's result with a separate statement.
-//! A third of a constitution decision's statements were such copies and tests. Two rewrites,
+//! A third of a constitution decision's statements were such copies and tests. The rewrites,
 //! run on each function and plan body at load, each decided for one statement at a time:
 //!
-//! - **Copy propagation.** A copy `t := s` is dropped when every read of `t` it can reach
-//!   comes later in its own block with nothing writing `t` or `s` in between (those reads then
-//!   read `s`), and every other read of `t` is preceded by a write that overwrites `t` with
-//!   the copy not in between.
+//! - **Copy and constant propagation.** A copy `t := s` (or a constant `t := c`) is dropped
+//!   when every read of `t` it can reach comes later in its own block with nothing writing `t`
+//!   or `s` in between (those reads then read `s`, or `c` where a value can stand), and every
+//!   other read of `t` is preceded by a write that overwrites `t` with the copy not in between.
+//! - **Literals.** A collection made and then filled with constants only is one constant.
+//! - **Unseen writes.** A statement that only writes a local no read can see is dropped.
 //! - **Test fusion.** A builtin call whose result `r` only reaches the `NotEqual(r, false)`
 //!   right after it becomes one statement that passes when the builtin is defined and not
 //!   `false`; a type test (`is_string(x)`) becomes [`Stmt::TypeIs`].
+//! - **Ends.** `IsDefined(x)` before a block's final `AssignVarOnce(x -> y)`, and a function's
+//!   final `ReturnLocal` of its return local, change nothing and are dropped.
 //!
 //! Positions are chains of (block, position) from the body's top block down, which is enough
 //! for plans: control only moves forward through a block, into nested blocks, or out of them
@@ -35,13 +39,17 @@ const MAX_ROUNDS: usize = 64;
 
 /// Rewrites `blocks` (a function's or a plan's body). `fixed`: locals written on entry or read
 /// on exit (parameters, the return local, a plan's input and data).
-pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32]) {
+pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32], ret: Option<u32>) {
     for _ in 0..MAX_ROUNDS {
-        if !propagate_copies(blocks, fixed) {
+        let folded = fold_literals(blocks);
+        let propagated = propagate_copies(blocks, fixed);
+        let dropped = drop_dead_writes(blocks, fixed);
+        if !(folded || propagated || dropped) {
             break;
         }
     }
     fuse_tests(blocks, fixed);
+    trim_ends(blocks, ret);
 }
 
 struct Write {
@@ -54,9 +62,14 @@ struct Write {
 #[derive(Default)]
 struct Uses {
     reads: BTreeMap<u32, Vec<Chain>>,
+    /// The reads of a local in a place that names a local (`IsDefined(l)`, a Scan's source):
+    /// a constant cannot stand there.
+    slot_reads: BTreeSet<(u32, Chain)>,
     writes: BTreeMap<u32, Vec<Write>>,
-    /// Copies `t := s`, in program order: (where, t, s).
-    copies: Vec<(Chain, u32, u32)>,
+    /// Copies `t := s` and constants `t := c`, in program order: (where, t, what).
+    copies: Vec<(Chain, u32, Op)>,
+    /// Statements that only write a local (and never fail): (where, local).
+    pure_writes: Vec<(Chain, u32)>,
     /// A builtin call writing `r` and the `NotEqual(r, false)` right after it: (call, test, r).
     tests: Vec<(Chain, Chain, u32)>,
 }
@@ -107,8 +120,11 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
         chain.push((id, u32::try_from(k).unwrap_or(u32::MAX - 1) + 1));
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
         own_uses(s, &mut reads, &mut writes);
-        for r in reads {
+        for (r, in_op) in reads {
             u.reads.entry(r).or_default().push(chain.clone());
+            if !in_op {
+                u.slot_reads.insert((r, chain.clone()));
+            }
         }
         for (w, kills) in writes {
             u.writes.entry(w).or_default().push(Write {
@@ -116,12 +132,26 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
                 kills,
             });
         }
-        if let Stmt::AssignVar {
-            source: Op::Local(src),
-            target,
-        } = s
-        {
-            u.copies.push((chain.clone(), *target, *src));
+        match s {
+            Stmt::AssignVar { source, target } => {
+                u.copies.push((chain.clone(), *target, source.clone()));
+            }
+            Stmt::MakeValue { value, target } => {
+                u.copies
+                    .push((chain.clone(), *target, Op::Const(value.clone())));
+            }
+            _ => {}
+        }
+        match s {
+            Stmt::AssignVar { target: t, .. }
+            | Stmt::AssignInt { target: t, .. }
+            | Stmt::MakeValue { target: t, .. }
+            | Stmt::MakeArray(t)
+            | Stmt::MakeNull(t)
+            | Stmt::MakeObject(t)
+            | Stmt::MakeSet(t)
+            | Stmt::ResetLocal(t) => u.pure_writes.push((chain.clone(), *t)),
+            _ => {}
         }
         if let Some(r) = prev.and_then(|p| test_pair(p, s)) {
             let mut call = chain.clone();
@@ -170,20 +200,21 @@ fn test_pair(call: &Stmt, test: &Stmt) -> Option<u32> {
     }
 }
 
-/// The locals a statement reads, and writes (with whether the write overwrites), itself: its
+/// The locals a statement reads (with whether the place could hold a constant instead), and
+/// writes (with whether the write overwrites), itself: its
 /// nested blocks aside; a Scan's key and value are written at its body's start, see
 /// [`collect`]. A call or dot that fails writes nothing but ends the block, so whatever comes
 /// after it in the block sees its value.
-fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<(u32, bool)>) {
-    let op = |o: &Op, reads: &mut Vec<u32>| {
+fn own_uses(s: &Stmt, reads: &mut Vec<(u32, bool)>, writes: &mut Vec<(u32, bool)>) {
+    let op = |o: &Op, reads: &mut Vec<(u32, bool)>| {
         if let Op::Local(l) = o {
-            reads.push(*l);
+            reads.push((*l, true));
         }
     };
     match s {
         Stmt::ArrayAppend { value, array } => {
             op(value, reads);
-            reads.push(*array);
+            reads.push((*array, false));
             writes.push((*array, false));
         }
         Stmt::AssignInt { target, .. }
@@ -195,7 +226,7 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<(u32, bool)>) {
         | Stmt::ResetLocal(target) => writes.push((*target, true)),
         Stmt::AssignVarOnce { source, target, .. } => {
             op(source, reads);
-            reads.push(*target);
+            reads.push((*target, false));
             writes.push((*target, false));
         }
         Stmt::AssignVar { source, target } => {
@@ -249,7 +280,7 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<(u32, bool)>) {
         | Stmt::IsUndefined(l)
         | Stmt::ResultSetAdd(l)
         | Stmt::ReturnLocal(l) => {
-            reads.push(*l);
+            reads.push((*l, false));
         }
         Stmt::Len { source, target } => {
             op(source, reads);
@@ -261,23 +292,23 @@ fn own_uses(s: &Stmt, reads: &mut Vec<u32>, writes: &mut Vec<(u32, bool)>) {
         | Stmt::ObjectInsert { key, value, object } => {
             op(key, reads);
             op(value, reads);
-            reads.push(*object);
+            reads.push((*object, false));
             writes.push((*object, false));
         }
         Stmt::ObjectMerge { a, b, target } => {
-            reads.push(*a);
-            reads.push(*b);
+            reads.push((*a, false));
+            reads.push((*b, false));
             writes.push((*target, true));
         }
-        Stmt::Scan { source, .. } => reads.push(*source),
+        Stmt::Scan { source, .. } => reads.push((*source, false)),
         Stmt::SetAdd { value, set } => {
             op(value, reads);
-            reads.push(*set);
+            reads.push((*set, false));
             writes.push((*set, false));
         }
         Stmt::With { local, value, .. } => {
             op(value, reads);
-            reads.push(*local);
+            reads.push((*local, false));
             writes.push((*local, false));
         }
     }
@@ -298,26 +329,30 @@ fn pos_in(c: &Chain, b: u32) -> Option<u32> {
 #[derive(Default)]
 struct Edits {
     drop: BTreeSet<Chain>,
-    rename: BTreeMap<Chain, Vec<(u32, u32)>>,
+    rename: BTreeMap<Chain, Vec<(u32, Op)>>,
     fuse: BTreeSet<Chain>,
 }
 
-/// One round of copy propagation; whether anything changed.
+/// One round of copy and constant propagation; whether anything changed.
 fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
     let u = analyse(blocks);
     let mut edits = Edits::default();
     let mut targets: BTreeSet<u32> = BTreeSet::new();
     let mut sources: BTreeSet<u32> = BTreeSet::new();
-    for (at, t, s) in &u.copies {
-        let (t, s) = (*t, *s);
+    for (at, t, source) in &u.copies {
+        let t = *t;
+        let s = match source {
+            Op::Local(s) => Some(*s),
+            Op::Const(_) => None,
+        };
         // Copies dropped in one round do not feed each other: a local is not both a dropped
         // copy's target and another's source.
-        if fixed.contains(&t) || targets.contains(&s) || sources.contains(&t) {
+        if fixed.contains(&t) || s.is_some_and(|s| targets.contains(&s)) || sources.contains(&t) {
             continue;
         }
         let (b, i) = place(at);
         let mut renamed = Vec::new();
-        let safe = t == s
+        let safe = s == Some(t)
             || u.reads.get(&t).is_none_or(|reads| {
                 reads.iter().all(|r| {
                     if u.shadowed(t, at, r) {
@@ -327,7 +362,8 @@ fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
                         Some(j)
                             if j > i
                                 && !u.written_between(t, b, i, j)
-                                && !u.written_between(s, b, i, j) =>
+                                && s.is_none_or(|s| !u.written_between(s, b, i, j))
+                                && (s.is_some() || !u.slot_reads.contains(&(t, r.clone()))) =>
                         {
                             renamed.push(r.clone());
                             true
@@ -341,16 +377,179 @@ fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
         }
         edits.drop.insert(at.clone());
         for r in renamed {
-            edits.rename.entry(r).or_default().push((t, s));
+            edits.rename.entry(r).or_default().push((t, source.clone()));
         }
         targets.insert(t);
-        sources.insert(s);
+        if let Some(s) = s {
+            sources.insert(s);
+        }
     }
     if edits.drop.is_empty() {
         return false;
     }
     apply(blocks, &edits);
     true
+}
+
+/// Drops the statements that only write a local no read can see; whether any was dropped.
+fn drop_dead_writes(blocks: &mut [Block], fixed: &[u32]) -> bool {
+    let u = analyse(blocks);
+    let mut edits = Edits::default();
+    for (at, t) in &u.pure_writes {
+        let unseen = u
+            .reads
+            .get(t)
+            .is_none_or(|reads| reads.iter().all(|r| u.shadowed(*t, at, r)));
+        if unseen && !fixed.contains(t) {
+            edits.drop.insert(at.clone());
+        }
+    }
+    if edits.drop.is_empty() {
+        return false;
+    }
+    apply(blocks, &edits);
+    true
+}
+
+/// Builds `[c, ...]`, `{k: v, ...}` and `{c, ...}` made of constants, appended or inserted
+/// right after the collection is made, as one constant; whether any was.
+fn fold_literals(blocks: &mut [Block]) -> bool {
+    let mut changed = false;
+    for b in blocks.iter_mut() {
+        changed |= fold_block(b);
+    }
+    changed
+}
+
+fn fold_block(block: &mut Block) -> bool {
+    let mut changed = false;
+    let stmts = std::mem::take(&mut block.stmts);
+    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
+    for mut s in stmts {
+        for b in nested_mut(&mut s) {
+            changed |= fold_block(b);
+        }
+        let folded = match (out.last_mut(), &s) {
+            (
+                Some(Stmt::MakeArray(t)),
+                Stmt::ArrayAppend {
+                    value: Op::Const(v),
+                    array,
+                },
+            ) if t == array => Some((*t, Val::Arr(std::sync::Arc::new(vec![v.clone()])))),
+            (
+                Some(Stmt::MakeValue {
+                    value: Val::Arr(a),
+                    target,
+                }),
+                Stmt::ArrayAppend {
+                    value: Op::Const(v),
+                    array,
+                },
+            ) if target == array => {
+                std::sync::Arc::make_mut(a).push(v.clone());
+                changed = true;
+                continue;
+            }
+            (
+                Some(Stmt::MakeSet(t)),
+                Stmt::SetAdd {
+                    value: Op::Const(v),
+                    set,
+                },
+            ) if t == set => Some((
+                *t,
+                Val::Set(std::sync::Arc::new([v.clone()].into_iter().collect())),
+            )),
+            (
+                Some(Stmt::MakeValue {
+                    value: Val::Set(a),
+                    target,
+                }),
+                Stmt::SetAdd {
+                    value: Op::Const(v),
+                    set,
+                },
+            ) if target == set => {
+                std::sync::Arc::make_mut(a).insert(v.clone());
+                changed = true;
+                continue;
+            }
+            (
+                Some(Stmt::MakeObject(t)),
+                Stmt::ObjectInsert {
+                    key: Op::Const(k),
+                    value: Op::Const(v),
+                    object,
+                },
+            ) if t == object => Some((
+                *t,
+                Val::Obj(std::sync::Arc::new(
+                    [(k.clone(), v.clone())].into_iter().collect(),
+                )),
+            )),
+            (
+                Some(Stmt::MakeValue {
+                    value: Val::Obj(o),
+                    target,
+                }),
+                Stmt::ObjectInsert {
+                    key: Op::Const(k),
+                    value: Op::Const(v),
+                    object,
+                },
+            ) if target == object => {
+                std::sync::Arc::make_mut(o).insert(k.clone(), v.clone());
+                changed = true;
+                continue;
+            }
+            _ => None,
+        };
+        match (folded, out.last_mut()) {
+            (Some((target, value)), Some(last)) => {
+                *last = Stmt::MakeValue { value, target };
+                changed = true;
+            }
+            _ => out.push(s),
+        }
+    }
+    block.stmts = out;
+    changed
+}
+
+/// The ends of rule bodies and functions: `IsDefined(x)` right before a block's last
+/// statement `AssignVarOnce(x -> y)` changes nothing (an undefined `x` assigns nothing either),
+/// and a function's last statement `ReturnLocal(ret)` names what the function returns anyway.
+fn trim_ends(blocks: &mut [Block], ret: Option<u32>) {
+    for b in blocks.iter_mut() {
+        trim_block(b);
+    }
+    if let (Some(ret), Some(last)) = (ret, blocks.last_mut()) {
+        if matches!(last.stmts.last(), Some(Stmt::ReturnLocal(l)) if *l == ret) {
+            last.stmts.pop();
+        }
+    }
+}
+
+fn trim_block(block: &mut Block) {
+    for s in &mut block.stmts {
+        for b in nested_mut(s) {
+            trim_block(b);
+        }
+    }
+    let n = block.stmts.len();
+    if n >= 2 {
+        let redundant = matches!(
+            (block.stmts.get(n - 2), block.stmts.get(n - 1)),
+            (
+                Some(Stmt::IsDefined(x)),
+                Some(Stmt::AssignVarOnce { source: Op::Local(y), .. })
+            ) if x == y
+        );
+        if redundant {
+            block.stmts.remove(n - 2);
+        }
+    }
 }
 
 /// Applies `edits` (positions as [`analyse`] numbered them).
@@ -370,7 +569,7 @@ fn apply_block(block: &mut Block, edits: &Edits, chain: &mut Chain, next: &mut u
     for (k, mut s) in stmts.into_iter().enumerate() {
         chain.push((id, u32::try_from(k).unwrap_or(u32::MAX - 1) + 1));
         if let Some(renames) = edits.rename.get(chain) {
-            let map: BTreeMap<u32, u32> = renames.iter().copied().collect();
+            let map: BTreeMap<u32, Op> = renames.iter().cloned().collect();
             rename_reads(&mut s, &map);
         }
         for b in nested_mut(&mut s) {
@@ -408,16 +607,17 @@ fn nested_mut(s: &mut Stmt) -> Vec<&mut Block> {
 
 /// Renames the locals a statement only reads (a dropped local is never written but by the
 /// copies removed, so it is never in a place that is also written).
-fn rename_reads(s: &mut Stmt, map: &BTreeMap<u32, u32>) {
+fn rename_reads(s: &mut Stmt, map: &BTreeMap<u32, Op>) {
+    // A constant never replaces a local in a place that names one (see `slot_reads`).
     let slot = |l: &mut u32| {
-        if let Some(&to) = map.get(l) {
-            *l = to;
+        if let Some(Op::Local(to)) = map.get(l) {
+            *l = *to;
         }
     };
     let op = |o: &mut Op| {
         if let Op::Local(l) = o {
-            if let Some(&to) = map.get(l) {
-                *l = to;
+            if let Some(to) = map.get(l) {
+                *o = to.clone();
             }
         }
     };

@@ -612,7 +612,7 @@ impl Program {
             let mut blocks = lower.blocks(f.blocks, 1)?;
             let mut fixed = params.clone();
             fixed.push(ret);
-            opt::optimise(&mut blocks, &fixed);
+            opt::optimise(&mut blocks, &fixed, Some(ret));
             if let Some(path) = f.path {
                 paths.insert(path, i);
             }
@@ -641,7 +641,7 @@ impl Program {
             // A plan's locals 0 and 1 are its input and data: they keep their slots.
             let fixed = [lower.local(0)?, lower.local(1)?];
             let mut blocks = lower.blocks(p.blocks, 1)?;
-            opt::optimise(&mut blocks, &fixed);
+            opt::optimise(&mut blocks, &fixed, None);
             calls.append(&mut lower.calls);
             plans.push((
                 p.name,

@@ -760,11 +760,12 @@ fn copies_and_tested_builtin_results_are_not_run() {
     )
     .unwrap();
     // Run: the plan's call, object, insert and result (its copy dropped); the rule's dot,
-    // type test, assignment and return. Twelve statements as written.
-    assert_eq!(eval_in(&plan, r#"{"x": "a"}"#, 8), ok(r#""a""#));
+    // type test and assignment (its final return names the return local: dropped too).
+    // Twelve statements as written.
+    assert_eq!(eval_in(&plan, r#"{"x": "a"}"#, 7), ok(r#""a""#));
     assert_eq!(
-        eval_in(&plan, r#"{"x": "a"}"#, 7),
-        Err(EvalError::StepBudget(7))
+        eval_in(&plan, r#"{"x": "a"}"#, 6),
+        Err(EvalError::StepBudget(6))
     );
     assert_eq!(eval(&plan, r#"{"x": 1}"#), Ok(None));
     assert_eq!(eval(&plan, "{}"), Ok(None));
@@ -955,4 +956,59 @@ fn copies_of_reused_locals_keep_what_later_reads_see() {
     )
     .unwrap();
     assert_eq!(eval(&printed, "{}"), ok(r#""a""#));
+}
+
+/// Constants: a collection of constants is built once at load, and a later append copies it
+/// (the next evaluation starts from the constant again); a constant replaces a local only where
+/// a value can stand, not where a local is named (`IsDefined`); writes no read sees are not run.
+#[test]
+fn constants_fold_and_propagate_and_unseen_writes_are_dropped() {
+    let built = plan_with(
+        &["result", "x", "a"],
+        &[],
+        rule(json!([{"stmts": [
+            stmt("DotStmt", json!({"source": local(0), "key": string(1), "target": 3})),
+            stmt("ResetLocalStmt", json!({"target": 9})),
+            stmt("MakeNumberIntStmt", json!({"value": 7, "target": 8})),
+            stmt("MakeArrayStmt", json!({"capacity": 3, "target": 4})),
+            stmt("ArrayAppendStmt", json!({"value": string(2), "array": 4})),
+            stmt("ArrayAppendStmt", json!({"value": local(8), "array": 4})),
+            stmt("ArrayAppendStmt", json!({"value": local(3), "array": 4})),
+            stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&built, r#"{"x": 1}"#), ok(r#"["a", 7, 1]"#));
+    assert_eq!(eval(&built, r#"{"x": 2}"#), ok(r#"["a", 7, 2]"#));
+    // Run: the plan's four; the rule's dot, the folded ["a", 7], the last append and the
+    // assignment. The reset of a local nothing reads and the constant 7 are not run.
+    assert_eq!(eval_in(&built, r#"{"x": 3}"#, 8), ok(r#"["a", 7, 3]"#));
+    assert_eq!(
+        eval_in(&built, r#"{"x": 3}"#, 7),
+        Err(EvalError::StepBudget(7))
+    );
+    let named = plan_with(
+        &["result", "a"],
+        &[],
+        rule(json!([
+            {"stmts": [assign(string(1), 3)]},
+            {"stmts": [
+                stmt("IsDefinedStmt", json!({"source": 3})),
+                stmt("AssignVarOnceStmt", json!({"source": local(3), "target": 2})),
+            ]},
+        ])),
+    )
+    .unwrap();
+    assert_eq!(eval(&named, "{}"), ok(r#""a""#));
+    let same_block = plan_with(
+        &["result", "a"],
+        &[],
+        rule(json!([{"stmts": [
+            assign(string(1), 3),
+            stmt("IsDefinedStmt", json!({"source": 3})),
+            stmt("AssignVarOnceStmt", json!({"source": local(3), "target": 2})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&same_block, "{}"), ok(r#""a""#));
 }
