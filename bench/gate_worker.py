@@ -70,10 +70,16 @@ def _benchmarks(inputs: dict[str, Any]) -> dict[str, Callable[[], Call]]:
         "decide/full": decide(full, cache_size=0, fast_path=False),
         "decide/fast-path": decide(seed, cache_size=0),
         "decide/cache-hit": decide(full),  # the fast path's answers are not cached
-        # The Wasm host, which every other policy runs on.
+        # The plan evaluator, which runs every other policy by default.
+        "plan/constitution": evaluate("constitution", full, "acgs/main/decision", cache_size=0, fast_path=False,
+                                      native=False, evaluator="plan"),
+        "plan/example": evaluate("example", example, "acgs/example/decision", cache_size=0, fast_path=False,
+                                 evaluator="plan"),
+        # The Wasm host, the reference and the fallback for a bundle without a usable plan.
         "wasm/constitution": evaluate("constitution", full, "acgs/main/decision", cache_size=0, fast_path=False,
-                                      native=False),
-        "wasm/example": evaluate("example", example, "acgs/example/decision", cache_size=0, fast_path=False),
+                                      native=False, evaluator="wasm"),
+        "wasm/example": evaluate("example", example, "acgs/example/decision", cache_size=0, fast_path=False,
+                                 evaluator="wasm"),
     }
 
 

@@ -81,7 +81,7 @@ ODD = [b"null", b"1.50", b"1e400", b'"x"', b"[]", b"{}", b"{not json", b'{"actio
     ids=["constitution", "example"],
 )
 def test_plan_gives_the_wasm_bytes(bundle: Path, pairs: list[tuple[str, str]]) -> None:
-    wasm = acgs.Engine.load(bundle, **BARE)
+    wasm = acgs.Engine.load(bundle, evaluator="wasm", **BARE)
     plan = acgs.Engine.load(bundle, evaluator="plan", **BARE)
     assert (wasm.evaluator, plan.evaluator) == ("wasm", "plan")
     assert plan.plan == {"enabled": True, "error": None}
@@ -97,7 +97,7 @@ def test_plan_gives_the_wasm_bytes(bundle: Path, pairs: list[tuple[str, str]]) -
 
 def test_decisions_through_the_whole_pipeline_agree() -> None:
     """decide() with the cache, fast path and hand-written evaluator in front of the plan."""
-    wasm = acgs.Engine.load(CONSTITUTION)
+    wasm = acgs.Engine.load(CONSTITUTION, evaluator="wasm")
     plan = acgs.Engine.load(CONSTITUTION, evaluator="plan")
     volatile = {"decision_id", "timestamp", "evaluated_at", "evaluation_time_ms", "cache_hit", "duration_us", "elapsed_us"}
     for raw in corpus("acgs/main/decision", 60):
@@ -160,7 +160,7 @@ def _inputs_from_data(data: Any) -> list[bytes]:
 
 @pytest.mark.parametrize("bundle", _bench_bundles(), ids=lambda p: p.name)
 def test_bench_bundles_agree(bundle: Path) -> None:
-    wasm = acgs.Engine.load(bundle, **BARE)
+    wasm = acgs.Engine.load(bundle, evaluator="wasm", **BARE)
     plan = acgs.Engine.load(bundle, evaluator="plan", **BARE)
     differ = []
     for entrypoint in wasm.entrypoints:
@@ -203,14 +203,18 @@ def test_unusable_plan_refused_under_plan_and_wasm_under_auto(tmp_path: Path, pl
     assert auto.evaluator == "wasm"
     assert auto.plan is not None and auto.plan["enabled"] is False and why in auto.plan["error"]
     assert auto.evaluate(GOOD, "acgs/example/allow") is True
-    # The default never reads the plan: the same bundle loads, with nothing to report.
+    # The default is auto: the same bundle loads on its Wasm and says why; the Wasm asked for
+    # never reads the plan.
     default = acgs.Engine.load(bundle)
-    assert (default.evaluator, default.plan) == ("wasm", None)
+    assert default.evaluator == "wasm" and default.plan == auto.plan
+    wasm = acgs.Engine.load(bundle, evaluator="wasm")
+    assert (wasm.evaluator, wasm.plan) == ("wasm", None)
 
 
 def test_auto_uses_a_usable_plan() -> None:
     auto = acgs.Engine.load(EXAMPLE, evaluator="auto")
     assert auto.evaluator == "plan"
+    assert acgs.Engine.load(EXAMPLE).evaluator == "plan"  # the default
     assert auto.plan == {"enabled": True, "error": None}
     assert auto.evaluate(GOOD, "acgs/example/allow") is True
 
@@ -238,7 +242,7 @@ def test_runaway_policies_stop_with_the_wasm_errors() -> None:
 
 
 def test_settings_read_the_evaluator() -> None:
-    assert PolicySettings.from_env({}).evaluator == "wasm"
+    assert PolicySettings.from_env({}).evaluator == "auto"
     assert PolicySettings.from_env({"ACGS_EVALUATOR": " Plan "}).evaluator == "plan"
     assert PolicySettings.from_env({"ACGS_EVALUATOR": "auto"}).evaluator == "auto"
     with pytest.raises(ValueError, match="ACGS_EVALUATOR"):

@@ -273,20 +273,21 @@ async def test_seed_example_flow_on_the_constitution() -> None:
 
 async def test_native_evaluator_is_reported_and_can_be_turned_off() -> None:
     """With the shipped constitution, cache misses are evaluated natively (health says so, the
-    metric counts them); ACGS_POLICY_NATIVE=false runs the Wasm; both answer the same."""
+    metric counts them); ACGS_POLICY_NATIVE=false runs the bundle's plan, ACGS_EVALUATOR=wasm
+    its Wasm; all answer the same."""
     request = {**acgs.SEED_REQUEST, "context": {**acgs.SEED_REQUEST["context"], "benefit_assessment": 0.9}}
     answers = {}
-    for native in (True, False):
-        async for c in client_for(make_app(CONSTITUTION, native=native, cache_size=0)):
+    for native, evaluator, runs in ((True, "auto", "native"), (False, "auto", "plan"), (False, "wasm", "wasm")):
+        async for c in client_for(make_app(CONSTITUTION, native=native, evaluator=evaluator, cache_size=0)):
             health = (await c.get("/health")).json()
-            assert health["evaluator"] == ("native" if native else "wasm")
+            assert health["evaluator"] == runs
             body = (await c.post("/v1/data/acgs/main/decision", json=request)).json()
-            answers[native] = {k: v for k, v in body.items() if k not in DECISION_META}
+            answers[runs] = {k: v for k, v in body.items() if k not in DECISION_META}
             metrics = (await c.get("/metrics")).text
             assert _sample(metrics, "acgs_native_evaluations_total") == (1 if native else 0)
-    assert answers[True] == answers[False] and answers[True]["allow"] is True
+    assert answers["native"] == answers["plan"] == answers["wasm"] and answers["native"]["allow"] is True
     async for c in client_for(make_app(EXAMPLE)):
-        assert (await c.get("/health")).json()["evaluator"] == "wasm"
+        assert (await c.get("/health")).json()["evaluator"] == "plan"
     assert PolicySettings.from_env({"ACGS_POLICY_NATIVE": "false"}).native is False
 
 

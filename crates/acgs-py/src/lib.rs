@@ -206,10 +206,10 @@ impl Engine {
     #[staticmethod]
     #[pyo3(signature = (source, *, timeout_ms=None, memory_limit=None, max_idle=None,
                         cache_size=10_000, cache_ttl=Some(300.0), fast_path=true, native=true,
-                        evaluator="wasm"),
+                        evaluator="auto"),
            text_signature = "(source, *, timeout_ms=None, memory_limit=None, max_idle=None, \
                              cache_size=10000, cache_ttl=300.0, fast_path=True, native=True, \
-                             evaluator='wasm')")]
+                             evaluator='auto')")]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn load(
         py: Python<'_>,

@@ -194,7 +194,7 @@ class DecisionPipeline:
         cache_size: int = 10_000,
         cache_ttl: float | None = 300.0,
         native: bool = True,
-        evaluator: str = "wasm",
+        evaluator: str = "auto",
         l2: L2Cache | None = None,
     ) -> DecisionPipeline:
         """Loads the bundle; a bundle that fails to load gives a pipeline that denies

@@ -107,7 +107,7 @@ class PolicySettings:
     #: What runs the evaluations the cache, fast path and native evaluator do not answer:
     #: ``wasm`` (the bundle's Wasm), ``plan`` (its ``/plan.json`` evaluated natively; a bundle
     #: without a usable plan does not load) or ``auto`` (the plan when usable, else the Wasm).
-    evaluator: str = "wasm"
+    evaluator: str = "auto"
     #: ``redis://host:port/db`` for the L2 decision cache shared by nodes; None disables L2.
     redis_url: str | None = None
     #: Per-command Redis deadline; past it the decision goes on without L2.
