@@ -597,6 +597,22 @@ fn apply_block(block: &mut Block, edits: &Edits, chain: &mut Chain, next: &mut u
     block.stmts = out;
 }
 
+/// The blocks nested in a statement.
+pub(crate) fn nested(s: &Stmt) -> Vec<&Block> {
+    match s {
+        Stmt::Block(bs) => bs.iter().collect(),
+        Stmt::Not(b) | Stmt::With { block: b, .. } | Stmt::Scan { block: b, .. } => vec![b],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a statement itself (its nested blocks aside) reads or writes local `l`.
+pub(crate) fn touches(s: &Stmt, l: u32) -> bool {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    own_uses(s, &mut reads, &mut writes);
+    reads.iter().chain(&writes).any(|(x, _)| *x == l)
+}
+
 fn nested_mut(s: &mut Stmt) -> Vec<&mut Block> {
     match s {
         Stmt::Block(bs) => bs.iter_mut().collect(),

@@ -470,61 +470,26 @@ fn settled_builtin(name: &str, b: &Builtin) -> bool {
 /// Whether `stmts` read local `input` other than by handing it on as the input (first
 /// argument) of a function in `free`, or call a function not in `free`.
 fn reads_input(stmts: &[Stmt], input: u32, free: &[bool]) -> bool {
-    let op = |o: &Op| matches!(o, Op::Local(l) if *l == input);
-    let blocks = |bs: &[Block]| bs.iter().any(|b| reads_input(&b.stmts, input, free));
-    stmts.iter().any(|s| match s {
-        Stmt::ArrayAppend { value, array } => op(value) || *array == input,
-        Stmt::AssignInt { target, .. } => *target == input,
-        Stmt::AssignVarOnce { source, target, .. } | Stmt::AssignVar { source, target } => {
-            op(source) || *target == input
-        }
-        Stmt::Block(bs) => blocks(bs),
-        Stmt::Break(_) | Stmt::Nop => false,
-        Stmt::CallDynamic { .. } | Stmt::With { .. } => true,
-        // A callee that is not settled taints its caller, whatever it is handed.
-        Stmt::CallFunc { func, args, result } => {
-            *result == input
-                || !free.get(*func).copied().unwrap_or(false)
-                || args.iter().skip(1).any(op)
-        }
-        Stmt::CallBuiltin { args, result, .. } => *result == input || args.iter().any(op),
-        Stmt::Test { args, .. } => args.iter().any(op),
-        Stmt::Dot {
-            source,
-            key,
-            target,
-        } => op(source) || op(key) || *target == input,
-        Stmt::Equal(a, b) | Stmt::NotEqual(a, b) => op(a) || op(b),
-        Stmt::TypeIs(o, _) => op(o),
-        Stmt::IsDefined(l)
-        | Stmt::IsUndefined(l)
-        | Stmt::MakeArray(l)
-        | Stmt::MakeNull(l)
-        | Stmt::MakeObject(l)
-        | Stmt::MakeSet(l)
-        | Stmt::ResetLocal(l)
-        | Stmt::ResultSetAdd(l)
-        | Stmt::ReturnLocal(l) => *l == input,
-        Stmt::Len { source, target } => op(source) || *target == input,
-        Stmt::MakeValue { target, .. } => *target == input,
-        Stmt::Not(b) => reads_input(&b.stmts, input, free),
-        Stmt::ObjectInsertOnce {
-            key, value, object, ..
-        }
-        | Stmt::ObjectInsert { key, value, object } => op(key) || op(value) || *object == input,
-        Stmt::ObjectMerge { a, b, target } => *a == input || *b == input || *target == input,
-        Stmt::Scan {
-            source,
-            key,
-            value,
-            block,
-        } => {
-            *source == input
-                || *key == input
-                || *value == input
-                || reads_input(&block.stmts, input, free)
-        }
-        Stmt::SetAdd { value, set } => op(value) || *set == input,
+    stmts.iter().any(|s| {
+        let here = match s {
+            Stmt::CallDynamic { .. } | Stmt::With { .. } => true,
+            // A callee that is not settled taints its caller, whatever it is handed.
+            Stmt::CallFunc { func, args, result } => {
+                *result == input
+                    || !free.get(*func).copied().unwrap_or(false)
+                    || args
+                        .iter()
+                        .skip(1)
+                        .any(|o| matches!(o, Op::Local(l) if *l == input))
+            }
+            Stmt::Scan { key, value, .. } => {
+                *key == input || *value == input || opt::touches(s, input)
+            }
+            other => opt::touches(other, input),
+        };
+        here || opt::nested(s)
+            .iter()
+            .any(|b| reads_input(&b.stmts, input, free))
     })
 }
 
