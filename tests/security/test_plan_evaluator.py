@@ -85,3 +85,27 @@ def test_hostile_inputs_get_the_wasm_error_class(raw: bytes) -> None:
         except AcgsError as exc:
             outcomes.append((exc.code, b""))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_plan_built_to_make_its_rewrites_slow_loads_in_bounded_work(tmp_path: Path) -> None:
+    """The load-time rewrites check every write of a local for every read of it: a plan reusing
+    one local thousands of times once took minutes to load (cubic in the copies; 4,000 copies,
+    a 1.8 MB plan: 48 s). Their budget cuts them short; what was not rewritten runs as written."""
+    copy = (
+        '{"type":"AssignVarStmt","stmt":{"source":{"type":"local","value":0},"target":3}},'
+        '{"type":"BlockStmt","stmt":{"blocks":[{"stmts":[{"type":"EqualStmt","stmt":'
+        '{"a":{"type":"local","value":3},"b":{"type":"local","value":0}}}]}]}}'
+    )
+    # Each plan adds {"result": input} once the copies are done.
+    tail = (
+        '{"type":"MakeObjectStmt","stmt":{"target":4}},'
+        '{"type":"ObjectInsertStmt","stmt":{"key":{"type":"string_index","value":0},'
+        '"value":{"type":"local","value":3},"object":4}},'
+        '{"type":"ResultSetAddStmt","stmt":{"value":4}}'
+    )
+    bundle = _with_plan(tmp_path, _plan(",".join([copy] * 4000 + [tail])))
+    engine = acgs.Engine.load(bundle, evaluator="plan", cache_size=0, fast_path=False, native=False)
+    info = engine.plan
+    assert info is not None and info["rewrites"]["complete"] is False, info
+    assert engine.evaluate(GOOD, "acgs/example/allow") == GOOD
+    assert engine.evaluate({"n": 1}, "acgs/example/decision") == {"n": 1}

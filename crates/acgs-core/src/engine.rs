@@ -249,6 +249,12 @@ impl Loaded {
         }
     }
 
+    /// The steps the plan's load-time rewrites took and whether their budget cut them short
+    /// (the bodies not reached run as written), when the plan evaluates.
+    pub fn plan_rewrites(&self) -> Option<(u64, bool)> {
+        self.plan.as_ref().map(PlanEvaluator::rewrites)
+    }
+
     /// A full evaluation: the plan when loaded, else a Wasm instance.
     fn run(&self, ep: i32, input: Option<&[u8]>, format: Format) -> Result<Vec<u8>> {
         match &self.plan {

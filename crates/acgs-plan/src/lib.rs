@@ -25,6 +25,9 @@ use std::time::Duration;
 
 pub use value::{Literal, Num, Val};
 
+/// Steps the load-time rewrites of one plan may take; see [`Plan::rewrites`].
+pub const REWRITE_BUDGET: u64 = opt::BUDGET;
+
 /// Bounds on one evaluation.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -111,6 +114,12 @@ impl Plan {
     /// The builtins the plan declares.
     pub fn builtins(&self) -> &[String] {
         &self.prog.builtin_names
+    }
+
+    /// Steps the load-time rewrites took, and whether they were cut short by their budget
+    /// (a plan whose locals are reused past reason; its remaining bodies run as written).
+    pub fn rewrites(&self) -> (u64, bool) {
+        (self.prog.rewrite_steps, self.prog.rewrites_cut)
     }
 
     /// Evaluates entrypoint `entrypoint` and returns its result set (each member

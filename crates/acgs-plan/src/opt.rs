@@ -21,7 +21,13 @@
 //! Positions are chains of (block, position) from the body's top block down, which is enough
 //! for plans: control only moves forward through a block, into nested blocks, or out of them
 //! (a loop body restarts from its start). A rewrite it cannot prove safe is not made.
+//!
+//! The checks look at every write of a local for each read of it, so their work grows faster
+//! than the plan: a hostile plan reusing one local thousands of times would keep a load busy
+//! for hours. Each program's rewrites share a [`Budget`] of steps; once it is spent, every
+//! check answers "not safe" at once, and the bodies not yet rewritten run as written.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::builtins::Impl;
@@ -37,18 +43,57 @@ type Chain = Vec<(u32, u32)>;
 /// rule bodies takes a round per body), so that no drop relies on a write dropped with it.
 const MAX_ROUNDS: usize = 64;
 
+/// Steps the rewrites of one program may take at load (a position recorded, a write looked at
+/// for a read). The shipped bundles take at most about 1% of it (the constitution ~210,000).
+pub(crate) const BUDGET: u64 = 20_000_000;
+
+/// What is left of a program's [`BUDGET`]; shared by the rewrites of all its bodies.
+pub(crate) struct Budget(Cell<u64>);
+
+impl Budget {
+    pub(crate) fn new(steps: u64) -> Self {
+        Budget(Cell::new(steps))
+    }
+
+    /// Takes `n` steps; whether they were there to take (once spent, nothing is left).
+    fn spend(&self, n: usize) -> bool {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        match self.0.get().checked_sub(n) {
+            Some(left) => {
+                self.0.set(left);
+                true
+            }
+            None => {
+                self.0.set(0);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn spent(&self) -> bool {
+        self.0.get() == 0
+    }
+
+    pub(crate) fn left(&self) -> u64 {
+        self.0.get()
+    }
+}
+
 /// Rewrites `blocks` (a function's or a plan's body). `fixed`: locals written on entry or read
 /// on exit (parameters, the return local, a plan's input and data).
-pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32], ret: Option<u32>) {
+pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32], ret: Option<u32>, budget: &Budget) {
     for _ in 0..MAX_ROUNDS {
+        if budget.spent() {
+            break;
+        }
         let folded = fold_literals(blocks);
-        let propagated = propagate_copies(blocks, fixed);
-        let dropped = drop_dead_writes(blocks, fixed);
+        let propagated = propagate_copies(blocks, fixed, budget);
+        let dropped = drop_dead_writes(blocks, fixed, budget);
         if !(folded || propagated || dropped) {
             break;
         }
     }
-    fuse_tests(blocks, fixed);
+    fuse_tests(blocks, fixed, budget);
     trim_ends(blocks, ret);
 }
 
@@ -77,10 +122,13 @@ struct Uses {
 impl Uses {
     /// Whether the value `t` gets at `from` cannot reach the read at `read`: a write that
     /// overwrites `t` (other than `from`) comes before the read in one of its blocks, and
-    /// `from` does not lie between the two.
-    fn shadowed(&self, t: u32, from: &Chain, read: &Chain) -> bool {
+    /// `from` does not lie between the two. `false` (not proved) once the budget is spent.
+    fn shadowed(&self, t: u32, from: &Chain, read: &Chain, budget: &Budget) -> bool {
         self.writes.get(&t).is_some_and(|ws| {
             ws.iter().any(|w| {
+                if !budget.spend(w.at.len()) {
+                    return false;
+                }
                 if !w.kills || w.at == *from {
                     return false;
                 }
@@ -94,30 +142,45 @@ impl Uses {
     }
 
     /// Whether a write of `l` lies after position `i` of block `b` and at or before `j`.
-    fn written_between(&self, l: u32, b: u32, i: u32, j: u32) -> bool {
+    /// `true` (not disproved) once the budget is spent.
+    fn written_between(&self, l: u32, b: u32, i: u32, j: u32, budget: &Budget) -> bool {
         self.writes.get(&l).is_some_and(|ws| {
-            ws.iter()
-                .any(|w| pos_in(&w.at, b).is_some_and(|k| i < k && k <= j))
+            ws.iter().any(|w| {
+                !budget.spend(w.at.len()) || pos_in(&w.at, b).is_some_and(|k| i < k && k <= j)
+            })
         })
     }
 }
 
-fn analyse(blocks: &[Block]) -> Uses {
+/// The uses of every local in `blocks`; `None` when recording them would pass the budget.
+fn analyse(blocks: &[Block], budget: &Budget) -> Option<Uses> {
     let mut uses = Uses::default();
     let mut next = 0;
     let mut chain = Vec::new();
     for b in blocks {
-        collect(b, &mut chain, &mut next, &mut uses);
+        if !collect(b, &mut chain, &mut next, &mut uses, budget) {
+            return None;
+        }
     }
-    uses
+    Some(uses)
 }
 
-fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
+fn collect(
+    block: &Block,
+    chain: &mut Chain,
+    next: &mut u32,
+    u: &mut Uses,
+    budget: &Budget,
+) -> bool {
     let id = *next;
     *next += 1;
     let mut prev: Option<&Stmt> = None;
     for (k, s) in block.stmts.iter().enumerate() {
         chain.push((id, u32::try_from(k).unwrap_or(u32::MAX - 1) + 1));
+        // Each statement's position is copied for each local it uses, a few times at most.
+        if !budget.spend(chain.len()) {
+            return false;
+        }
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
         own_uses(s, &mut reads, &mut writes);
         for (r, in_op) in reads {
@@ -160,13 +223,9 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
             }
             u.tests.push((call, chain.clone(), r));
         }
-        match s {
-            Stmt::Block(bs) => {
-                for b in bs {
-                    collect(b, chain, next, u);
-                }
-            }
-            Stmt::Not(b) | Stmt::With { block: b, .. } => collect(b, chain, next, u),
+        let inner = match s {
+            Stmt::Block(bs) => bs.iter().all(|b| collect(b, chain, next, u, budget)),
+            Stmt::Not(b) | Stmt::With { block: b, .. } => collect(b, chain, next, u, budget),
             Stmt::Scan {
                 key, value, block, ..
             } => {
@@ -178,13 +237,17 @@ fn collect(block: &Block, chain: &mut Chain, next: &mut u32, u: &mut Uses) {
                     });
                 }
                 chain.pop();
-                collect(block, chain, next, u);
+                collect(block, chain, next, u, budget)
             }
-            _ => {}
+            _ => true,
+        };
+        if !inner {
+            return false;
         }
         chain.pop();
         prev = Some(s);
     }
+    true
 }
 
 /// `r` when `call` is a builtin call writing `r` and `test` is `NotEqual(Local(r), false)`.
@@ -334,12 +397,17 @@ struct Edits {
 }
 
 /// One round of copy and constant propagation; whether anything changed.
-fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
-    let u = analyse(blocks);
+fn propagate_copies(blocks: &mut [Block], fixed: &[u32], budget: &Budget) -> bool {
+    let Some(u) = analyse(blocks, budget) else {
+        return false;
+    };
     let mut edits = Edits::default();
     let mut targets: BTreeSet<u32> = BTreeSet::new();
     let mut sources: BTreeSet<u32> = BTreeSet::new();
     for (at, t, source) in &u.copies {
+        if budget.spent() {
+            break;
+        }
         let t = *t;
         let s = match source {
             Op::Local(s) => Some(*s),
@@ -355,14 +423,14 @@ fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
         let safe = s == Some(t)
             || u.reads.get(&t).is_none_or(|reads| {
                 reads.iter().all(|r| {
-                    if u.shadowed(t, at, r) {
+                    if u.shadowed(t, at, r, budget) {
                         return true;
                     }
                     match pos_in(r, b) {
                         Some(j)
                             if j > i
-                                && !u.written_between(t, b, i, j)
-                                && s.is_none_or(|s| !u.written_between(s, b, i, j))
+                                && !u.written_between(t, b, i, j, budget)
+                                && s.is_none_or(|s| !u.written_between(s, b, i, j, budget))
                                 && (s.is_some() || !u.slot_reads.contains(&(t, r.clone()))) =>
                         {
                             renamed.push(r.clone());
@@ -392,14 +460,16 @@ fn propagate_copies(blocks: &mut [Block], fixed: &[u32]) -> bool {
 }
 
 /// Drops the statements that only write a local no read can see; whether any was dropped.
-fn drop_dead_writes(blocks: &mut [Block], fixed: &[u32]) -> bool {
-    let u = analyse(blocks);
+fn drop_dead_writes(blocks: &mut [Block], fixed: &[u32], budget: &Budget) -> bool {
+    let Some(u) = analyse(blocks, budget) else {
+        return false;
+    };
     let mut edits = Edits::default();
     for (at, t) in &u.pure_writes {
         let unseen = u
             .reads
             .get(t)
-            .is_none_or(|reads| reads.iter().all(|r| u.shadowed(*t, at, r)));
+            .is_none_or(|reads| reads.iter().all(|r| u.shadowed(*t, at, r, budget)));
         if unseen && !fixed.contains(t) {
             edits.drop.insert(at.clone());
         }
@@ -687,14 +757,16 @@ fn rename_reads(s: &mut Stmt, map: &BTreeMap<u32, Op>) {
 }
 
 /// Fuses each builtin call whose result reaches no read but the `NotEqual(r, false)` after it.
-fn fuse_tests(blocks: &mut [Block], fixed: &[u32]) {
-    let u = analyse(blocks);
+fn fuse_tests(blocks: &mut [Block], fixed: &[u32], budget: &Budget) {
+    let Some(u) = analyse(blocks, budget) else {
+        return;
+    };
     let mut edits = Edits::default();
     for (call, test, r) in &u.tests {
         let alone = u.reads.get(r).is_none_or(|reads| {
             reads
                 .iter()
-                .all(|read| read == test || u.shadowed(*r, call, read))
+                .all(|read| read == test || u.shadowed(*r, call, read, budget))
         });
         if alone && !fixed.contains(r) {
             edits.fuse.insert(test.clone());

@@ -188,6 +188,10 @@ pub(crate) struct Program {
     pub paths: HashMap<Vec<String>, usize>,
     pub files: Vec<String>,
     pub builtin_names: Vec<String>,
+    /// Steps the load-time rewrites took, and whether they stopped for want of budget (the
+    /// bodies not reached run as written).
+    pub rewrite_steps: u64,
+    pub rewrites_cut: bool,
 }
 
 struct Lower<'a> {
@@ -558,6 +562,7 @@ impl Program {
         }
         let mut funcs = Vec::with_capacity(defs.len());
         let mut calls = Vec::new();
+        let budget = opt::Budget::new(opt::BUDGET);
         let mut paths = HashMap::new();
         for (i, f) in defs.into_iter().enumerate() {
             let mut lower = Lower {
@@ -577,7 +582,7 @@ impl Program {
             let mut blocks = lower.blocks(f.blocks, 1)?;
             let mut fixed = params.clone();
             fixed.push(ret);
-            opt::optimise(&mut blocks, &fixed, Some(ret));
+            opt::optimise(&mut blocks, &fixed, Some(ret), &budget);
             if let Some(path) = f.path {
                 paths.insert(path, i);
             }
@@ -606,7 +611,7 @@ impl Program {
             // A plan's locals 0 and 1 are its input and data: they keep their slots.
             let fixed = [lower.local(0)?, lower.local(1)?];
             let mut blocks = lower.blocks(p.blocks, 1)?;
-            opt::optimise(&mut blocks, &fixed, None);
+            opt::optimise(&mut blocks, &fixed, None, &budget);
             calls.append(&mut lower.calls);
             plans.push((
                 p.name,
@@ -635,6 +640,8 @@ impl Program {
             paths,
             files,
             builtin_names,
+            rewrite_steps: opt::BUDGET - budget.left(),
+            rewrites_cut: budget.spent(),
         })
     }
 }

@@ -1012,3 +1012,50 @@ fn constants_fold_and_propagate_and_unseen_writes_are_dropped() {
     .unwrap();
     assert_eq!(eval(&same_block, "{}"), ok(r#""a""#));
 }
+
+#[test]
+fn the_shipped_plans_are_rewritten_well_inside_the_budget() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for path in [
+        "python/acgs/bundles/constitution.tar.gz",
+        "python/acgs/bundles/example.tar.gz",
+        "tests/fixtures/stress.tar.gz",
+    ] {
+        let bundle = Bundle::from_path(&root.join(path)).unwrap();
+        let plan = Plan::from_json(bundle.plan_json().unwrap()).unwrap();
+        let (steps, cut) = plan.rewrites();
+        assert!(!cut, "{path}: rewrites cut short after {steps} steps");
+        assert!(
+            steps > 0 && steps < acgs_plan::REWRITE_BUDGET / 20,
+            "{path}: {steps} steps"
+        );
+    }
+}
+
+#[test]
+fn a_plan_reusing_one_local_thousands_of_times_loads_within_the_budget() {
+    // Each copy's check looks at every write of the local for every read of it: written out,
+    // 3,000 copies of one local take tens of billions of steps (minutes to hours of load).
+    let mut stmts = Vec::new();
+    for _ in 0..3000 {
+        stmts.push(stmt(
+            "AssignVarStmt",
+            json!({"source": local(0), "target": 5}),
+        ));
+        stmts.push(stmt(
+            "BlockStmt",
+            json!({"blocks": [{"stmts": [stmt("EqualStmt", json!({"a": local(5), "b": local(0)}))]}]}),
+        ));
+    }
+    stmts.push(stmt(
+        "AssignVarStmt",
+        json!({"source": local(5), "target": 2}),
+    ));
+    let plan = plan_with(&["result"], &[], rule(json!([{ "stmts": stmts }]))).unwrap();
+    let (steps, cut) = plan.rewrites();
+    assert!(cut, "{steps} steps");
+    assert!(steps <= acgs_plan::REWRITE_BUDGET);
+    // What was not rewritten runs as written, and gives the same answer.
+    assert_eq!(eval(&plan, "7"), Ok(Some(v("7"))));
+    assert_eq!(eval(&plan, r#"{"a": [1]}"#), Ok(Some(v(r#"{"a": [1]}"#))));
+}

@@ -604,15 +604,23 @@ impl Engine {
         self.inner.loaded().evaluator().as_str()
     }
 
-    /// Whether the bundle's plan evaluates: ``{"enabled": bool, "error": str | None}``
-    /// (``error`` says why not, under ``evaluator="auto"``), or ``None`` when the engine was
-    /// loaded with ``evaluator="wasm"``.
+    /// Whether the bundle's plan evaluates: ``{"enabled": bool, "error": str | None,
+    /// "rewrites": {"steps": int, "complete": bool} | None}`` (``error`` says why not, under
+    /// ``evaluator="auto"``; ``rewrites``: the load-time rewrites' work, and whether their
+    /// budget let them finish), or ``None`` when the engine was loaded with ``evaluator="wasm"``.
     #[getter]
     fn plan(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let loaded = self.inner.loaded();
         let info = match (loaded.evaluator(), &loaded.plan_error) {
-            (Evaluator::Plan, _) => serde_json::json!({"enabled": true, "error": null}),
-            (_, Some(err)) => serde_json::json!({"enabled": false, "error": err}),
+            (Evaluator::Plan, _) => {
+                let rewrites = loaded
+                    .plan_rewrites()
+                    .map(|(steps, cut)| serde_json::json!({"steps": steps, "complete": !cut}));
+                serde_json::json!({"enabled": true, "error": null, "rewrites": rewrites})
+            }
+            (_, Some(err)) => {
+                serde_json::json!({"enabled": false, "error": err, "rewrites": null})
+            }
             _ => return Ok(py.None()),
         };
         json_to_py(py, &info)

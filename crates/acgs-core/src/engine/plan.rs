@@ -76,6 +76,11 @@ impl PlanEvaluator {
         })
     }
 
+    /// Steps the plan's load-time rewrites took, and whether their budget cut them short.
+    pub(crate) fn rewrites(&self) -> (u64, bool) {
+        self.plan.rewrites()
+    }
+
     /// Evaluates Wasm entrypoint `ep` on raw `input` and writes the result set as the Wasm
     /// would for `format`.
     pub(crate) fn eval(&self, ep: i32, input: Option<&[u8]>, format: Format) -> Result<Vec<u8>> {
