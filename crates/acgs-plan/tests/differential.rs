@@ -3,7 +3,8 @@
 //! mutations (numbers respelt and moved to boundaries, fields dropped and retyped, whole inputs
 //! replaced by scalars). Result sets are compared by value; a conflict on both sides agrees.
 //!
-//! `ACGS_PLAN_VARIANTS` sets the variants per seed (default 12).
+//! Each entrypoint gets at least `ACGS_PLAN_INPUTS` distinct inputs (default 100,000): one
+//! variant of every seed per round, until that many different texts have been compared.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,8 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -191,9 +193,16 @@ fn mutate(rng: &mut Rng, v: &mut Val, depth: usize) {
     }
 }
 
-fn variants(rng: &mut Rng, seed: &str, n: usize) -> Vec<String> {
-    let mut out = vec![seed.to_owned()];
-    for _ in 1..n {
+/// A 64-bit hash of an input's text, to count distinct inputs without keeping them.
+fn fingerprint(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// One variant of `seed`: mutated, respelt, or (rarely) replaced by a scalar.
+fn variant(rng: &mut Rng, seed: &str) -> String {
+    {
         let mut text = seed.to_owned();
         if rng.chance(0.6) {
             if let Ok(mut v) = Val::parse(text.as_bytes()) {
@@ -209,9 +218,8 @@ fn variants(rng: &mut Rng, seed: &str, n: usize) -> Vec<String> {
         if rng.chance(0.01) {
             text = odd_value(rng).to_json();
         }
-        out.push(text);
+        text
     }
-    out
 }
 
 struct Sides {
@@ -281,18 +289,32 @@ fn corpus(entrypoint: &str) -> Vec<String> {
 }
 
 fn run(bundle: &str, cases: &[(&str, &str)]) {
-    let n: usize = std::env::var("ACGS_PLAN_VARIANTS")
+    let want_inputs: usize = std::env::var("ACGS_PLAN_INPUTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(100_000);
     let mut sides = load(bundle);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut report = Vec::new();
     let mut first = Vec::new();
     for (entrypoint, corpus_of) in cases {
         let (mut total, mut mismatched, mut defined) = (0, 0, 0);
-        for seed in corpus(corpus_of) {
-            for input in variants(&mut rng, &seed, n) {
+        let seeds = corpus(corpus_of);
+        let mut seen: HashSet<u64> = HashSet::new();
+        // Round 0 compares the seeds themselves; each later round one variant of every seed.
+        // A variant already compared is not counted again; the rounds are capped should the
+        // variants of a small corpus run dry.
+        let mut round = 0;
+        while seen.len() < want_inputs && round < 4 * want_inputs / seeds.len().max(1) + 2 {
+            for seed in &seeds {
+                let input = if round == 0 {
+                    seed.clone()
+                } else {
+                    variant(&mut rng, seed)
+                };
+                if !seen.insert(fingerprint(&input)) {
+                    continue;
+                }
                 let want = wasm_eval(&mut sides, entrypoint, &input);
                 let got = plan_eval(&sides, entrypoint, &input);
                 total += 1;
@@ -312,10 +334,15 @@ fn run(bundle: &str, cases: &[(&str, &str)]) {
                     }
                 }
             }
+            round += 1;
         }
         report.push(format!(
-            "{entrypoint}: {total} inputs ({defined} defined), {mismatched} mismatches"
+            "{entrypoint}: {total} distinct inputs ({defined} defined), {mismatched} mismatches"
         ));
+        assert!(
+            total >= want_inputs,
+            "{entrypoint}: only {total} distinct inputs of {want_inputs}"
+        );
     }
     println!("{bundle}:\n  {}", report.join("\n  "));
     let bad: usize = report
