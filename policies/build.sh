@@ -50,6 +50,20 @@ with_plan "$package_dir/constitution.tar.gz" --ignore '*_test.rego' \
 	-e acgs/fast_path/route -e acgs/tools/decision \
 	acgs:policies/acgs
 
+# The same constitution edited in several places (tests/fixtures/edited/edit.py): what the
+# differential tests compare the plan with the Wasm on, beyond the shipped rules. Built from a
+# scratch copy laid out as the repository is, so the bundle's paths are the same.
+edited="$(mktemp -d "${TMPDIR:-/tmp}/acgs-edited.XXXXXX")"
+python3 "$root/tests/fixtures/edited/edit.py" policies/acgs "$edited/policies/acgs"
+(
+	cd "$edited"
+	with_plan "$fixture_dir/constitution-edited.tar.gz" \
+		-e acgs/main/decision -e acgs/main/allow -e acgs/evolution/decision -e acgs/sandbox/decision \
+		-e acgs/fast_path/route -e acgs/tools/decision \
+		acgs:policies/acgs
+)
+rm -rf "$edited"
+
 cd "$root/tests/fixtures/stress"
 with_plan "$fixture_dir/stress.tar.gz" -e stress/spin -e stress/hog -e stress/echo -e stress/both \
 	stress.rego
@@ -69,7 +83,8 @@ cd "$root/tests/services/fixtures/failclosed"
 cd "$root/crates/acgs-core/tests/fixtures/spelling"
 with_plan "$core_fixture_dir/spelling.tar.gz" -e t/nums spelling.rego
 
-for b in "$package_dir/example.tar.gz" "$package_dir/constitution.tar.gz" "$fixture_dir/stress.tar.gz" \
+for b in "$package_dir/example.tar.gz" "$package_dir/constitution.tar.gz" "$fixture_dir/constitution-edited.tar.gz" \
+	"$fixture_dir/stress.tar.gz" \
 	"$fixture_dir/pipeline.tar.gz" "$fixture_dir/clock.tar.gz" "$service_fixture_dir/failclosed.tar.gz" \
 	"$core_fixture_dir/spelling.tar.gz"; do
 	echo "built $b ($(wc -c <"$b") bytes)"

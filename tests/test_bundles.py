@@ -29,6 +29,7 @@ BUILDS: dict[Path, dict[str, Path]] = {
         "example.tar.gz": ROOT / "python" / "acgs" / "bundles" / "example.tar.gz",
         "constitution.tar.gz": ROOT / "python" / "acgs" / "bundles" / "constitution.tar.gz",
         "stress.tar.gz": ROOT / "tests" / "fixtures" / "stress.tar.gz",
+        "constitution-edited.tar.gz": ROOT / "tests" / "fixtures" / "constitution-edited.tar.gz",
         "pipeline.tar.gz": ROOT / "tests" / "fixtures" / "pipeline.tar.gz",
         "clock.tar.gz": ROOT / "tests" / "fixtures" / "clock.tar.gz",
         "failclosed.tar.gz": ROOT / "tests" / "services" / "fixtures" / "failclosed.tar.gz",

@@ -250,3 +250,36 @@ def test_settings_read_the_evaluator() -> None:
     assert PolicySettings.from_env({"ACGS_EVALUATOR": "auto"}).evaluator == "auto"
     with pytest.raises(ValueError, match="ACGS_EVALUATOR"):
         PolicySettings.from_env({"ACGS_EVALUATOR": "fast"})
+
+
+EDITED = REPO / "tests" / "fixtures" / "constitution-edited.tar.gz"
+
+
+def test_an_edited_constitution_runs_on_the_plan_with_its_edits() -> None:
+    """The constitution edited as an evolution would (tests/fixtures/edited/edit.py): the native
+    evaluator refuses it (its rules are pinned), the plan runs it, with the edits in force, and
+    gives the Wasm's answer. The differential test (crates/acgs-plan/tests/differential.rs)
+    compares the two on 150,000 generated inputs."""
+    request = {
+        "action": "files.delete",
+        "constitutional_hash": "cdd01ef066bc6cf2",
+        "context": {
+            "environment": {"sandbox_enabled": True, "audit_enabled": True},
+            "agent": {"trust_level": 0.9},
+            "responsible_party": "user@example.com",
+        },
+    }
+    shipped = acgs.Engine.load(CONSTITUTION)
+    edited = acgs.Engine.load(EDITED)
+    wasm = acgs.Engine.load(EDITED, evaluator="wasm")
+    assert shipped.native is not None and shipped.native["enabled"] is True
+    assert edited.native is not None and edited.native["enabled"] is False
+    assert "main.rego" in edited.native["error"]
+    assert edited.evaluator == "plan"
+    new_rule = "files.delete needs a trust level of at least 0.95"
+    assert new_rule not in shipped.evaluate(request, "acgs/main/decision")["reasons"]
+    got = edited.evaluate(request, "acgs/main/decision")
+    assert new_rule in got["reasons"] and got["allow"] is False
+    assert got == wasm.evaluate(request, "acgs/main/decision")
+    trusted = {**request, "context": {**request["context"], "agent": {"trust_level": 0.97}}}
+    assert new_rule not in edited.evaluate(trusted, "acgs/main/decision")["reasons"]
