@@ -14,6 +14,7 @@
 
 mod builtins;
 mod eval;
+mod inline;
 mod ir;
 mod opt;
 mod program;

@@ -17,10 +17,16 @@
 //!   `false`; a type test (`is_string(x)`) becomes [`Stmt::TypeIs`].
 //! - **Ends.** `IsDefined(x)` before a block's final `AssignVarOnce(x -> y)`, and a function's
 //!   final `ReturnLocal` of its return local, change nothing and are dropped.
+//! - **Rule values.** A one-body function assigns its return local directly, not through a
+//!   local copied in the next block (see [`forward_rule_value`]).
+//! - **Tidying.** Empty blocks of a `Block` statement, and `IsDefined(x)` right before a
+//!   statement that fails anyway on an undefined `x`, are dropped (see [`tidy`]).
 //!
 //! Positions are chains of (block, position) from the body's top block down, which is enough
 //! for plans: control only moves forward through a block, into nested blocks, or out of them
-//! (a loop body restarts from its start). A rewrite it cannot prove safe is not made.
+//! (a loop body restarts from its start); and a `Block` statement starts each of its blocks in
+//! turn, so what opens one block (before anything that can fail) runs before the later ones.
+//! A rewrite it cannot prove safe is not made.
 //!
 //! The checks look at every write of a local for each read of it, so their work grows faster
 //! than the plan: a hostile plan reusing one local thousands of times would keep a load busy
@@ -44,8 +50,9 @@ type Chain = Vec<(u32, u32)>;
 const MAX_ROUNDS: usize = 64;
 
 /// Steps the rewrites of one program may take at load (a position recorded, a write looked at
-/// for a read). The shipped bundles take at most about 1% of it (the constitution ~210,000).
-pub(crate) const BUDGET: u64 = 20_000_000;
+/// for a read; ~10 ns each). The shipped bundles take at most about 2% of it (the constitution
+/// ~2.0M, most of it optimising callers again after inlining, see [`crate::inline`]).
+pub(crate) const BUDGET: u64 = 100_000_000;
 
 /// What is left of a program's [`BUDGET`]; shared by the rewrites of all its bodies.
 pub(crate) struct Budget(Cell<u64>);
@@ -82,6 +89,9 @@ impl Budget {
 /// Rewrites `blocks` (a function's or a plan's body). `fixed`: locals written on entry or read
 /// on exit (parameters, the return local, a plan's input and data).
 pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32], ret: Option<u32>, budget: &Budget) {
+    if let Some(ret) = ret {
+        forward_rule_value(blocks, ret, fixed);
+    }
     for _ in 0..MAX_ROUNDS {
         if budget.spent() {
             break;
@@ -95,6 +105,109 @@ pub(crate) fn optimise(blocks: &mut [Block], fixed: &[u32], ret: Option<u32>, bu
     }
     fuse_tests(blocks, fixed, budget);
     trim_ends(blocks, ret);
+    for b in blocks.iter_mut() {
+        tidy(b);
+    }
+}
+
+/// A function of one rule body computes its value into a local `t` in one block and copies it
+/// to the return local in the next (`AssignVarOnce(x -> t)`, then a block of just
+/// `AssignVarOnce(t -> ret)`), with `t` reset before. When nothing else touches `t` or `ret`,
+/// the body assigns `ret` itself: on a fresh frame both are undefined until then, and each is
+/// assigned at most once (top-level blocks run once, in order).
+fn forward_rule_value(blocks: &mut [Block], ret: u32, fixed: &[u32]) {
+    for k in 0..blocks.len().saturating_sub(1) {
+        let (Some(here), Some(next)) = (blocks.get(k), blocks.get(k + 1)) else {
+            continue;
+        };
+        let t = match (here.stmts.last(), next.stmts.as_slice()) {
+            (
+                Some(Stmt::AssignVarOnce { target, .. }),
+                [Stmt::AssignVarOnce {
+                    source: Op::Local(from),
+                    target: to,
+                    ..
+                }],
+            ) if from == target && *to == ret && *target != ret && !fixed.contains(target) => {
+                *target
+            }
+            _ => continue,
+        };
+        let resets = here
+            .stmts
+            .iter()
+            .filter(|s| matches!(s, Stmt::ResetLocal(x) if *x == t))
+            .count();
+        let touching = |l: u32| blocks.iter().map(|b| touching_in(b, l)).sum::<usize>();
+        if touching(t) != resets + 2 || touching(ret) != 1 {
+            continue;
+        }
+        if let Some(here) = blocks.get_mut(k) {
+            here.stmts
+                .retain(|s| !matches!(s, Stmt::ResetLocal(x) if *x == t));
+            if let Some(Stmt::AssignVarOnce { target, .. }) = here.stmts.last_mut() {
+                *target = ret;
+            }
+        }
+        if let Some(next) = blocks.get_mut(k + 1) {
+            next.stmts.clear();
+        }
+    }
+}
+
+/// Statements in `b` (nested ones included) that read or write `l`.
+fn touching_in(b: &Block, l: u32) -> usize {
+    b.stmts
+        .iter()
+        .map(|s| {
+            let scan = matches!(s, Stmt::Scan { key, value, .. } if *key == l || *value == l);
+            usize::from(touches(s, l) || scan)
+                + nested(s).iter().map(|b| touching_in(b, l)).sum::<usize>()
+        })
+        .sum()
+}
+
+/// Small clean-ups that change nothing but the statements run: a `Block` statement's empty
+/// blocks (and the statement, once none is left) go, and so does `IsDefined(x)` right before a
+/// statement that fails anyway when `x` is undefined (a comparison, type test, dot or builtin
+/// reading `x`).
+fn tidy(block: &mut Block) {
+    for s in &mut block.stmts {
+        if let Stmt::Block(bs) = s {
+            bs.retain(|b| !b.stmts.is_empty());
+        }
+        for b in nested_mut(s) {
+            tidy(b);
+        }
+    }
+    block
+        .stmts
+        .retain(|s| !matches!(s, Stmt::Block(bs) if bs.is_empty()));
+    let stmts = std::mem::take(&mut block.stmts);
+    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
+    for s in stmts {
+        if let Some(Stmt::IsDefined(x)) = out.last() {
+            if fails_undefined(&s, *x) {
+                out.pop();
+            }
+        }
+        out.push(s);
+    }
+    block.stmts = out;
+}
+
+/// Whether `s` fails, writing nothing, when local `x` is undefined.
+fn fails_undefined(s: &Stmt, x: u32) -> bool {
+    let is_x = |o: &Op| matches!(o, Op::Local(l) if *l == x);
+    match s {
+        Stmt::Equal(a, b) | Stmt::NotEqual(a, b) => is_x(a) || is_x(b),
+        Stmt::TypeIs(o, _) => is_x(o),
+        Stmt::Dot { source, key, .. } => is_x(source) || is_x(key),
+        Stmt::CallBuiltin { builtin, args, .. } | Stmt::Test { builtin, args } => {
+            !matches!(builtin.imp, Impl::Void) && args.iter().any(is_x)
+        }
+        _ => false,
+    }
 }
 
 struct Write {
@@ -106,6 +219,9 @@ struct Write {
 
 #[derive(Default)]
 struct Uses {
+    /// Per block, how many statements at its start never fail (resets, makes, copies): a
+    /// statement just after them runs whenever the block does.
+    sure: BTreeMap<u32, u32>,
     reads: BTreeMap<u32, Vec<Chain>>,
     /// The reads of a local in a place that names a local (`IsDefined(l)`, a Scan's source):
     /// a constant cannot stand there.
@@ -135,10 +251,34 @@ impl Uses {
                 let (b, i) = place(&w.at);
                 match pos_in(read, b) {
                     Some(j) if j > i => !pos_in(from, b).is_some_and(|k| i < k && k <= j),
-                    _ => false,
+                    _ => self.runs_before(&w.at, read, from),
                 }
             })
         })
+    }
+
+    /// Whether the write at `w`, among the statements that start one block of a `Block`
+    /// statement, runs before `read` in a later block of the same statement every time, with
+    /// `from` outside that statement: a `Block` statement starts each of its blocks in turn
+    /// (a break that leaves it skips the read too).
+    fn runs_before(&self, w: &Chain, read: &Chain, from: &Chain) -> bool {
+        let (Some(&(block, i)), Some(parent)) =
+            (w.last(), w.len().checked_sub(2).and_then(|n| w.get(n)))
+        else {
+            return false;
+        };
+        if i == 0 || i - 1 > self.sure.get(&block).copied().unwrap_or(0) {
+            return false;
+        }
+        // Blocks are numbered in order, a block's nested ones before its next sibling: the
+        // read's block under the same statement is a later sibling when its number is larger
+        // (under a Scan, Not or With there is only one block, `block` itself).
+        let later = read
+            .iter()
+            .position(|e| e == parent)
+            .and_then(|k| read.get(k + 1))
+            .is_some_and(|&(b, _)| b > block);
+        later && !from.contains(parent)
     }
 
     /// Whether a write of `l` lies after position `i` of block `b` and at or before `j`.
@@ -174,6 +314,25 @@ fn collect(
 ) -> bool {
     let id = *next;
     *next += 1;
+    let sure = block
+        .stmts
+        .iter()
+        .take_while(|s| {
+            matches!(
+                s,
+                Stmt::ResetLocal(_)
+                    | Stmt::MakeArray(_)
+                    | Stmt::MakeNull(_)
+                    | Stmt::MakeObject(_)
+                    | Stmt::MakeSet(_)
+                    | Stmt::MakeValue { .. }
+                    | Stmt::AssignVar { .. }
+                    | Stmt::AssignInt { .. }
+                    | Stmt::Nop
+            )
+        })
+        .count();
+    u.sure.insert(id, u32::try_from(sure).unwrap_or(u32::MAX));
     let mut prev: Option<&Stmt> = None;
     for (k, s) in block.stmts.iter().enumerate() {
         chain.push((id, u32::try_from(k).unwrap_or(u32::MAX - 1) + 1));
@@ -268,7 +427,7 @@ fn test_pair(call: &Stmt, test: &Stmt) -> Option<u32> {
 /// nested blocks aside; a Scan's key and value are written at its body's start, see
 /// [`collect`]. A call or dot that fails writes nothing but ends the block, so whatever comes
 /// after it in the block sees its value.
-fn own_uses(s: &Stmt, reads: &mut Vec<(u32, bool)>, writes: &mut Vec<(u32, bool)>) {
+pub(crate) fn own_uses(s: &Stmt, reads: &mut Vec<(u32, bool)>, writes: &mut Vec<(u32, bool)>) {
     let op = |o: &Op, reads: &mut Vec<(u32, bool)>| {
         if let Op::Local(l) = o {
             reads.push((*l, true));
@@ -683,7 +842,7 @@ pub(crate) fn touches(s: &Stmt, l: u32) -> bool {
     reads.iter().chain(&writes).any(|(x, _)| *x == l)
 }
 
-fn nested_mut(s: &mut Stmt) -> Vec<&mut Block> {
+pub(crate) fn nested_mut(s: &mut Stmt) -> Vec<&mut Block> {
     match s {
         Stmt::Block(bs) => bs.iter_mut().collect(),
         Stmt::Not(b) | Stmt::With { block: b, .. } | Stmt::Scan { block: b, .. } => vec![b],

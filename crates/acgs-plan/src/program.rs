@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use crate::builtins::{self, Builtin};
 use crate::ir::{self, BlockDef, Loc, Operand, StmtDef};
 use crate::value::{Num, Val};
-use crate::{opt, PlanError};
+use crate::{inline, opt, PlanError};
 
 /// Locals a frame may have; plans use a few dozen.
-const MAX_LOCALS: u32 = 1 << 16;
+pub(crate) const MAX_LOCALS: u32 = 1 << 16;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
@@ -18,12 +18,12 @@ pub(crate) enum Op {
     Const(Val),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Block {
     pub stmts: Vec<Stmt>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[repr(u8)]
 pub(crate) enum Stmt {
     ArrayAppend {
@@ -498,6 +498,61 @@ fn reads_input(stmts: &[Stmt], input: u32, free: &[bool]) -> bool {
 }
 
 impl Program {
+    /// Inlines the small functions into their callers (see [`inline`]), optimises the callers
+    /// again, and numbers every frame densely; [`inline::ROUNDS`] times, so a helper of a
+    /// helper is inlined too.
+    fn inline_and_compact(funcs: &mut [Func], plans: &mut [(String, Entry)], budget: &opt::Budget) {
+        let mut growth = 0;
+        for _ in 0..inline::ROUNDS {
+            let table: Vec<Option<inline::Inlinable>> = funcs
+                .iter()
+                .map(|f| {
+                    if f.memo {
+                        None
+                    } else {
+                        inline::Inlinable::of(&f.params, f.ret, f.frame, &f.blocks)
+                    }
+                })
+                .collect();
+            let unsettled: Vec<bool> = funcs.iter().map(|f| f.unsettled).collect();
+            let mut any = false;
+            for f in funcs.iter_mut() {
+                let inlined =
+                    inline::inline_calls(&mut f.blocks, &mut f.frame, &table, &mut growth);
+                if !inlined.is_empty() {
+                    any = true;
+                    // A callee's unsettled calls are the caller's own now.
+                    f.unsettled |= inlined
+                        .iter()
+                        .any(|&c| unsettled.get(c).copied().unwrap_or(true));
+                    let mut fixed = f.params.clone();
+                    fixed.push(f.ret);
+                    opt::optimise(&mut f.blocks, &fixed, Some(f.ret), budget);
+                    f.blocks.retain(|b| !b.stmts.is_empty());
+                }
+                let mut keep = f.params.clone();
+                keep.push(f.ret);
+                f.frame = inline::compact(&mut f.blocks, &mut keep);
+                f.ret = keep.pop().unwrap_or(f.ret);
+                f.params = keep;
+            }
+            for (_, e) in plans.iter_mut() {
+                let inlined =
+                    inline::inline_calls(&mut e.blocks, &mut e.frame, &table, &mut growth);
+                if !inlined.is_empty() {
+                    any = true;
+                    opt::optimise(&mut e.blocks, &[0, 1], None, budget);
+                    e.blocks.retain(|b| !b.stmts.is_empty());
+                }
+                // A plan's input and data stay in slots 0 and 1.
+                e.frame = inline::compact(&mut e.blocks, &mut [0, 1]).max(2);
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
     /// Marks the rule values that depend on data alone: functions of (input, data) that never
     /// read their input except to hand it, as input, to functions that do not read theirs
     /// either, and that call nothing unsettled. Found as the greatest fixpoint, so a cycle
@@ -583,6 +638,7 @@ impl Program {
             let mut fixed = params.clone();
             fixed.push(ret);
             opt::optimise(&mut blocks, &fixed, Some(ret), &budget);
+            blocks.retain(|b| !b.stmts.is_empty());
             if let Some(path) = f.path {
                 paths.insert(path, i);
             }
@@ -612,6 +668,7 @@ impl Program {
             let fixed = [lower.local(0)?, lower.local(1)?];
             let mut blocks = lower.blocks(p.blocks, 1)?;
             opt::optimise(&mut blocks, &fixed, None, &budget);
+            blocks.retain(|b| !b.stmts.is_empty());
             calls.append(&mut lower.calls);
             plans.push((
                 p.name,
@@ -633,6 +690,7 @@ impl Program {
                 )));
             }
         }
+        Program::inline_and_compact(&mut funcs, &mut plans, &budget);
         Program::find_data_only(&mut funcs);
         Ok(Program {
             funcs,

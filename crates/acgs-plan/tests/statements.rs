@@ -1059,3 +1059,95 @@ fn a_plan_reusing_one_local_thousands_of_times_loads_within_the_budget() {
     assert_eq!(eval(&plan, "7"), Ok(Some(v("7"))));
     assert_eq!(eval(&plan, r#"{"a": [1]}"#), Ok(Some(v(r#"{"a": [1]}"#))));
 }
+
+/// `g0.data.t.h(input, data, x)`: `x` when it is a string. Written as OPA writes a one-body
+/// function, except that it assigns its rule local without resetting it first: it relies on
+/// starting on an empty frame, as every call does.
+fn helper() -> J {
+    json!({"name": "g0.data.t.h", "params": [0, 1, 2], "return": 3, "blocks": [
+        {"stmts": [
+            stmt("CallStmt", json!({"func": "is_string", "args": [local(2)], "result": 5})),
+            stmt("NotEqualStmt", json!({"a": local(5), "b": {"type": "bool", "value": false}})),
+            stmt("AssignVarOnceStmt", json!({"source": local(2), "target": 4})),
+        ]},
+        {"stmts": [stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 3}))]},
+        {"stmts": [stmt("ReturnLocalStmt", json!({"source": 3}))]},
+    ]})
+}
+
+/// `g0.data.t.w(input, data, x)`: overwrites its parameter `x` with "w" and returns it.
+fn overwriter() -> J {
+    json!({"name": "g0.data.t.w", "params": [0, 1, 2], "return": 3, "blocks": [
+        {"stmts": [
+            assign(string(2), 2),
+            stmt("AssignVarOnceStmt", json!({"source": local(2), "target": 3})),
+        ]},
+    ]})
+}
+
+/// Small functions run inside their callers (no call, no frame of their own): every run
+/// still starts on an empty frame (in a loop too), an undefined one fails its caller's
+/// expression (or passes under `not`), and a function that writes its parameter leaves the
+/// caller's argument as it was.
+#[test]
+fn inlined_functions_behave_as_calls() {
+    let s = |text: u32| string(text);
+    // [h(x) | some x in input.items], h(7) undefined under not, w(input.keep) beside
+    // input.keep.
+    let mut funcs = rule(json!([{"stmts": [
+        stmt("MakeArrayStmt", json!({"capacity": 4, "target": 6})),
+        stmt("DotStmt", json!({"source": local(0), "key": s(1), "target": 3})),
+        stmt("ScanStmt", json!({"source": 3, "key": 4, "value": 5, "block": {"stmts": [
+            stmt("CallStmt", json!({"func": "g0.data.t.h", "args": [local(0), local(1), local(5)], "result": 7})),
+            stmt("ArrayAppendStmt", json!({"value": local(7), "array": 6})),
+        ]}})),
+        stmt("NotStmt", json!({"block": {"stmts": [
+            assign(json!({"type": "string_index", "value": 3}), 8),
+            stmt("MakeNumberIntStmt", json!({"value": 7, "target": 8})),
+            stmt("CallStmt", json!({"func": "g0.data.t.h", "args": [local(0), local(1), local(8)], "result": 9})),
+        ]}})),
+        stmt("DotStmt", json!({"source": local(0), "key": s(3), "target": 10})),
+        stmt("CallStmt", json!({"func": "g0.data.t.w", "args": [local(0), local(1), local(10)], "result": 11})),
+        stmt("MakeArrayStmt", json!({"capacity": 3, "target": 2})),
+        stmt("ArrayAppendStmt", json!({"value": local(6), "array": 2})),
+        stmt("ArrayAppendStmt", json!({"value": local(10), "array": 2})),
+        stmt("ArrayAppendStmt", json!({"value": local(11), "array": 2})),
+    ]}]));
+    let list = funcs.as_array_mut().unwrap();
+    list.push(helper());
+    list.push(overwriter());
+    let plan = plan_with(&["result", "items", "w", "keep"], &["is_string"], funcs).unwrap();
+    assert_eq!(
+        eval(&plan, r#"{"items": ["a", 1, "b", null, "c"], "keep": "k"}"#),
+        ok(r#"[["a", "b", "c"], "k", "w"]"#)
+    );
+    // Without `keep` the dot before the call fails: the rule is undefined.
+    assert_eq!(eval(&plan, r#"{"items": ["a"]}"#), Ok(None));
+    assert_eq!(
+        eval(&plan, r#"{"items": [], "keep": 1}"#),
+        ok(r#"[[], 1, "w"]"#)
+    );
+}
+
+/// A write that starts one block of a `Block` statement hides an earlier value from the later
+/// blocks; one after a statement that can fail does not: the earlier value stays.
+#[test]
+fn a_write_after_a_failing_test_does_not_hide_the_earlier_value() {
+    let s = |text: u32| string(text);
+    let plan = plan_with(
+        &["result", "a", "b"],
+        &[],
+        rule(json!([{"stmts": [
+            assign(s(1), 4),
+            stmt("BlockStmt", json!({"blocks": [
+                {"stmts": [
+                    stmt("EqualStmt", json!({"a": s(1), "b": s(2)})),
+                    assign(s(2), 4),
+                ]},
+                {"stmts": [stmt("AssignVarOnceStmt", json!({"source": local(4), "target": 2}))]},
+            ]})),
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(eval(&plan, "{}"), ok(r#""a""#));
+}
