@@ -114,9 +114,18 @@ def run_metadata(checkout: Path | None = None) -> dict[str, Any]:
     }
 
 
+#: The ACGS subject a peer is compared with, first found first: the plan evaluator (the
+#: engine's default evaluator) where a suite measures it beside the Wasm, else "acgs".
+PRIMARY_SUBJECTS = ("acgs-plan", "acgs")
+
+
 def _primary(records: Iterable[Record]) -> Record | None:
     ours = [r for r in records if r.role == "acgs"]
-    return next((r for r in ours if r.subject == "acgs"), ours[0] if ours else None)
+    for subject in PRIMARY_SUBJECTS:
+        found = next((r for r in ours if r.subject == subject), None)
+        if found is not None:
+            return found
+    return ours[0] if ours else None
 
 
 def advantage(ours: Record, peer: Record) -> float | None:
